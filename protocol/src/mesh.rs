@@ -1,0 +1,325 @@
+//! The mesh config: who may do what, and the settings every node of a mesh shares.
+//!
+//! Parsed by the node from TOML; checked here so every role applies the same rules.
+//! ```toml
+//! open = false                       # true: unlisted requesters and contributors are admitted
+//! [settings]
+//! quorum = 4                         # seal as soon as this many phrases are in
+//! minimum = 2                        # at the deadline, seal if at least this many are in
+//! [[generators]]
+//! peer_id = "12D3KooW…"
+//! addrs = ["/ip4/127.0.0.1/tcp/4001"]
+//! [[contributors]]
+//! client_id = 1
+//! peer_id = "12D3KooW…"
+//! ```
+
+use crate::otp::Digits;
+use crate::phrase::ClientId;
+use crate::round::{MAX_HASH_ITERATIONS, MAX_ROUND_CONTRIBUTORS};
+use crate::seal::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS};
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most peers any one role list may name.
+pub const MAX_LISTED_PEERS: usize = 4096;
+/// Most addresses one listed peer may carry.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Settings every node of a mesh shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Phrases that seal a round at once. 0: the number of listed contributors.
+    pub quorum: u32,
+    /// Phrases that still seal a round at its deadline. 0: a majority of the quorum.
+    pub minimum: u32,
+    /// How long a round stays open.
+    pub deadline_ms: u64,
+    /// Pause between one round ending and the next opening.
+    pub round_interval_ms: u64,
+    /// Hash iterations in the round secret.
+    pub hash_iterations: u32,
+    pub digits: Digits,
+    /// Lifetime of an issued OTP.
+    pub otp_expiry_ms: u64,
+    /// Generator RSA key size.
+    pub rsa_bits: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            quorum: 0,
+            minimum: 0,
+            deadline_ms: 30_000,
+            round_interval_ms: 5_000,
+            hash_iterations: 1_000,
+            digits: Digits::default(),
+            otp_expiry_ms: 120_000,
+            rsa_bits: DEFAULT_KEY_BITS,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub peer_id: PeerId,
+    /// Where the peer listens (optional; helps the others dial it).
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contributor {
+    pub client_id: ClientId,
+    pub peer_id: PeerId,
+    #[serde(default)]
+    pub addrs: Vec<String>,
+}
+
+/// The whole mesh config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    #[serde(default)]
+    pub open: bool,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub generators: Vec<Member>,
+    #[serde(default)]
+    pub distributors: Vec<Member>,
+    #[serde(default)]
+    pub contributors: Vec<Contributor>,
+    #[serde(default)]
+    pub requesters: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshError {
+    #[error("client id {0} is listed twice under [[contributors]]")]
+    DuplicateClient(ClientId),
+    #[error("peer {0} is listed as a contributor twice (one client id per peer)")]
+    DuplicatePeer(PeerId),
+    #[error("client id 0 is not valid: client ids start at 1")]
+    ZeroClient,
+    #[error("{list} lists {len} peers; at most {MAX_LISTED_PEERS} are allowed")]
+    TooMany { list: &'static str, len: usize },
+    #[error("peer {0} lists more than {MAX_ADDRS_PER_PEER} addresses")]
+    TooManyAddrs(PeerId),
+    #[error("settings.{field}: {problem}")]
+    Setting { field: &'static str, problem: String },
+    #[error("a mesh needs at least one generator (none listed under [[generators]])")]
+    NoGenerator,
+}
+
+impl MeshConfig {
+    /// Checks the config is consistent; every node runs this before it starts.
+    pub fn validate(&self) -> Result<(), MeshError> {
+        let lists: [(&'static str, usize); 4] = [
+            ("[[generators]]", self.generators.len()),
+            ("[[distributors]]", self.distributors.len()),
+            ("[[contributors]]", self.contributors.len()),
+            ("[[requesters]]", self.requesters.len()),
+        ];
+        for (list, len) in lists {
+            if len > MAX_LISTED_PEERS {
+                return Err(MeshError::TooMany { list, len });
+            }
+        }
+        if self.generators.is_empty() {
+            return Err(MeshError::NoGenerator);
+        }
+        let mut clients = BTreeSet::new();
+        let mut peers = BTreeSet::new();
+        for c in &self.contributors {
+            if c.client_id.0 == 0 {
+                return Err(MeshError::ZeroClient);
+            }
+            if !clients.insert(c.client_id) {
+                return Err(MeshError::DuplicateClient(c.client_id));
+            }
+            if !peers.insert(c.peer_id) {
+                return Err(MeshError::DuplicatePeer(c.peer_id));
+            }
+        }
+        let all_addrs = self
+            .generators
+            .iter()
+            .chain(&self.distributors)
+            .chain(&self.requesters)
+            .map(|m| (m.peer_id, m.addrs.len()))
+            .chain(self.contributors.iter().map(|c| (c.peer_id, c.addrs.len())));
+        for (peer, n) in all_addrs {
+            if n > MAX_ADDRS_PER_PEER {
+                return Err(MeshError::TooManyAddrs(peer));
+            }
+        }
+        self.check_settings()
+    }
+
+    fn check_settings(&self) -> Result<(), MeshError> {
+        let s = &self.settings;
+        let bad = |field, problem: String| Err(MeshError::Setting { field, problem });
+        let quorum = self.quorum();
+        if quorum == 0 {
+            return bad("quorum", "must be at least 1 (or list contributors and leave it 0)".into());
+        }
+        if quorum as usize > MAX_ROUND_CONTRIBUTORS {
+            return bad("quorum", format!("{quorum} is more than the {MAX_ROUND_CONTRIBUTORS} a round can hold"));
+        }
+        if !self.open && !self.contributors.is_empty() && quorum as usize > self.contributors.len() {
+            return bad(
+                "quorum",
+                format!("{quorum} is more than the {} listed contributors", self.contributors.len()),
+            );
+        }
+        if self.minimum() > quorum {
+            return bad("minimum", format!("{} is more than the quorum {quorum}", self.minimum()));
+        }
+        if s.deadline_ms < 100 || s.deadline_ms > 86_400_000 {
+            return bad("deadline_ms", format!("{} is outside 100 ms to 24 h", s.deadline_ms));
+        }
+        if s.round_interval_ms > 86_400_000 {
+            return bad("round_interval_ms", format!("{} is more than 24 h", s.round_interval_ms));
+        }
+        if s.hash_iterations == 0 || s.hash_iterations > MAX_HASH_ITERATIONS {
+            return bad("hash_iterations", format!("{} is outside 1 to {MAX_HASH_ITERATIONS}", s.hash_iterations));
+        }
+        if s.otp_expiry_ms < 1_000 || s.otp_expiry_ms > 86_400_000 {
+            return bad("otp_expiry_ms", format!("{} is outside 1 s to 24 h", s.otp_expiry_ms));
+        }
+        if !ALLOWED_KEY_BITS.contains(&s.rsa_bits) {
+            return bad("rsa_bits", format!("{} is not one of 2048, 3072, 4096", s.rsa_bits));
+        }
+        Ok(())
+    }
+
+    /// The effective quorum.
+    pub fn quorum(&self) -> u32 {
+        match self.settings.quorum {
+            0 => self.contributors.len() as u32,
+            q => q,
+        }
+    }
+
+    /// The effective minimum to seal at the deadline.
+    pub fn minimum(&self) -> u32 {
+        match self.settings.minimum {
+            0 => self.quorum() / 2 + 1,
+            m => m,
+        }
+    }
+
+    pub fn is_generator(&self, peer: &PeerId) -> bool {
+        self.generators.iter().any(|m| &m.peer_id == peer)
+    }
+
+    pub fn is_distributor(&self, peer: &PeerId) -> bool {
+        self.distributors.iter().any(|m| &m.peer_id == peer)
+    }
+
+    pub fn is_requester(&self, peer: &PeerId) -> bool {
+        self.open || self.requesters.iter().any(|m| &m.peer_id == peer)
+    }
+
+    /// Whether `peer` may submit phrases as `client`.
+    pub fn may_contribute(&self, peer: &PeerId, client: ClientId) -> Result<(), Denied> {
+        if client.0 == 0 {
+            return Err(Denied::ZeroClient);
+        }
+        match self.contributors.iter().find(|c| c.client_id == client) {
+            Some(c) if &c.peer_id == peer => Ok(()),
+            Some(_) => Err(Denied::ClientOfAnotherPeer(client)),
+            None if self.open && !self.contributors.iter().any(|c| &c.peer_id == peer) => Ok(()),
+            None => Err(Denied::UnlistedContributor(client)),
+        }
+    }
+
+    /// Client id → PeerId of the listed contributors.
+    pub fn contributor_peers(&self) -> BTreeMap<ClientId, PeerId> {
+        self.contributors.iter().map(|c| (c.client_id, c.peer_id)).collect()
+    }
+
+    /// Every listed peer with its addresses (for dialing).
+    pub fn known_addrs(&self) -> Vec<(PeerId, &[String])> {
+        self.generators
+            .iter()
+            .chain(&self.distributors)
+            .chain(&self.requesters)
+            .map(|m| (m.peer_id, m.addrs.as_slice()))
+            .chain(self.contributors.iter().map(|c| (c.peer_id, c.addrs.as_slice())))
+            .collect()
+    }
+}
+
+/// Why the mesh config refuses a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("client id 0 is not valid")]
+    ZeroClient,
+    #[error("client id {0} belongs to another peer")]
+    ClientOfAnotherPeer(ClientId),
+    #[error("client id {0} is not listed in the mesh config")]
+    UnlistedContributor(ClientId),
+    #[error("peer is not a listed generator")]
+    NotGenerator,
+    #[error("peer is not a listed distributor")]
+    NotDistributor,
+    #[error("peer is not a listed requester")]
+    NotRequester,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(n: u32) -> MeshConfig {
+        MeshConfig {
+            generators: vec![Member { peer_id: PeerId::random(), addrs: vec![] }],
+            contributors: (1..=n).map(|i| Contributor { client_id: ClientId(i), peer_id: PeerId::random(), addrs: vec![] }).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contributor_list() {
+        let c = config(4);
+        c.validate().unwrap();
+        assert_eq!((c.quorum(), c.minimum()), (4, 3));
+    }
+
+    #[test]
+    fn contributors_are_bound_to_their_peer() {
+        let c = config(2);
+        let p1 = c.contributors[0].peer_id;
+        assert_eq!(c.may_contribute(&p1, ClientId(1)), Ok(()));
+        assert_eq!(c.may_contribute(&p1, ClientId(2)), Err(Denied::ClientOfAnotherPeer(ClientId(2))));
+        assert_eq!(c.may_contribute(&PeerId::random(), ClientId(9)), Err(Denied::UnlistedContributor(ClientId(9))));
+        let open = MeshConfig { open: true, ..c.clone() };
+        assert_eq!(open.may_contribute(&PeerId::random(), ClientId(9)), Ok(()));
+        assert_eq!(open.may_contribute(&p1, ClientId(9)), Err(Denied::UnlistedContributor(ClientId(9))));
+        assert_eq!(open.may_contribute(&PeerId::random(), ClientId(1)), Err(Denied::ClientOfAnotherPeer(ClientId(1))));
+    }
+
+    #[test]
+    fn impossible_settings_are_named() {
+        let mut c = config(2);
+        c.settings.quorum = 3;
+        assert!(c.validate().unwrap_err().to_string().contains("settings.quorum"));
+        c.settings.quorum = 2;
+        c.settings.minimum = 3;
+        assert!(c.validate().unwrap_err().to_string().contains("settings.minimum"));
+        c.settings.minimum = 0;
+        c.settings.rsa_bits = 1024;
+        assert!(c.validate().unwrap_err().to_string().contains("rsa_bits"));
+        let mut dup = config(2);
+        dup.contributors[1].client_id = ClientId(1);
+        assert_eq!(dup.validate(), Err(MeshError::DuplicateClient(ClientId(1))));
+        assert_eq!(MeshConfig::default().validate(), Err(MeshError::NoGenerator));
+    }
+}

@@ -1,0 +1,330 @@
+//! The generator: opens rounds, takes one phrase per client, seals, delivers, publishes transcripts.
+//!
+//! ```text
+//! tick ─► no round open and interval passed ─► Persist(Opened) · Publish(Open)
+//! phrase ─► checks ─► Decrypt(job) ──► decrypted ─► quorum reached? ─► seal
+//! tick ─► deadline passed ─► ≥ minimum opened? seal : fail
+//! seal ─► Persist(Round) · Publish(Sealed) · Send(Deliver) to every distributor until acknowledged
+//! ```
+
+use super::{refuse, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Tags, Verdict};
+use crate::digest::Digest32;
+use crate::mesh::MeshConfig;
+use crate::phrase::{ClientId, Phrase};
+use crate::round::{self, RoundId, Secret, Transcript};
+use crate::seal::PublicKey;
+use crate::wire::{Delivery, Gossip, PhraseSubmission, Request, Response, RoundFailure, RoundOpen};
+use libp2p_identity::PeerId;
+use rand_core::CryptoRngCore;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// How often an open round is announced again, for nodes that joined late.
+pub const REANNOUNCE_MS: Millis = 2_000;
+/// Wait before retrying a delivery that failed.
+pub const DELIVERY_RETRY_MS: Millis = 1_000;
+/// Rounds whose delivery is still being retried; older ones are abandoned.
+pub const MAX_PENDING_DELIVERIES: usize = 8;
+
+#[derive(Debug)]
+enum Slot {
+    Opening,
+    Opened(Phrase),
+    Failed,
+}
+
+#[derive(Debug)]
+struct OpenRound {
+    announce: RoundOpen,
+    slots: BTreeMap<ClientId, (Digest32, Slot)>,
+    announced_at: Millis,
+}
+
+impl OpenRound {
+    fn opened(&self) -> usize {
+        self.slots.values().filter(|(_, s)| matches!(s, Slot::Opened(_))).count()
+    }
+}
+
+#[derive(Debug)]
+struct Delivering {
+    delivery: Delivery,
+    waiting: BTreeSet<PeerId>,
+    in_flight: BTreeSet<PeerId>,
+    retry_at: Millis,
+}
+
+#[derive(Debug)]
+pub struct Generator {
+    me: PeerId,
+    mesh: Arc<MeshConfig>,
+    key: PublicKey,
+    next_round: RoundId,
+    head: Digest32,
+    open: Option<OpenRound>,
+    next_open_at: Millis,
+    deliveries: BTreeMap<RoundId, Delivering>,
+    in_flight: HashMap<Tag, (RoundId, PeerId)>,
+    tags: Tags,
+}
+
+impl Generator {
+    /// `last_opened` and `last_sealed` come from the node's store after a restart.
+    pub fn new(
+        me: PeerId,
+        mesh: Arc<MeshConfig>,
+        key: PublicKey,
+        last_opened: Option<RoundId>,
+        last_sealed: Option<(Transcript, Secret)>,
+    ) -> Generator {
+        let after = |r: Option<RoundId>| r.map_or(1, |r| r.0 + 1);
+        let sealed_round = last_sealed.as_ref().map(|(t, _)| t.round);
+        let next_round = RoundId(after(last_opened).max(after(sealed_round)));
+        let head = last_sealed.as_ref().map_or(Digest32::ZERO, |(t, _)| t.commitment);
+        let mut generator = Generator {
+            me,
+            mesh,
+            key,
+            next_round,
+            head,
+            open: None,
+            next_open_at: 0,
+            deliveries: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            tags: Tags::default(),
+        };
+        // A restart may have cut a delivery short: deliver the chain head again (distributors
+        // acknowledge a round they already hold).
+        if let Some((transcript, secret)) = last_sealed {
+            generator.queue_delivery(Delivery { transcript, secret }, 0);
+        }
+        generator
+    }
+
+    pub fn current_round(&self) -> Option<RoundId> {
+        self.open.as_ref().map(|o| o.announce.round)
+    }
+
+    fn open_round(&mut self, now: Millis) -> Vec<Action> {
+        let round = self.next_round;
+        self.next_round = RoundId(round.0 + 1);
+        let settings = &self.mesh.settings;
+        let announce = RoundOpen {
+            round,
+            key_fingerprint: self.key.fingerprint(),
+            quorum: self.mesh.quorum(),
+            minimum: self.mesh.minimum(),
+            deadline_ms: now + settings.deadline_ms,
+            prev_commitment: self.head,
+        };
+        let event = Event::RoundOpened { round, quorum: announce.quorum, deadline_ms: announce.deadline_ms };
+        self.open = Some(OpenRound { announce: announce.clone(), slots: BTreeMap::new(), announced_at: now });
+        vec![Action::Persist(Record::Opened(round)), Action::Publish(Gossip::Open(announce)), Action::Emit(event)]
+    }
+
+    fn on_phrase(&mut self, source: PeerId, p: &PhraseSubmission) -> (Verdict, Vec<Action>) {
+        let Some(open) = self.open.as_mut().filter(|o| o.announce.round == p.round) else {
+            return (Verdict::Ignore(format!("phrase for round {}, which is not open", p.round)), Vec::new());
+        };
+        let reject = |reason: String| {
+            let event = Event::PhraseRejected { round: p.round, client: p.client, peer: source, reason: reason.clone() };
+            (Verdict::Reject(reason), vec![Action::Emit(event)])
+        };
+        if p.key_fingerprint != self.key.fingerprint() {
+            return reject(format!("sealed under key {}, not this generator's", p.key_fingerprint));
+        }
+        if p.ciphertext.len() != self.key.ciphertext_len() {
+            return reject(format!(
+                "ciphertext is {} bytes; this generator's key takes {}",
+                p.ciphertext.len(),
+                self.key.ciphertext_len()
+            ));
+        }
+        if open.slots.contains_key(&p.client) {
+            return reject(format!("second phrase for client {} in round {}", p.client, p.round));
+        }
+        open.slots.insert(p.client, (round::ciphertext_hash(&p.ciphertext), Slot::Opening));
+        let job = DecryptJob { round: p.round, client: p.client, ciphertext: p.ciphertext.clone() };
+        (Verdict::Accept, vec![Action::Decrypt(job)])
+    }
+
+    fn seal(&mut self, now: Millis) -> Vec<Action> {
+        let Some(open) = self.open.take() else { return Vec::new() };
+        let round = open.announce.round;
+        let mut phrases = BTreeMap::new();
+        let mut included = Vec::new();
+        for (client, (hash, slot)) in open.slots {
+            if let Slot::Opened(phrase) = slot {
+                phrases.insert(client, phrase);
+                included.push(round::Inclusion { client, ciphertext_hash: hash });
+            }
+        }
+        let secret = round::derive_secret(round, &self.head, &phrases, self.mesh.settings.hash_iterations);
+        let transcript = Transcript {
+            round,
+            generator: self.me,
+            key_fingerprint: self.key.fingerprint(),
+            included,
+            prev_commitment: self.head,
+            commitment: secret.commitment(round),
+            sealed_at_ms: now,
+        };
+        self.head = transcript.commitment;
+        self.next_open_at = now + self.mesh.settings.round_interval_ms;
+        let event = Event::RoundSealed {
+            round,
+            commitment: transcript.commitment,
+            prev_commitment: transcript.prev_commitment,
+            included: transcript.clients(),
+        };
+        let mut actions = vec![
+            Action::Persist(Record::Round { transcript: transcript.clone(), secret: secret.clone() }),
+            Action::Publish(Gossip::Sealed(transcript.clone())),
+            Action::Emit(event),
+        ];
+        actions.extend(self.queue_delivery(Delivery { transcript, secret }, now));
+        actions
+    }
+
+    fn fail(&mut self, now: Millis, reason: String) -> Vec<Action> {
+        let Some(open) = self.open.take() else { return Vec::new() };
+        let round = open.announce.round;
+        self.next_open_at = now + self.mesh.settings.round_interval_ms;
+        vec![
+            Action::Publish(Gossip::Failed(RoundFailure { round, reason: reason.clone() })),
+            Action::Emit(Event::RoundFailed { round, reason }),
+        ]
+    }
+
+    fn queue_delivery(&mut self, delivery: Delivery, now: Millis) -> Vec<Action> {
+        let round = delivery.transcript.round;
+        let waiting: BTreeSet<PeerId> = self.mesh.distributors.iter().map(|m| m.peer_id).collect();
+        if waiting.is_empty() {
+            return vec![Action::Emit(Event::RoundDeliveredAll { round })];
+        }
+        let mut actions = Vec::new();
+        self.deliveries.insert(round, Delivering { delivery, waiting, in_flight: BTreeSet::new(), retry_at: now });
+        while self.deliveries.len() > MAX_PENDING_DELIVERIES {
+            if let Some((old, d)) = self.deliveries.pop_first() {
+                self.in_flight.retain(|_, (r, _)| *r != old);
+                for distributor in d.waiting {
+                    actions.push(Action::Emit(Event::DeliveryAbandoned { round: old, distributor }));
+                }
+            }
+        }
+        actions.extend(self.send_deliveries(now));
+        actions
+    }
+
+    fn send_deliveries(&mut self, now: Millis) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (round, d) in self.deliveries.iter_mut().filter(|(_, d)| d.retry_at <= now) {
+            for peer in d.waiting.iter().filter(|p| !d.in_flight.contains(p)).copied().collect::<Vec<_>>() {
+                let tag = self.tags.next();
+                d.in_flight.insert(peer);
+                self.in_flight.insert(tag, (*round, peer));
+                let request = Request::Deliver(Box::new(d.delivery.clone()));
+                actions.push(Action::Send { peer, tag, request });
+            }
+        }
+        actions
+    }
+}
+
+impl Role for Generator {
+    fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match &mut self.open {
+            Some(open) if now >= open.announce.deadline_ms => {
+                let (have, minimum) = (open.opened(), open.announce.minimum as usize);
+                if have >= minimum && have > 0 {
+                    actions.extend(self.seal(now));
+                } else {
+                    let reason = format!("deadline passed with {have} of the minimum {minimum} phrases");
+                    actions.extend(self.fail(now, reason));
+                }
+            }
+            Some(open) if now >= open.announced_at + REANNOUNCE_MS => {
+                open.announced_at = now;
+                actions.push(Action::Publish(Gossip::Open(open.announce.clone())));
+            }
+            Some(_) => {}
+            None if now >= self.next_open_at => actions.extend(self.open_round(now)),
+            None => {}
+        }
+        actions.extend(self.send_deliveries(now));
+        actions
+    }
+
+    fn gossip(&mut self, _now: Millis, source: PeerId, message: &Gossip, _rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+        match message {
+            Gossip::Phrase(p) => self.on_phrase(source, p),
+            _ => (Verdict::Accept, Vec::new()),
+        }
+    }
+
+    fn request(&mut self, _now: Millis, peer: PeerId, id: InboundId, request: Request, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        match request {
+            Request::PublicKey => {
+                vec![Action::Reply { to: id, response: Response::PublicKey(self.key.spki_der().to_vec()) }]
+            }
+            other => refuse(peer, id, &other, crate::wire::Refusal::WrongRole(other.kind().into())),
+        }
+    }
+
+    fn response(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        tag: Tag,
+        response: Result<Response, String>,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let Some((round, distributor)) = self.in_flight.remove(&tag) else { return Vec::new() };
+        let Some(d) = self.deliveries.get_mut(&round) else { return Vec::new() };
+        d.in_flight.remove(&distributor);
+        match response {
+            Ok(Response::Delivered(r)) if r == round => {
+                d.waiting.remove(&distributor);
+                let mut actions = vec![Action::Emit(Event::RoundDelivered { round, distributor })];
+                if d.waiting.is_empty() {
+                    self.deliveries.remove(&round);
+                    actions.push(Action::Emit(Event::RoundDeliveredAll { round }));
+                }
+                actions
+            }
+            other => {
+                d.retry_at = now + DELIVERY_RETRY_MS;
+                let reason = match other {
+                    Ok(Response::Refused(r)) => r.to_string(),
+                    Ok(unexpected) => format!("unexpected response {unexpected:?}"),
+                    Err(e) => e,
+                };
+                vec![Action::Emit(Event::RequestFailed { peer, request: "deliver".into(), reason })]
+            }
+        }
+    }
+
+    fn decrypted(&mut self, now: Millis, job: DecryptJob, phrase: Option<Phrase>) -> Vec<Action> {
+        let Some(open) = self.open.as_mut().filter(|o| o.announce.round == job.round) else { return Vec::new() };
+        let Some((_, slot @ Slot::Opening)) = open.slots.get_mut(&job.client) else { return Vec::new() };
+        let peer = self.mesh.contributor_peers().get(&job.client).copied().unwrap_or(self.me);
+        let event = match phrase {
+            Some(p) => {
+                *slot = Slot::Opened(p);
+                Event::PhraseAccepted { round: job.round, client: job.client }
+            }
+            None => {
+                *slot = Slot::Failed;
+                // Deliberately vague: the reason never leaves this node, and even here it does not
+                // say which check failed.
+                Event::PhraseRejected { round: job.round, client: job.client, peer, reason: "phrase did not open".into() }
+            }
+        };
+        let mut actions = vec![Action::Emit(event)];
+        if open.opened() >= open.announce.quorum as usize {
+            actions.extend(self.seal(now));
+        }
+        actions
+    }
+}

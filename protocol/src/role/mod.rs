@@ -1,0 +1,189 @@
+//! The four roles as sans-IO state machines.
+//!
+//! A role takes inputs — a gossip message, a request, a response, a finished decryption, a user's
+//! input, a timer tick — each with the current time, and returns [`Action`]s for the node to carry
+//! out in order. Randomness comes in as an argument. Nothing here touches a socket, a clock or a disk.
+//!
+//! The node runs [`check_gossip`] (who may send what) before any role sees a gossip message; the
+//! role then adds what only it can judge (is the round open, is this a second phrase).
+
+pub mod contributor;
+pub mod distributor;
+pub mod generator;
+pub mod requester;
+
+pub use contributor::Contributor;
+pub use distributor::Distributor;
+pub use generator::Generator;
+pub use requester::Requester;
+
+use crate::digest::Digest32;
+use crate::mesh::MeshConfig;
+use crate::phrase::{ClientId, Phrase, UserInput};
+use crate::round::{RoundId, Secret, Transcript};
+use crate::wire::{Gossip, Refusal, Request, Response};
+use libp2p_identity::PeerId;
+use rand_core::CryptoRngCore;
+use serde::Serialize;
+
+/// Milliseconds since the Unix epoch, as the node's clock reads it.
+pub type Millis = u64;
+
+/// The node's handle for an inbound request awaiting a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InboundId(pub u64);
+
+/// A role's handle for an outbound request; the response comes back with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(pub u64);
+
+/// What gossipsub should do with a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: deliver and forward.
+    Accept,
+    /// Not the sender's fault (stale, not for us yet): drop without penalty.
+    Ignore(String),
+    /// A fault: drop and penalise the sender.
+    Reject(String),
+}
+
+/// Work the generator hands off: opening one phrase (slow; runs off the event loop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecryptJob {
+    pub round: RoundId,
+    pub client: ClientId,
+    pub ciphertext: Vec<u8>,
+}
+
+/// What a role asks the node to store. The node commits before it carries out the next action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A generator opened this round (round ids never repeat, even across restarts).
+    Opened(RoundId),
+    /// A sealed round: the generator's chain head, a distributor's held round.
+    Round { transcript: Transcript, secret: Secret },
+    /// The next OTP counter for (round, requester).
+    Counter { round: RoundId, requester: PeerId, next: u64 },
+}
+
+/// Something that happened, for the user, the logs and the tools. Never carries a secret except
+/// the requester's own OTP in [`Event::OtpReceived`], which is that user's output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RoundOpened { round: RoundId, quorum: u32, deadline_ms: Millis },
+    PhraseSubmitted { round: RoundId, client: ClientId, ciphertext_hash: Digest32 },
+    PhraseAccepted { round: RoundId, client: ClientId },
+    PhraseRejected { round: RoundId, client: ClientId, peer: PeerId, reason: String },
+    RoundSealed { round: RoundId, commitment: Digest32, prev_commitment: Digest32, included: Vec<ClientId> },
+    RoundFailed { round: RoundId, reason: String },
+    RoundDelivered { round: RoundId, distributor: PeerId },
+    RoundDeliveredAll { round: RoundId },
+    DeliveryAbandoned { round: RoundId, distributor: PeerId },
+    RoundStored { round: RoundId, commitment: Digest32 },
+    ChainGap { round: RoundId, expected_prev: Digest32, found_prev: Digest32 },
+    TranscriptChecked { round: RoundId, client: ClientId, included: bool },
+    KeyMismatch { generator: PeerId, expected: Digest32, found: Digest32 },
+    OtpIssued { round: RoundId, requester: PeerId, counter: u64, expires_at_ms: Millis },
+    OtpReceived { round: RoundId, distributor: PeerId, otp: String, expires_at_ms: Millis },
+    RequestRefused { peer: PeerId, request: String, reason: String },
+    RequestFailed { peer: PeerId, request: String, reason: String },
+}
+
+/// What a role asks the node to do.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Publish(Gossip),
+    Send { peer: PeerId, tag: Tag, request: Request },
+    Reply { to: InboundId, response: Response },
+    Persist(Record),
+    Decrypt(DecryptJob),
+    Emit(Event),
+    /// Ask the user for the integer for this round.
+    AskInput { round: RoundId },
+}
+
+/// A state machine for one role. Every method has a sensible default, so each role states only the
+/// inputs it cares about.
+pub trait Role {
+    fn start(&mut self, _now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        Vec::new()
+    }
+
+    fn tick(&mut self, _now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        Vec::new()
+    }
+
+    /// A gossip message that passed [`check_gossip`].
+    fn gossip(&mut self, _now: Millis, _source: PeerId, _message: &Gossip, _rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+        (Verdict::Accept, Vec::new())
+    }
+
+    fn request(&mut self, _now: Millis, peer: PeerId, id: InboundId, request: Request, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        refuse(peer, id, &request, Refusal::WrongRole(request.kind().into()))
+    }
+
+    fn response(
+        &mut self,
+        _now: Millis,
+        _peer: PeerId,
+        _tag: Tag,
+        _response: Result<Response, String>,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        Vec::new()
+    }
+
+    fn decrypted(&mut self, _now: Millis, _job: DecryptJob, _phrase: Option<Phrase>) -> Vec<Action> {
+        Vec::new()
+    }
+
+    fn user_input(&mut self, _now: Millis, _round: RoundId, _input: UserInput, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        Vec::new()
+    }
+}
+
+/// Refuses a request: the reply, and an event saying why.
+pub fn refuse(peer: PeerId, to: InboundId, request: &Request, refusal: Refusal) -> Vec<Action> {
+    vec![
+        Action::Emit(Event::RequestRefused { peer, request: request.kind().into(), reason: refusal.to_string() }),
+        Action::Reply { to, response: Response::Refused(refusal) },
+    ]
+}
+
+/// Who may send what on the gossip topic; every node applies it before forwarding anything.
+pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Verdict {
+    match message {
+        Gossip::Open(_) | Gossip::Failed(_) if !mesh.is_generator(source) => {
+            Verdict::Reject(format!("{} from {source}, which is not a listed generator", message.kind()))
+        }
+        Gossip::Sealed(t) if !mesh.is_generator(source) || &t.generator != source => {
+            Verdict::Reject(format!("transcript from {source}, which is not its listed generator"))
+        }
+        Gossip::Sealed(t) => match t.check(None) {
+            Ok(()) => Verdict::Accept,
+            Err(e) => Verdict::Reject(format!("malformed transcript: {e}")),
+        },
+        Gossip::Phrase(p) => match mesh.may_contribute(source, p.client) {
+            Ok(()) if ![256, 384, 512].contains(&p.ciphertext.len()) => Verdict::Reject(format!(
+                "ciphertext of {} bytes fits no allowed RSA key size",
+                p.ciphertext.len()
+            )),
+            Ok(()) => Verdict::Accept,
+            Err(denied) => Verdict::Reject(format!("phrase from {source}: {denied}")),
+        },
+        _ => Verdict::Accept,
+    }
+}
+
+/// Hands out request tags.
+#[derive(Debug, Default)]
+pub(crate) struct Tags(u64);
+
+impl Tags {
+    pub(crate) fn next(&mut self) -> Tag {
+        self.0 += 1;
+        Tag(self.0)
+    }
+}

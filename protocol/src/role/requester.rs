@@ -1,0 +1,148 @@
+//! The requester: asks a distributor for an OTP with a fresh X25519 key, and removes the salt.
+//!
+//! Two modes share the machine: `one_shot` asks once at start (the `otpmesh request` command), and
+//! `follow` asks after every sealed round it sees (a requester node in a mesh), retrying while the
+//! distributor has not received the round yet.
+
+use super::{Action, Event, Millis, Role, Tag, Tags, Verdict};
+use crate::kx::Ephemeral;
+use crate::round::RoundId;
+use crate::wire::{Gossip, OtpRequest, Refusal, Request, Response};
+use libp2p_identity::PeerId;
+use rand_core::CryptoRngCore;
+use std::collections::{BTreeSet, HashMap};
+
+/// Wait before asking again for a round the distributor does not hold yet.
+pub const RETRY_MS: Millis = 300;
+/// Attempts per round before giving up.
+pub const MAX_ATTEMPTS: u32 = 40;
+/// Outstanding requests at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+struct Asking {
+    ephemeral: Ephemeral,
+    distributor: PeerId,
+    round: Option<RoundId>,
+    attempt: u32,
+}
+
+pub struct Requester {
+    me: PeerId,
+    distributors: Vec<PeerId>,
+    next_distributor: usize,
+    one_shot: bool,
+    in_flight: HashMap<Tag, Asking>,
+    retries: Vec<(Millis, Option<RoundId>, u32)>,
+    seen: BTreeSet<RoundId>,
+    tags: Tags,
+}
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Requester({}, {} in flight)", self.me, self.in_flight.len())
+    }
+}
+
+impl Requester {
+    /// Asks `distributor` once, for its newest round.
+    pub fn one_shot(me: PeerId, distributor: PeerId) -> Requester {
+        Self::build(me, vec![distributor], true)
+    }
+
+    /// Asks one of `distributors` (in turn) after every sealed round.
+    pub fn follow(me: PeerId, distributors: Vec<PeerId>) -> Requester {
+        Self::build(me, distributors, false)
+    }
+
+    fn build(me: PeerId, distributors: Vec<PeerId>, one_shot: bool) -> Requester {
+        Requester {
+            me,
+            distributors,
+            next_distributor: 0,
+            one_shot,
+            in_flight: HashMap::new(),
+            retries: Vec::new(),
+            seen: BTreeSet::new(),
+            tags: Tags::default(),
+        }
+    }
+
+    fn ask(&mut self, round: Option<RoundId>, attempt: u32, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if self.distributors.is_empty() || self.in_flight.len() >= MAX_IN_FLIGHT {
+            return Vec::new();
+        }
+        let distributor = self.distributors[self.next_distributor % self.distributors.len()];
+        self.next_distributor += 1;
+        let ephemeral = Ephemeral::new(rng);
+        let request = Request::Otp(OtpRequest { round, requester_key: ephemeral.public() });
+        let tag = self.tags.next();
+        self.in_flight.insert(tag, Asking { ephemeral, distributor, round, attempt });
+        vec![Action::Send { peer: distributor, tag, request }]
+    }
+}
+
+impl Role for Requester {
+    fn start(&mut self, _now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if self.one_shot {
+            return self.ask(None, 1, rng);
+        }
+        Vec::new()
+    }
+
+    fn tick(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _, _)| *at <= now);
+        self.retries = later;
+        due.into_iter().flat_map(|(_, round, attempt)| self.ask(round, attempt, rng)).collect()
+    }
+
+    fn gossip(&mut self, _now: Millis, _source: PeerId, message: &Gossip, rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+        match message {
+            Gossip::Sealed(t) if !self.one_shot && self.seen.insert(t.round) => {
+                while self.seen.len() > 64 {
+                    self.seen.pop_first();
+                }
+                (Verdict::Accept, self.ask(Some(t.round), 1, rng))
+            }
+            _ => (Verdict::Accept, Vec::new()),
+        }
+    }
+
+    fn response(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        tag: Tag,
+        response: Result<Response, String>,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let Some(asking) = self.in_flight.remove(&tag) else { return Vec::new() };
+        let failed = |reason: String| vec![Action::Emit(Event::RequestFailed { peer, request: "otp".into(), reason })];
+        match response {
+            Ok(Response::Otp(grant)) => {
+                let unsalted = asking
+                    .ephemeral
+                    .salt_key(&grant.distributor_key, &self.me, &asking.distributor)
+                    .map_err(|e| e.to_string())
+                    .and_then(|key| key.unsalt(grant.salted, &grant.salt, grant.digits).map_err(|e| e.to_string()));
+                match unsalted {
+                    Ok(otp) => vec![Action::Emit(Event::OtpReceived {
+                        round: grant.round,
+                        distributor: asking.distributor,
+                        otp: otp.to_string(),
+                        expires_at_ms: grant.expires_at_ms,
+                    })],
+                    Err(reason) => failed(format!("could not remove the salt: {reason}")),
+                }
+            }
+            Ok(Response::Refused(Refusal::UnknownRound(_) | Refusal::NoRound))
+                if !self.one_shot && asking.attempt < MAX_ATTEMPTS =>
+            {
+                self.retries.push((now + RETRY_MS, asking.round, asking.attempt + 1));
+                Vec::new()
+            }
+            Ok(Response::Refused(r)) => failed(r.to_string()),
+            Ok(other) => failed(format!("unexpected response {other:?}")),
+            Err(e) => failed(e),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Rounds: their ids, the round secret, its commitment, and the transcript chain.
+//!
+//! ```text
+//! secret_0   = H("otpmesh/1/round-secret", round, prev_commitment, (client_id, phrase)… in client-id order)
+//! secret_i+1 = H("otpmesh/1/round-iterate", secret_i)          for i < iterations
+//! commitment = H("otpmesh/1/commitment", round, secret)
+//! ```
+//! H is [`digest::tagged`] (SHA-256 over length-prefixed parts). Each sealed round's transcript names
+//! the previous sealed round's commitment, so the transcripts form a chain anyone can check with
+//! [`verify_chain`], and each contributor can find `(client_id, hash(ciphertext))` in it.
+
+use crate::digest::{self, Digest32};
+use crate::phrase::{ClientId, Phrase};
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Most phrases a round may include (bounds the transcript on the wire).
+pub const MAX_ROUND_CONTRIBUTORS: usize = 1024;
+/// Most hash iterations a mesh may configure.
+pub const MAX_HASH_ITERATIONS: u32 = 1_000_000;
+
+/// A round's number. Round ids increase by one each time a generator opens a round.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct RoundId(pub u64);
+
+impl fmt::Display for RoundId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for RoundId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "round {}", self.0)
+    }
+}
+
+/// A round secret. Zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn from_bytes(bytes: [u8; 32]) -> Secret {
+        Secret(Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The public commitment to this secret for `round`.
+    pub fn commitment(&self, round: RoundId) -> Digest32 {
+        digest::tagged("otpmesh/1/commitment", &[&round.0.to_be_bytes(), self.0.as_ref()])
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::Bytes::new(self.0.as_ref()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = Zeroizing::new(serde_bytes::ByteBuf::deserialize(d)?.into_vec());
+        let array: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"32 bytes"))?;
+        Ok(Secret::from_bytes(array))
+    }
+}
+
+/// Combines a round's phrases into its secret by iterated hashing.
+pub fn derive_secret(
+    round: RoundId,
+    prev_commitment: &Digest32,
+    phrases: &BTreeMap<ClientId, Phrase>,
+    iterations: u32,
+) -> Secret {
+    let round_bytes = round.0.to_be_bytes();
+    let client_bytes: Vec<[u8; 4]> = phrases.keys().map(|c| c.0.to_be_bytes()).collect();
+    let mut parts: Vec<&[u8]> = vec![&round_bytes, &prev_commitment.0];
+    for (bytes, phrase) in client_bytes.iter().zip(phrases.values()) {
+        parts.push(bytes);
+        parts.push(phrase.as_bytes());
+    }
+    let mut state = Zeroizing::new(digest::tagged("otpmesh/1/round-secret", &parts).0);
+    for _ in 0..iterations {
+        *state = digest::tagged("otpmesh/1/round-iterate", &[state.as_ref()]).0;
+    }
+    Secret::from_bytes(*state)
+}
+
+/// Hash of a phrase ciphertext, as a transcript lists it.
+pub fn ciphertext_hash(ciphertext: &[u8]) -> Digest32 {
+    digest::tagged("otpmesh/1/ciphertext", &[ciphertext])
+}
+
+/// One phrase a sealed round included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inclusion {
+    pub client: ClientId,
+    pub ciphertext_hash: Digest32,
+}
+
+/// The public record of a sealed round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub round: RoundId,
+    pub generator: PeerId,
+    pub key_fingerprint: Digest32,
+    /// In client-id order, one entry per client.
+    pub included: Vec<Inclusion>,
+    pub prev_commitment: Digest32,
+    pub commitment: Digest32,
+    pub sealed_at_ms: u64,
+}
+
+impl Transcript {
+    /// Whether `client`'s phrase with ciphertext hash `hash` went into this round.
+    pub fn includes(&self, client: ClientId, hash: &Digest32) -> bool {
+        self.included.iter().any(|i| i.client == client && &i.ciphertext_hash == hash)
+    }
+
+    pub fn clients(&self) -> Vec<ClientId> {
+        self.included.iter().map(|i| i.client).collect()
+    }
+
+    /// Checks what a transcript can say about itself: bounds, order, and that `secret` (when known)
+    /// matches the commitment.
+    pub fn check(&self, secret: Option<&Secret>) -> Result<(), ChainError> {
+        if self.included.is_empty() || self.included.len() > MAX_ROUND_CONTRIBUTORS {
+            return Err(ChainError::Size { round: self.round, len: self.included.len() });
+        }
+        if !self.included.windows(2).all(|w| w[0].client < w[1].client) {
+            return Err(ChainError::Order { round: self.round });
+        }
+        if let Some(secret) = secret {
+            if secret.commitment(self.round) != self.commitment {
+                return Err(ChainError::Commitment { round: self.round });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("round {round}: includes {len} phrases (must be 1 to {max})", max = MAX_ROUND_CONTRIBUTORS)]
+    Size { round: RoundId, len: usize },
+    #[error("round {round}: included clients are not in strictly increasing client-id order")]
+    Order { round: RoundId },
+    #[error("round {round}: the secret does not match the commitment")]
+    Commitment { round: RoundId },
+    #[error("round {round} follows round {prev}: round ids must increase")]
+    NotIncreasing { round: RoundId, prev: RoundId },
+    #[error("round {round}: previous commitment {found} does not match round {prev}'s commitment {expected}")]
+    Broken { round: RoundId, prev: RoundId, expected: Digest32, found: Digest32 },
+}
+
+/// Checks a sequence of transcripts (oldest first) links into a chain.
+pub fn verify_chain(transcripts: &[Transcript]) -> Result<(), ChainError> {
+    for t in transcripts {
+        t.check(None)?;
+    }
+    for w in transcripts.windows(2) {
+        let (prev, next) = (&w[0], &w[1]);
+        if next.round <= prev.round {
+            return Err(ChainError::NotIncreasing { round: next.round, prev: prev.round });
+        }
+        if next.prev_commitment != prev.commitment {
+            return Err(ChainError::Broken {
+                round: next.round,
+                prev: prev.round,
+                expected: prev.commitment,
+                found: next.prev_commitment,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phrase::UserInput;
+    use proptest::prelude::*;
+
+    fn phrases(ids: &[u32]) -> BTreeMap<ClientId, Phrase> {
+        ids.iter()
+            .map(|&i| (ClientId(i), Phrase::from_parts(UserInput(i as i128), &[i as u8; 32], ClientId(i)).unwrap()))
+            .collect()
+    }
+
+    fn transcript(round: u64, prev: Digest32, secret: &Secret) -> Transcript {
+        Transcript {
+            round: RoundId(round),
+            generator: PeerId::random(),
+            key_fingerprint: Digest32::ZERO,
+            included: vec![Inclusion { client: ClientId(1), ciphertext_hash: ciphertext_hash(b"c") }],
+            prev_commitment: prev,
+            commitment: secret.commitment(RoundId(round)),
+            sealed_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn secret_depends_on_every_input() {
+        let base = derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10);
+        assert_ne!(base, derive_secret(RoundId(2), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10));
+        assert_ne!(base, derive_secret(RoundId(1), &Digest32([1; 32]), &phrases(&[1, 2, 3]), 10));
+        assert_ne!(base, derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2]), 10));
+        assert_ne!(base, derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 11));
+        assert_eq!(base, derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10));
+    }
+
+    #[test]
+    fn chain_verification_catches_breaks_and_reorders() {
+        let s1 = Secret::from_bytes([1; 32]);
+        let s2 = Secret::from_bytes([2; 32]);
+        let t1 = transcript(1, Digest32::ZERO, &s1);
+        let t2 = transcript(3, t1.commitment, &s2);
+        assert_eq!(verify_chain(&[t1.clone(), t2.clone()]), Ok(()));
+        assert!(matches!(verify_chain(&[t2.clone(), t1.clone()]), Err(ChainError::NotIncreasing { .. })));
+        let mut forged = t2.clone();
+        forged.prev_commitment = Digest32([9; 32]);
+        assert!(matches!(verify_chain(&[t1.clone(), forged]), Err(ChainError::Broken { .. })));
+        assert_eq!(t1.check(Some(&s1)), Ok(()));
+        assert!(matches!(t1.check(Some(&s2)), Err(ChainError::Commitment { .. })));
+        let mut unordered = t1.clone();
+        unordered.included.push(Inclusion { client: ClientId(1), ciphertext_hash: Digest32::ZERO });
+        assert!(matches!(unordered.check(None), Err(ChainError::Order { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn any_honest_chain_verifies_and_any_tampered_link_fails(
+            secrets in proptest::collection::vec(any::<[u8; 32]>(), 2..8),
+            victim in any::<proptest::sample::Index>(),
+        ) {
+            let mut chain = Vec::new();
+            let mut prev = Digest32::ZERO;
+            for (i, s) in secrets.iter().enumerate() {
+                let t = transcript(i as u64 + 1, prev, &Secret::from_bytes(*s));
+                prev = t.commitment;
+                chain.push(t);
+            }
+            prop_assert!(verify_chain(&chain).is_ok());
+            let i = 1 + victim.index(chain.len() - 1);
+            chain[i].prev_commitment.0[0] ^= 0x80;
+            prop_assert!(verify_chain(&chain).is_err());
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! RSA-OAEP (SHA-256) sealing of phrases to the generator's key.
+//!
+//! The OAEP label binds every ciphertext to its round and client id, so a ciphertext replayed into
+//! another round or claimed by another client fails to open. Opening uses blinded decryption and
+//! returns [`Opaque`]: a failure carries no detail, and the caller treats it exactly like any other
+//! rejected phrase.
+//!
+//! RUSTSEC-2023-0071 (Marvin) is a timing side channel in `rsa`'s private-key operation. It is
+//! contained rather than fixed: OAEP (no PKCS#1 v1.5), blinding, decryption off the event loop with no
+//! reply to the sender, one ciphertext per authorised client per round (an attacker gets at most one
+//! oracle query per round per identity it holds), and no success/failure signal on the wire.
+
+use crate::digest::{self, Digest32};
+use crate::phrase::{ClientId, Phrase};
+use crate::round::RoundId;
+use rand_core::CryptoRngCore;
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+use sha2::Sha256;
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Key sizes a generator may use.
+pub const ALLOWED_KEY_BITS: [usize; 3] = [2048, 3072, 4096];
+/// The default generator key size.
+pub const DEFAULT_KEY_BITS: usize = 2048;
+/// The largest SPKI DER accepted on the wire (RSA-4096 is 550 bytes).
+pub const MAX_SPKI_BYTES: usize = 1024;
+/// The largest ciphertext accepted on the wire (RSA-4096).
+pub const MAX_CIPHERTEXT_BYTES: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("RSA key size {0} is not allowed (use 2048, 3072 or 4096)")]
+    Size(usize),
+    #[error("RSA key generation failed: {0}")]
+    Generate(String),
+    #[error("not a valid RSA private key (PKCS#8 PEM expected): {0}")]
+    Private(String),
+    #[error("not a valid RSA public key (SPKI expected): {0}")]
+    Public(String),
+    #[error("public key is {len} bytes, more than the {max} allowed")]
+    TooLarge { len: usize, max: usize },
+    #[error("encryption failed: {0}")]
+    Encrypt(String),
+}
+
+/// A failed open. Deliberately carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opaque;
+
+/// The generator's private key. `rsa` zeroizes its components on drop.
+pub struct PrivateKey {
+    inner: RsaPrivateKey,
+    public: PublicKey,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey(<secret>, fingerprint {})", self.public.fingerprint)
+    }
+}
+
+impl PrivateKey {
+    pub fn generate(bits: usize, rng: &mut dyn CryptoRngCore) -> Result<PrivateKey, KeyError> {
+        if !ALLOWED_KEY_BITS.contains(&bits) {
+            return Err(KeyError::Size(bits));
+        }
+        let inner = RsaPrivateKey::new(&mut *rng, bits).map_err(|e| KeyError::Generate(e.to_string()))?;
+        Self::from_inner(inner)
+    }
+
+    pub fn from_pkcs8_pem(pem: &str) -> Result<PrivateKey, KeyError> {
+        let inner = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Private(e.to_string()))?;
+        Self::from_inner(inner)
+    }
+
+    fn from_inner(inner: RsaPrivateKey) -> Result<PrivateKey, KeyError> {
+        let bits = inner.size() * 8;
+        if !ALLOWED_KEY_BITS.contains(&bits) {
+            return Err(KeyError::Size(bits));
+        }
+        let public = PublicKey::from_inner(inner.to_public_key())?;
+        Ok(PrivateKey { inner, public })
+    }
+
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.inner.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Private(e.to_string()))
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// Opens a phrase sealed for `round` and `client`. Blinded; any failure is [`Opaque`].
+    pub fn open(
+        &self,
+        round: RoundId,
+        client: ClientId,
+        ciphertext: &[u8],
+        mut rng: &mut dyn CryptoRngCore,
+    ) -> Result<Phrase, Opaque> {
+        if ciphertext.len() != self.inner.size() {
+            return Err(Opaque);
+        }
+        let plain = self
+            .inner
+            .decrypt_blinded(&mut rng, oaep(round, client), ciphertext)
+            .map_err(|_| Opaque)?;
+        Phrase::from_decrypted(Zeroizing::new(plain), client).ok_or(Opaque)
+    }
+}
+
+/// A generator's public key with its SPKI encoding and fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    inner: RsaPublicKey,
+    spki: Vec<u8>,
+    fingerprint: Digest32,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({} bits, {})", self.bits(), self.fingerprint)
+    }
+}
+
+impl PublicKey {
+    fn from_inner(inner: RsaPublicKey) -> Result<PublicKey, KeyError> {
+        let spki = inner.to_public_key_der().map_err(|e| KeyError::Public(e.to_string()))?.into_vec();
+        let fingerprint = fingerprint_of(&spki);
+        Ok(PublicKey { inner, spki, fingerprint })
+    }
+
+    /// Parses SPKI DER as received on the wire.
+    pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
+        if der.len() > MAX_SPKI_BYTES {
+            return Err(KeyError::TooLarge { len: der.len(), max: MAX_SPKI_BYTES });
+        }
+        let inner = RsaPublicKey::from_public_key_der(der).map_err(|e| KeyError::Public(e.to_string()))?;
+        if !ALLOWED_KEY_BITS.contains(&(inner.size() * 8)) {
+            return Err(KeyError::Size(inner.size() * 8));
+        }
+        Self::from_inner(inner)
+    }
+
+    pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
+        let inner = RsaPublicKey::from_public_key_pem(pem).map_err(|e| KeyError::Public(e.to_string()))?;
+        Self::from_inner(inner)
+    }
+
+    pub fn to_pem(&self) -> Result<String, KeyError> {
+        self.inner.to_public_key_pem(LineEnding::LF).map_err(|e| KeyError::Public(e.to_string()))
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    pub fn fingerprint(&self) -> Digest32 {
+        self.fingerprint
+    }
+
+    pub fn bits(&self) -> usize {
+        self.inner.size() * 8
+    }
+
+    /// The exact length every ciphertext under this key has.
+    pub fn ciphertext_len(&self) -> usize {
+        self.inner.size()
+    }
+
+    /// Seals `phrase` for `round` and `client` (RSA-OAEP-SHA256 with a binding label).
+    pub fn seal(
+        &self,
+        round: RoundId,
+        client: ClientId,
+        phrase: &Phrase,
+        mut rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.inner
+            .encrypt(&mut rng, oaep(round, client), phrase.as_bytes())
+            .map_err(|e| KeyError::Encrypt(e.to_string()))
+    }
+}
+
+/// The fingerprint of a key: a tagged hash of its SPKI DER.
+pub fn fingerprint_of(spki: &[u8]) -> Digest32 {
+    digest::tagged("otpmesh/1/key-fingerprint", &[spki])
+}
+
+fn oaep(round: RoundId, client: ClientId) -> Oaep {
+    Oaep::new_with_label::<Sha256, _>(format!("otpmesh/1/phrase round={} client={}", round.0, client.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phrase::UserInput;
+    use rand::SeedableRng;
+    use std::sync::OnceLock;
+
+    pub(crate) fn test_key() -> &'static PrivateKey {
+        static KEY: OnceLock<PrivateKey> = OnceLock::new();
+        KEY.get_or_init(|| {
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
+            PrivateKey::generate(2048, &mut rng).unwrap()
+        })
+    }
+
+    fn rng() -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(5)
+    }
+
+    #[test]
+    fn seal_then_open_round_trips_and_binds_round_and_client() {
+        let key = test_key();
+        let mut rng = rng();
+        let phrase = Phrase::build(UserInput(1), ClientId(2), &mut rng).unwrap();
+        let ct = key.public().seal(RoundId(3), ClientId(2), &phrase, &mut rng).unwrap();
+        assert_eq!(ct.len(), 256);
+        assert_eq!(key.open(RoundId(3), ClientId(2), &ct, &mut rng).unwrap(), phrase);
+        assert_eq!(key.open(RoundId(4), ClientId(2), &ct, &mut rng), Err(Opaque));
+        assert_eq!(key.open(RoundId(3), ClientId(6), &ct, &mut rng), Err(Opaque));
+        assert_eq!(key.open(RoundId(3), ClientId(2), &ct[1..], &mut rng), Err(Opaque));
+        let mut flipped = ct.clone();
+        flipped[100] ^= 1;
+        assert_eq!(key.open(RoundId(3), ClientId(2), &flipped, &mut rng), Err(Opaque));
+    }
+
+    #[test]
+    fn ciphertext_under_another_key_is_opaque() {
+        let mut rng = rng();
+        let other = PrivateKey::generate(2048, &mut rng).unwrap();
+        let phrase = Phrase::build(UserInput(1), ClientId(1), &mut rng).unwrap();
+        let ct = other.public().seal(RoundId(1), ClientId(1), &phrase, &mut rng).unwrap();
+        assert_eq!(test_key().open(RoundId(1), ClientId(1), &ct, &mut rng), Err(Opaque));
+    }
+
+    #[test]
+    fn keys_round_trip_through_pem_and_spki() {
+        let key = test_key();
+        let pem = key.to_pkcs8_pem().unwrap();
+        let again = PrivateKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(again.public().fingerprint(), key.public().fingerprint());
+        let pub_again = PublicKey::from_spki_der(key.public().spki_der()).unwrap();
+        assert_eq!(&pub_again, key.public());
+        assert_eq!(PublicKey::from_pem(&key.public().to_pem().unwrap()).unwrap(), pub_again);
+        assert!(matches!(PublicKey::from_spki_der(b"junk"), Err(KeyError::Public(_))));
+        assert!(matches!(PublicKey::from_spki_der(&[0u8; 2000]), Err(KeyError::TooLarge { .. })));
+        assert!(matches!(PrivateKey::generate(1024, &mut rng()), Err(KeyError::Size(1024))));
+    }
+}

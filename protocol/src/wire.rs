@@ -1,0 +1,424 @@
+//! Every message otpmesh sends, with its version and size limits.
+//!
+//! Gossip (one topic, [`GOSSIP_TOPIC`]): [`Gossip`]. Request-response ([`RR_PROTOCOL`]): [`Request`] →
+//! [`Response`]. Each is CBOR of `{v: VERSION, m: message}`. Decoding checks the byte limit before it
+//! parses, rejects trailing bytes, other versions and out-of-bounds fields, and never panics.
+
+use crate::digest::Digest32;
+use crate::otp::{Digits, SALT_BYTES};
+use crate::phrase::ClientId;
+use crate::round::{RoundId, Secret, Transcript, MAX_ROUND_CONTRIBUTORS};
+use crate::seal::{MAX_CIPHERTEXT_BYTES, MAX_SPKI_BYTES};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+
+/// The wire protocol version every message carries.
+pub const VERSION: u16 = 1;
+/// The gossipsub topic all otpmesh gossip travels on.
+pub const GOSSIP_TOPIC: &str = "otpmesh/1";
+/// The request-response protocol name.
+pub const RR_PROTOCOL: &str = "/otpmesh/rr/1";
+/// Largest gossip message (a transcript of [`MAX_ROUND_CONTRIBUTORS`] entries fits).
+pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
+/// Largest request (a delivery carries a transcript).
+pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
+/// Largest response.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024;
+/// Longest free-text reason in a message.
+pub const MAX_REASON_BYTES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message is {len} bytes, more than the {max} allowed")]
+    TooLarge { len: usize, max: usize },
+    #[error("message has protocol version {found}, this node speaks version {VERSION}")]
+    Version { found: u16 },
+    #[error("message is not valid CBOR for this type: {0}")]
+    Malformed(String),
+    #[error("message has {0} trailing bytes")]
+    Trailing(usize),
+    #[error("field {field} is out of bounds: {problem}")]
+    Field { field: &'static str, problem: String },
+}
+
+/// A generator opens a round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundOpen {
+    pub round: RoundId,
+    pub key_fingerprint: Digest32,
+    pub quorum: u32,
+    pub minimum: u32,
+    pub deadline_ms: u64,
+    pub prev_commitment: Digest32,
+}
+
+/// A contributor's sealed phrase for a round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhraseSubmission {
+    pub round: RoundId,
+    pub client: ClientId,
+    pub key_fingerprint: Digest32,
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// A round that did not seal, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundFailure {
+    pub round: RoundId,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gossip {
+    Open(RoundOpen),
+    Phrase(PhraseSubmission),
+    Sealed(Transcript),
+    Failed(RoundFailure),
+}
+
+impl Gossip {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Gossip::Open(_) => "open",
+            Gossip::Phrase(_) => "phrase",
+            Gossip::Sealed(_) => "sealed",
+            Gossip::Failed(_) => "failed",
+        }
+    }
+
+    pub fn round(&self) -> RoundId {
+        match self {
+            Gossip::Open(m) => m.round,
+            Gossip::Phrase(m) => m.round,
+            Gossip::Sealed(m) => m.round,
+            Gossip::Failed(m) => m.round,
+        }
+    }
+
+    fn check(&self) -> Result<(), WireError> {
+        match self {
+            Gossip::Open(m) if m.minimum > m.quorum || m.quorum as usize > MAX_ROUND_CONTRIBUTORS => {
+                Err(field("quorum", format!("quorum {} minimum {}", m.quorum, m.minimum)))
+            }
+            Gossip::Phrase(m) if m.ciphertext.len() > MAX_CIPHERTEXT_BYTES => {
+                Err(field("ciphertext", format!("{} bytes, at most {MAX_CIPHERTEXT_BYTES}", m.ciphertext.len())))
+            }
+            Gossip::Sealed(t) if t.included.len() > MAX_ROUND_CONTRIBUTORS => {
+                Err(field("included", format!("{} entries, at most {MAX_ROUND_CONTRIBUTORS}", t.included.len())))
+            }
+            Gossip::Failed(m) => check_reason(&m.reason),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The round secret a generator hands a distributor, with its transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub transcript: Transcript,
+    pub secret: Secret,
+}
+
+/// A requester asks for an OTP (of the newest round, or of `round`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtpRequest {
+    pub round: Option<RoundId>,
+    /// The requester's fresh X25519 public key.
+    #[serde(with = "serde_bytes")]
+    pub requester_key: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// "Send me your RSA public key" (to a generator).
+    PublicKey,
+    Deliver(Box<Delivery>),
+    Otp(OtpRequest),
+}
+
+impl Request {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::PublicKey => "public-key",
+            Request::Deliver(_) => "deliver",
+            Request::Otp(_) => "otp",
+        }
+    }
+
+    fn check(&self) -> Result<(), WireError> {
+        match self {
+            Request::Deliver(d) if d.transcript.included.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
+                "included",
+                format!("{} entries, at most {MAX_ROUND_CONTRIBUTORS}", d.transcript.included.len()),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A salted OTP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtpGrant {
+    pub round: RoundId,
+    pub counter: u64,
+    pub digits: Digits,
+    pub salted: u64,
+    #[serde(with = "serde_bytes")]
+    pub salt: [u8; SALT_BYTES],
+    /// The distributor's fresh X25519 public key.
+    #[serde(with = "serde_bytes")]
+    pub distributor_key: [u8; 32],
+    pub expires_at_ms: u64,
+}
+
+/// Why a request was refused. Shown to the requester as is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("not authorised: {0}")]
+    Unauthorised(String),
+    #[error("no round has been sealed and delivered to this distributor yet")]
+    NoRound,
+    #[error("this distributor does not hold round {0}")]
+    UnknownRound(RoundId),
+    #[error("this node's role does not serve {0} requests")]
+    WrongRole(String),
+    #[error("request rejected: {0}")]
+    Invalid(String),
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    PublicKey(#[serde(with = "serde_bytes")] Vec<u8>),
+    Delivered(RoundId),
+    Otp(OtpGrant),
+    Refused(Refusal),
+}
+
+impl Response {
+    fn check(&self) -> Result<(), WireError> {
+        match self {
+            Response::PublicKey(der) if der.len() > MAX_SPKI_BYTES => {
+                Err(field("public_key", format!("{} bytes, at most {MAX_SPKI_BYTES}", der.len())))
+            }
+            Response::Refused(r) => match r {
+                Refusal::Unauthorised(s) | Refusal::WrongRole(s) | Refusal::Invalid(s) | Refusal::Unavailable(s) => {
+                    check_reason(s)
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+fn field(field: &'static str, problem: String) -> WireError {
+    WireError::Field { field, problem }
+}
+
+fn check_reason(reason: &str) -> Result<(), WireError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(field("reason", format!("{} bytes, at most {MAX_REASON_BYTES}", reason.len())));
+    }
+    Ok(())
+}
+
+/// Cuts a reason to [`MAX_REASON_BYTES`] on a character boundary.
+pub fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u16,
+    m: T,
+}
+
+fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&Envelope { v: VERSION, m: message }, &mut out)
+        .expect("writing CBOR into a Vec cannot fail");
+    out
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
+    if bytes.len() > max {
+        return Err(WireError::TooLarge { len: bytes.len(), max });
+    }
+    let mut rest = bytes;
+    match ciborium::from_reader::<Envelope<T>, _>(&mut rest) {
+        Ok(env) if env.v != VERSION => Err(WireError::Version { found: env.v }),
+        Ok(_) if !rest.is_empty() => Err(WireError::Trailing(rest.len())),
+        Ok(env) => Ok(env.m),
+        Err(e) => match ciborium::from_reader::<Envelope<IgnoredAny>, _>(bytes) {
+            Ok(env) if env.v != VERSION => Err(WireError::Version { found: env.v }),
+            _ => Err(WireError::Malformed(e.to_string())),
+        },
+    }
+}
+
+pub fn encode_gossip(m: &Gossip) -> Vec<u8> {
+    encode(m)
+}
+
+pub fn decode_gossip(bytes: &[u8]) -> Result<Gossip, WireError> {
+    let m: Gossip = decode(bytes, MAX_GOSSIP_BYTES)?;
+    m.check()?;
+    Ok(m)
+}
+
+pub fn encode_request(m: &Request) -> Vec<u8> {
+    encode(m)
+}
+
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    let m: Request = decode(bytes, MAX_REQUEST_BYTES)?;
+    m.check()?;
+    Ok(m)
+}
+
+pub fn encode_response(m: &Response) -> Vec<u8> {
+    encode(m)
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
+    let m: Response = decode(bytes, MAX_RESPONSE_BYTES)?;
+    m.check()?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::round::Inclusion;
+    use libp2p_identity::PeerId;
+    use proptest::prelude::*;
+
+    fn sample_transcript(n: usize) -> Transcript {
+        Transcript {
+            round: RoundId(7),
+            generator: PeerId::random(),
+            key_fingerprint: Digest32([1; 32]),
+            included: (1..=n as u32).map(|c| Inclusion { client: ClientId(c), ciphertext_hash: Digest32([2; 32]) }).collect(),
+            prev_commitment: Digest32([3; 32]),
+            commitment: Digest32([4; 32]),
+            sealed_at_ms: 1,
+        }
+    }
+
+    fn samples() -> Vec<Gossip> {
+        vec![
+            Gossip::Open(RoundOpen {
+                round: RoundId(1),
+                key_fingerprint: Digest32([5; 32]),
+                quorum: 4,
+                minimum: 3,
+                deadline_ms: 99,
+                prev_commitment: Digest32::ZERO,
+            }),
+            Gossip::Phrase(PhraseSubmission {
+                round: RoundId(1),
+                client: ClientId(2),
+                key_fingerprint: Digest32([5; 32]),
+                ciphertext: vec![9; 256],
+            }),
+            Gossip::Sealed(sample_transcript(4)),
+            Gossip::Failed(RoundFailure { round: RoundId(2), reason: "deadline".into() }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for g in samples() {
+            assert_eq!(decode_gossip(&encode_gossip(&g)).unwrap(), g);
+        }
+        let reqs = [
+            Request::PublicKey,
+            Request::Otp(OtpRequest { round: Some(RoundId(3)), requester_key: [7; 32] }),
+            Request::Deliver(Box::new(Delivery { transcript: sample_transcript(2), secret: Secret::from_bytes([8; 32]) })),
+        ];
+        for r in reqs {
+            assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+        }
+        let resps = [
+            Response::PublicKey(vec![1, 2, 3]),
+            Response::Delivered(RoundId(3)),
+            Response::Refused(Refusal::NoRound),
+            Response::Otp(OtpGrant {
+                round: RoundId(1),
+                counter: 2,
+                digits: Digits::default(),
+                salted: 12345678,
+                salt: [1; 16],
+                distributor_key: [2; 32],
+                expires_at_ms: 5,
+            }),
+        ];
+        for r in resps {
+            assert_eq!(decode_response(&encode_response(&r)).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn the_largest_transcript_fits_the_limits() {
+        let g = Gossip::Sealed(sample_transcript(MAX_ROUND_CONTRIBUTORS));
+        let bytes = encode_gossip(&g);
+        assert!(bytes.len() <= MAX_GOSSIP_BYTES, "{} bytes", bytes.len());
+        assert_eq!(decode_gossip(&bytes).unwrap(), g);
+    }
+
+    #[test]
+    fn limits_versions_and_trailing_bytes_are_typed_errors() {
+        let big = vec![0u8; MAX_GOSSIP_BYTES + 1];
+        assert_eq!(decode_gossip(&big), Err(WireError::TooLarge { len: big.len(), max: MAX_GOSSIP_BYTES }));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Envelope { v: 9, m: &samples()[0] }, &mut bytes).unwrap();
+        assert_eq!(decode_gossip(&bytes), Err(WireError::Version { found: 9 }));
+        let mut other = Vec::new();
+        ciborium::into_writer(&Envelope { v: 2, m: "something new" }, &mut other).unwrap();
+        assert_eq!(decode_gossip(&other), Err(WireError::Version { found: 2 }));
+        let mut trailing = encode_gossip(&samples()[0]);
+        trailing.push(0);
+        assert_eq!(decode_gossip(&trailing), Err(WireError::Trailing(1)));
+        let oversized_ct = Gossip::Phrase(PhraseSubmission {
+            round: RoundId(1),
+            client: ClientId(1),
+            key_fingerprint: Digest32::ZERO,
+            ciphertext: vec![0; MAX_CIPHERTEXT_BYTES + 1],
+        });
+        assert!(matches!(decode_gossip(&encode_gossip(&oversized_ct)), Err(WireError::Field { field: "ciphertext", .. })));
+        assert!(matches!(decode_request(b"\xff\x00"), Err(WireError::Malformed(_))));
+        let long = Response::Refused(Refusal::Invalid("x".repeat(MAX_REASON_BYTES + 1)));
+        assert!(matches!(decode_response(&encode_response(&long)), Err(WireError::Field { field: "reason", .. })));
+        assert_eq!(bounded_reason("é".repeat(200)).len(), MAX_REASON_BYTES);
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = decode_gossip(&bytes);
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_mutated_messages(which in 0usize..4, pos in any::<proptest::sample::Index>(), byte in any::<u8>(), cut in any::<proptest::sample::Index>()) {
+            let original = encode_gossip(&samples()[which]);
+            let end = cut.index(original.len());
+            prop_assert!(decode_gossip(&original[..end]).is_err(), "a truncated message decoded");
+            let mut bytes = original;
+            let i = pos.index(bytes.len());
+            bytes[i] = byte;
+            let _ = decode_gossip(&bytes);
+        }
+    }
+}
