@@ -1,1 +1,295 @@
-pub fn x(){}
+//! # otpmesh node
+//!
+//! Runs one role of otpmesh on a libp2p swarm: TCP + Noise + Yamux and QUIC, gossipsub for rounds,
+//! request-response for keys, deliveries and OTPs, identify, kad and (optionally) mDNS.
+//!
+//! [`start`] builds a node and returns a [`Node`]: a [`Client`] handle, a bounded stream of
+//! [`NodeEvent`]s, and the [`EventLoop`] to spawn. The event loop owns the swarm, the role's state
+//! machine and the store; everything else talks to it through the client over bounded channels.
+
+pub mod behaviour;
+pub mod codec;
+pub mod event_loop;
+pub mod keys;
+pub mod store;
+
+pub use event_loop::EventLoop;
+
+use behaviour::Behaviour;
+use libp2p::multiaddr::Protocol;
+use libp2p::{gossipsub, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
+use otpmesh_protocol::mesh::MeshConfig;
+use otpmesh_protocol::phrase::{ClientId, UserInput};
+use otpmesh_protocol::role::{self, Event, Role};
+use otpmesh_protocol::round::RoundId;
+use otpmesh_protocol::wire::GOSSIP_TOPIC;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Node events buffered for the consumer.
+pub const EVENT_QUEUE: usize = 4096;
+/// Commands buffered for the event loop.
+pub const COMMAND_QUEUE: usize = 64;
+/// Connections stay open this long without traffic.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Which role a node plays, with what it needs.
+#[derive(Clone, Debug)]
+pub enum RoleSpec {
+    /// `input: None` asks the user every round ([`NodeEvent::InputNeeded`]).
+    Contributor { client: ClientId, input: Option<UserInput> },
+    Generator,
+    Distributor,
+    /// Asks one of `distributors` (all listed ones when empty) after every sealed round.
+    Requester { distributors: Vec<PeerId> },
+    /// Asks `distributor` once, without joining the gossip; needs no mesh config.
+    OneShotRequester { distributor: PeerId },
+}
+
+impl RoleSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RoleSpec::Contributor { .. } => "contributor",
+            RoleSpec::Generator => "generator",
+            RoleSpec::Distributor => "distributor",
+            RoleSpec::Requester { .. } | RoleSpec::OneShotRequester { .. } => "requester",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub role: RoleSpec,
+    pub data_dir: PathBuf,
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial and stay connected to.
+    pub peers: Vec<Multiaddr>,
+    pub mesh: MeshConfig,
+    pub mdns: bool,
+}
+
+/// What a node tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum NodeEvent {
+    Listening { addr: Multiaddr },
+    Connected { peer: PeerId },
+    Disconnected { peer: PeerId },
+    Subscribed { peer: PeerId },
+    GossipRejected { peer: PeerId, reason: String },
+    RequestRejected { peer: PeerId, reason: String },
+    InputNeeded { round: RoundId },
+    #[serde(untagged)]
+    Role(Event),
+}
+
+pub(crate) enum Command {
+    Input { round: RoundId, input: UserInput },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    /// Drop and refuse connections with a peer (a transport-level partition).
+    Block { peer: PeerId },
+    Unblock { peer: PeerId },
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("mesh config: {0}")]
+    Mesh(#[from] otpmesh_protocol::mesh::MeshError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyFileError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error(transparent)]
+    Behaviour(#[from] behaviour::BehaviourError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("bad address {addr:?} for {peer} in the mesh config: {reason}")]
+    MeshAddr { peer: PeerId, addr: String, reason: String },
+}
+
+/// A handle to a running node.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Client {
+    async fn send(&self, command: Command) -> Result<(), NodeError> {
+        self.commands.send(command).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The user's integer for `round` (after [`NodeEvent::InputNeeded`]).
+    pub async fn input(&self, round: RoundId, input: UserInput) -> Result<(), NodeError> {
+        self.send(Command::Input { round, input }).await
+    }
+
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListenAddrs { reply }).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Cuts this node off from `peer` at the transport: existing connections close, new ones are
+    /// dropped, until [`Client::unblock`].
+    pub async fn block(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.send(Command::Block { peer }).await
+    }
+
+    pub async fn unblock(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.send(Command::Unblock { peer }).await
+    }
+
+    /// Stops the event loop; returns once it has.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Command::Shutdown { done }).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+}
+
+/// A started node: spawn `event_loop.run()`, read `events`, steer with `client`.
+pub struct Node {
+    pub peer_id: PeerId,
+    pub client: Client,
+    pub events: mpsc::Receiver<NodeEvent>,
+    pub event_loop: EventLoop,
+}
+
+/// Splits `/…/p2p/<peer>` into the peer and the address without it.
+pub fn split_peer(addr: &Multiaddr) -> (Option<PeerId>, Multiaddr) {
+    let mut base = addr.clone();
+    match base.pop() {
+        Some(Protocol::P2p(peer)) => (Some(peer), base),
+        _ => (None, addr.clone()),
+    }
+}
+
+/// Builds a node: loads or creates its keys and store, builds the swarm, starts listening.
+/// Must run inside a tokio runtime.
+pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+    let one_shot = matches!(config.role, RoleSpec::OneShotRequester { .. });
+    if !one_shot {
+        config.mesh.validate()?;
+    }
+    let identity = keys::load_or_create_identity(&config.data_dir)?;
+    let peer_id = identity.public().to_peer_id();
+    let mesh = Arc::new(config.mesh.clone());
+
+    let mut rsa = None;
+    let mut store = None;
+    let role: Box<dyn Role + Send> = match &config.role {
+        RoleSpec::Contributor { client, input } => Box::new(role::Contributor::new(*client, *input)),
+        RoleSpec::Generator => {
+            let key = Arc::new(keys::load_or_create_rsa(&config.data_dir, mesh.settings.rsa_bits)?);
+            let db = store::Store::open(&config.data_dir)?;
+            let last_sealed = db.rounds()?.pop();
+            let generator = role::Generator::new(peer_id, mesh.clone(), key.public().clone(), db.last_opened()?, last_sealed);
+            rsa = Some(key);
+            store = Some(db);
+            Box::new(generator)
+        }
+        RoleSpec::Distributor => {
+            let db = store::Store::open(&config.data_dir)?;
+            let distributor = role::Distributor::new(peer_id, mesh.clone(), db.rounds()?, db.counters()?);
+            store = Some(db);
+            Box::new(distributor)
+        }
+        RoleSpec::Requester { distributors } => {
+            let targets = if distributors.is_empty() {
+                mesh.distributors.iter().map(|m| m.peer_id).collect()
+            } else {
+                distributors.clone()
+            };
+            Box::new(role::Requester::follow(peer_id, targets))
+        }
+        RoleSpec::OneShotRequester { distributor } => Box::new(role::Requester::one_shot(peer_id, *distributor)),
+    };
+
+    let mut swarm = SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            Behaviour::new(key, config.mdns).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .build();
+
+    let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
+    if !one_shot {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
+    }
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+    }
+
+    let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    let mut keep = Vec::new();
+    for (peer, addrs) in if one_shot { Vec::new() } else { mesh.known_addrs() } {
+        for text in addrs {
+            let addr: Multiaddr = text.parse().map_err(|e: libp2p::multiaddr::Error| NodeError::MeshAddr {
+                peer,
+                addr: text.clone(),
+                reason: e.to_string(),
+            })?;
+            let (_, base) = split_peer(&addr);
+            addresses.entry(peer).or_default().push(base.clone());
+            // Stay connected to the mesh's generators and distributors.
+            if peer != peer_id && (mesh.is_generator(&peer) || mesh.is_distributor(&peer)) {
+                keep.push((Some(peer), base.with(Protocol::P2p(peer))));
+            }
+        }
+    }
+    for addr in &config.peers {
+        let (peer, base) = split_peer(addr);
+        if let Some(peer) = peer {
+            addresses.entry(peer).or_default().push(base);
+        }
+        keep.push((peer, addr.clone()));
+    }
+
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let (decrypted_tx, decrypted_rx) = mpsc::channel(otpmesh_protocol::round::MAX_ROUND_CONTRIBUTORS);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let event_loop = EventLoop {
+        swarm,
+        role,
+        mesh: (!one_shot).then_some(mesh),
+        topic,
+        store,
+        rsa,
+        decrypt_slots: Arc::new(Semaphore::new(workers)),
+        decrypted_tx,
+        decrypted_rx,
+        commands,
+        events: events_tx,
+        replies: HashMap::new(),
+        next_inbound: 0,
+        outbound: HashMap::new(),
+        unpublished: VecDeque::new(),
+        addresses,
+        keep,
+        blocked: HashSet::new(),
+        rng: Box::new(rand_core::OsRng),
+        last_redial: 0,
+    };
+    Ok(Node { peer_id, client: Client { commands: commands_tx }, events, event_loop })
+}

@@ -16,7 +16,7 @@
 
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256, Sha384, Sha512};
+use sha2::{Sha256, Sha384, Sha512};
 use std::fmt;
 use std::str::FromStr;
 use zeroize::Zeroizing;
@@ -177,6 +177,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rand::SeedableRng;
+    use sha2::Digest as _;
 
     #[test]
     fn algorithm_table_matches_the_original_system() {

@@ -1,0 +1,382 @@
+//! The one loop that owns the swarm and drives the role's state machine.
+//!
+//! Every byte that enters or leaves a node passes here: swarm events become role inputs, role actions
+//! become publishes, requests, replies, commits and events, in the order the role returned them.
+//! After a failed commit, the rest of that batch publishes and sends nothing and every reply in it
+//! says "unavailable": nothing is acknowledged that is not durable.
+
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::store::Store;
+use crate::{Command, NodeEvent};
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, Multiaddr, PeerId, Swarm};
+use otpmesh_protocol::mesh::MeshConfig;
+use otpmesh_protocol::phrase::Phrase;
+use otpmesh_protocol::role::{self, Action, DecryptJob, Event, InboundId, Millis, Role, Tag, Verdict};
+use otpmesh_protocol::seal::PrivateKey;
+use otpmesh_protocol::wire::{self, Gossip, Refusal, Request, Response, WireError};
+use rand_core::CryptoRngCore;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+/// How often the role's timers are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How often lost connections to configured peers are redialed.
+pub const REDIAL_EVERY_MS: Millis = 2_000;
+/// Gossip waiting for a subscribed peer; the oldest is dropped beyond this.
+pub const MAX_UNPUBLISHED: usize = 64;
+/// Addresses remembered per peer.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+pub(crate) fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+type Reply = ResponseChannel<Result<Response, WireError>>;
+
+pub struct EventLoop {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) role: Box<dyn Role + Send>,
+    /// `None` for a one-shot requester, which does not join the gossip.
+    pub(crate) mesh: Option<Arc<MeshConfig>>,
+    pub(crate) topic: gossipsub::IdentTopic,
+    pub(crate) store: Option<Store>,
+    pub(crate) rsa: Option<Arc<PrivateKey>>,
+    pub(crate) decrypt_slots: Arc<Semaphore>,
+    pub(crate) decrypted_tx: mpsc::Sender<(DecryptJob, Option<Phrase>)>,
+    pub(crate) decrypted_rx: mpsc::Receiver<(DecryptJob, Option<Phrase>)>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: mpsc::Sender<NodeEvent>,
+    pub(crate) replies: HashMap<u64, Reply>,
+    pub(crate) next_inbound: u64,
+    pub(crate) outbound: HashMap<OutboundRequestId, (Tag, PeerId)>,
+    pub(crate) unpublished: VecDeque<Gossip>,
+    pub(crate) addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers to stay connected to: (peer if known, address).
+    pub(crate) keep: Vec<(Option<PeerId>, Multiaddr)>,
+    pub(crate) blocked: HashSet<PeerId>,
+    pub(crate) rng: Box<dyn CryptoRngCore + Send>,
+    pub(crate) last_redial: Millis,
+}
+
+impl EventLoop {
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs until the client asks it to stop (or every client handle is dropped).
+    pub async fn run(mut self) {
+        let actions = self.role.start(now_ms(), &mut *self.rng);
+        self.execute(actions);
+        self.redial(now_ms());
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { done }) => {
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((job, phrase)) = self.decrypted_rx.recv() => {
+                    let actions = self.role.decrypted(now_ms(), job, phrase);
+                    self.execute(actions);
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        debug!("event loop stopped");
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let actions = self.role.tick(now, &mut *self.rng);
+        self.execute(actions);
+        if now >= self.last_redial + REDIAL_EVERY_MS {
+            self.redial(now);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Input { round, input } => {
+                let actions = self.role.user_input(now_ms(), round, input, &mut *self.rng);
+                self.execute(actions);
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Block { peer } => {
+                self.blocked.insert(peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Unblock { peer } => {
+                self.blocked.remove(&peer);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Dials configured peers we are not connected to.
+    fn redial(&mut self, now: Millis) {
+        self.last_redial = now;
+        let connected = self.swarm.connected_peers().count();
+        for (peer, addr) in self.keep.clone() {
+            let wanted = match peer {
+                Some(p) => !self.blocked.contains(&p) && !self.swarm.is_connected(&p) && p != self.peer_id(),
+                None => connected == 0,
+            };
+            if wanted {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    debug!(%addr, error = %e, "dial failed");
+                }
+            }
+        }
+    }
+
+    fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+        let known = self.addresses.entry(peer).or_default();
+        if !known.contains(&addr) {
+            if known.len() >= MAX_ADDRS_PER_PEER {
+                known.remove(0);
+            }
+            known.push(addr);
+        }
+    }
+
+    fn emit(&mut self, event: NodeEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            warn!(error = %e, "event channel full; event dropped");
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut store_failed = false;
+        for action in actions {
+            match action {
+                Action::Persist(record) => {
+                    let result = match &self.store {
+                        Some(store) => store.commit(&record).map_err(|e| e.to_string()),
+                        None => Err("this node has no store".to_string()),
+                    };
+                    if let Err(e) = result {
+                        warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
+                        store_failed = true;
+                    }
+                }
+                Action::Reply { to, response } => {
+                    let response = if store_failed {
+                        Response::Refused(Refusal::Unavailable("storage failure".into()))
+                    } else {
+                        response
+                    };
+                    if let Some(channel) = self.replies.remove(&to.0) {
+                        if self.swarm.behaviour_mut().rr.send_response(channel, Ok(response)).is_err() {
+                            debug!("requester went away before the reply");
+                        }
+                    }
+                }
+                Action::Emit(event) => self.emit_role_event(event),
+                Action::AskInput { round } => self.emit(NodeEvent::InputNeeded { round }),
+                Action::Decrypt(job) => self.spawn_decrypt(job),
+                _ if store_failed => {}
+                Action::Publish(message) => self.publish(message),
+                Action::Send { peer, tag, request } => {
+                    let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+                    let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(&peer, Ok(request), addrs);
+                    self.outbound.insert(id, (tag, peer));
+                }
+            }
+        }
+    }
+
+    fn emit_role_event(&mut self, event: Event) {
+        match &event {
+            // The requester's own OTP is its user's output, never a log line.
+            Event::OtpReceived { round, distributor, .. } => info!(%round, %distributor, "otp received"),
+            Event::PhraseRejected { .. } | Event::RequestRefused { .. } | Event::RequestFailed { .. } => {
+                warn!(event = %serde_json::to_string(&event).unwrap_or_default(), "rejected")
+            }
+            _ => info!(event = %serde_json::to_string(&event).unwrap_or_default()),
+        }
+        self.emit(NodeEvent::Role(event));
+    }
+
+    fn spawn_decrypt(&mut self, job: DecryptJob) {
+        let Some(key) = self.rsa.clone() else {
+            warn!("decrypt asked of a node without an RSA key");
+            return;
+        };
+        let slots = self.decrypt_slots.clone();
+        let done = self.decrypted_tx.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = slots.acquire_owned().await else { return };
+            let result = tokio::task::spawn_blocking(move || {
+                let phrase = key.open(job.round, job.client, &job.ciphertext, &mut rand_core::OsRng).ok();
+                (job, phrase)
+            })
+            .await;
+            if let Ok(result) = result {
+                let _ = done.send(result).await;
+            }
+        });
+    }
+
+    fn publish(&mut self, message: Gossip) {
+        let bytes = wire::encode_gossip(&message);
+        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+            Ok(_) => debug!(kind = message.kind(), round = %message.round(), "published"),
+            Err(gossipsub::PublishError::Duplicate) => {}
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) | Err(gossipsub::PublishError::AllQueuesFull(_)) => {
+                debug!(kind = message.kind(), "no subscribed peer yet; queued");
+                if self.unpublished.len() >= MAX_UNPUBLISHED {
+                    self.unpublished.pop_front();
+                }
+                self.unpublished.push_back(message);
+            }
+            Err(e) => warn!(error = %e, kind = message.kind(), "publish failed"),
+        }
+    }
+
+    fn flush_unpublished(&mut self) {
+        for message in std::mem::take(&mut self.unpublished) {
+            self.publish(message);
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.emit(NodeEvent::Listening { addr: address });
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                if self.blocked.contains(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                if endpoint.is_dialer() {
+                    self.remember_addr(peer_id, endpoint.get_remote_address().clone());
+                }
+                if num_established.get() == 1 {
+                    debug!(peer = %peer_id, "connected");
+                    self.emit(NodeEvent::Connected { peer: peer_id });
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                debug!(peer = %peer_id, "disconnected");
+                self.emit(NodeEvent::Disconnected { peer: peer_id });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossipsub(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.remember_addr(peer_id, addr);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let verdict = self.judge(&message);
+                let acceptance = match &verdict {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Ignore(reason) => {
+                        debug!(peer = ?message.source, %reason, "gossip ignored");
+                        gossipsub::MessageAcceptance::Ignore
+                    }
+                    Verdict::Reject(reason) => {
+                        let peer = message.source.unwrap_or(propagation_source);
+                        warn!(%peer, %reason, "gossip rejected");
+                        self.emit(NodeEvent::GossipRejected { peer, reason: reason.clone() });
+                        gossipsub::MessageAcceptance::Reject
+                    }
+                };
+                let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+            }
+            gossipsub::Event::Subscribed { peer_id, .. } => {
+                self.emit(NodeEvent::Subscribed { peer: peer_id });
+                self.flush_unpublished();
+            }
+            _ => {}
+        }
+    }
+
+    /// Decodes, checks who may send it, and lets the role judge the rest.
+    fn judge(&mut self, message: &gossipsub::Message) -> Verdict {
+        let Some(mesh) = self.mesh.clone() else { return Verdict::Ignore("not following gossip".into()) };
+        let Some(source) = message.source else { return Verdict::Reject("unsigned message".into()) };
+        let gossip = match wire::decode_gossip(&message.data) {
+            Ok(g) => g,
+            Err(e) => return Verdict::Reject(format!("undecodable gossip: {e}")),
+        };
+        match role::check_gossip(&mesh, &source, &gossip) {
+            Verdict::Accept => {
+                let (verdict, actions) = self.role.gossip(now_ms(), source, &gossip, &mut *self.rng);
+                self.execute(actions);
+                verdict
+            }
+            other => other,
+        }
+    }
+
+    fn on_rr(&mut self, event: request_response::Event<Result<Request, WireError>, Result<Response, WireError>>) {
+        use request_response::{Event as E, Message};
+        match event {
+            E::Message { peer, message: Message::Request { request, channel, .. }, .. } => match request {
+                Ok(request) => {
+                    self.next_inbound += 1;
+                    let id = self.next_inbound;
+                    self.replies.insert(id, channel);
+                    let actions = self.role.request(now_ms(), peer, InboundId(id), request, &mut *self.rng);
+                    self.execute(actions);
+                    if let Some(channel) = self.replies.remove(&id) {
+                        let refusal = Refusal::Unavailable("no answer".into());
+                        let _ = self.swarm.behaviour_mut().rr.send_response(channel, Ok(Response::Refused(refusal)));
+                    }
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "undecodable request");
+                    self.emit(NodeEvent::RequestRejected { peer, reason: e.to_string() });
+                    let refusal = Refusal::Invalid(wire::bounded_reason(e.to_string()));
+                    let _ = self.swarm.behaviour_mut().rr.send_response(channel, Ok(Response::Refused(refusal)));
+                }
+            },
+            E::Message { peer, message: Message::Response { request_id, response }, .. } => {
+                if let Some((tag, _)) = self.outbound.remove(&request_id) {
+                    let response = response.map_err(|e| format!("undecodable response: {e}"));
+                    let actions = self.role.response(now_ms(), peer, tag, response, &mut *self.rng);
+                    self.execute(actions);
+                }
+            }
+            E::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some((tag, _)) = self.outbound.remove(&request_id) {
+                    let actions = self.role.response(now_ms(), peer, tag, Err(error.to_string()), &mut *self.rng);
+                    self.execute(actions);
+                }
+            }
+            E::InboundFailure { peer, error, .. } => debug!(%peer, %error, "inbound request failed"),
+            E::ResponseSent { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Key files in a node's data dir: the Ed25519 identity (stable PeerId), the generator's RSA key and
+//! the storage key. All secret files are written 0600 and refused when group- or world-readable.
+
+use libp2p::identity::Keypair;
+use otpmesh_protocol::seal::{KeyError, PrivateKey};
+use rand_core::{OsRng, RngCore};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+pub const IDENTITY_FILE: &str = "identity.key";
+pub const RSA_KEY_FILE: &str = "generator.key.pem";
+pub const RSA_PUBLIC_FILE: &str = "generator.pub.pem";
+pub const STORE_KEY_FILE: &str = "store.key";
+/// Largest key file read (a PEM RSA-4096 key is about 3.3 KiB).
+pub const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("{path} is {len} bytes, larger than any key file ({MAX_KEY_FILE_BYTES} max)")]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("{path}: not a valid key file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Rsa { path: PathBuf, source: KeyError },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
+    move |source| KeyFileError::Io { path: path.to_path_buf(), source }
+}
+
+/// Creates the data dir (0700) if it does not exist.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), KeyFileError> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// Reads a secret file, refusing loose permissions and oversize files.
+pub fn read_secret(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, KeyFileError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::Permissions { path: path.to_path_buf(), mode });
+    }
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(KeyFileError::TooLarge { path: path.to_path_buf(), len: meta.len() });
+    }
+    Ok(Some(Zeroizing::new(fs::read(path).map_err(io_err(path))?)))
+}
+
+/// Writes a file atomically (temp file, fsync, rename) with `mode`.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyFileError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// The node's identity, created on first use.
+pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, KeyFileError> {
+    ensure_data_dir(dir)?;
+    let path = dir.join(IDENTITY_FILE);
+    if let Some(bytes) = read_secret(&path)? {
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| KeyFileError::Invalid { path, reason: e.to_string() });
+    }
+    let keypair = Keypair::generate_ed25519();
+    let encoded = Zeroizing::new(keypair.to_protobuf_encoding().map_err(|e| KeyFileError::Invalid {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?);
+    write_file(&path, &encoded, 0o600)?;
+    Ok(keypair)
+}
+
+/// The generator's RSA key, created with `bits` on first use; the public half is written beside it.
+pub fn load_or_create_rsa(dir: &Path, bits: usize) -> Result<PrivateKey, KeyFileError> {
+    ensure_data_dir(dir)?;
+    let path = dir.join(RSA_KEY_FILE);
+    let rsa_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyFileError::Rsa { path, source }
+    };
+    let key = match read_secret(&path)? {
+        Some(bytes) => {
+            let pem = std::str::from_utf8(&bytes)
+                .map_err(|_| KeyFileError::Invalid { path: path.clone(), reason: "not UTF-8 PEM".into() })?;
+            PrivateKey::from_pkcs8_pem(pem).map_err(rsa_err(&path))?
+        }
+        None => {
+            let key = PrivateKey::generate(bits, &mut OsRng).map_err(rsa_err(&path))?;
+            write_file(&path, key.to_pkcs8_pem().map_err(rsa_err(&path))?.as_bytes(), 0o600)?;
+            key
+        }
+    };
+    let public = dir.join(RSA_PUBLIC_FILE);
+    let pem = key.public().to_pem().map_err(rsa_err(&public))?;
+    write_file(&public, pem.as_bytes(), 0o644)?;
+    Ok(key)
+}
+
+/// The key that encrypts secrets in the node's database, created on first use.
+pub fn load_or_create_store_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
+    let path = dir.join(STORE_KEY_FILE);
+    if let Some(bytes) = read_secret(&path)? {
+        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyFileError::Invalid {
+            path: path.clone(),
+            reason: format!("{} bytes, expected 32", bytes.len()),
+        })?;
+        return Ok(Zeroizing::new(array));
+    }
+    let mut key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(key.as_mut());
+    write_file(&path, key.as_ref(), 0o600)?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_persists_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_identity(dir.path()).unwrap();
+        let b = load_or_create_identity(dir.path()).unwrap();
+        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        let mode = fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn loose_permissions_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create_identity(dir.path()).unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create_identity(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn rsa_key_persists_with_public_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_rsa(dir.path(), 2048).unwrap();
+        let b = load_or_create_rsa(dir.path(), 2048).unwrap();
+        assert_eq!(a.public().fingerprint(), b.public().fingerprint());
+        let pem = fs::read_to_string(dir.path().join(RSA_PUBLIC_FILE)).unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        fs::write(dir.path().join(RSA_KEY_FILE), "garbage").unwrap();
+        assert!(matches!(load_or_create_rsa(dir.path(), 2048), Err(KeyFileError::Rsa { .. })));
+    }
+}

@@ -1,0 +1,253 @@
+//! The node's database (redb, in the data dir): what a role asked to keep, committed durably before
+//! the node carries out the role's next action. Round secrets are encrypted at rest with
+//! ChaCha20-Poly1305 under the data dir's `store.key` (0600); the database file holds no plaintext
+//! secret. redb locks the file, so a second process on the same data dir is refused.
+
+use crate::keys::{self, KeyFileError};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use libp2p::PeerId;
+use otpmesh_protocol::role::Record;
+use otpmesh_protocol::round::{RoundId, Secret, Transcript};
+use rand_core::{OsRng, RngCore};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+
+pub const DB_FILE: &str = "node.redb";
+/// Rounds kept in the database; older ones are deleted with their counters.
+pub const MAX_STORED_ROUNDS: u64 = 32;
+/// Largest stored value read back (a sealed round with the largest transcript).
+pub const MAX_VALUE_BYTES: usize = otpmesh_protocol::wire::MAX_REQUEST_BYTES + 64;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
+const COUNTERS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("counters");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path} is in use by another otpmesh process (one process per data dir)")]
+    Locked { path: PathBuf },
+    #[error("database {path}: {reason}")]
+    Db { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error("stored round {round} is corrupt or was written under another store key")]
+    Corrupt { round: u64 },
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    cipher: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        keys::ensure_data_dir(dir)?;
+        let key = keys::load_or_create_store_key(dir)?;
+        let path = dir.join(DB_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked { path }),
+            Err(e) => return Err(StoreError::Db { path, reason: e.to_string() }),
+        };
+        let store = Store { db, path, cipher: ChaCha20Poly1305::new(Key::from_slice(key.as_ref())) };
+        // Create the tables so reads of a fresh database find them.
+        store.write(|txn| {
+            txn.open_table(META)?;
+            txn.open_table(ROUNDS)?;
+            txn.open_table(COUNTERS)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        f(&txn).map_err(|e| self.db_err(e))?;
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Commits one record durably.
+    pub fn commit(&self, record: &Record) -> Result<(), StoreError> {
+        match record {
+            Record::Opened(round) => self.write(|txn| {
+                txn.open_table(META)?.insert("last_opened", round.0)?;
+                Ok(())
+            }),
+            Record::Round { transcript, secret } => {
+                let round = transcript.round.0;
+                let sealed = self.seal(round, transcript, secret);
+                self.write(|txn| {
+                    let mut rounds = txn.open_table(ROUNDS)?;
+                    rounds.insert(round, sealed.as_slice())?;
+                    let cutoff = round.saturating_sub(MAX_STORED_ROUNDS);
+                    rounds.retain(|r, _| r > cutoff)?;
+                    txn.open_table(COUNTERS)?.retain(|(r, _), _| r > cutoff)?;
+                    Ok(())
+                })
+            }
+            Record::Counter { round, requester, next } => {
+                let who = requester.to_bytes();
+                self.write(|txn| {
+                    txn.open_table(COUNTERS)?.insert((round.0, who.as_slice()), *next)?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    fn seal(&self, round: u64, transcript: &Transcript, secret: &Secret) -> Vec<u8> {
+        let mut plain = zeroize::Zeroizing::new(Vec::new());
+        ciborium::into_writer(&(transcript, secret), &mut *plain).expect("writing CBOR into a Vec cannot fail");
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let aad = round.to_be_bytes();
+        let mut out = nonce.to_vec();
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+            .expect("ChaCha20-Poly1305 encryption of a bounded message cannot fail");
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    fn open_sealed(&self, round: u64, bytes: &[u8]) -> Result<(Transcript, Secret), StoreError> {
+        let corrupt = || StoreError::Corrupt { round };
+        if bytes.len() < 12 || bytes.len() > MAX_VALUE_BYTES {
+            return Err(corrupt());
+        }
+        let (nonce, ct) = bytes.split_at(12);
+        let aad = round.to_be_bytes();
+        let plain = zeroize::Zeroizing::new(
+            self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| corrupt())?,
+        );
+        let (transcript, secret): (Transcript, Secret) = ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
+        if transcript.round.0 != round {
+            return Err(corrupt());
+        }
+        Ok((transcript, secret))
+    }
+
+    pub fn last_opened(&self) -> Result<Option<RoundId>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+        Ok(meta.get("last_opened").map_err(|e| self.db_err(e))?.map(|v| RoundId(v.value())))
+    }
+
+    /// Stored rounds, oldest first.
+    pub fn rounds(&self) -> Result<Vec<(Transcript, Secret)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(ROUNDS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            out.push(self.open_sealed(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stored OTP counters: (round, requester, next counter).
+    pub fn counters(&self) -> Result<Vec<(RoundId, PeerId, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(COUNTERS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            let (round, who) = k.value();
+            if let Ok(peer) = PeerId::from_bytes(who) {
+                out.push((RoundId(round), peer, v.value()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otpmesh_protocol::digest::Digest32;
+    use otpmesh_protocol::phrase::ClientId;
+    use otpmesh_protocol::round::Inclusion;
+
+    fn round(n: u64) -> (Transcript, Secret) {
+        let secret = Secret::from_bytes([n as u8; 32]);
+        let t = Transcript {
+            round: RoundId(n),
+            generator: PeerId::random(),
+            key_fingerprint: Digest32::ZERO,
+            included: vec![Inclusion { client: ClientId(1), ciphertext_hash: Digest32::ZERO }],
+            prev_commitment: Digest32::ZERO,
+            commitment: secret.commitment(RoundId(n)),
+            sealed_at_ms: 0,
+        };
+        (t, secret)
+    }
+
+    #[test]
+    fn records_survive_reopen_and_secrets_are_not_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let who = PeerId::random();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let (t, s) = round(3);
+            store.commit(&Record::Opened(RoundId(4))).unwrap();
+            store.commit(&Record::Round { transcript: t, secret: s }).unwrap();
+            store.commit(&Record::Counter { round: RoundId(3), requester: who, next: 7 }).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_opened().unwrap(), Some(RoundId(4)));
+        let rounds = store.rounds().unwrap();
+        assert_eq!(rounds.len(), 1);
+        assert_eq!(rounds[0].1, Secret::from_bytes([3; 32]));
+        assert_eq!(store.counters().unwrap(), vec![(RoundId(3), who, 7)]);
+        drop(store);
+        let raw = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        assert!(!raw.windows(32).any(|w| w == [3u8; 32]), "plaintext secret found in the database file");
+    }
+
+    #[test]
+    fn a_second_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked { .. })));
+    }
+
+    #[test]
+    fn old_rounds_and_their_counters_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let who = PeerId::random();
+        for n in 1..=(MAX_STORED_ROUNDS + 5) {
+            let (t, s) = round(n);
+            store.commit(&Record::Counter { round: RoundId(n), requester: who, next: 1 }).unwrap();
+            store.commit(&Record::Round { transcript: t, secret: s }).unwrap();
+        }
+        assert_eq!(store.rounds().unwrap().len() as u64, MAX_STORED_ROUNDS);
+        assert_eq!(store.counters().unwrap().len() as u64, MAX_STORED_ROUNDS);
+        assert_eq!(store.rounds().unwrap()[0].0.round, RoundId(6));
+    }
+
+    #[test]
+    fn a_wrong_store_key_reads_as_corrupt_not_as_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let (t, s) = round(1);
+            store.commit(&Record::Round { transcript: t, secret: s }).unwrap();
+        }
+        keys::write_file(&dir.path().join(keys::STORE_KEY_FILE), &[9u8; 32], 0o600).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(store.rounds(), Err(StoreError::Corrupt { round: 1 })));
+    }
+}
