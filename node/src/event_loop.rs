@@ -122,6 +122,10 @@ impl EventLoop {
             Command::Unblock { peer } => {
                 self.blocked.remove(&peer);
             }
+            Command::PublishRaw { bytes, reply } => {
+                let result = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes);
+                let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            }
             Command::Shutdown { .. } => {}
         }
     }

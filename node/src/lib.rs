@@ -93,6 +93,8 @@ pub(crate) enum Command {
     /// Drop and refuse connections with a peer (a transport-level partition).
     Block { peer: PeerId },
     Unblock { peer: PeerId },
+    /// Publish bytes as they are (for fault injection: a hostile peer's view of the wire).
+    PublishRaw { bytes: Vec<u8>, reply: oneshot::Sender<Result<(), String>> },
     Shutdown { done: oneshot::Sender<()> },
 }
 
@@ -146,6 +148,14 @@ impl Client {
 
     pub async fn unblock(&self, peer: PeerId) -> Result<(), NodeError> {
         self.send(Command::Unblock { peer }).await
+    }
+
+    /// Publishes `bytes` on the gossip topic without any check: how tests and scenarios play a
+    /// hostile peer. Fails if no peer is subscribed yet.
+    pub async fn publish_raw(&self, bytes: Vec<u8>) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PublishRaw { bytes, reply }).await?;
+        rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Transport)
     }
 
     /// Stops the event loop; returns once it has.

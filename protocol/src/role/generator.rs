@@ -124,7 +124,10 @@ impl Generator {
 
     fn on_phrase(&mut self, source: PeerId, p: &PhraseSubmission) -> (Verdict, Vec<Action>) {
         let Some(open) = self.open.as_mut().filter(|o| o.announce.round == p.round) else {
-            return (Verdict::Ignore(format!("phrase for round {}, which is not open", p.round)), Vec::new());
+            // Late or early: not necessarily the sender's fault, so no penalty, but say so.
+            let reason = format!("phrase for round {}, which is not open", p.round);
+            let event = Event::PhraseRejected { round: p.round, client: p.client, peer: source, reason: reason.clone() };
+            return (Verdict::Ignore(reason), vec![Action::Emit(event)]);
         };
         let reject = |reason: String| {
             let event = Event::PhraseRejected { round: p.round, client: p.client, peer: source, reason: reason.clone() };
