@@ -1,1 +1,12 @@
-fn main(){}
+//! `otpmesh`: one binary, four roles. See `otpmesh --help`.
+
+mod cli;
+mod cmd;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cmd::run(cli::Cli::parse())
+}

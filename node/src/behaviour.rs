@@ -3,7 +3,9 @@
 use crate::codec::WireCodec;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity::Keypair, kad, mdns, ping, request_response, StreamProtocol};
+use libp2p::{
+    gossipsub, identify, identity::Keypair, kad, mdns, ping, request_response, StreamProtocol,
+};
 use otpmesh_protocol::wire::{MAX_GOSSIP_BYTES, RR_PROTOCOL};
 use std::time::Duration;
 
@@ -68,25 +70,45 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, BehaviourError> {
 impl Behaviour {
     pub fn new(key: &Keypair, mdns: bool) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
-        let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossipsub_config()?)
-            .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossipsub_config()?,
+        )
+        .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
         let rr = request_response::Behaviour::with_codec(
             WireCodec,
-            [(StreamProtocol::new(RR_PROTOCOL), request_response::ProtocolSupport::Full)],
+            [(
+                StreamProtocol::new(RR_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
             request_response::Config::default()
                 .with_request_timeout(REQUEST_TIMEOUT)
                 .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
         );
-        let identify = identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()));
+        let identify = identify::Behaviour::new(identify::Config::new(
+            IDENTIFY_PROTOCOL.into(),
+            key.public(),
+        ));
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if mdns {
-            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map_err(|e| BehaviourError::Mdns(e.to_string()))?)
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                    .map_err(|e| BehaviourError::Mdns(e.to_string()))?,
+            )
         } else {
             None
         };
-        Ok(Behaviour { gossipsub, rr, identify, kad, ping: ping::Behaviour::default(), mdns: mdns.into() })
+        Ok(Behaviour {
+            gossipsub,
+            rr,
+            identify,
+            kad,
+            ping: ping::Behaviour::default(),
+            mdns: mdns.into(),
+        })
     }
 }

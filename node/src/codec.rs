@@ -4,7 +4,9 @@
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use otpmesh_protocol::wire::{self, Request, Response, WireError, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use otpmesh_protocol::wire::{
+    self, Request, Response, WireError, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+};
 use std::io;
 
 #[derive(Clone, Default)]
@@ -16,7 +18,10 @@ async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io
     if buf.len() > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            WireError::TooLarge { len: buf.len(), max },
+            WireError::TooLarge {
+                len: buf.len(),
+                max,
+            },
         ));
     }
     Ok(buf)
@@ -27,7 +32,10 @@ async fn write_message<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>)
 }
 
 fn refuse_to_send(e: &WireError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to send an undecodable message: {e}"))
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("refusing to send an undecodable message: {e}"),
+    )
 }
 
 impl libp2p::request_response::Codec for WireCodec {
@@ -35,12 +43,24 @@ impl libp2p::request_response::Codec for WireCodec {
     type Request = Result<Request, WireError>;
     type Response = Result<Response, WireError>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Request> {
-        Ok(wire::decode_request(&read_limited(io, MAX_REQUEST_BYTES).await?))
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Request> {
+        Ok(wire::decode_request(
+            &read_limited(io, MAX_REQUEST_BYTES).await?,
+        ))
     }
 
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Response> {
-        Ok(wire::decode_response(&read_limited(io, MAX_RESPONSE_BYTES).await?))
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Response> {
+        Ok(wire::decode_response(
+            &read_limited(io, MAX_RESPONSE_BYTES).await?,
+        ))
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

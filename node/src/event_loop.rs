@@ -14,7 +14,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, Multiaddr, PeerId, Swarm};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::Phrase;
-use otpmesh_protocol::role::{self, Action, DecryptJob, Event, InboundId, Millis, Role, Tag, Verdict};
+use otpmesh_protocol::role::{
+    self, Action, DecryptJob, Event, InboundId, Millis, Role, Tag, Verdict,
+};
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::wire::{self, Gossip, Refusal, Request, Response, WireError};
 use rand_core::CryptoRngCore;
@@ -34,7 +36,10 @@ pub const MAX_UNPUBLISHED: usize = 64;
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
 pub(crate) fn now_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
 }
 
 type Reply = ResponseChannel<Result<Response, WireError>>;
@@ -123,7 +128,11 @@ impl EventLoop {
                 self.blocked.remove(&peer);
             }
             Command::PublishRaw { bytes, reply } => {
-                let result = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes);
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes);
                 let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
             }
             Command::Shutdown { .. } => {}
@@ -136,7 +145,11 @@ impl EventLoop {
         let connected = self.swarm.connected_peers().count();
         for (peer, addr) in self.keep.clone() {
             let wanted = match peer {
-                Some(p) => !self.blocked.contains(&p) && !self.swarm.is_connected(&p) && p != self.peer_id(),
+                Some(p) => {
+                    !self.blocked.contains(&p)
+                        && !self.swarm.is_connected(&p)
+                        && p != self.peer_id()
+                }
                 None => connected == 0,
             };
             if wanted {
@@ -184,7 +197,13 @@ impl EventLoop {
                         response
                     };
                     if let Some(channel) = self.replies.remove(&to.0) {
-                        if self.swarm.behaviour_mut().rr.send_response(channel, Ok(response)).is_err() {
+                        if self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Ok(response))
+                            .is_err()
+                        {
                             debug!("requester went away before the reply");
                         }
                     }
@@ -196,7 +215,11 @@ impl EventLoop {
                 Action::Publish(message) => self.publish(message),
                 Action::Send { peer, tag, request } => {
                     let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
-                    let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(&peer, Ok(request), addrs);
+                    let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(
+                        &peer,
+                        Ok(request),
+                        addrs,
+                    );
                     self.outbound.insert(id, (tag, peer));
                 }
             }
@@ -206,8 +229,12 @@ impl EventLoop {
     fn emit_role_event(&mut self, event: Event) {
         match &event {
             // The requester's own OTP is its user's output, never a log line.
-            Event::OtpReceived { round, distributor, .. } => info!(%round, %distributor, "otp received"),
-            Event::PhraseRejected { .. } | Event::RequestRefused { .. } | Event::RequestFailed { .. } => {
+            Event::OtpReceived {
+                round, distributor, ..
+            } => info!(%round, %distributor, "otp received"),
+            Event::PhraseRejected { .. }
+            | Event::RequestRefused { .. }
+            | Event::RequestFailed { .. } => {
                 warn!(event = %serde_json::to_string(&event).unwrap_or_default(), "rejected")
             }
             _ => info!(event = %serde_json::to_string(&event).unwrap_or_default()),
@@ -223,9 +250,18 @@ impl EventLoop {
         let slots = self.decrypt_slots.clone();
         let done = self.decrypted_tx.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = slots.acquire_owned().await else { return };
+            let Ok(_permit) = slots.acquire_owned().await else {
+                return;
+            };
             let result = tokio::task::spawn_blocking(move || {
-                let phrase = key.open(job.round, job.client, &job.ciphertext, &mut rand_core::OsRng).ok();
+                let phrase = key
+                    .open(
+                        job.round,
+                        job.client,
+                        &job.ciphertext,
+                        &mut rand_core::OsRng,
+                    )
+                    .ok();
                 (job, phrase)
             })
             .await;
@@ -237,10 +273,16 @@ impl EventLoop {
 
     fn publish(&mut self, message: Gossip) {
         let bytes = wire::encode_gossip(&message);
-        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
             Ok(_) => debug!(kind = message.kind(), round = %message.round(), "published"),
             Err(gossipsub::PublishError::Duplicate) => {}
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) | Err(gossipsub::PublishError::AllQueuesFull(_)) => {
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+            | Err(gossipsub::PublishError::AllQueuesFull(_)) => {
                 debug!(kind = message.kind(), "no subscribed peer yet; queued");
                 if self.unpublished.len() >= MAX_UNPUBLISHED {
                     self.unpublished.pop_front();
@@ -263,7 +305,12 @@ impl EventLoop {
                 info!(%address, "listening");
                 self.emit(NodeEvent::Listening { addr: address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 if self.blocked.contains(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
@@ -276,7 +323,11 @@ impl EventLoop {
                     self.emit(NodeEvent::Connected { peer: peer_id });
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 debug!(peer = %peer_id, "disconnected");
                 self.emit(NodeEvent::Disconnected { peer: peer_id });
             }
@@ -285,9 +336,16 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
                     self.remember_addr(peer_id, addr);
                 }
             }
@@ -297,7 +355,11 @@ impl EventLoop {
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
         match event {
-            gossipsub::Event::Message { propagation_source, message_id, message } => {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
                 let verdict = self.judge(&message);
                 let acceptance = match &verdict {
                     Verdict::Accept => gossipsub::MessageAcceptance::Accept,
@@ -308,15 +370,18 @@ impl EventLoop {
                     Verdict::Reject(reason) => {
                         let peer = message.source.unwrap_or(propagation_source);
                         warn!(%peer, %reason, "gossip rejected");
-                        self.emit(NodeEvent::GossipRejected { peer, reason: reason.clone() });
+                        self.emit(NodeEvent::GossipRejected {
+                            peer,
+                            reason: reason.clone(),
+                        });
                         gossipsub::MessageAcceptance::Reject
                     }
                 };
-                let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    acceptance,
-                );
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             gossipsub::Event::Subscribed { peer_id, .. } => {
                 self.emit(NodeEvent::Subscribed { peer: peer_id });
@@ -328,15 +393,20 @@ impl EventLoop {
 
     /// Decodes, checks who may send it, and lets the role judge the rest.
     fn judge(&mut self, message: &gossipsub::Message) -> Verdict {
-        let Some(mesh) = self.mesh.clone() else { return Verdict::Ignore("not following gossip".into()) };
-        let Some(source) = message.source else { return Verdict::Reject("unsigned message".into()) };
+        let Some(mesh) = self.mesh.clone() else {
+            return Verdict::Ignore("not following gossip".into());
+        };
+        let Some(source) = message.source else {
+            return Verdict::Reject("unsigned message".into());
+        };
         let gossip = match wire::decode_gossip(&message.data) {
             Ok(g) => g,
             Err(e) => return Verdict::Reject(format!("undecodable gossip: {e}")),
         };
         match role::check_gossip(&mesh, &source, &gossip) {
             Verdict::Accept => {
-                let (verdict, actions) = self.role.gossip(now_ms(), source, &gossip, &mut *self.rng);
+                let (verdict, actions) =
+                    self.role.gossip(now_ms(), source, &gossip, &mut *self.rng);
                 self.execute(actions);
                 verdict
             }
@@ -344,42 +414,88 @@ impl EventLoop {
         }
     }
 
-    fn on_rr(&mut self, event: request_response::Event<Result<Request, WireError>, Result<Response, WireError>>) {
+    fn on_rr(
+        &mut self,
+        event: request_response::Event<Result<Request, WireError>, Result<Response, WireError>>,
+    ) {
         use request_response::{Event as E, Message};
         match event {
-            E::Message { peer, message: Message::Request { request, channel, .. }, .. } => match request {
+            E::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => match request {
                 Ok(request) => {
                     self.next_inbound += 1;
                     let id = self.next_inbound;
                     self.replies.insert(id, channel);
-                    let actions = self.role.request(now_ms(), peer, InboundId(id), request, &mut *self.rng);
+                    let actions =
+                        self.role
+                            .request(now_ms(), peer, InboundId(id), request, &mut *self.rng);
                     self.execute(actions);
                     if let Some(channel) = self.replies.remove(&id) {
                         let refusal = Refusal::Unavailable("no answer".into());
-                        let _ = self.swarm.behaviour_mut().rr.send_response(channel, Ok(Response::Refused(refusal)));
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Ok(Response::Refused(refusal)));
                     }
                 }
                 Err(e) => {
                     warn!(%peer, error = %e, "undecodable request");
-                    self.emit(NodeEvent::RequestRejected { peer, reason: e.to_string() });
+                    self.emit(NodeEvent::RequestRejected {
+                        peer,
+                        reason: e.to_string(),
+                    });
                     let refusal = Refusal::Invalid(wire::bounded_reason(e.to_string()));
-                    let _ = self.swarm.behaviour_mut().rr.send_response(channel, Ok(Response::Refused(refusal)));
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, Ok(Response::Refused(refusal)));
                 }
             },
-            E::Message { peer, message: Message::Response { request_id, response }, .. } => {
+            E::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
                 if let Some((tag, _)) = self.outbound.remove(&request_id) {
                     let response = response.map_err(|e| format!("undecodable response: {e}"));
-                    let actions = self.role.response(now_ms(), peer, tag, response, &mut *self.rng);
+                    let actions = self
+                        .role
+                        .response(now_ms(), peer, tag, response, &mut *self.rng);
                     self.execute(actions);
                 }
             }
-            E::OutboundFailure { peer, request_id, error, .. } => {
+            E::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 if let Some((tag, _)) = self.outbound.remove(&request_id) {
-                    let actions = self.role.response(now_ms(), peer, tag, Err(error.to_string()), &mut *self.rng);
+                    let actions = self.role.response(
+                        now_ms(),
+                        peer,
+                        tag,
+                        Err(error.to_string()),
+                        &mut *self.rng,
+                    );
                     self.execute(actions);
                 }
             }
-            E::InboundFailure { peer, error, .. } => debug!(%peer, %error, "inbound request failed"),
+            E::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed")
+            }
             E::ResponseSent { .. } => {}
         }
     }

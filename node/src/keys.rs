@@ -20,7 +20,10 @@ pub const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("{path} is {len} bytes, larger than any key file ({MAX_KEY_FILE_BYTES} max)")]
@@ -32,7 +35,10 @@ pub enum KeyFileError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io { path: path.to_path_buf(), source }
+    move |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Creates the data dir (0700) if it does not exist.
@@ -53,10 +59,16 @@ pub fn read_secret(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, KeyFileErr
     };
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(KeyFileError::Permissions { path: path.to_path_buf(), mode });
+        return Err(KeyFileError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(KeyFileError::TooLarge { path: path.to_path_buf(), len: meta.len() });
+        return Err(KeyFileError::TooLarge {
+            path: path.to_path_buf(),
+            len: meta.len(),
+        });
     }
     Ok(Some(Zeroizing::new(fs::read(path).map_err(io_err(path))?)))
 }
@@ -65,7 +77,12 @@ pub fn read_secret(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, KeyFileErr
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyFileError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io_err(&tmp))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))
@@ -76,14 +93,21 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, KeyFileError> {
     ensure_data_dir(dir)?;
     let path = dir.join(IDENTITY_FILE);
     if let Some(bytes) = read_secret(&path)? {
-        return Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| KeyFileError::Invalid { path, reason: e.to_string() });
+        return Keypair::from_protobuf_encoding(&bytes).map_err(|e| KeyFileError::Invalid {
+            path,
+            reason: e.to_string(),
+        });
     }
     let keypair = Keypair::generate_ed25519();
-    let encoded = Zeroizing::new(keypair.to_protobuf_encoding().map_err(|e| KeyFileError::Invalid {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?);
+    let encoded =
+        Zeroizing::new(
+            keypair
+                .to_protobuf_encoding()
+                .map_err(|e| KeyFileError::Invalid {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+        );
     write_file(&path, &encoded, 0o600)?;
     Ok(keypair)
 }
@@ -98,13 +122,19 @@ pub fn load_or_create_rsa(dir: &Path, bits: usize) -> Result<PrivateKey, KeyFile
     };
     let key = match read_secret(&path)? {
         Some(bytes) => {
-            let pem = std::str::from_utf8(&bytes)
-                .map_err(|_| KeyFileError::Invalid { path: path.clone(), reason: "not UTF-8 PEM".into() })?;
+            let pem = std::str::from_utf8(&bytes).map_err(|_| KeyFileError::Invalid {
+                path: path.clone(),
+                reason: "not UTF-8 PEM".into(),
+            })?;
             PrivateKey::from_pkcs8_pem(pem).map_err(rsa_err(&path))?
         }
         None => {
             let key = PrivateKey::generate(bits, &mut OsRng).map_err(rsa_err(&path))?;
-            write_file(&path, key.to_pkcs8_pem().map_err(rsa_err(&path))?.as_bytes(), 0o600)?;
+            write_file(
+                &path,
+                key.to_pkcs8_pem().map_err(rsa_err(&path))?.as_bytes(),
+                0o600,
+            )?;
             key
         }
     };
@@ -118,10 +148,13 @@ pub fn load_or_create_rsa(dir: &Path, bits: usize) -> Result<PrivateKey, KeyFile
 pub fn load_or_create_store_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
     let path = dir.join(STORE_KEY_FILE);
     if let Some(bytes) = read_secret(&path)? {
-        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyFileError::Invalid {
-            path: path.clone(),
-            reason: format!("{} bytes, expected 32", bytes.len()),
-        })?;
+        let array: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyFileError::Invalid {
+                path: path.clone(),
+                reason: format!("{} bytes, expected 32", bytes.len()),
+            })?;
         return Ok(Zeroizing::new(array));
     }
     let mut key = Zeroizing::new([0u8; 32]);
@@ -140,7 +173,11 @@ mod tests {
         let a = load_or_create_identity(dir.path()).unwrap();
         let b = load_or_create_identity(dir.path()).unwrap();
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
-        let mode = fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(dir.path().join(IDENTITY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 
@@ -163,6 +200,9 @@ mod tests {
         let pem = fs::read_to_string(dir.path().join(RSA_PUBLIC_FILE)).unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
         fs::write(dir.path().join(RSA_KEY_FILE), "garbage").unwrap();
-        assert!(matches!(load_or_create_rsa(dir.path(), 2048), Err(KeyFileError::Rsa { .. })));
+        assert!(matches!(
+            load_or_create_rsa(dir.path(), 2048),
+            Err(KeyFileError::Rsa { .. })
+        ));
     }
 }

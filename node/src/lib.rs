@@ -41,13 +41,20 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Clone, Debug)]
 pub enum RoleSpec {
     /// `input: None` asks the user every round ([`NodeEvent::InputNeeded`]).
-    Contributor { client: ClientId, input: Option<UserInput> },
+    Contributor {
+        client: ClientId,
+        input: Option<UserInput>,
+    },
     Generator,
     Distributor,
     /// Asks one of `distributors` (all listed ones when empty) after every sealed round.
-    Requester { distributors: Vec<PeerId> },
+    Requester {
+        distributors: Vec<PeerId>,
+    },
     /// Asks `distributor` once, without joining the gossip; needs no mesh config.
-    OneShotRequester { distributor: PeerId },
+    OneShotRequester {
+        distributor: PeerId,
+    },
 }
 
 impl RoleSpec {
@@ -76,26 +83,56 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum NodeEvent {
-    Listening { addr: Multiaddr },
-    Connected { peer: PeerId },
-    Disconnected { peer: PeerId },
-    Subscribed { peer: PeerId },
-    GossipRejected { peer: PeerId, reason: String },
-    RequestRejected { peer: PeerId, reason: String },
-    InputNeeded { round: RoundId },
+    Listening {
+        addr: Multiaddr,
+    },
+    Connected {
+        peer: PeerId,
+    },
+    Disconnected {
+        peer: PeerId,
+    },
+    Subscribed {
+        peer: PeerId,
+    },
+    GossipRejected {
+        peer: PeerId,
+        reason: String,
+    },
+    RequestRejected {
+        peer: PeerId,
+        reason: String,
+    },
+    InputNeeded {
+        round: RoundId,
+    },
     #[serde(untagged)]
     Role(Event),
 }
 
 pub(crate) enum Command {
-    Input { round: RoundId, input: UserInput },
-    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Input {
+        round: RoundId,
+        input: UserInput,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
     /// Drop and refuse connections with a peer (a transport-level partition).
-    Block { peer: PeerId },
-    Unblock { peer: PeerId },
+    Block {
+        peer: PeerId,
+    },
+    Unblock {
+        peer: PeerId,
+    },
     /// Publish bytes as they are (for fault injection: a hostile peer's view of the wire).
-    PublishRaw { bytes: Vec<u8>, reply: oneshot::Sender<Result<(), String>> },
-    Shutdown { done: oneshot::Sender<()> },
+    PublishRaw {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +152,11 @@ pub enum NodeError {
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
     #[error("bad address {addr:?} for {peer} in the mesh config: {reason}")]
-    MeshAddr { peer: PeerId, addr: String, reason: String },
+    MeshAddr {
+        peer: PeerId,
+        addr: String,
+        reason: String,
+    },
 }
 
 /// A handle to a running node.
@@ -126,7 +167,10 @@ pub struct Client {
 
 impl Client {
     async fn send(&self, command: Command) -> Result<(), NodeError> {
-        self.commands.send(command).await.map_err(|_| NodeError::Stopped)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// The user's integer for `round` (after [`NodeEvent::InputNeeded`]).
@@ -155,7 +199,9 @@ impl Client {
     pub async fn publish_raw(&self, bytes: Vec<u8>) -> Result<(), NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::PublishRaw { bytes, reply }).await?;
-        rx.await.map_err(|_| NodeError::Stopped)?.map_err(NodeError::Transport)
+        rx.await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Transport)
     }
 
     /// Stops the event loop; returns once it has.
@@ -197,19 +243,31 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let mut rsa = None;
     let mut store = None;
     let role: Box<dyn Role + Send> = match &config.role {
-        RoleSpec::Contributor { client, input } => Box::new(role::Contributor::new(*client, *input)),
+        RoleSpec::Contributor { client, input } => {
+            Box::new(role::Contributor::new(*client, *input))
+        }
         RoleSpec::Generator => {
-            let key = Arc::new(keys::load_or_create_rsa(&config.data_dir, mesh.settings.rsa_bits)?);
+            let key = Arc::new(keys::load_or_create_rsa(
+                &config.data_dir,
+                mesh.settings.rsa_bits,
+            )?);
             let db = store::Store::open(&config.data_dir)?;
             let last_sealed = db.rounds()?.pop();
-            let generator = role::Generator::new(peer_id, mesh.clone(), key.public().clone(), db.last_opened()?, last_sealed);
+            let generator = role::Generator::new(
+                peer_id,
+                mesh.clone(),
+                key.public().clone(),
+                db.last_opened()?,
+                last_sealed,
+            );
             rsa = Some(key);
             store = Some(db);
             Box::new(generator)
         }
         RoleSpec::Distributor => {
             let db = store::Store::open(&config.data_dir)?;
-            let distributor = role::Distributor::new(peer_id, mesh.clone(), db.rounds()?, db.counters()?);
+            let distributor =
+                role::Distributor::new(peer_id, mesh.clone(), db.rounds()?, db.counters()?);
             store = Some(db);
             Box::new(distributor)
         }
@@ -221,16 +279,23 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             };
             Box::new(role::Requester::follow(peer_id, targets))
         }
-        RoleSpec::OneShotRequester { distributor } => Box::new(role::Requester::one_shot(peer_id, *distributor)),
+        RoleSpec::OneShotRequester { distributor } => {
+            Box::new(role::Requester::one_shot(peer_id, *distributor))
+        }
     };
 
     let mut swarm = SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
-            Behaviour::new(key, config.mdns).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            Behaviour::new(key, config.mdns)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
@@ -247,18 +312,27 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NodeError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|e| NodeError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
     }
 
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
     let mut keep = Vec::new();
-    for (peer, addrs) in if one_shot { Vec::new() } else { mesh.known_addrs() } {
+    for (peer, addrs) in if one_shot {
+        Vec::new()
+    } else {
+        mesh.known_addrs()
+    } {
         for text in addrs {
-            let addr: Multiaddr = text.parse().map_err(|e: libp2p::multiaddr::Error| NodeError::MeshAddr {
-                peer,
-                addr: text.clone(),
-                reason: e.to_string(),
-            })?;
+            let addr: Multiaddr =
+                text.parse()
+                    .map_err(|e: libp2p::multiaddr::Error| NodeError::MeshAddr {
+                        peer,
+                        addr: text.clone(),
+                        reason: e.to_string(),
+                    })?;
             let (_, base) = split_peer(&addr);
             addresses.entry(peer).or_default().push(base.clone());
             // Stay connected to the mesh's generators and distributors.
@@ -277,8 +351,11 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
 
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-    let (decrypted_tx, decrypted_rx) = mpsc::channel(otpmesh_protocol::round::MAX_ROUND_CONTRIBUTORS);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let (decrypted_tx, decrypted_rx) =
+        mpsc::channel(otpmesh_protocol::round::MAX_ROUND_CONTRIBUTORS);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let event_loop = EventLoop {
         swarm,
         role,
@@ -301,5 +378,12 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         rng: Box::new(rand_core::OsRng),
         last_redial: 0,
     };
-    Ok(Node { peer_id, client: Client { commands: commands_tx }, events, event_loop })
+    Ok(Node {
+        peer_id,
+        client: Client {
+            commands: commands_tx,
+        },
+        events,
+        event_loop,
+    })
 }

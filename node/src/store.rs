@@ -54,10 +54,21 @@ impl Store {
         let path = dir.join(DB_FILE);
         let db = match Database::create(&path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked { path }),
-            Err(e) => return Err(StoreError::Db { path, reason: e.to_string() }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked { path })
+            }
+            Err(e) => {
+                return Err(StoreError::Db {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
         };
-        let store = Store { db, path, cipher: ChaCha20Poly1305::new(Key::from_slice(key.as_ref())) };
+        let store = Store {
+            db,
+            path,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(key.as_ref())),
+        };
         // Create the tables so reads of a fresh database find them.
         store.write(|txn| {
             txn.open_table(META)?;
@@ -69,10 +80,16 @@ impl Store {
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db { path: self.path.clone(), reason: e.to_string() }
+        StoreError::Db {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
     }
 
-    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         f(&txn).map_err(|e| self.db_err(e))?;
         txn.commit().map_err(|e| self.db_err(e))
@@ -97,10 +114,15 @@ impl Store {
                     Ok(())
                 })
             }
-            Record::Counter { round, requester, next } => {
+            Record::Counter {
+                round,
+                requester,
+                next,
+            } => {
                 let who = requester.to_bytes();
                 self.write(|txn| {
-                    txn.open_table(COUNTERS)?.insert((round.0, who.as_slice()), *next)?;
+                    txn.open_table(COUNTERS)?
+                        .insert((round.0, who.as_slice()), *next)?;
                     Ok(())
                 })
             }
@@ -109,14 +131,21 @@ impl Store {
 
     fn seal(&self, round: u64, transcript: &Transcript, secret: &Secret) -> Vec<u8> {
         let mut plain = zeroize::Zeroizing::new(Vec::new());
-        ciborium::into_writer(&(transcript, secret), &mut *plain).expect("writing CBOR into a Vec cannot fail");
+        ciborium::into_writer(&(transcript, secret), &mut *plain)
+            .expect("writing CBOR into a Vec cannot fail");
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
         let aad = round.to_be_bytes();
         let mut out = nonce.to_vec();
         let ct = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
             .expect("ChaCha20-Poly1305 encryption of a bounded message cannot fail");
         out.extend_from_slice(&ct);
         out
@@ -130,9 +159,12 @@ impl Store {
         let (nonce, ct) = bytes.split_at(12);
         let aad = round.to_be_bytes();
         let plain = zeroize::Zeroizing::new(
-            self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| corrupt())?,
+            self.cipher
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .map_err(|_| corrupt())?,
         );
-        let (transcript, secret): (Transcript, Secret) = ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
+        let (transcript, secret): (Transcript, Secret) =
+            ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
         if transcript.round.0 != round {
             return Err(corrupt());
         }
@@ -142,7 +174,10 @@ impl Store {
     pub fn last_opened(&self) -> Result<Option<RoundId>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
-        Ok(meta.get("last_opened").map_err(|e| self.db_err(e))?.map(|v| RoundId(v.value())))
+        Ok(meta
+            .get("last_opened")
+            .map_err(|e| self.db_err(e))?
+            .map(|v| RoundId(v.value())))
     }
 
     /// Stored rounds, oldest first.
@@ -186,7 +221,10 @@ mod tests {
             round: RoundId(n),
             generator: PeerId::random(),
             key_fingerprint: Digest32::ZERO,
-            included: vec![Inclusion { client: ClientId(1), ciphertext_hash: Digest32::ZERO }],
+            included: vec![Inclusion {
+                client: ClientId(1),
+                ciphertext_hash: Digest32::ZERO,
+            }],
             prev_commitment: Digest32::ZERO,
             commitment: secret.commitment(RoundId(n)),
             sealed_at_ms: 0,
@@ -202,8 +240,19 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             let (t, s) = round(3);
             store.commit(&Record::Opened(RoundId(4))).unwrap();
-            store.commit(&Record::Round { transcript: t, secret: s }).unwrap();
-            store.commit(&Record::Counter { round: RoundId(3), requester: who, next: 7 }).unwrap();
+            store
+                .commit(&Record::Round {
+                    transcript: t,
+                    secret: s,
+                })
+                .unwrap();
+            store
+                .commit(&Record::Counter {
+                    round: RoundId(3),
+                    requester: who,
+                    next: 7,
+                })
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.last_opened().unwrap(), Some(RoundId(4)));
@@ -213,14 +262,20 @@ mod tests {
         assert_eq!(store.counters().unwrap(), vec![(RoundId(3), who, 7)]);
         drop(store);
         let raw = std::fs::read(dir.path().join(DB_FILE)).unwrap();
-        assert!(!raw.windows(32).any(|w| w == [3u8; 32]), "plaintext secret found in the database file");
+        assert!(
+            !raw.windows(32).any(|w| w == [3u8; 32]),
+            "plaintext secret found in the database file"
+        );
     }
 
     #[test]
     fn a_second_process_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked { .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
     }
 
     #[test]
@@ -230,8 +285,19 @@ mod tests {
         let who = PeerId::random();
         for n in 1..=(MAX_STORED_ROUNDS + 5) {
             let (t, s) = round(n);
-            store.commit(&Record::Counter { round: RoundId(n), requester: who, next: 1 }).unwrap();
-            store.commit(&Record::Round { transcript: t, secret: s }).unwrap();
+            store
+                .commit(&Record::Counter {
+                    round: RoundId(n),
+                    requester: who,
+                    next: 1,
+                })
+                .unwrap();
+            store
+                .commit(&Record::Round {
+                    transcript: t,
+                    secret: s,
+                })
+                .unwrap();
         }
         assert_eq!(store.rounds().unwrap().len() as u64, MAX_STORED_ROUNDS);
         assert_eq!(store.counters().unwrap().len() as u64, MAX_STORED_ROUNDS);
@@ -244,10 +310,18 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let (t, s) = round(1);
-            store.commit(&Record::Round { transcript: t, secret: s }).unwrap();
+            store
+                .commit(&Record::Round {
+                    transcript: t,
+                    secret: s,
+                })
+                .unwrap();
         }
         keys::write_file(&dir.path().join(keys::STORE_KEY_FILE), &[9u8; 32], 0o600).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert!(matches!(store.rounds(), Err(StoreError::Corrupt { round: 1 })));
+        assert!(matches!(
+            store.rounds(),
+            Err(StoreError::Corrupt { round: 1 })
+        ));
     }
 }

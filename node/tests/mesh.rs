@@ -25,7 +25,11 @@ struct Running {
 
 impl Running {
     /// Waits for the first event `pick` accepts, skipping others.
-    async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&NodeEvent) -> Option<T>) -> T {
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&NodeEvent) -> Option<T>,
+    ) -> T {
         let found = timeout(WAIT, async {
             while let Some(e) = self.events.recv().await {
                 if let Some(t) = pick(&e) {
@@ -38,13 +42,19 @@ impl Running {
         match found {
             Ok(Some(t)) => t,
             Ok(None) => panic!("node {} stopped while waiting for {what}", self.peer),
-            Err(_) => panic!("timed out after {WAIT:?} waiting for {what} at {}", self.peer),
+            Err(_) => panic!(
+                "timed out after {WAIT:?} waiting for {what} at {}",
+                self.peer
+            ),
         }
     }
 }
 
 fn identity(dir: &Path) -> PeerId {
-    keys::load_or_create_identity(dir).unwrap().public().to_peer_id()
+    keys::load_or_create_identity(dir)
+        .unwrap()
+        .public()
+        .to_peer_id()
 }
 
 async fn spawn(role: RoleSpec, dir: PathBuf, mesh: &MeshConfig, peers: Vec<Multiaddr>) -> Running {
@@ -69,7 +79,12 @@ async fn spawn(role: RoleSpec, dir: PathBuf, mesh: &MeshConfig, peers: Vec<Multi
     .await
     .expect("node listens");
     let addr = addr.with(libp2p::multiaddr::Protocol::P2p(peer));
-    Running { peer, client, events, addr }
+    Running {
+        peer,
+        client,
+        events,
+        addr,
+    }
 }
 
 struct Layout {
@@ -86,7 +101,10 @@ impl Layout {
     /// one listed requester; identities are created now so the mesh config can list them.
     fn new(contributors: u32) -> Layout {
         let root = tempfile::tempdir().unwrap();
-        let member = |name: &str| Member { peer_id: identity(&root.path().join(name)), addrs: vec![] };
+        let member = |name: &str| Member {
+            peer_id: identity(&root.path().join(name)),
+            addrs: vec![],
+        };
         let mut mesh = MeshConfig {
             generators: vec![member("generator")],
             distributors: vec![member("distributor")],
@@ -108,7 +126,9 @@ impl Layout {
 
 fn sealed(e: &NodeEvent, round: RoundId) -> Option<Vec<ClientId>> {
     match e {
-        NodeEvent::Role(Event::RoundSealed { round: r, included, .. }) if *r == round => Some(included.clone()),
+        NodeEvent::Role(Event::RoundSealed {
+            round: r, included, ..
+        }) if *r == round => Some(included.clone()),
         _ => None,
     }
 }
@@ -120,7 +140,9 @@ fn delivered(e: &NodeEvent, round: RoundId) -> Option<()> {
 /// Runs a one-shot requester with the identity in `dir` against `distributor`.
 async fn request_once(dir: PathBuf, distributor: &Running) -> Result<(String, RoundId), String> {
     let mut r = spawn(
-        RoleSpec::OneShotRequester { distributor: distributor.peer },
+        RoleSpec::OneShotRequester {
+            distributor: distributor.peer,
+        },
         dir,
         &MeshConfig::default(),
         vec![distributor.addr.clone()],
@@ -128,7 +150,9 @@ async fn request_once(dir: PathBuf, distributor: &Running) -> Result<(String, Ro
     .await;
     let result = r
         .wait_for("an OTP or a failure", |e| match e {
-            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => Some(Ok((otp.clone(), *round))),
+            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
+                Some(Ok((otp.clone(), *round)))
+            }
             NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason.clone())),
             _ => None,
         })
@@ -142,23 +166,55 @@ async fn a_full_round_on_a_seven_node_mesh() {
     let layout = Layout::new(4);
     let mesh = &layout.mesh;
     let mut generator = spawn(RoleSpec::Generator, layout.dir("generator"), mesh, vec![]).await;
-    let distributor = spawn(RoleSpec::Distributor, layout.dir("distributor"), mesh, vec![generator.addr.clone()]).await;
+    let distributor = spawn(
+        RoleSpec::Distributor,
+        layout.dir("distributor"),
+        mesh,
+        vec![generator.addr.clone()],
+    )
+    .await;
     let hubs = vec![generator.addr.clone(), distributor.addr.clone()];
-    let mut requester =
-        spawn(RoleSpec::Requester { distributors: vec![] }, layout.dir("requester"), mesh, hubs.clone()).await;
+    let mut requester = spawn(
+        RoleSpec::Requester {
+            distributors: vec![],
+        },
+        layout.dir("requester"),
+        mesh,
+        hubs.clone(),
+    )
+    .await;
     let mut contributors = Vec::new();
     for i in 1..=4u32 {
-        let role = RoleSpec::Contributor { client: ClientId(i), input: Some(UserInput(i as i128 * 1000)) };
-        contributors.push(spawn(role, layout.dir(&format!("contributor-{i}")), mesh, hubs.clone()).await);
+        let role = RoleSpec::Contributor {
+            client: ClientId(i),
+            input: Some(UserInput(i as i128 * 1000)),
+        };
+        contributors.push(
+            spawn(
+                role,
+                layout.dir(&format!("contributor-{i}")),
+                mesh,
+                hubs.clone(),
+            )
+            .await,
+        );
     }
 
-    let included = generator.wait_for("round 1 sealed", |e| sealed(e, RoundId(1))).await;
+    let included = generator
+        .wait_for("round 1 sealed", |e| sealed(e, RoundId(1)))
+        .await;
     assert_eq!(included, (1..=4).map(ClientId).collect::<Vec<_>>());
-    generator.wait_for("round 1 delivered", |e| delivered(e, RoundId(1))).await;
+    generator
+        .wait_for("round 1 delivered", |e| delivered(e, RoundId(1)))
+        .await;
     for c in &mut contributors {
         let ok = c
             .wait_for("transcript check", |e| match e {
-                NodeEvent::Role(Event::TranscriptChecked { round: RoundId(1), included, .. }) => Some(*included),
+                NodeEvent::Role(Event::TranscriptChecked {
+                    round: RoundId(1),
+                    included,
+                    ..
+                }) => Some(*included),
                 _ => None,
             })
             .await;
@@ -173,15 +229,21 @@ async fn a_full_round_on_a_seven_node_mesh() {
     assert_eq!((otp.len(), round), (8, RoundId(1)));
 
     // A one-shot requester with the listed requester's identity, twice: two different OTPs.
-    let first = request_once(layout.dir("requester"), &distributor).await.unwrap();
-    let second = request_once(layout.dir("requester"), &distributor).await.unwrap();
+    let first = request_once(layout.dir("requester"), &distributor)
+        .await
+        .unwrap();
+    let second = request_once(layout.dir("requester"), &distributor)
+        .await
+        .unwrap();
     assert_eq!(first.1, RoundId(1));
     assert!(first.0.chars().all(|c| c.is_ascii_digit()) && first.0.len() == 8);
     assert_ne!(first.0, second.0);
     assert_ne!(first.0, otp);
 
     // An identity the mesh config does not list is refused, with the reason.
-    let refused = request_once(layout.dir("stranger"), &distributor).await.unwrap_err();
+    let refused = request_once(layout.dir("stranger"), &distributor)
+        .await
+        .unwrap_err();
     assert!(refused.contains("not a listed requester"), "{refused}");
 }
 
@@ -203,36 +265,108 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
     layout.mesh.settings.deadline_ms = 8_000;
     let mesh = &layout.mesh;
     let mut generator = spawn(RoleSpec::Generator, layout.dir("generator"), mesh, vec![]).await;
-    let distributor = spawn(RoleSpec::Distributor, layout.dir("distributor"), mesh, vec![generator.addr.clone()]).await;
+    let distributor = spawn(
+        RoleSpec::Distributor,
+        layout.dir("distributor"),
+        mesh,
+        vec![generator.addr.clone()],
+    )
+    .await;
     let hubs = vec![generator.addr.clone(), distributor.addr.clone()];
-    let hostile_role = RoleSpec::Contributor { client: ClientId(5), input: None };
-    let mut hostile = spawn(hostile_role, layout.dir("contributor-5"), mesh, hubs.clone()).await;
-    let stranger_role = RoleSpec::Contributor { client: ClientId(9), input: None };
+    let hostile_role = RoleSpec::Contributor {
+        client: ClientId(5),
+        input: None,
+    };
+    let mut hostile = spawn(
+        hostile_role,
+        layout.dir("contributor-5"),
+        mesh,
+        hubs.clone(),
+    )
+    .await;
+    let stranger_role = RoleSpec::Contributor {
+        client: ClientId(9),
+        input: None,
+    };
     let mut stranger = spawn(stranger_role, layout.dir("stranger"), mesh, hubs.clone()).await;
     let mut honest = Vec::new();
     for i in 1..=4u32 {
-        let role = RoleSpec::Contributor { client: ClientId(i), input: Some(UserInput(7)) };
-        honest.push(spawn(role, layout.dir(&format!("contributor-{i}")), mesh, hubs.clone()).await);
+        let role = RoleSpec::Contributor {
+            client: ClientId(i),
+            input: Some(UserInput(7)),
+        };
+        honest.push(
+            spawn(
+                role,
+                layout.dir(&format!("contributor-{i}")),
+                mesh,
+                hubs.clone(),
+            )
+            .await,
+        );
     }
 
     // The hostile peers wait for round 1 and for the generator's subscription.
-    hostile.wait_for("round 1 opened", |e| matches!(e, NodeEvent::InputNeeded { round: RoundId(1) }).then_some(())).await;
-    stranger.wait_for("round 1 opened", |e| matches!(e, NodeEvent::InputNeeded { round: RoundId(1) }).then_some(())).await;
-    let public = PublicKey::from_pem(&std::fs::read_to_string(layout.dir("generator").join(keys::RSA_PUBLIC_FILE)).unwrap()).unwrap();
+    hostile
+        .wait_for("round 1 opened", |e| {
+            matches!(e, NodeEvent::InputNeeded { round: RoundId(1) }).then_some(())
+        })
+        .await;
+    stranger
+        .wait_for("round 1 opened", |e| {
+            matches!(e, NodeEvent::InputNeeded { round: RoundId(1) }).then_some(())
+        })
+        .await;
+    let public = PublicKey::from_pem(
+        &std::fs::read_to_string(layout.dir("generator").join(keys::RSA_PUBLIC_FILE)).unwrap(),
+    )
+    .unwrap();
     let fp = public.fingerprint();
     let mut rng = rand::rngs::OsRng;
-    let phrase = |client| Phrase::build(UserInput(1), ClientId(client), &mut rand::rngs::OsRng).unwrap();
+    let phrase =
+        |client| Phrase::build(UserInput(1), ClientId(client), &mut rand::rngs::OsRng).unwrap();
     let other_key = PrivateKey::generate(2048, &mut rng).unwrap();
-    let under_other_key = other_key.public().seal(RoundId(1), ClientId(5), &phrase(5), &mut rng).unwrap();
-    let valid = public.seal(RoundId(1), ClientId(5), &phrase(5), &mut rng).unwrap();
-    let for_client_1 = public.seal(RoundId(1), ClientId(1), &phrase(1), &mut rng).unwrap();
+    let under_other_key = other_key
+        .public()
+        .seal(RoundId(1), ClientId(5), &phrase(5), &mut rng)
+        .unwrap();
+    let valid = public
+        .seal(RoundId(1), ClientId(5), &phrase(5), &mut rng)
+        .unwrap();
+    let for_client_1 = public
+        .seal(RoundId(1), ClientId(1), &phrase(1), &mut rng)
+        .unwrap();
 
-    hostile.client.publish_raw(b"\xff\x00 not cbor".to_vec()).await.unwrap();
-    hostile.client.publish_raw(submission(999, 5, fp, valid.clone())).await.unwrap();
-    hostile.client.publish_raw(submission(1, 5, fp, vec![7; 100])).await.unwrap();
-    hostile.client.publish_raw(submission(1, 5, fp, under_other_key)).await.unwrap();
-    hostile.client.publish_raw(submission(1, 5, fp, valid)).await.unwrap();
-    stranger.client.publish_raw(submission(1, 1, fp, for_client_1)).await.unwrap();
+    hostile
+        .client
+        .publish_raw(b"\xff\x00 not cbor".to_vec())
+        .await
+        .unwrap();
+    hostile
+        .client
+        .publish_raw(submission(999, 5, fp, valid.clone()))
+        .await
+        .unwrap();
+    hostile
+        .client
+        .publish_raw(submission(1, 5, fp, vec![7; 100]))
+        .await
+        .unwrap();
+    hostile
+        .client
+        .publish_raw(submission(1, 5, fp, under_other_key))
+        .await
+        .unwrap();
+    hostile
+        .client
+        .publish_raw(submission(1, 5, fp, valid))
+        .await
+        .unwrap();
+    stranger
+        .client
+        .publish_raw(submission(1, 1, fp, for_client_1))
+        .await
+        .unwrap();
 
     let expected = [
         "undecodable gossip",
@@ -254,12 +388,25 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
         })
         .await;
     for want in expected {
-        assert!(seen.iter().any(|r| r.contains(want)), "no rejection saying {want:?}; saw {seen:?}");
+        assert!(
+            seen.iter().any(|r| r.contains(want)),
+            "no rejection saying {want:?}; saw {seen:?}"
+        );
     }
-    assert_eq!(included, (1..=4).map(ClientId).collect::<Vec<_>>(), "only the honest phrases go in");
-    generator.wait_for("round 1 delivered", |e| delivered(e, RoundId(1))).await;
-    let (otp, _) = request_once(layout.dir("requester"), &distributor).await.unwrap();
+    assert_eq!(
+        included,
+        (1..=4).map(ClientId).collect::<Vec<_>>(),
+        "only the honest phrases go in"
+    );
+    generator
+        .wait_for("round 1 delivered", |e| delivered(e, RoundId(1)))
+        .await;
+    let (otp, _) = request_once(layout.dir("requester"), &distributor)
+        .await
+        .unwrap();
     assert_eq!(otp.len(), 8);
-    let refused = request_once(layout.dir("contributor-5"), &distributor).await.unwrap_err();
+    let refused = request_once(layout.dir("contributor-5"), &distributor)
+        .await
+        .unwrap_err();
     assert!(refused.contains("not a listed requester"), "{refused}");
 }

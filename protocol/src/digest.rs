@@ -5,9 +5,32 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 
-/// A 32-byte digest, shown as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-pub struct Digest32(#[serde(with = "serde_bytes")] pub [u8; 32]);
+/// A 32-byte digest, shown as lowercase hex (a hex string in JSON and TOML, 32 bytes in CBOR).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Digest32(pub [u8; 32]);
+
+impl Serialize for Digest32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            serde_bytes::Bytes::new(&self.0).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            Digest32::from_hex(&text)
+                .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        } else {
+            let bytes: serde_bytes::ByteArray<32> = Deserialize::deserialize(d)?;
+            Ok(Digest32(bytes.into_array()))
+        }
+    }
+}
 
 impl Digest32 {
     pub const ZERO: Digest32 = Digest32([0; 32]);
@@ -59,6 +82,23 @@ mod tests {
     fn length_prefix_separates_boundaries() {
         assert_ne!(tagged("t", &[b"ab", b"c"]), tagged("t", &[b"a", b"bc"]));
         assert_ne!(tagged("t1", &[b"x"]), tagged("t2", &[b"x"]));
+    }
+
+    #[test]
+    fn serde_is_hex_for_people_and_bytes_on_the_wire() {
+        let d = tagged("t", &[b"x"]);
+        assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
+        assert_eq!(
+            serde_json::from_str::<Digest32>(&format!("\"{d}\"")).unwrap(),
+            d
+        );
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&d, &mut cbor).unwrap();
+        assert_eq!(cbor.len(), 34);
+        assert_eq!(
+            ciborium::from_reader::<Digest32, _>(cbor.as_slice()).unwrap(),
+            d
+        );
     }
 
     #[test]

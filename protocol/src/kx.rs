@@ -38,7 +38,12 @@ impl Ephemeral {
     }
 
     /// Derives the salt key for (`requester`, `distributor`) from the peer's public key.
-    pub fn salt_key(&self, theirs: &[u8; 32], requester: &PeerId, distributor: &PeerId) -> Result<SaltKey, KxError> {
+    pub fn salt_key(
+        &self,
+        theirs: &[u8; 32],
+        requester: &PeerId,
+        distributor: &PeerId,
+    ) -> Result<SaltKey, KxError> {
         let shared = self.secret.diffie_hellman(&PublicKey::from(*theirs));
         if !shared.was_contributory() {
             return Err(KxError::LowOrder);
@@ -70,15 +75,28 @@ mod tests {
         let kb = b.salt_key(&a.public(), &r, &d).unwrap();
         let otp = Otp::new(12345678, Digits::default()).unwrap();
         let salt = [9u8; 16];
-        assert_eq!(kb.unsalt(ka.salt(otp, &salt), &salt, Digits::default()).unwrap(), otp);
+        assert_eq!(
+            kb.unsalt(ka.salt(otp, &salt), &salt, Digits::default())
+                .unwrap(),
+            otp
+        );
         let wrong_pair = b.salt_key(&a.public(), &d, &r).unwrap();
-        assert_ne!(wrong_pair.unsalt(ka.salt(otp, &salt), &salt, Digits::default()).unwrap(), otp);
+        assert_ne!(
+            wrong_pair
+                .unsalt(ka.salt(otp, &salt), &salt, Digits::default())
+                .unwrap(),
+            otp
+        );
     }
 
     #[test]
     fn low_order_keys_are_refused() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
         let a = Ephemeral::new(&mut rng);
-        assert_eq!(a.salt_key(&[0u8; 32], &PeerId::random(), &PeerId::random()).unwrap_err(), KxError::LowOrder);
+        assert_eq!(
+            a.salt_key(&[0u8; 32], &PeerId::random(), &PeerId::random())
+                .unwrap_err(),
+            KxError::LowOrder
+        );
     }
 }

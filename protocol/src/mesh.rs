@@ -112,7 +112,10 @@ pub enum MeshError {
     #[error("peer {0} lists more than {MAX_ADDRS_PER_PEER} addresses")]
     TooManyAddrs(PeerId),
     #[error("settings.{field}: {problem}")]
-    Setting { field: &'static str, problem: String },
+    Setting {
+        field: &'static str,
+        problem: String,
+    },
     #[error("a mesh needs at least one generator (none listed under [[generators]])")]
     NoGenerator,
 }
@@ -167,34 +170,65 @@ impl MeshConfig {
         let bad = |field, problem: String| Err(MeshError::Setting { field, problem });
         let quorum = self.quorum();
         if quorum == 0 {
-            return bad("quorum", "must be at least 1 (or list contributors and leave it 0)".into());
-        }
-        if quorum as usize > MAX_ROUND_CONTRIBUTORS {
-            return bad("quorum", format!("{quorum} is more than the {MAX_ROUND_CONTRIBUTORS} a round can hold"));
-        }
-        if !self.open && !self.contributors.is_empty() && quorum as usize > self.contributors.len() {
             return bad(
                 "quorum",
-                format!("{quorum} is more than the {} listed contributors", self.contributors.len()),
+                "must be at least 1 (or list contributors and leave it 0)".into(),
+            );
+        }
+        if quorum as usize > MAX_ROUND_CONTRIBUTORS {
+            return bad(
+                "quorum",
+                format!("{quorum} is more than the {MAX_ROUND_CONTRIBUTORS} a round can hold"),
+            );
+        }
+        if !self.open && !self.contributors.is_empty() && quorum as usize > self.contributors.len()
+        {
+            return bad(
+                "quorum",
+                format!(
+                    "{quorum} is more than the {} listed contributors",
+                    self.contributors.len()
+                ),
             );
         }
         if self.minimum() > quorum {
-            return bad("minimum", format!("{} is more than the quorum {quorum}", self.minimum()));
+            return bad(
+                "minimum",
+                format!("{} is more than the quorum {quorum}", self.minimum()),
+            );
         }
         if s.deadline_ms < 100 || s.deadline_ms > 86_400_000 {
-            return bad("deadline_ms", format!("{} is outside 100 ms to 24 h", s.deadline_ms));
+            return bad(
+                "deadline_ms",
+                format!("{} is outside 100 ms to 24 h", s.deadline_ms),
+            );
         }
         if s.round_interval_ms > 86_400_000 {
-            return bad("round_interval_ms", format!("{} is more than 24 h", s.round_interval_ms));
+            return bad(
+                "round_interval_ms",
+                format!("{} is more than 24 h", s.round_interval_ms),
+            );
         }
         if s.hash_iterations == 0 || s.hash_iterations > MAX_HASH_ITERATIONS {
-            return bad("hash_iterations", format!("{} is outside 1 to {MAX_HASH_ITERATIONS}", s.hash_iterations));
+            return bad(
+                "hash_iterations",
+                format!(
+                    "{} is outside 1 to {MAX_HASH_ITERATIONS}",
+                    s.hash_iterations
+                ),
+            );
         }
         if s.otp_expiry_ms < 1_000 || s.otp_expiry_ms > 86_400_000 {
-            return bad("otp_expiry_ms", format!("{} is outside 1 s to 24 h", s.otp_expiry_ms));
+            return bad(
+                "otp_expiry_ms",
+                format!("{} is outside 1 s to 24 h", s.otp_expiry_ms),
+            );
         }
         if !ALLOWED_KEY_BITS.contains(&s.rsa_bits) {
-            return bad("rsa_bits", format!("{} is not one of 2048, 3072, 4096", s.rsa_bits));
+            return bad(
+                "rsa_bits",
+                format!("{} is not one of 2048, 3072, 4096", s.rsa_bits),
+            );
         }
         Ok(())
     }
@@ -242,7 +276,10 @@ impl MeshConfig {
 
     /// Client id → PeerId of the listed contributors.
     pub fn contributor_peers(&self) -> BTreeMap<ClientId, PeerId> {
-        self.contributors.iter().map(|c| (c.client_id, c.peer_id)).collect()
+        self.contributors
+            .iter()
+            .map(|c| (c.client_id, c.peer_id))
+            .collect()
     }
 
     /// Every listed peer with its addresses (for dialing).
@@ -252,7 +289,11 @@ impl MeshConfig {
             .chain(&self.distributors)
             .chain(&self.requesters)
             .map(|m| (m.peer_id, m.addrs.as_slice()))
-            .chain(self.contributors.iter().map(|c| (c.peer_id, c.addrs.as_slice())))
+            .chain(
+                self.contributors
+                    .iter()
+                    .map(|c| (c.peer_id, c.addrs.as_slice())),
+            )
             .collect()
     }
 }
@@ -280,8 +321,17 @@ mod tests {
 
     fn config(n: u32) -> MeshConfig {
         MeshConfig {
-            generators: vec![Member { peer_id: PeerId::random(), addrs: vec![] }],
-            contributors: (1..=n).map(|i| Contributor { client_id: ClientId(i), peer_id: PeerId::random(), addrs: vec![] }).collect(),
+            generators: vec![Member {
+                peer_id: PeerId::random(),
+                addrs: vec![],
+            }],
+            contributors: (1..=n)
+                .map(|i| Contributor {
+                    client_id: ClientId(i),
+                    peer_id: PeerId::random(),
+                    addrs: vec![],
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -298,28 +348,54 @@ mod tests {
         let c = config(2);
         let p1 = c.contributors[0].peer_id;
         assert_eq!(c.may_contribute(&p1, ClientId(1)), Ok(()));
-        assert_eq!(c.may_contribute(&p1, ClientId(2)), Err(Denied::ClientOfAnotherPeer(ClientId(2))));
-        assert_eq!(c.may_contribute(&PeerId::random(), ClientId(9)), Err(Denied::UnlistedContributor(ClientId(9))));
-        let open = MeshConfig { open: true, ..c.clone() };
+        assert_eq!(
+            c.may_contribute(&p1, ClientId(2)),
+            Err(Denied::ClientOfAnotherPeer(ClientId(2)))
+        );
+        assert_eq!(
+            c.may_contribute(&PeerId::random(), ClientId(9)),
+            Err(Denied::UnlistedContributor(ClientId(9)))
+        );
+        let open = MeshConfig {
+            open: true,
+            ..c.clone()
+        };
         assert_eq!(open.may_contribute(&PeerId::random(), ClientId(9)), Ok(()));
-        assert_eq!(open.may_contribute(&p1, ClientId(9)), Err(Denied::UnlistedContributor(ClientId(9))));
-        assert_eq!(open.may_contribute(&PeerId::random(), ClientId(1)), Err(Denied::ClientOfAnotherPeer(ClientId(1))));
+        assert_eq!(
+            open.may_contribute(&p1, ClientId(9)),
+            Err(Denied::UnlistedContributor(ClientId(9)))
+        );
+        assert_eq!(
+            open.may_contribute(&PeerId::random(), ClientId(1)),
+            Err(Denied::ClientOfAnotherPeer(ClientId(1)))
+        );
     }
 
     #[test]
     fn impossible_settings_are_named() {
         let mut c = config(2);
         c.settings.quorum = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("settings.quorum"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("settings.quorum"));
         c.settings.quorum = 2;
         c.settings.minimum = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("settings.minimum"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("settings.minimum"));
         c.settings.minimum = 0;
         c.settings.rsa_bits = 1024;
         assert!(c.validate().unwrap_err().to_string().contains("rsa_bits"));
         let mut dup = config(2);
         dup.contributors[1].client_id = ClientId(1);
         assert_eq!(dup.validate(), Err(MeshError::DuplicateClient(ClientId(1))));
-        assert_eq!(MeshConfig::default().validate(), Err(MeshError::NoGenerator));
+        assert_eq!(
+            MeshConfig::default().validate(),
+            Err(MeshError::NoGenerator)
+        );
     }
 }

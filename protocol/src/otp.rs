@@ -86,7 +86,10 @@ pub struct Otp {
 impl Otp {
     pub fn new(value: u64, digits: Digits) -> Result<Otp, OtpError> {
         if value >= digits.modulus() {
-            return Err(OtpError::Salted { value, digits: digits.0 });
+            return Err(OtpError::Salted {
+                value,
+                digits: digits.0,
+            });
         }
         Ok(Otp { value, digits })
     }
@@ -115,7 +118,12 @@ impl fmt::Debug for Otp {
 /// RFC 4226 §5.3 dynamic truncation of an HMAC output, reduced to `digits`.
 pub fn truncate(mac: &[u8], digits: Digits) -> u64 {
     let offset = (mac[mac.len() - 1] & 0x0f) as usize;
-    let code = u32::from_be_bytes([mac[offset] & 0x7f, mac[offset + 1], mac[offset + 2], mac[offset + 3]]);
+    let code = u32::from_be_bytes([
+        mac[offset] & 0x7f,
+        mac[offset + 1],
+        mac[offset + 2],
+        mac[offset + 3],
+    ]);
     code as u64 % digits.modulus()
 }
 
@@ -128,12 +136,25 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
 }
 
 /// Issues the OTP for (`round`, `requester`, `counter`) from the round secret.
-pub fn issue(secret: &Secret, round: RoundId, requester: &PeerId, counter: u64, digits: Digits) -> Otp {
+pub fn issue(
+    secret: &Secret,
+    round: RoundId,
+    requester: &PeerId,
+    counter: u64,
+    digits: Digits,
+) -> Otp {
     let hk = Hkdf::<Sha256>::new(Some(b"otpmesh/1/otp-key"), secret.as_bytes());
     let mut key = Zeroizing::new([0u8; 32]);
-    hk.expand(&round.0.to_be_bytes(), key.as_mut()).expect("32 bytes is a valid HKDF length");
-    let mac = hmac(key.as_ref(), &[&requester.to_bytes(), &counter.to_be_bytes()]);
-    Otp { value: truncate(mac.as_ref(), digits), digits }
+    hk.expand(&round.0.to_be_bytes(), key.as_mut())
+        .expect("32 bytes is a valid HKDF length");
+    let mac = hmac(
+        key.as_ref(),
+        &[&requester.to_bytes(), &counter.to_be_bytes()],
+    );
+    Otp {
+        value: truncate(mac.as_ref(), digits),
+        digits,
+    }
 }
 
 /// A key only one requester and one distributor hold; it keys the salt mask.
@@ -162,10 +183,18 @@ impl SaltKey {
     }
 
     /// Removes the mask from a salted value.
-    pub fn unsalt(&self, salted: u64, salt: &[u8; SALT_BYTES], digits: Digits) -> Result<Otp, OtpError> {
+    pub fn unsalt(
+        &self,
+        salted: u64,
+        salt: &[u8; SALT_BYTES],
+        digits: Digits,
+    ) -> Result<Otp, OtpError> {
         let m = digits.modulus();
         if salted >= m {
-            return Err(OtpError::Salted { value: salted, digits: digits.0 });
+            return Err(OtpError::Salted {
+                value: salted,
+                digits: digits.0,
+            });
         }
         Otp::new((salted + m - self.mask(salt, digits)) % m, digits)
     }
@@ -205,8 +234,14 @@ mod tests {
         assert_eq!(seen.len(), 2000);
         let a = issue(&secret, RoundId(1), &who, 0, Digits(8));
         assert_ne!(a, issue(&secret, RoundId(2), &who, 0, Digits(8)));
-        assert_ne!(a, issue(&secret, RoundId(1), &PeerId::random(), 0, Digits(8)));
-        assert_ne!(a, issue(&Secret::from_bytes([4; 32]), RoundId(1), &who, 0, Digits(8)));
+        assert_ne!(
+            a,
+            issue(&secret, RoundId(1), &PeerId::random(), 0, Digits(8))
+        );
+        assert_ne!(
+            a,
+            issue(&Secret::from_bytes([4; 32]), RoundId(1), &who, 0, Digits(8))
+        );
     }
 
     proptest! {

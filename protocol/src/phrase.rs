@@ -66,7 +66,12 @@ pub enum HashAlg {
 impl HashAlg {
     /// The algorithm for a client id: the one rule, documented at the top of this module.
     pub fn for_client(client: ClientId) -> Result<HashAlg, PhraseError> {
-        const CYCLE: [HashAlg; 4] = [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512, HashAlg::Blake3];
+        const CYCLE: [HashAlg; 4] = [
+            HashAlg::Sha256,
+            HashAlg::Sha384,
+            HashAlg::Sha512,
+            HashAlg::Blake3,
+        ];
         Ok(match client.0 {
             0 => return Err(PhraseError::ZeroClientId),
             1 => HashAlg::Sha256,
@@ -126,12 +131,16 @@ impl FromStr for UserInput {
         let trimmed = text.trim();
         let digits = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PhraseError::NotAnInteger { text: trimmed.to_string() });
+            return Err(PhraseError::NotAnInteger {
+                text: trimmed.to_string(),
+            });
         }
         trimmed
             .parse::<i128>()
             .map(UserInput)
-            .map_err(|_| PhraseError::OutOfRange { text: trimmed.to_string() })
+            .map_err(|_| PhraseError::OutOfRange {
+                text: trimmed.to_string(),
+            })
     }
 }
 
@@ -147,18 +156,31 @@ impl fmt::Debug for Phrase {
 
 impl Phrase {
     /// Builds a fresh phrase for `client` from the user's input and `rng`.
-    pub fn build(input: UserInput, client: ClientId, rng: &mut dyn CryptoRngCore) -> Result<Phrase, PhraseError> {
+    pub fn build(
+        input: UserInput,
+        client: ClientId,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Phrase, PhraseError> {
         let mut nonce = Zeroizing::new([0u8; PHRASE_NONCE_BYTES]);
         rng.fill_bytes(nonce.as_mut());
         Self::from_parts(input, &nonce, client)
     }
 
     /// The deterministic core of [`Phrase::build`], given the random bytes.
-    pub fn from_parts(input: UserInput, nonce: &[u8; PHRASE_NONCE_BYTES], client: ClientId) -> Result<Phrase, PhraseError> {
+    pub fn from_parts(
+        input: UserInput,
+        nonce: &[u8; PHRASE_NONCE_BYTES],
+        client: ClientId,
+    ) -> Result<Phrase, PhraseError> {
         let alg = HashAlg::for_client(client)?;
         let input_bytes = input.0.to_be_bytes();
         let client_bytes = client.0.to_be_bytes();
-        Ok(Phrase(alg.hash(&[PHRASE_DOMAIN, &input_bytes, nonce, &client_bytes])))
+        Ok(Phrase(alg.hash(&[
+            PHRASE_DOMAIN,
+            &input_bytes,
+            nonce,
+            &client_bytes,
+        ])))
     }
 
     /// Wraps decrypted bytes, checking they have the length `client`'s algorithm yields.
@@ -195,7 +217,10 @@ mod tests {
         for (id, alg) in expect {
             assert_eq!(HashAlg::for_client(ClientId(id)), Ok(alg), "client {id}");
         }
-        assert_eq!(HashAlg::for_client(ClientId(0)), Err(PhraseError::ZeroClientId));
+        assert_eq!(
+            HashAlg::for_client(ClientId(0)),
+            Err(PhraseError::ZeroClientId)
+        );
     }
 
     #[test]
@@ -229,14 +254,32 @@ mod tests {
     #[test]
     fn input_parsing_names_the_problem() {
         assert_eq!("  -17 ".parse::<UserInput>(), Ok(UserInput(-17)));
-        assert_eq!(i128::MAX.to_string().parse::<UserInput>(), Ok(UserInput(i128::MAX)));
-        assert!(matches!("4.5".parse::<UserInput>(), Err(PhraseError::NotAnInteger { .. })));
-        assert!(matches!("".parse::<UserInput>(), Err(PhraseError::NotAnInteger { .. })));
-        assert!(matches!("0x10".parse::<UserInput>(), Err(PhraseError::NotAnInteger { .. })));
+        assert_eq!(
+            i128::MAX.to_string().parse::<UserInput>(),
+            Ok(UserInput(i128::MAX))
+        );
+        assert!(matches!(
+            "4.5".parse::<UserInput>(),
+            Err(PhraseError::NotAnInteger { .. })
+        ));
+        assert!(matches!(
+            "".parse::<UserInput>(),
+            Err(PhraseError::NotAnInteger { .. })
+        ));
+        assert!(matches!(
+            "0x10".parse::<UserInput>(),
+            Err(PhraseError::NotAnInteger { .. })
+        ));
         let huge = "9".repeat(60);
-        assert!(matches!(huge.parse::<UserInput>(), Err(PhraseError::OutOfRange { .. })));
+        assert!(matches!(
+            huge.parse::<UserInput>(),
+            Err(PhraseError::OutOfRange { .. })
+        ));
         let msg = "abc".parse::<UserInput>().unwrap_err().to_string();
-        assert!(msg.contains("\"abc\"") && msg.contains("not an integer"), "{msg}");
+        assert!(
+            msg.contains("\"abc\"") && msg.contains("not an integer"),
+            "{msg}"
+        );
     }
 
     proptest! {

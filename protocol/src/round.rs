@@ -59,7 +59,10 @@ impl Secret {
 
     /// The public commitment to this secret for `round`.
     pub fn commitment(&self, round: RoundId) -> Digest32 {
-        digest::tagged("otpmesh/1/commitment", &[&round.0.to_be_bytes(), self.0.as_ref()])
+        digest::tagged(
+            "otpmesh/1/commitment",
+            &[&round.0.to_be_bytes(), self.0.as_ref()],
+        )
     }
 }
 
@@ -129,7 +132,9 @@ pub struct Transcript {
 impl Transcript {
     /// Whether `client`'s phrase with ciphertext hash `hash` went into this round.
     pub fn includes(&self, client: ClientId, hash: &Digest32) -> bool {
-        self.included.iter().any(|i| i.client == client && &i.ciphertext_hash == hash)
+        self.included
+            .iter()
+            .any(|i| i.client == client && &i.ciphertext_hash == hash)
     }
 
     pub fn clients(&self) -> Vec<ClientId> {
@@ -140,7 +145,10 @@ impl Transcript {
     /// matches the commitment.
     pub fn check(&self, secret: Option<&Secret>) -> Result<(), ChainError> {
         if self.included.is_empty() || self.included.len() > MAX_ROUND_CONTRIBUTORS {
-            return Err(ChainError::Size { round: self.round, len: self.included.len() });
+            return Err(ChainError::Size {
+                round: self.round,
+                len: self.included.len(),
+            });
         }
         if !self.included.windows(2).all(|w| w[0].client < w[1].client) {
             return Err(ChainError::Order { round: self.round });
@@ -165,7 +173,12 @@ pub enum ChainError {
     #[error("round {round} follows round {prev}: round ids must increase")]
     NotIncreasing { round: RoundId, prev: RoundId },
     #[error("round {round}: previous commitment {found} does not match round {prev}'s commitment {expected}")]
-    Broken { round: RoundId, prev: RoundId, expected: Digest32, found: Digest32 },
+    Broken {
+        round: RoundId,
+        prev: RoundId,
+        expected: Digest32,
+        found: Digest32,
+    },
 }
 
 /// Checks a sequence of transcripts (oldest first) links into a chain.
@@ -176,7 +189,10 @@ pub fn verify_chain(transcripts: &[Transcript]) -> Result<(), ChainError> {
     for w in transcripts.windows(2) {
         let (prev, next) = (&w[0], &w[1]);
         if next.round <= prev.round {
-            return Err(ChainError::NotIncreasing { round: next.round, prev: prev.round });
+            return Err(ChainError::NotIncreasing {
+                round: next.round,
+                prev: prev.round,
+            });
         }
         if next.prev_commitment != prev.commitment {
             return Err(ChainError::Broken {
@@ -198,7 +214,12 @@ mod tests {
 
     fn phrases(ids: &[u32]) -> BTreeMap<ClientId, Phrase> {
         ids.iter()
-            .map(|&i| (ClientId(i), Phrase::from_parts(UserInput(i as i128), &[i as u8; 32], ClientId(i)).unwrap()))
+            .map(|&i| {
+                (
+                    ClientId(i),
+                    Phrase::from_parts(UserInput(i as i128), &[i as u8; 32], ClientId(i)).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -207,7 +228,10 @@ mod tests {
             round: RoundId(round),
             generator: PeerId::random(),
             key_fingerprint: Digest32::ZERO,
-            included: vec![Inclusion { client: ClientId(1), ciphertext_hash: ciphertext_hash(b"c") }],
+            included: vec![Inclusion {
+                client: ClientId(1),
+                ciphertext_hash: ciphertext_hash(b"c"),
+            }],
             prev_commitment: prev,
             commitment: secret.commitment(RoundId(round)),
             sealed_at_ms: 0,
@@ -217,11 +241,26 @@ mod tests {
     #[test]
     fn secret_depends_on_every_input() {
         let base = derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10);
-        assert_ne!(base, derive_secret(RoundId(2), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10));
-        assert_ne!(base, derive_secret(RoundId(1), &Digest32([1; 32]), &phrases(&[1, 2, 3]), 10));
-        assert_ne!(base, derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2]), 10));
-        assert_ne!(base, derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 11));
-        assert_eq!(base, derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10));
+        assert_ne!(
+            base,
+            derive_secret(RoundId(2), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10)
+        );
+        assert_ne!(
+            base,
+            derive_secret(RoundId(1), &Digest32([1; 32]), &phrases(&[1, 2, 3]), 10)
+        );
+        assert_ne!(
+            base,
+            derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2]), 10)
+        );
+        assert_ne!(
+            base,
+            derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 11)
+        );
+        assert_eq!(
+            base,
+            derive_secret(RoundId(1), &Digest32::ZERO, &phrases(&[1, 2, 3]), 10)
+        );
     }
 
     #[test]
@@ -231,15 +270,30 @@ mod tests {
         let t1 = transcript(1, Digest32::ZERO, &s1);
         let t2 = transcript(3, t1.commitment, &s2);
         assert_eq!(verify_chain(&[t1.clone(), t2.clone()]), Ok(()));
-        assert!(matches!(verify_chain(&[t2.clone(), t1.clone()]), Err(ChainError::NotIncreasing { .. })));
+        assert!(matches!(
+            verify_chain(&[t2.clone(), t1.clone()]),
+            Err(ChainError::NotIncreasing { .. })
+        ));
         let mut forged = t2.clone();
         forged.prev_commitment = Digest32([9; 32]);
-        assert!(matches!(verify_chain(&[t1.clone(), forged]), Err(ChainError::Broken { .. })));
+        assert!(matches!(
+            verify_chain(&[t1.clone(), forged]),
+            Err(ChainError::Broken { .. })
+        ));
         assert_eq!(t1.check(Some(&s1)), Ok(()));
-        assert!(matches!(t1.check(Some(&s2)), Err(ChainError::Commitment { .. })));
+        assert!(matches!(
+            t1.check(Some(&s2)),
+            Err(ChainError::Commitment { .. })
+        ));
         let mut unordered = t1.clone();
-        unordered.included.push(Inclusion { client: ClientId(1), ciphertext_hash: Digest32::ZERO });
-        assert!(matches!(unordered.check(None), Err(ChainError::Order { .. })));
+        unordered.included.push(Inclusion {
+            client: ClientId(1),
+            ciphertext_hash: Digest32::ZERO,
+        });
+        assert!(matches!(
+            unordered.check(None),
+            Err(ChainError::Order { .. })
+        ));
     }
 
     proptest! {

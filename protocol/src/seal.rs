@@ -14,7 +14,9 @@ use crate::digest::{self, Digest32};
 use crate::phrase::{ClientId, Phrase};
 use crate::round::RoundId;
 use rand_core::CryptoRngCore;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
@@ -58,7 +60,11 @@ pub struct PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey(<secret>, fingerprint {})", self.public.fingerprint)
+        write!(
+            f,
+            "PrivateKey(<secret>, fingerprint {})",
+            self.public.fingerprint
+        )
     }
 }
 
@@ -67,12 +73,14 @@ impl PrivateKey {
         if !ALLOWED_KEY_BITS.contains(&bits) {
             return Err(KeyError::Size(bits));
         }
-        let inner = RsaPrivateKey::new(&mut *rng, bits).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let inner =
+            RsaPrivateKey::new(&mut *rng, bits).map_err(|e| KeyError::Generate(e.to_string()))?;
         Self::from_inner(inner)
     }
 
     pub fn from_pkcs8_pem(pem: &str) -> Result<PrivateKey, KeyError> {
-        let inner = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Private(e.to_string()))?;
+        let inner =
+            RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Private(e.to_string()))?;
         Self::from_inner(inner)
     }
 
@@ -86,7 +94,9 @@ impl PrivateKey {
     }
 
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
-        self.inner.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Private(e.to_string()))
+        self.inner
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Private(e.to_string()))
     }
 
     pub fn public(&self) -> &PublicKey {
@@ -128,17 +138,28 @@ impl fmt::Debug for PublicKey {
 
 impl PublicKey {
     fn from_inner(inner: RsaPublicKey) -> Result<PublicKey, KeyError> {
-        let spki = inner.to_public_key_der().map_err(|e| KeyError::Public(e.to_string()))?.into_vec();
+        let spki = inner
+            .to_public_key_der()
+            .map_err(|e| KeyError::Public(e.to_string()))?
+            .into_vec();
         let fingerprint = fingerprint_of(&spki);
-        Ok(PublicKey { inner, spki, fingerprint })
+        Ok(PublicKey {
+            inner,
+            spki,
+            fingerprint,
+        })
     }
 
     /// Parses SPKI DER as received on the wire.
     pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyError> {
         if der.len() > MAX_SPKI_BYTES {
-            return Err(KeyError::TooLarge { len: der.len(), max: MAX_SPKI_BYTES });
+            return Err(KeyError::TooLarge {
+                len: der.len(),
+                max: MAX_SPKI_BYTES,
+            });
         }
-        let inner = RsaPublicKey::from_public_key_der(der).map_err(|e| KeyError::Public(e.to_string()))?;
+        let inner =
+            RsaPublicKey::from_public_key_der(der).map_err(|e| KeyError::Public(e.to_string()))?;
         if !ALLOWED_KEY_BITS.contains(&(inner.size() * 8)) {
             return Err(KeyError::Size(inner.size() * 8));
         }
@@ -146,12 +167,15 @@ impl PublicKey {
     }
 
     pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
-        let inner = RsaPublicKey::from_public_key_pem(pem).map_err(|e| KeyError::Public(e.to_string()))?;
+        let inner =
+            RsaPublicKey::from_public_key_pem(pem).map_err(|e| KeyError::Public(e.to_string()))?;
         Self::from_inner(inner)
     }
 
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        self.inner.to_public_key_pem(LineEnding::LF).map_err(|e| KeyError::Public(e.to_string()))
+        self.inner
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Public(e.to_string()))
     }
 
     pub fn spki_der(&self) -> &[u8] {
@@ -191,7 +215,10 @@ pub fn fingerprint_of(spki: &[u8]) -> Digest32 {
 }
 
 fn oaep(round: RoundId, client: ClientId) -> Oaep {
-    Oaep::new_with_label::<Sha256, _>(format!("otpmesh/1/phrase round={} client={}", round.0, client.0))
+    Oaep::new_with_label::<Sha256, _>(format!(
+        "otpmesh/1/phrase round={} client={}",
+        round.0, client.0
+    ))
 }
 
 #[cfg(test)]
@@ -218,15 +245,33 @@ mod tests {
         let key = test_key();
         let mut rng = rng();
         let phrase = Phrase::build(UserInput(1), ClientId(2), &mut rng).unwrap();
-        let ct = key.public().seal(RoundId(3), ClientId(2), &phrase, &mut rng).unwrap();
+        let ct = key
+            .public()
+            .seal(RoundId(3), ClientId(2), &phrase, &mut rng)
+            .unwrap();
         assert_eq!(ct.len(), 256);
-        assert_eq!(key.open(RoundId(3), ClientId(2), &ct, &mut rng).unwrap(), phrase);
-        assert_eq!(key.open(RoundId(4), ClientId(2), &ct, &mut rng), Err(Opaque));
-        assert_eq!(key.open(RoundId(3), ClientId(6), &ct, &mut rng), Err(Opaque));
-        assert_eq!(key.open(RoundId(3), ClientId(2), &ct[1..], &mut rng), Err(Opaque));
+        assert_eq!(
+            key.open(RoundId(3), ClientId(2), &ct, &mut rng).unwrap(),
+            phrase
+        );
+        assert_eq!(
+            key.open(RoundId(4), ClientId(2), &ct, &mut rng),
+            Err(Opaque)
+        );
+        assert_eq!(
+            key.open(RoundId(3), ClientId(6), &ct, &mut rng),
+            Err(Opaque)
+        );
+        assert_eq!(
+            key.open(RoundId(3), ClientId(2), &ct[1..], &mut rng),
+            Err(Opaque)
+        );
         let mut flipped = ct.clone();
         flipped[100] ^= 1;
-        assert_eq!(key.open(RoundId(3), ClientId(2), &flipped, &mut rng), Err(Opaque));
+        assert_eq!(
+            key.open(RoundId(3), ClientId(2), &flipped, &mut rng),
+            Err(Opaque)
+        );
     }
 
     #[test]
@@ -234,8 +279,14 @@ mod tests {
         let mut rng = rng();
         let other = PrivateKey::generate(2048, &mut rng).unwrap();
         let phrase = Phrase::build(UserInput(1), ClientId(1), &mut rng).unwrap();
-        let ct = other.public().seal(RoundId(1), ClientId(1), &phrase, &mut rng).unwrap();
-        assert_eq!(test_key().open(RoundId(1), ClientId(1), &ct, &mut rng), Err(Opaque));
+        let ct = other
+            .public()
+            .seal(RoundId(1), ClientId(1), &phrase, &mut rng)
+            .unwrap();
+        assert_eq!(
+            test_key().open(RoundId(1), ClientId(1), &ct, &mut rng),
+            Err(Opaque)
+        );
     }
 
     #[test]
@@ -246,9 +297,21 @@ mod tests {
         assert_eq!(again.public().fingerprint(), key.public().fingerprint());
         let pub_again = PublicKey::from_spki_der(key.public().spki_der()).unwrap();
         assert_eq!(&pub_again, key.public());
-        assert_eq!(PublicKey::from_pem(&key.public().to_pem().unwrap()).unwrap(), pub_again);
-        assert!(matches!(PublicKey::from_spki_der(b"junk"), Err(KeyError::Public(_))));
-        assert!(matches!(PublicKey::from_spki_der(&[0u8; 2000]), Err(KeyError::TooLarge { .. })));
-        assert!(matches!(PrivateKey::generate(1024, &mut rng()), Err(KeyError::Size(1024))));
+        assert_eq!(
+            PublicKey::from_pem(&key.public().to_pem().unwrap()).unwrap(),
+            pub_again
+        );
+        assert!(matches!(
+            PublicKey::from_spki_der(b"junk"),
+            Err(KeyError::Public(_))
+        ));
+        assert!(matches!(
+            PublicKey::from_spki_der(&[0u8; 2000]),
+            Err(KeyError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            PrivateKey::generate(1024, &mut rng()),
+            Err(KeyError::Size(1024))
+        ));
     }
 }

@@ -38,7 +38,10 @@ pub enum WireError {
     #[error("message has {0} trailing bytes")]
     Trailing(usize),
     #[error("field {field} is out of bounds: {problem}")]
-    Field { field: &'static str, problem: String },
+    Field {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// A generator opens a round.
@@ -98,15 +101,28 @@ impl Gossip {
 
     fn check(&self) -> Result<(), WireError> {
         match self {
-            Gossip::Open(m) if m.minimum > m.quorum || m.quorum as usize > MAX_ROUND_CONTRIBUTORS => {
-                Err(field("quorum", format!("quorum {} minimum {}", m.quorum, m.minimum)))
+            Gossip::Open(m)
+                if m.minimum > m.quorum || m.quorum as usize > MAX_ROUND_CONTRIBUTORS =>
+            {
+                Err(field(
+                    "quorum",
+                    format!("quorum {} minimum {}", m.quorum, m.minimum),
+                ))
             }
-            Gossip::Phrase(m) if m.ciphertext.len() > MAX_CIPHERTEXT_BYTES => {
-                Err(field("ciphertext", format!("{} bytes, at most {MAX_CIPHERTEXT_BYTES}", m.ciphertext.len())))
-            }
-            Gossip::Sealed(t) if t.included.len() > MAX_ROUND_CONTRIBUTORS => {
-                Err(field("included", format!("{} entries, at most {MAX_ROUND_CONTRIBUTORS}", t.included.len())))
-            }
+            Gossip::Phrase(m) if m.ciphertext.len() > MAX_CIPHERTEXT_BYTES => Err(field(
+                "ciphertext",
+                format!(
+                    "{} bytes, at most {MAX_CIPHERTEXT_BYTES}",
+                    m.ciphertext.len()
+                ),
+            )),
+            Gossip::Sealed(t) if t.included.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
+                "included",
+                format!(
+                    "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
+                    t.included.len()
+                ),
+            )),
             Gossip::Failed(m) => check_reason(&m.reason),
             _ => Ok(()),
         }
@@ -148,10 +164,15 @@ impl Request {
 
     fn check(&self) -> Result<(), WireError> {
         match self {
-            Request::Deliver(d) if d.transcript.included.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
-                "included",
-                format!("{} entries, at most {MAX_ROUND_CONTRIBUTORS}", d.transcript.included.len()),
-            )),
+            Request::Deliver(d) if d.transcript.included.len() > MAX_ROUND_CONTRIBUTORS => {
+                Err(field(
+                    "included",
+                    format!(
+                        "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
+                        d.transcript.included.len()
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -200,13 +221,15 @@ pub enum Response {
 impl Response {
     fn check(&self) -> Result<(), WireError> {
         match self {
-            Response::PublicKey(der) if der.len() > MAX_SPKI_BYTES => {
-                Err(field("public_key", format!("{} bytes, at most {MAX_SPKI_BYTES}", der.len())))
-            }
+            Response::PublicKey(der) if der.len() > MAX_SPKI_BYTES => Err(field(
+                "public_key",
+                format!("{} bytes, at most {MAX_SPKI_BYTES}", der.len()),
+            )),
             Response::Refused(r) => match r {
-                Refusal::Unauthorised(s) | Refusal::WrongRole(s) | Refusal::Invalid(s) | Refusal::Unavailable(s) => {
-                    check_reason(s)
-                }
+                Refusal::Unauthorised(s)
+                | Refusal::WrongRole(s)
+                | Refusal::Invalid(s)
+                | Refusal::Unavailable(s) => check_reason(s),
                 _ => Ok(()),
             },
             _ => Ok(()),
@@ -220,7 +243,10 @@ fn field(field: &'static str, problem: String) -> WireError {
 
 fn check_reason(reason: &str) -> Result<(), WireError> {
     if reason.len() > MAX_REASON_BYTES {
-        return Err(field("reason", format!("{} bytes, at most {MAX_REASON_BYTES}", reason.len())));
+        return Err(field(
+            "reason",
+            format!("{} bytes, at most {MAX_REASON_BYTES}", reason.len()),
+        ));
     }
     Ok(())
 }
@@ -245,14 +271,23 @@ struct Envelope<T> {
 
 fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     let mut out = Vec::new();
-    ciborium::into_writer(&Envelope { v: VERSION, m: message }, &mut out)
-        .expect("writing CBOR into a Vec cannot fail");
+    ciborium::into_writer(
+        &Envelope {
+            v: VERSION,
+            m: message,
+        },
+        &mut out,
+    )
+    .expect("writing CBOR into a Vec cannot fail");
     out
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
     if bytes.len() > max {
-        return Err(WireError::TooLarge { len: bytes.len(), max });
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
     }
     let mut rest = bytes;
     match ciborium::from_reader::<Envelope<T>, _>(&mut rest) {
@@ -308,7 +343,12 @@ mod tests {
             round: RoundId(7),
             generator: PeerId::random(),
             key_fingerprint: Digest32([1; 32]),
-            included: (1..=n as u32).map(|c| Inclusion { client: ClientId(c), ciphertext_hash: Digest32([2; 32]) }).collect(),
+            included: (1..=n as u32)
+                .map(|c| Inclusion {
+                    client: ClientId(c),
+                    ciphertext_hash: Digest32([2; 32]),
+                })
+                .collect(),
             prev_commitment: Digest32([3; 32]),
             commitment: Digest32([4; 32]),
             sealed_at_ms: 1,
@@ -332,7 +372,10 @@ mod tests {
                 ciphertext: vec![9; 256],
             }),
             Gossip::Sealed(sample_transcript(4)),
-            Gossip::Failed(RoundFailure { round: RoundId(2), reason: "deadline".into() }),
+            Gossip::Failed(RoundFailure {
+                round: RoundId(2),
+                reason: "deadline".into(),
+            }),
         ]
     }
 
@@ -343,8 +386,14 @@ mod tests {
         }
         let reqs = [
             Request::PublicKey,
-            Request::Otp(OtpRequest { round: Some(RoundId(3)), requester_key: [7; 32] }),
-            Request::Deliver(Box::new(Delivery { transcript: sample_transcript(2), secret: Secret::from_bytes([8; 32]) })),
+            Request::Otp(OtpRequest {
+                round: Some(RoundId(3)),
+                requester_key: [7; 32],
+            }),
+            Request::Deliver(Box::new(Delivery {
+                transcript: sample_transcript(2),
+                secret: Secret::from_bytes([8; 32]),
+            })),
         ];
         for r in reqs {
             assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
@@ -379,12 +428,32 @@ mod tests {
     #[test]
     fn limits_versions_and_trailing_bytes_are_typed_errors() {
         let big = vec![0u8; MAX_GOSSIP_BYTES + 1];
-        assert_eq!(decode_gossip(&big), Err(WireError::TooLarge { len: big.len(), max: MAX_GOSSIP_BYTES }));
+        assert_eq!(
+            decode_gossip(&big),
+            Err(WireError::TooLarge {
+                len: big.len(),
+                max: MAX_GOSSIP_BYTES
+            })
+        );
         let mut bytes = Vec::new();
-        ciborium::into_writer(&Envelope { v: 9, m: &samples()[0] }, &mut bytes).unwrap();
+        ciborium::into_writer(
+            &Envelope {
+                v: 9,
+                m: &samples()[0],
+            },
+            &mut bytes,
+        )
+        .unwrap();
         assert_eq!(decode_gossip(&bytes), Err(WireError::Version { found: 9 }));
         let mut other = Vec::new();
-        ciborium::into_writer(&Envelope { v: 2, m: "something new" }, &mut other).unwrap();
+        ciborium::into_writer(
+            &Envelope {
+                v: 2,
+                m: "something new",
+            },
+            &mut other,
+        )
+        .unwrap();
         assert_eq!(decode_gossip(&other), Err(WireError::Version { found: 2 }));
         let mut trailing = encode_gossip(&samples()[0]);
         trailing.push(0);
@@ -395,10 +464,25 @@ mod tests {
             key_fingerprint: Digest32::ZERO,
             ciphertext: vec![0; MAX_CIPHERTEXT_BYTES + 1],
         });
-        assert!(matches!(decode_gossip(&encode_gossip(&oversized_ct)), Err(WireError::Field { field: "ciphertext", .. })));
-        assert!(matches!(decode_request(b"\xff\x00"), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode_gossip(&encode_gossip(&oversized_ct)),
+            Err(WireError::Field {
+                field: "ciphertext",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode_request(b"\xff\x00"),
+            Err(WireError::Malformed(_))
+        ));
         let long = Response::Refused(Refusal::Invalid("x".repeat(MAX_REASON_BYTES + 1)));
-        assert!(matches!(decode_response(&encode_response(&long)), Err(WireError::Field { field: "reason", .. })));
+        assert!(matches!(
+            decode_response(&encode_response(&long)),
+            Err(WireError::Field {
+                field: "reason",
+                ..
+            })
+        ));
         assert_eq!(bounded_reason("é".repeat(200)).len(), MAX_REASON_BYTES);
     }
 

@@ -49,7 +49,13 @@ impl Contributor {
         }
     }
 
-    fn on_open(&mut self, now: Millis, generator: PeerId, open: &RoundOpen, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn on_open(
+        &mut self,
+        now: Millis,
+        generator: PeerId,
+        open: &RoundOpen,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
         if self.submitted.contains_key(&open.round) || now > open.deadline_ms {
             return Vec::new();
         }
@@ -67,19 +73,28 @@ impl Contributor {
 
     /// Moves the pending round on: fetch the key if needed, else submit.
     fn advance(&mut self, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let Some((open, generator, Some(input))) = &self.pending else { return Vec::new() };
+        let Some((open, generator, Some(input))) = &self.pending else {
+            return Vec::new();
+        };
         let Some(key) = self.keys.get(&open.key_fingerprint) else {
             if self.key_request.is_some() {
                 return Vec::new();
             }
             let tag = self.tags.next();
             self.key_request = Some(tag);
-            return vec![Action::Send { peer: *generator, tag, request: Request::PublicKey }];
+            return vec![Action::Send {
+                peer: *generator,
+                tag,
+                request: Request::PublicKey,
+            }];
         };
         let (round, client) = (open.round, self.client);
         let sealed = Phrase::build(*input, client, rng)
             .map_err(|e| e.to_string())
-            .and_then(|phrase| key.seal(round, client, &phrase, rng).map_err(|e| e.to_string()));
+            .and_then(|phrase| {
+                key.seal(round, client, &phrase, rng)
+                    .map_err(|e| e.to_string())
+            });
         let fingerprint = open.key_fingerprint;
         self.pending = None;
         let ciphertext = match sealed {
@@ -91,22 +106,41 @@ impl Contributor {
         while self.submitted.len() > MAX_REMEMBERED_ROUNDS {
             self.submitted.pop_first();
         }
-        let submission = PhraseSubmission { round, client, key_fingerprint: fingerprint, ciphertext };
+        let submission = PhraseSubmission {
+            round,
+            client,
+            key_fingerprint: fingerprint,
+            ciphertext,
+        };
         vec![
             Action::Publish(Gossip::Phrase(submission)),
-            Action::Emit(Event::PhraseSubmitted { round, client, ciphertext_hash: hash }),
+            Action::Emit(Event::PhraseSubmitted {
+                round,
+                client,
+                ciphertext_hash: hash,
+            }),
         ]
     }
 }
 
 impl Role for Contributor {
-    fn gossip(&mut self, now: Millis, source: PeerId, message: &Gossip, rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+    fn gossip(
+        &mut self,
+        now: Millis,
+        source: PeerId,
+        message: &Gossip,
+        rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
         let actions = match message {
             Gossip::Open(open) => self.on_open(now, source, open, rng),
             Gossip::Sealed(t) => match self.submitted.get(&t.round) {
                 Some(hash) => {
                     let included = t.includes(self.client, hash);
-                    vec![Action::Emit(Event::TranscriptChecked { round: t.round, client: self.client, included })]
+                    vec![Action::Emit(Event::TranscriptChecked {
+                        round: t.round,
+                        client: self.client,
+                        included,
+                    })]
                 }
                 None => Vec::new(),
             },
@@ -127,10 +161,14 @@ impl Role for Contributor {
             return Vec::new();
         }
         self.key_request = None;
-        let Some((open, _, _)) = &self.pending else { return Vec::new() };
+        let Some((open, _, _)) = &self.pending else {
+            return Vec::new();
+        };
         let expected = open.key_fingerprint;
         let key = match response {
-            Ok(Response::PublicKey(der)) => PublicKey::from_spki_der(&der).map_err(|e| e.to_string()),
+            Ok(Response::PublicKey(der)) => {
+                PublicKey::from_spki_der(&der).map_err(|e| e.to_string())
+            }
             Ok(Response::Refused(r)) => Err(r.to_string()),
             Ok(other) => Err(format!("unexpected response {other:?}")),
             Err(e) => Err(e),
@@ -146,17 +184,31 @@ impl Role for Contributor {
             Ok(key) => {
                 self.pending = None;
                 let found = seal::fingerprint_of(key.spki_der());
-                vec![Action::Emit(Event::KeyMismatch { generator: peer, expected, found })]
+                vec![Action::Emit(Event::KeyMismatch {
+                    generator: peer,
+                    expected,
+                    found,
+                })]
             }
             Err(reason) => {
                 // The next announcement of the round tries again.
                 self.pending = None;
-                vec![Action::Emit(Event::RequestFailed { peer, request: "public-key".into(), reason })]
+                vec![Action::Emit(Event::RequestFailed {
+                    peer,
+                    request: "public-key".into(),
+                    reason,
+                })]
             }
         }
     }
 
-    fn user_input(&mut self, _now: Millis, round: RoundId, input: UserInput, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn user_input(
+        &mut self,
+        _now: Millis,
+        round: RoundId,
+        input: UserInput,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
         match &mut self.pending {
             Some((open, _, slot)) if open.round == round => {
                 *slot = Some(input);

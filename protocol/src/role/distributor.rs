@@ -50,9 +50,16 @@ impl Distributor {
         rounds: Vec<(Transcript, Secret)>,
         counters: Vec<(RoundId, PeerId, u64)>,
     ) -> Distributor {
-        let mut d = Distributor { me, mesh, rounds: BTreeMap::new(), counters: HashMap::new(), live: HashMap::new() };
+        let mut d = Distributor {
+            me,
+            mesh,
+            rounds: BTreeMap::new(),
+            counters: HashMap::new(),
+            live: HashMap::new(),
+        };
         for (transcript, secret) in rounds {
-            d.rounds.insert(transcript.round, Held { transcript, secret });
+            d.rounds
+                .insert(transcript.round, Held { transcript, secret });
         }
         d.prune();
         for (round, requester, next) in counters {
@@ -75,27 +82,51 @@ impl Distributor {
         }
     }
 
-    fn deliver(&mut self, peer: PeerId, id: InboundId, request: &Request, delivery: &Delivery) -> Vec<Action> {
+    fn deliver(
+        &mut self,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        delivery: &Delivery,
+    ) -> Vec<Action> {
         let t = &delivery.transcript;
         if !self.mesh.is_generator(&peer) {
-            return refuse(peer, id, request, Refusal::Unauthorised(format!("{peer} is not a listed generator")));
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unauthorised(format!("{peer} is not a listed generator")),
+            );
         }
         if t.generator != peer {
-            return refuse(peer, id, request, Refusal::Invalid("transcript names another generator".into()));
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Invalid("transcript names another generator".into()),
+            );
         }
         if let Err(e) = t.check(Some(&delivery.secret)) {
             return refuse(peer, id, request, Refusal::Invalid(e.to_string()));
         }
-        let ack = Action::Reply { to: id, response: Response::Delivered(t.round) };
+        let ack = Action::Reply {
+            to: id,
+            response: Response::Delivered(t.round),
+        };
         match self.rounds.get(&t.round) {
             Some(held) if held.transcript.commitment == t.commitment => return vec![ack],
             Some(_) => {
-                let refusal = Refusal::Invalid(format!("round {} is already held with another commitment", t.round));
+                let refusal = Refusal::Invalid(format!(
+                    "round {} is already held with another commitment",
+                    t.round
+                ));
                 return refuse(peer, id, request, refusal);
             }
             None => {}
         }
-        if self.latest_round().is_some_and(|latest| latest > t.round) && self.rounds.len() >= MAX_HELD_ROUNDS {
+        if self.latest_round().is_some_and(|latest| latest > t.round)
+            && self.rounds.len() >= MAX_HELD_ROUNDS
+        {
             // Older than everything kept: acknowledge (nothing to serve from it) without storing.
             return vec![ack];
         }
@@ -109,11 +140,23 @@ impl Distributor {
                 }));
             }
         }
-        self.rounds.insert(t.round, Held { transcript: t.clone(), secret: delivery.secret.clone() });
+        self.rounds.insert(
+            t.round,
+            Held {
+                transcript: t.clone(),
+                secret: delivery.secret.clone(),
+            },
+        );
         self.prune();
-        actions.push(Action::Persist(Record::Round { transcript: t.clone(), secret: delivery.secret.clone() }));
+        actions.push(Action::Persist(Record::Round {
+            transcript: t.clone(),
+            secret: delivery.secret.clone(),
+        }));
         actions.push(ack);
-        actions.push(Action::Emit(Event::RoundStored { round: t.round, commitment: t.commitment }));
+        actions.push(Action::Emit(Event::RoundStored {
+            round: t.round,
+            commitment: t.commitment,
+        }));
         actions
     }
 
@@ -127,7 +170,12 @@ impl Distributor {
         rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
         if !self.mesh.is_requester(&peer) {
-            return refuse(peer, id, request, Refusal::Unauthorised(format!("{peer} is not a listed requester")));
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
+            );
         }
         let round = match ask.round {
             Some(r) if self.rounds.contains_key(&r) => r,
@@ -145,7 +193,8 @@ impl Distributor {
         if !self.live.contains_key(&peer) && self.live.len() >= MAX_TRACKED_REQUESTERS {
             self.live.retain(|_, l| l.iter().any(|(_, exp)| *exp > now));
             if self.live.len() >= MAX_TRACKED_REQUESTERS {
-                let refusal = Refusal::Unavailable("too many requesters with live OTPs; try later".into());
+                let refusal =
+                    Refusal::Unavailable("too many requesters with live OTPs; try later".into());
                 return refuse(peer, id, request, refusal);
             }
         }
@@ -182,19 +231,43 @@ impl Distributor {
             expires_at_ms,
         };
         vec![
-            Action::Persist(Record::Counter { round, requester: peer, next }),
-            Action::Reply { to: id, response: Response::Otp(grant) },
-            Action::Emit(Event::OtpIssued { round, requester: peer, counter: used, expires_at_ms }),
+            Action::Persist(Record::Counter {
+                round,
+                requester: peer,
+                next,
+            }),
+            Action::Reply {
+                to: id,
+                response: Response::Otp(grant),
+            },
+            Action::Emit(Event::OtpIssued {
+                round,
+                requester: peer,
+                counter: used,
+                expires_at_ms,
+            }),
         ]
     }
 }
 
 impl Role for Distributor {
-    fn request(&mut self, now: Millis, peer: PeerId, id: InboundId, request: Request, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn request(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: Request,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
         match &request {
             Request::Deliver(d) => self.deliver(peer, id, &request, d),
             Request::Otp(ask) => self.issue(now, peer, id, &request, ask, rng),
-            Request::PublicKey => refuse(peer, id, &request, Refusal::WrongRole(request.kind().into())),
+            Request::PublicKey => refuse(
+                peer,
+                id,
+                &request,
+                Refusal::WrongRole(request.kind().into()),
+            ),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! seal ─► Persist(Round) · Publish(Sealed) · Send(Deliver) to every distributor until acknowledged
 //! ```
 
-use super::{refuse, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Tags, Verdict};
+use super::{
+    refuse, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Tags, Verdict,
+};
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
 use crate::phrase::{ClientId, Phrase};
@@ -42,7 +44,10 @@ struct OpenRound {
 
 impl OpenRound {
     fn opened(&self) -> usize {
-        self.slots.values().filter(|(_, s)| matches!(s, Slot::Opened(_))).count()
+        self.slots
+            .values()
+            .filter(|(_, s)| matches!(s, Slot::Opened(_)))
+            .count()
     }
 }
 
@@ -80,7 +85,9 @@ impl Generator {
         let after = |r: Option<RoundId>| r.map_or(1, |r| r.0 + 1);
         let sealed_round = last_sealed.as_ref().map(|(t, _)| t.round);
         let next_round = RoundId(after(last_opened).max(after(sealed_round)));
-        let head = last_sealed.as_ref().map_or(Digest32::ZERO, |(t, _)| t.commitment);
+        let head = last_sealed
+            .as_ref()
+            .map_or(Digest32::ZERO, |(t, _)| t.commitment);
         let mut generator = Generator {
             me,
             mesh,
@@ -117,24 +124,49 @@ impl Generator {
             deadline_ms: now + settings.deadline_ms,
             prev_commitment: self.head,
         };
-        let event = Event::RoundOpened { round, quorum: announce.quorum, deadline_ms: announce.deadline_ms };
-        self.open = Some(OpenRound { announce: announce.clone(), slots: BTreeMap::new(), announced_at: now });
-        vec![Action::Persist(Record::Opened(round)), Action::Publish(Gossip::Open(announce)), Action::Emit(event)]
+        let event = Event::RoundOpened {
+            round,
+            quorum: announce.quorum,
+            deadline_ms: announce.deadline_ms,
+        };
+        self.open = Some(OpenRound {
+            announce: announce.clone(),
+            slots: BTreeMap::new(),
+            announced_at: now,
+        });
+        vec![
+            Action::Persist(Record::Opened(round)),
+            Action::Publish(Gossip::Open(announce)),
+            Action::Emit(event),
+        ]
     }
 
     fn on_phrase(&mut self, source: PeerId, p: &PhraseSubmission) -> (Verdict, Vec<Action>) {
         let Some(open) = self.open.as_mut().filter(|o| o.announce.round == p.round) else {
             // Late or early: not necessarily the sender's fault, so no penalty, but say so.
             let reason = format!("phrase for round {}, which is not open", p.round);
-            let event = Event::PhraseRejected { round: p.round, client: p.client, peer: source, reason: reason.clone() };
+            let event = Event::PhraseRejected {
+                round: p.round,
+                client: p.client,
+                peer: source,
+                reason: reason.clone(),
+            };
             return (Verdict::Ignore(reason), vec![Action::Emit(event)]);
         };
         let reject = |reason: String| {
-            let event = Event::PhraseRejected { round: p.round, client: p.client, peer: source, reason: reason.clone() };
+            let event = Event::PhraseRejected {
+                round: p.round,
+                client: p.client,
+                peer: source,
+                reason: reason.clone(),
+            };
             (Verdict::Reject(reason), vec![Action::Emit(event)])
         };
         if p.key_fingerprint != self.key.fingerprint() {
-            return reject(format!("sealed under key {}, not this generator's", p.key_fingerprint));
+            return reject(format!(
+                "sealed under key {}, not this generator's",
+                p.key_fingerprint
+            ));
         }
         if p.ciphertext.len() != self.key.ciphertext_len() {
             return reject(format!(
@@ -144,25 +176,45 @@ impl Generator {
             ));
         }
         if open.slots.contains_key(&p.client) {
-            return reject(format!("second phrase for client {} in round {}", p.client, p.round));
+            return reject(format!(
+                "second phrase for client {} in round {}",
+                p.client, p.round
+            ));
         }
-        open.slots.insert(p.client, (round::ciphertext_hash(&p.ciphertext), Slot::Opening));
-        let job = DecryptJob { round: p.round, client: p.client, ciphertext: p.ciphertext.clone() };
+        open.slots.insert(
+            p.client,
+            (round::ciphertext_hash(&p.ciphertext), Slot::Opening),
+        );
+        let job = DecryptJob {
+            round: p.round,
+            client: p.client,
+            ciphertext: p.ciphertext.clone(),
+        };
         (Verdict::Accept, vec![Action::Decrypt(job)])
     }
 
     fn seal(&mut self, now: Millis) -> Vec<Action> {
-        let Some(open) = self.open.take() else { return Vec::new() };
+        let Some(open) = self.open.take() else {
+            return Vec::new();
+        };
         let round = open.announce.round;
         let mut phrases = BTreeMap::new();
         let mut included = Vec::new();
         for (client, (hash, slot)) in open.slots {
             if let Slot::Opened(phrase) = slot {
                 phrases.insert(client, phrase);
-                included.push(round::Inclusion { client, ciphertext_hash: hash });
+                included.push(round::Inclusion {
+                    client,
+                    ciphertext_hash: hash,
+                });
             }
         }
-        let secret = round::derive_secret(round, &self.head, &phrases, self.mesh.settings.hash_iterations);
+        let secret = round::derive_secret(
+            round,
+            &self.head,
+            &phrases,
+            self.mesh.settings.hash_iterations,
+        );
         let transcript = Transcript {
             round,
             generator: self.me,
@@ -181,7 +233,10 @@ impl Generator {
             included: transcript.clients(),
         };
         let mut actions = vec![
-            Action::Persist(Record::Round { transcript: transcript.clone(), secret: secret.clone() }),
+            Action::Persist(Record::Round {
+                transcript: transcript.clone(),
+                secret: secret.clone(),
+            }),
             Action::Publish(Gossip::Sealed(transcript.clone())),
             Action::Emit(event),
         ];
@@ -190,11 +245,16 @@ impl Generator {
     }
 
     fn fail(&mut self, now: Millis, reason: String) -> Vec<Action> {
-        let Some(open) = self.open.take() else { return Vec::new() };
+        let Some(open) = self.open.take() else {
+            return Vec::new();
+        };
         let round = open.announce.round;
         self.next_open_at = now + self.mesh.settings.round_interval_ms;
         vec![
-            Action::Publish(Gossip::Failed(RoundFailure { round, reason: reason.clone() })),
+            Action::Publish(Gossip::Failed(RoundFailure {
+                round,
+                reason: reason.clone(),
+            })),
             Action::Emit(Event::RoundFailed { round, reason }),
         ]
     }
@@ -206,12 +266,23 @@ impl Generator {
             return vec![Action::Emit(Event::RoundDeliveredAll { round })];
         }
         let mut actions = Vec::new();
-        self.deliveries.insert(round, Delivering { delivery, waiting, in_flight: BTreeSet::new(), retry_at: now });
+        self.deliveries.insert(
+            round,
+            Delivering {
+                delivery,
+                waiting,
+                in_flight: BTreeSet::new(),
+                retry_at: now,
+            },
+        );
         while self.deliveries.len() > MAX_PENDING_DELIVERIES {
             if let Some((old, d)) = self.deliveries.pop_first() {
                 self.in_flight.retain(|_, (r, _)| *r != old);
                 for distributor in d.waiting {
-                    actions.push(Action::Emit(Event::DeliveryAbandoned { round: old, distributor }));
+                    actions.push(Action::Emit(Event::DeliveryAbandoned {
+                        round: old,
+                        distributor,
+                    }));
                 }
             }
         }
@@ -221,8 +292,18 @@ impl Generator {
 
     fn send_deliveries(&mut self, now: Millis) -> Vec<Action> {
         let mut actions = Vec::new();
-        for (round, d) in self.deliveries.iter_mut().filter(|(_, d)| d.retry_at <= now) {
-            for peer in d.waiting.iter().filter(|p| !d.in_flight.contains(p)).copied().collect::<Vec<_>>() {
+        for (round, d) in self
+            .deliveries
+            .iter_mut()
+            .filter(|(_, d)| d.retry_at <= now)
+        {
+            for peer in d
+                .waiting
+                .iter()
+                .filter(|p| !d.in_flight.contains(p))
+                .copied()
+                .collect::<Vec<_>>()
+            {
                 let tag = self.tags.next();
                 d.in_flight.insert(peer);
                 self.in_flight.insert(tag, (*round, peer));
@@ -243,7 +324,8 @@ impl Role for Generator {
                 if have >= minimum && have > 0 {
                     actions.extend(self.seal(now));
                 } else {
-                    let reason = format!("deadline passed with {have} of the minimum {minimum} phrases");
+                    let reason =
+                        format!("deadline passed with {have} of the minimum {minimum} phrases");
                     actions.extend(self.fail(now, reason));
                 }
             }
@@ -259,19 +341,40 @@ impl Role for Generator {
         actions
     }
 
-    fn gossip(&mut self, _now: Millis, source: PeerId, message: &Gossip, _rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+    fn gossip(
+        &mut self,
+        _now: Millis,
+        source: PeerId,
+        message: &Gossip,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
         match message {
             Gossip::Phrase(p) => self.on_phrase(source, p),
             _ => (Verdict::Accept, Vec::new()),
         }
     }
 
-    fn request(&mut self, _now: Millis, peer: PeerId, id: InboundId, request: Request, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn request(
+        &mut self,
+        _now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: Request,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
         match request {
             Request::PublicKey => {
-                vec![Action::Reply { to: id, response: Response::PublicKey(self.key.spki_der().to_vec()) }]
+                vec![Action::Reply {
+                    to: id,
+                    response: Response::PublicKey(self.key.spki_der().to_vec()),
+                }]
             }
-            other => refuse(peer, id, &other, crate::wire::Refusal::WrongRole(other.kind().into())),
+            other => refuse(
+                peer,
+                id,
+                &other,
+                crate::wire::Refusal::WrongRole(other.kind().into()),
+            ),
         }
     }
 
@@ -283,8 +386,12 @@ impl Role for Generator {
         response: Result<Response, String>,
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
-        let Some((round, distributor)) = self.in_flight.remove(&tag) else { return Vec::new() };
-        let Some(d) = self.deliveries.get_mut(&round) else { return Vec::new() };
+        let Some((round, distributor)) = self.in_flight.remove(&tag) else {
+            return Vec::new();
+        };
+        let Some(d) = self.deliveries.get_mut(&round) else {
+            return Vec::new();
+        };
         d.in_flight.remove(&distributor);
         match response {
             Ok(Response::Delivered(r)) if r == round => {
@@ -303,25 +410,46 @@ impl Role for Generator {
                     Ok(unexpected) => format!("unexpected response {unexpected:?}"),
                     Err(e) => e,
                 };
-                vec![Action::Emit(Event::RequestFailed { peer, request: "deliver".into(), reason })]
+                vec![Action::Emit(Event::RequestFailed {
+                    peer,
+                    request: "deliver".into(),
+                    reason,
+                })]
             }
         }
     }
 
     fn decrypted(&mut self, now: Millis, job: DecryptJob, phrase: Option<Phrase>) -> Vec<Action> {
-        let Some(open) = self.open.as_mut().filter(|o| o.announce.round == job.round) else { return Vec::new() };
-        let Some((_, slot @ Slot::Opening)) = open.slots.get_mut(&job.client) else { return Vec::new() };
-        let peer = self.mesh.contributor_peers().get(&job.client).copied().unwrap_or(self.me);
+        let Some(open) = self.open.as_mut().filter(|o| o.announce.round == job.round) else {
+            return Vec::new();
+        };
+        let Some((_, slot @ Slot::Opening)) = open.slots.get_mut(&job.client) else {
+            return Vec::new();
+        };
+        let peer = self
+            .mesh
+            .contributor_peers()
+            .get(&job.client)
+            .copied()
+            .unwrap_or(self.me);
         let event = match phrase {
             Some(p) => {
                 *slot = Slot::Opened(p);
-                Event::PhraseAccepted { round: job.round, client: job.client }
+                Event::PhraseAccepted {
+                    round: job.round,
+                    client: job.client,
+                }
             }
             None => {
                 *slot = Slot::Failed;
                 // Deliberately vague: the reason never leaves this node, and even here it does not
                 // say which check failed.
-                Event::PhraseRejected { round: job.round, client: job.client, peer, reason: "phrase did not open".into() }
+                Event::PhraseRejected {
+                    round: job.round,
+                    client: job.client,
+                    peer,
+                    reason: "phrase did not open".into(),
+                }
             }
         };
         let mut actions = vec![Action::Emit(event)];

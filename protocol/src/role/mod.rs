@@ -62,9 +62,16 @@ pub enum Record {
     /// A generator opened this round (round ids never repeat, even across restarts).
     Opened(RoundId),
     /// A sealed round: the generator's chain head, a distributor's held round.
-    Round { transcript: Transcript, secret: Secret },
+    Round {
+        transcript: Transcript,
+        secret: Secret,
+    },
     /// The next OTP counter for (round, requester).
-    Counter { round: RoundId, requester: PeerId, next: u64 },
+    Counter {
+        round: RoundId,
+        requester: PeerId,
+        next: u64,
+    },
 }
 
 /// Something that happened, for the user, the logs and the tools. Never carries a secret except
@@ -72,36 +79,110 @@ pub enum Record {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    RoundOpened { round: RoundId, quorum: u32, deadline_ms: Millis },
-    PhraseSubmitted { round: RoundId, client: ClientId, ciphertext_hash: Digest32 },
-    PhraseAccepted { round: RoundId, client: ClientId },
-    PhraseRejected { round: RoundId, client: ClientId, peer: PeerId, reason: String },
-    RoundSealed { round: RoundId, commitment: Digest32, prev_commitment: Digest32, included: Vec<ClientId> },
-    RoundFailed { round: RoundId, reason: String },
-    RoundDelivered { round: RoundId, distributor: PeerId },
-    RoundDeliveredAll { round: RoundId },
-    DeliveryAbandoned { round: RoundId, distributor: PeerId },
-    RoundStored { round: RoundId, commitment: Digest32 },
-    ChainGap { round: RoundId, expected_prev: Digest32, found_prev: Digest32 },
-    TranscriptChecked { round: RoundId, client: ClientId, included: bool },
-    KeyMismatch { generator: PeerId, expected: Digest32, found: Digest32 },
-    OtpIssued { round: RoundId, requester: PeerId, counter: u64, expires_at_ms: Millis },
-    OtpReceived { round: RoundId, distributor: PeerId, otp: String, expires_at_ms: Millis },
-    RequestRefused { peer: PeerId, request: String, reason: String },
-    RequestFailed { peer: PeerId, request: String, reason: String },
+    RoundOpened {
+        round: RoundId,
+        quorum: u32,
+        deadline_ms: Millis,
+    },
+    PhraseSubmitted {
+        round: RoundId,
+        client: ClientId,
+        ciphertext_hash: Digest32,
+    },
+    PhraseAccepted {
+        round: RoundId,
+        client: ClientId,
+    },
+    PhraseRejected {
+        round: RoundId,
+        client: ClientId,
+        peer: PeerId,
+        reason: String,
+    },
+    RoundSealed {
+        round: RoundId,
+        commitment: Digest32,
+        prev_commitment: Digest32,
+        included: Vec<ClientId>,
+    },
+    RoundFailed {
+        round: RoundId,
+        reason: String,
+    },
+    RoundDelivered {
+        round: RoundId,
+        distributor: PeerId,
+    },
+    RoundDeliveredAll {
+        round: RoundId,
+    },
+    DeliveryAbandoned {
+        round: RoundId,
+        distributor: PeerId,
+    },
+    RoundStored {
+        round: RoundId,
+        commitment: Digest32,
+    },
+    ChainGap {
+        round: RoundId,
+        expected_prev: Digest32,
+        found_prev: Digest32,
+    },
+    TranscriptChecked {
+        round: RoundId,
+        client: ClientId,
+        included: bool,
+    },
+    KeyMismatch {
+        generator: PeerId,
+        expected: Digest32,
+        found: Digest32,
+    },
+    OtpIssued {
+        round: RoundId,
+        requester: PeerId,
+        counter: u64,
+        expires_at_ms: Millis,
+    },
+    OtpReceived {
+        round: RoundId,
+        distributor: PeerId,
+        otp: String,
+        expires_at_ms: Millis,
+    },
+    RequestRefused {
+        peer: PeerId,
+        request: String,
+        reason: String,
+    },
+    RequestFailed {
+        peer: PeerId,
+        request: String,
+        reason: String,
+    },
 }
 
 /// What a role asks the node to do.
 #[derive(Clone, Debug)]
 pub enum Action {
     Publish(Gossip),
-    Send { peer: PeerId, tag: Tag, request: Request },
-    Reply { to: InboundId, response: Response },
+    Send {
+        peer: PeerId,
+        tag: Tag,
+        request: Request,
+    },
+    Reply {
+        to: InboundId,
+        response: Response,
+    },
     Persist(Record),
     Decrypt(DecryptJob),
     Emit(Event),
     /// Ask the user for the integer for this round.
-    AskInput { round: RoundId },
+    AskInput {
+        round: RoundId,
+    },
 }
 
 /// A state machine for one role. Every method has a sensible default, so each role states only the
@@ -116,12 +197,30 @@ pub trait Role {
     }
 
     /// A gossip message that passed [`check_gossip`].
-    fn gossip(&mut self, _now: Millis, _source: PeerId, _message: &Gossip, _rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+    fn gossip(
+        &mut self,
+        _now: Millis,
+        _source: PeerId,
+        _message: &Gossip,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
         (Verdict::Accept, Vec::new())
     }
 
-    fn request(&mut self, _now: Millis, peer: PeerId, id: InboundId, request: Request, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        refuse(peer, id, &request, Refusal::WrongRole(request.kind().into()))
+    fn request(
+        &mut self,
+        _now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: Request,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        refuse(
+            peer,
+            id,
+            &request,
+            Refusal::WrongRole(request.kind().into()),
+        )
     }
 
     fn response(
@@ -135,11 +234,22 @@ pub trait Role {
         Vec::new()
     }
 
-    fn decrypted(&mut self, _now: Millis, _job: DecryptJob, _phrase: Option<Phrase>) -> Vec<Action> {
+    fn decrypted(
+        &mut self,
+        _now: Millis,
+        _job: DecryptJob,
+        _phrase: Option<Phrase>,
+    ) -> Vec<Action> {
         Vec::new()
     }
 
-    fn user_input(&mut self, _now: Millis, _round: RoundId, _input: UserInput, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn user_input(
+        &mut self,
+        _now: Millis,
+        _round: RoundId,
+        _input: UserInput,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
         Vec::new()
     }
 }
@@ -147,8 +257,15 @@ pub trait Role {
 /// Refuses a request: the reply, and an event saying why.
 pub fn refuse(peer: PeerId, to: InboundId, request: &Request, refusal: Refusal) -> Vec<Action> {
     vec![
-        Action::Emit(Event::RequestRefused { peer, request: request.kind().into(), reason: refusal.to_string() }),
-        Action::Reply { to, response: Response::Refused(refusal) },
+        Action::Emit(Event::RequestRefused {
+            peer,
+            request: request.kind().into(),
+            reason: refusal.to_string(),
+        }),
+        Action::Reply {
+            to,
+            response: Response::Refused(refusal),
+        },
     ]
 }
 
@@ -156,10 +273,15 @@ pub fn refuse(peer: PeerId, to: InboundId, request: &Request, refusal: Refusal) 
 pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Verdict {
     match message {
         Gossip::Open(_) | Gossip::Failed(_) if !mesh.is_generator(source) => {
-            Verdict::Reject(format!("{} from {source}, which is not a listed generator", message.kind()))
+            Verdict::Reject(format!(
+                "{} from {source}, which is not a listed generator",
+                message.kind()
+            ))
         }
         Gossip::Sealed(t) if !mesh.is_generator(source) || &t.generator != source => {
-            Verdict::Reject(format!("transcript from {source}, which is not its listed generator"))
+            Verdict::Reject(format!(
+                "transcript from {source}, which is not its listed generator"
+            ))
         }
         Gossip::Sealed(t) => match t.check(None) {
             Ok(()) => Verdict::Accept,

@@ -39,7 +39,12 @@ pub struct Requester {
 
 impl std::fmt::Debug for Requester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Requester({}, {} in flight)", self.me, self.in_flight.len())
+        write!(
+            f,
+            "Requester({}, {} in flight)",
+            self.me,
+            self.in_flight.len()
+        )
     }
 }
 
@@ -67,17 +72,37 @@ impl Requester {
         }
     }
 
-    fn ask(&mut self, round: Option<RoundId>, attempt: u32, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn ask(
+        &mut self,
+        round: Option<RoundId>,
+        attempt: u32,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
         if self.distributors.is_empty() || self.in_flight.len() >= MAX_IN_FLIGHT {
             return Vec::new();
         }
         let distributor = self.distributors[self.next_distributor % self.distributors.len()];
         self.next_distributor += 1;
         let ephemeral = Ephemeral::new(rng);
-        let request = Request::Otp(OtpRequest { round, requester_key: ephemeral.public() });
+        let request = Request::Otp(OtpRequest {
+            round,
+            requester_key: ephemeral.public(),
+        });
         let tag = self.tags.next();
-        self.in_flight.insert(tag, Asking { ephemeral, distributor, round, attempt });
-        vec![Action::Send { peer: distributor, tag, request }]
+        self.in_flight.insert(
+            tag,
+            Asking {
+                ephemeral,
+                distributor,
+                round,
+                attempt,
+            },
+        );
+        vec![Action::Send {
+            peer: distributor,
+            tag,
+            request,
+        }]
     }
 }
 
@@ -90,12 +115,21 @@ impl Role for Requester {
     }
 
     fn tick(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let (due, later): (Vec<_>, Vec<_>) = self.retries.drain(..).partition(|(at, _, _)| *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.retries.drain(..).partition(|(at, _, _)| *at <= now);
         self.retries = later;
-        due.into_iter().flat_map(|(_, round, attempt)| self.ask(round, attempt, rng)).collect()
+        due.into_iter()
+            .flat_map(|(_, round, attempt)| self.ask(round, attempt, rng))
+            .collect()
     }
 
-    fn gossip(&mut self, _now: Millis, _source: PeerId, message: &Gossip, rng: &mut dyn CryptoRngCore) -> (Verdict, Vec<Action>) {
+    fn gossip(
+        &mut self,
+        _now: Millis,
+        _source: PeerId,
+        message: &Gossip,
+        rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
         match message {
             Gossip::Sealed(t) if !self.one_shot && self.seen.insert(t.round) => {
                 while self.seen.len() > 64 {
@@ -115,15 +149,26 @@ impl Role for Requester {
         response: Result<Response, String>,
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
-        let Some(asking) = self.in_flight.remove(&tag) else { return Vec::new() };
-        let failed = |reason: String| vec![Action::Emit(Event::RequestFailed { peer, request: "otp".into(), reason })];
+        let Some(asking) = self.in_flight.remove(&tag) else {
+            return Vec::new();
+        };
+        let failed = |reason: String| {
+            vec![Action::Emit(Event::RequestFailed {
+                peer,
+                request: "otp".into(),
+                reason,
+            })]
+        };
         match response {
             Ok(Response::Otp(grant)) => {
                 let unsalted = asking
                     .ephemeral
                     .salt_key(&grant.distributor_key, &self.me, &asking.distributor)
                     .map_err(|e| e.to_string())
-                    .and_then(|key| key.unsalt(grant.salted, &grant.salt, grant.digits).map_err(|e| e.to_string()));
+                    .and_then(|key| {
+                        key.unsalt(grant.salted, &grant.salt, grant.digits)
+                            .map_err(|e| e.to_string())
+                    });
                 match unsalted {
                     Ok(otp) => vec![Action::Emit(Event::OtpReceived {
                         round: grant.round,
@@ -137,7 +182,8 @@ impl Role for Requester {
             Ok(Response::Refused(Refusal::UnknownRound(_) | Refusal::NoRound))
                 if !self.one_shot && asking.attempt < MAX_ATTEMPTS =>
             {
-                self.retries.push((now + RETRY_MS, asking.round, asking.attempt + 1));
+                self.retries
+                    .push((now + RETRY_MS, asking.round, asking.attempt + 1));
                 Vec::new()
             }
             Ok(Response::Refused(r)) => failed(r.to_string()),

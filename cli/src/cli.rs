@@ -1,0 +1,145 @@
+//! The command line, as clap sees it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "otpmesh",
+    version,
+    about = "Peer-to-peer one-time passwords from many contributors, salted for each requester",
+    after_help = "Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1 --json\n  otpmesh node --role contributor --data-dir c1 --mesh mesh.toml --client-id 1 --peer /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Join a mesh as one role and run until Ctrl-C or SIGTERM.
+    Node(NodeArgs),
+    /// Local multi-node meshes of real processes on 127.0.0.1.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+    /// Ask a distributor for an OTP once, remove the salt, print it.
+    Request(RequestArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Contributor,
+    Generator,
+    Distributor,
+    Requester,
+}
+
+#[derive(Args, Debug, Default)]
+#[command(
+    after_help = "Examples:\n  otpmesh node --role generator --data-dir gen --mesh mesh.toml --listen /ip4/0.0.0.0/tcp/4001\n  otpmesh node --role contributor --data-dir c1 --mesh mesh.toml --client-id 1 --peer /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW…\n\nA contributor without --input or --input-file asks for an integer on the terminal each round."
+)]
+pub struct NodeArgs {
+    /// The role this node plays.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Keys, database and state of this node (created 0700 if missing).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (repeatable). Default: /ip4/127.0.0.1/tcp/0.
+    #[arg(long = "listen")]
+    pub listen: Vec<String>,
+    /// Peer to dial and stay connected to, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… (repeatable).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// The mesh config: who may do what, shared settings (TOML).
+    #[arg(long)]
+    pub mesh: Option<PathBuf>,
+    /// A node config file (TOML) with any of these flags as keys; flags win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Contributor: this node's client id.
+    #[arg(long)]
+    pub client_id: Option<u32>,
+    /// Contributor: the integer to contribute every round.
+    #[arg(long, allow_hyphen_values = true)]
+    pub input: Option<String>,
+    /// Contributor: read the integer from this file (keeps it out of the process list).
+    #[arg(long)]
+    pub input_file: Option<PathBuf>,
+    /// Requester: distributor PeerIds to ask (default: every listed distributor).
+    #[arg(long = "distributor")]
+    pub distributors: Vec<String>,
+    /// Admit unlisted requesters and contributors (open membership).
+    #[arg(long)]
+    pub open: bool,
+    /// Discover peers on the local network with mDNS.
+    #[arg(long)]
+    pub mdns: bool,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeshCommand {
+    /// Start a local mesh of real child processes, each with its own data dir and log.
+    Up(MeshUpArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh mesh up --contributors 8 --distributors 2 --dir /tmp/mesh\n\nWrites DIR/mesh.json (every node's name, role, peer_id, listen, pid, data_dir, log, restart argv)\nand DIR/mesh.toml (the mesh config every node uses)."
+)]
+pub struct MeshUpArgs {
+    #[arg(long, default_value_t = 4)]
+    pub contributors: u32,
+    #[arg(long, default_value_t = 1)]
+    pub generators: u32,
+    #[arg(long, default_value_t = 1)]
+    pub distributors: u32,
+    #[arg(long, default_value_t = 1)]
+    pub requesters: u32,
+    /// Exit 0 after this many rounds are sealed and delivered (default: run until Ctrl-C).
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Where the mesh lives.
+    #[arg(long, default_value = "otpmesh-mesh")]
+    pub dir: PathBuf,
+    /// Phrases that seal a round (default: all contributors).
+    #[arg(long)]
+    pub quorum: Option<u32>,
+    /// How long a round stays open, in milliseconds.
+    #[arg(long, default_value_t = 20_000)]
+    pub deadline_ms: u64,
+    /// Pause between rounds, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub interval_ms: u64,
+    /// Generator RSA key size.
+    #[arg(long, default_value_t = 2048)]
+    pub rsa_bits: usize,
+    /// Give up if the rounds asked for are not delivered within this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Print mesh events as JSON lines instead of progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1\n  otpmesh request --distributor … --data-dir … --json   # {\"otp\":\"…\",\"round\":3,\"expires_at\":\"…\",…}\n\nExit codes: 0 OTP printed; 3 distributor unreachable; 4 not authorised; 5 no round sealed yet; 1 other errors."
+)]
+pub struct RequestArgs {
+    /// The distributor's address, ending in /p2p/<peer id> (mesh.json lists them).
+    #[arg(long)]
+    pub distributor: String,
+    /// The requester's data dir (its identity.key is used; created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
+}

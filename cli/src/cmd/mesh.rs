@@ -1,0 +1,423 @@
+//! `otpmesh mesh up`: a local mesh of real child processes on 127.0.0.1.
+//!
+//! Plans every node first (identity, ports, data dir), writes the mesh config they all share, starts
+//! one `otpmesh node` per node with its stdout (JSON events) piped here and its stderr in its log
+//! file, writes `mesh.json`, and follows the events until the rounds asked for are delivered.
+
+use super::node::load_mesh;
+use super::{Failure, Outcome};
+use crate::cli::MeshUpArgs;
+use anyhow::{anyhow, bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use otpmesh_node::keys;
+use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig};
+use otpmesh_protocol::phrase::ClientId;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Most nodes one `mesh up` starts.
+pub const MAX_NODES: u32 = 512;
+/// Longest event line read from a child.
+const MAX_EVENT_LINE: usize = 64 * 1024;
+/// How long a child has to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// One planned node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub role: &'static str,
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub pid: Option<u32>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub restart: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct MeshJson<'a> {
+    nodes: &'a [NodeEntry],
+    mesh_config: PathBuf,
+}
+
+fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    // Hold every socket until all are chosen, so no port is handed out twice.
+    let tcp: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let udp: Vec<_> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let tcp_ports = tcp
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    let udp_ports = udp
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    Ok((tcp_ports, udp_ports))
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+struct Planned {
+    entries: Vec<NodeEntry>,
+    mesh_path: PathBuf,
+    generator: String,
+}
+
+fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
+    if args.generators != 1 {
+        bail!("--generators {}: single-generator mode runs exactly one generator (threshold mode, with several, is not built yet)", args.generators);
+    }
+    if args.contributors == 0 || args.distributors == 0 {
+        bail!("a mesh needs at least one contributor and one distributor");
+    }
+    let total = args.contributors + args.generators + args.distributors + args.requesters;
+    if total > MAX_NODES {
+        bail!("{total} nodes is more than the {MAX_NODES} one mesh up starts");
+    }
+    let dir = absolute(&args.dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let exe = std::env::current_exe().context("finding the otpmesh binary")?;
+    let mesh_path = dir.join("mesh.toml");
+
+    let mut names: Vec<(&'static str, String)> = Vec::new();
+    names.extend((1..=args.generators).map(|i| ("generator", format!("generator-{i}"))));
+    names.extend((1..=args.distributors).map(|i| ("distributor", format!("distributor-{i}"))));
+    names.extend((1..=args.contributors).map(|i| ("contributor", format!("contributor-{i}"))));
+    names.extend((1..=args.requesters).map(|i| ("requester", format!("requester-{i}"))));
+    let (tcp, udp) = free_ports(names.len())?;
+
+    let mut mesh = MeshConfig::default();
+    mesh.settings.deadline_ms = args.deadline_ms;
+    mesh.settings.round_interval_ms = args.interval_ms;
+    mesh.settings.rsa_bits = args.rsa_bits;
+    mesh.settings.quorum = args.quorum.unwrap_or(0);
+    let mut entries = Vec::new();
+    let mut hubs = Vec::new();
+    for (i, (role, name)) in names.iter().enumerate() {
+        let data_dir = dir.join(name);
+        let peer: PeerId = keys::load_or_create_identity(&data_dir)?
+            .public()
+            .to_peer_id();
+        let tcp_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", tcp[i]).parse()?;
+        let quic_addr: Multiaddr = format!("/ip4/127.0.0.1/udp/{}/quic-v1", udp[i]).parse()?;
+        let member = Member {
+            peer_id: peer,
+            addrs: vec![tcp_addr.to_string()],
+        };
+        match *role {
+            "generator" => mesh.generators.push(member),
+            "distributor" => mesh.distributors.push(member),
+            "requester" => mesh.requesters.push(member),
+            _ => {
+                let client_id = ClientId(mesh.contributors.len() as u32 + 1);
+                mesh.contributors.push(Contributor {
+                    client_id,
+                    peer_id: peer,
+                    addrs: member.addrs,
+                });
+            }
+        }
+        if matches!(*role, "generator" | "distributor") {
+            hubs.push(tcp_addr.clone().with(Protocol::P2p(peer)));
+        }
+        let listen = vec![
+            tcp_addr.with(Protocol::P2p(peer)).to_string(),
+            quic_addr.clone().with(Protocol::P2p(peer)).to_string(),
+        ];
+        let mut argv: Vec<String> = vec![
+            exe.display().to_string(),
+            "node".into(),
+            "--role".into(),
+            role.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--mesh".into(),
+            mesh_path.display().to_string(),
+            "--listen".into(),
+            format!("/ip4/127.0.0.1/tcp/{}", tcp[i]),
+            "--listen".into(),
+            quic_addr.to_string(),
+            "--json".into(),
+        ];
+        if *role == "contributor" {
+            let client = mesh.contributors.len();
+            let input_file = data_dir.join("input");
+            if !input_file.exists() {
+                let input: i64 = rand::thread_rng().gen();
+                keys::write_file(&input_file, input.to_string().as_bytes(), 0o600)?;
+            }
+            argv.extend([
+                "--client-id".into(),
+                client.to_string(),
+                "--input-file".into(),
+                input_file.display().to_string(),
+            ]);
+        }
+        let log = data_dir.join("node.log");
+        entries.push(NodeEntry {
+            name: name.clone(),
+            role,
+            peer_id: peer.to_string(),
+            listen,
+            pid: None,
+            data_dir,
+            log,
+            restart: argv,
+        });
+    }
+    for entry in &mut entries {
+        for hub in &hubs {
+            if !hub.to_string().ends_with(&entry.peer_id) {
+                entry.restart.extend(["--peer".into(), hub.to_string()]);
+            }
+        }
+    }
+    let text = toml::to_string(&mesh).context("writing the mesh config")?;
+    keys::write_file(&mesh_path, text.as_bytes(), 0o644)?;
+    load_mesh(&mesh_path).context("checking the mesh config just written")?;
+    Ok(Planned {
+        entries,
+        mesh_path,
+        generator: names[0].1.clone(),
+    })
+}
+
+/// Starts one node process; its events arrive on `events` as (name, JSON).
+pub fn spawn(
+    entry: &NodeEntry,
+    events: mpsc::Sender<(String, Option<Value>)>,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&entry.log)
+        .with_context(|| format!("opening {}", entry.log.display()))?;
+    let mut command = Command::new(&entry.restart[0]);
+    command
+        .args(&entry.restart[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "info,libp2p_gossipsub=warn");
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", entry.name))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("{}: no stdout", entry.name))?;
+    let name = entry.name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.len() > MAX_EVENT_LINE {
+                continue;
+            }
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                if events.send((name.clone(), Some(value))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = events.send((name, None)).await;
+    });
+    Ok(child)
+}
+
+/// Asks every child to stop (SIGTERM), then kills what is still running after the grace period.
+pub async fn stop_all(children: &mut HashMap<String, Child>) {
+    for child in children.values() {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for (name, child) in children.iter_mut() {
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(%name, "did not stop after SIGTERM; killing");
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn event_name(value: &Value) -> &str {
+    value.get("event").and_then(Value::as_str).unwrap_or("")
+}
+
+pub async fn up(args: MeshUpArgs) -> Outcome {
+    let planned = plan(&args)?;
+    let mut entries = planned.entries;
+    let (tx, mut rx) = mpsc::channel(4096);
+    let mut children = HashMap::new();
+    for entry in &mut entries {
+        let child = spawn(entry, tx.clone())?;
+        entry.pid = child.id();
+        children.insert(entry.name.clone(), child);
+    }
+    drop(tx);
+    let dir = absolute(&args.dir)?;
+    let mesh_json = dir.join("mesh.json");
+    let json = serde_json::to_string_pretty(&MeshJson {
+        nodes: &entries,
+        mesh_config: planned.mesh_path.clone(),
+    })
+    .context("writing mesh.json")?;
+    keys::write_file(&mesh_json, json.as_bytes(), 0o644)?;
+
+    let result = follow(&args, &entries, &planned.generator, &mesh_json, &mut rx).await;
+    stop_all(&mut children).await;
+    result
+}
+
+async fn follow(
+    args: &MeshUpArgs,
+    entries: &[NodeEntry],
+    generator: &str,
+    mesh_json: &Path,
+    rx: &mut mpsc::Receiver<(String, Option<Value>)>,
+) -> Outcome {
+    let total = entries.len();
+    let bar = if args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let say = |line: String| {
+        if !args.json {
+            bar.suspend(|| println!("{line}"));
+        }
+    };
+    say(format!(
+        "mesh of {total} nodes starting; see {}",
+        mesh_json.display()
+    ));
+    let mut listening = BTreeSet::new();
+    let mut subscribed = BTreeSet::new();
+    let mut formed = false;
+    let mut delivered = 0u32;
+    let deadline = tokio::time::sleep(Duration::from_secs(args.timeout_secs));
+    tokio::pin!(deadline);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        let (name, value) = tokio::select! {
+            got = rx.recv() => match got {
+                Some(got) => got,
+                None => return Err(anyhow!("every node has exited").into()),
+            },
+            _ = &mut deadline, if args.rounds.is_some() => {
+                return Err(Failure { code: 1, error: anyhow!(
+                    "only {delivered} of {} rounds were delivered within {} s; see the node logs under {}",
+                    args.rounds.unwrap_or(0), args.timeout_secs, args.dir.display()) });
+            }
+            _ = sigterm.recv() => { say("stopping".into()); return Ok(()) }
+            _ = tokio::signal::ctrl_c() => { say("stopping".into()); return Ok(()) }
+        };
+        let Some(value) = value else {
+            return Err(anyhow!("{name} exited unexpectedly; see its log").into());
+        };
+        if args.json {
+            let mut tagged = value.clone();
+            if let Value::Object(map) = &mut tagged {
+                map.insert("node".into(), Value::String(name.clone()));
+            }
+            println!("{tagged}");
+        }
+        let round = value.get("round").and_then(Value::as_u64).unwrap_or(0);
+        match event_name(&value) {
+            "listening" => {
+                listening.insert(name.clone());
+            }
+            "subscribed" => {
+                subscribed.insert(name.clone());
+            }
+            "round_opened" if name == generator => say(format!("round {round}: opened")),
+            "round_sealed" if name == generator => {
+                let included = value
+                    .get("included")
+                    .map(Value::to_string)
+                    .unwrap_or_default();
+                let commitment = value
+                    .get("commitment")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                say(format!(
+                    "round {round}: sealed with clients {included}, commitment {commitment}"
+                ));
+            }
+            "round_failed" if name == generator => {
+                let reason = value.get("reason").and_then(Value::as_str).unwrap_or("");
+                say(format!("round {round}: failed: {reason}"));
+            }
+            "round_delivered_all" if name == generator => {
+                delivered += 1;
+                say(format!("round {round}: delivered to every distributor"));
+                if args.rounds.is_some_and(|n| delivered >= n) {
+                    bar.finish_and_clear();
+                    say(format!(
+                        "{delivered} round(s) sealed and delivered; stopping the mesh"
+                    ));
+                    return Ok(());
+                }
+            }
+            "otp_received" => say(format!("{name}: received an OTP for round {round}")),
+            "request_refused"
+                if !value
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .starts_with("not authorised") => {}
+            "phrase_rejected" | "gossip_rejected" | "request_refused" => {
+                let reason = value.get("reason").and_then(Value::as_str).unwrap_or("");
+                say(format!("{name}: rejected: {reason}"));
+            }
+            _ => {}
+        }
+        if !formed && subscribed.len() == total {
+            formed = true;
+            say(format!("mesh formed: all {total} nodes subscribed"));
+        }
+        bar.set_message(if formed {
+            format!("{delivered} round(s) delivered")
+        } else {
+            format!(
+                "forming mesh: {}/{total} listening, {}/{total} subscribed",
+                listening.len(),
+                subscribed.len()
+            )
+        });
+    }
+}

@@ -1,0 +1,69 @@
+//! Each subcommand: parse into a config, build, run, print.
+
+mod mesh;
+mod node;
+mod request;
+
+use crate::cli::{Cli, Command, MeshCommand};
+use std::process::ExitCode;
+
+/// An error with the exit code it should end the process with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+pub type Outcome = Result<(), Failure>;
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let default_log = match &cli.command {
+        Command::Node(_) => "info,libp2p_gossipsub=warn",
+        _ => "warn",
+    };
+    init_logs(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
+            Command::Request(args) => request::run(args).await,
+        }
+    });
+    // Blocking readers (a terminal prompt) must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `otpmesh node`: join a mesh as one role.
+
+use super::{Failure, Outcome};
+use crate::cli::{NodeArgs, Role};
+use crate::output;
+use anyhow::{anyhow, bail, Context};
+use libp2p::{Multiaddr, PeerId};
+use otpmesh_node::{NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_protocol::mesh::MeshConfig;
+use otpmesh_protocol::phrase::{ClientId, UserInput};
+use otpmesh_protocol::round::RoundId;
+use serde::Deserialize;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Largest config, mesh or input file read.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The keys a node config file may hold: the flags of `otpmesh node`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    role: Option<Role>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    mesh: Option<PathBuf>,
+    client_id: Option<u32>,
+    input: Option<String>,
+    input_file: Option<PathBuf>,
+    #[serde(default)]
+    distributors: Vec<String>,
+    #[serde(default)]
+    open: bool,
+    #[serde(default)]
+    mdns: bool,
+    #[serde(default)]
+    json: bool,
+}
+
+/// Reads a small text file, refusing anything larger than a config can be.
+pub fn read_bounded(path: &Path) -> anyhow::Result<String> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .len();
+    if len > MAX_CONFIG_FILE_BYTES {
+        bail!(
+            "{}: {len} bytes is more than the {MAX_CONFIG_FILE_BYTES} a config file may have",
+            path.display()
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))
+}
+
+/// Loads and checks a mesh config.
+pub fn load_mesh(path: &Path) -> anyhow::Result<MeshConfig> {
+    let text = read_bounded(path)?;
+    let mesh: MeshConfig = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    mesh.validate()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(mesh)
+}
+
+fn parse_addrs(what: &str, texts: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    texts
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|e| anyhow!("{what} {t:?} is not a multiaddr: {e}"))
+        })
+        .collect()
+}
+
+fn read_input(args: &NodeArgs) -> anyhow::Result<Option<UserInput>> {
+    let text = match (&args.input, &args.input_file) {
+        (Some(_), Some(_)) => bail!("give --input or --input-file, not both"),
+        (Some(t), None) => t.clone(),
+        (None, Some(path)) => read_bounded(path)?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(text.parse::<UserInput>().context("--input")?))
+}
+
+/// Flags win over the config file; relative paths in the file are relative to it.
+fn merge(mut args: NodeArgs) -> anyhow::Result<NodeArgs> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let text = read_bounded(&path)?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    args.role = args.role.or(file.role);
+    args.data_dir = args.data_dir.or(file.data_dir.map(rel));
+    args.mesh = args.mesh.or(file.mesh.map(rel));
+    args.client_id = args.client_id.or(file.client_id);
+    args.input = args.input.or(file.input);
+    args.input_file = args.input_file.or(file.input_file.map(rel));
+    for (flag, from_file) in [
+        (&mut args.listen, file.listen),
+        (&mut args.peers, file.peers),
+        (&mut args.distributors, file.distributors),
+    ] {
+        if flag.is_empty() {
+            *flag = from_file;
+        }
+    }
+    args.open |= file.open;
+    args.mdns |= file.mdns;
+    args.json |= file.json;
+    Ok(args)
+}
+
+fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
+    let role = args.role.ok_or_else(|| {
+        anyhow!("--role is required (contributor, generator, distributor or requester)")
+    })?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .ok_or_else(|| anyhow!("--data-dir is required"))?;
+    let mesh_path = args
+        .mesh
+        .as_ref()
+        .ok_or_else(|| anyhow!("--mesh FILE is required: the mesh config says who may do what"))?;
+    let mut mesh = load_mesh(mesh_path)?;
+    mesh.open |= args.open;
+    let mut prompt = false;
+    let role = match role {
+        Role::Contributor => {
+            let client = args
+                .client_id
+                .ok_or_else(|| anyhow!("a contributor needs --client-id N"))?;
+            let input = read_input(args)?;
+            if input.is_none() {
+                if !std::io::stdin().is_terminal() {
+                    bail!("a contributor needs an integer each round: pass --input N or --input-file FILE, or run it on a terminal to be asked");
+                }
+                prompt = true;
+            }
+            RoleSpec::Contributor {
+                client: ClientId(client),
+                input,
+            }
+        }
+        Role::Generator => RoleSpec::Generator,
+        Role::Distributor => RoleSpec::Distributor,
+        Role::Requester => {
+            let distributors = args
+                .distributors
+                .iter()
+                .map(|t| {
+                    t.parse::<PeerId>()
+                        .map_err(|e| anyhow!("--distributor {t:?} is not a PeerId: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            RoleSpec::Requester { distributors }
+        }
+    };
+    let mut listen = parse_addrs("--listen", &args.listen)?;
+    if listen.is_empty() {
+        listen.push("/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"));
+    }
+    let config = NodeConfig {
+        role,
+        data_dir,
+        listen,
+        peers: parse_addrs("--peer", &args.peers)?,
+        mesh,
+        mdns: args.mdns,
+    };
+    Ok((config, prompt))
+}
+
+/// Asks the user for the integer for `round` until one parses (or stdin closes).
+fn prompt(round: RoundId) -> Option<UserInput> {
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("round {round}: enter an integer: ");
+        let mut line = String::new();
+        if stdin.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        match line.parse::<UserInput>() {
+            Ok(input) => return Some(input),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
+pub async fn run(args: NodeArgs) -> Outcome {
+    let args = merge(args)?;
+    let (config, can_prompt) = build(&args)?;
+    let role = config.role.name();
+    let node = otpmesh_node::start(config).map_err(|e| Failure::from(anyhow!(e)))?;
+    let (client, mut events) = (node.client.clone(), node.events);
+    tracing::info!(peer_id = %node.peer_id, role, "node started");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "started", "peer_id": node.peer_id.to_string(), "role": role})
+        );
+    } else {
+        println!("{role} {} starting", node.peer_id);
+    }
+    let running = tokio::spawn(node.event_loop.run());
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    if let NodeEvent::InputNeeded { round } = &event {
+                        if can_prompt {
+                            let (round, client) = (*round, client.clone());
+                            tokio::spawn(async move {
+                                if let Ok(Some(input)) = tokio::task::spawn_blocking(move || prompt(round)).await {
+                                    let _ = client.input(round, input).await;
+                                }
+                            });
+                        }
+                    }
+                    let line = if args.json { Some(output::json(&event)) } else { output::human(&event) };
+                    if let Some(line) = line {
+                        println!("{line}");
+                    }
+                }
+                None => break,
+            },
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let _ = client.shutdown().await;
+    let _ = running.await;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! How events look to people (one line each) and to scripts (one JSON object per line).
+
+use otpmesh_node::NodeEvent;
+use otpmesh_protocol::role::Event;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// An RFC 3339 time for a Unix-milliseconds instant.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub fn json(event: &NodeEvent) -> String {
+    serde_json::to_string(event)
+        .unwrap_or_else(|e| format!("{{\"event\":\"unprintable\",\"error\":\"{e}\"}}"))
+}
+
+fn short(text: impl ToString) -> String {
+    let t = text.to_string();
+    if t.len() > 16 {
+        format!("{}…", &t[..12])
+    } else {
+        t
+    }
+}
+
+/// One human line, or `None` for events only scripts care about.
+pub fn human(event: &NodeEvent) -> Option<String> {
+    Some(match event {
+        NodeEvent::Listening { addr } => format!("listening on {addr}"),
+        NodeEvent::Connected { .. }
+        | NodeEvent::Disconnected { .. }
+        | NodeEvent::Subscribed { .. } => return None,
+        NodeEvent::GossipRejected { peer, reason } => {
+            format!("rejected gossip from {}: {reason}", short(peer))
+        }
+        NodeEvent::RequestRejected { peer, reason } => {
+            format!("rejected request from {}: {reason}", short(peer))
+        }
+        NodeEvent::InputNeeded { round } => format!("round {round}: waiting for your integer"),
+        NodeEvent::Role(e) => match e {
+            Event::RoundOpened {
+                round,
+                quorum,
+                deadline_ms,
+            } => {
+                format!(
+                    "round {round}: opened (quorum {quorum}, deadline {})",
+                    rfc3339(*deadline_ms)
+                )
+            }
+            Event::PhraseSubmitted { round, client, .. } => {
+                format!("round {round}: phrase of client {client} sealed and sent")
+            }
+            Event::PhraseAccepted { round, client } => {
+                format!("round {round}: phrase of client {client} decrypted")
+            }
+            Event::PhraseRejected {
+                round,
+                client,
+                peer,
+                reason,
+            } => {
+                format!(
+                    "round {round}: phrase for client {client} from {} rejected: {reason}",
+                    short(peer)
+                )
+            }
+            Event::RoundSealed {
+                round,
+                commitment,
+                included,
+                ..
+            } => format!(
+                "round {round}: sealed with clients {:?}, commitment {}",
+                included.iter().map(|c| c.0).collect::<Vec<_>>(),
+                short(commitment)
+            ),
+            Event::RoundFailed { round, reason } => format!("round {round}: failed: {reason}"),
+            Event::RoundDelivered { round, distributor } => {
+                format!("round {round}: delivered to {}", short(distributor))
+            }
+            Event::RoundDeliveredAll { round } => {
+                format!("round {round}: delivered to every distributor")
+            }
+            Event::DeliveryAbandoned { round, distributor } => {
+                format!(
+                    "round {round}: gave up delivering to {}",
+                    short(distributor)
+                )
+            }
+            Event::RoundStored { round, commitment } => {
+                format!("round {round}: stored (commitment {})", short(commitment))
+            }
+            Event::ChainGap { round, .. } => {
+                format!("round {round}: does not follow the last round held here")
+            }
+            Event::TranscriptChecked {
+                round,
+                client,
+                included,
+            } => {
+                let verdict = if *included {
+                    "includes"
+                } else {
+                    "does NOT include"
+                };
+                format!("round {round}: transcript {verdict} client {client}'s phrase")
+            }
+            Event::KeyMismatch { generator, .. } => {
+                format!(
+                    "generator {} sent a key that does not match its announcement",
+                    short(generator)
+                )
+            }
+            Event::OtpIssued {
+                round,
+                requester,
+                counter,
+                ..
+            } => {
+                format!(
+                    "round {round}: OTP #{counter} issued to {}",
+                    short(requester)
+                )
+            }
+            Event::OtpReceived {
+                round,
+                otp,
+                expires_at_ms,
+                ..
+            } => {
+                format!(
+                    "round {round}: OTP {otp} (expires {})",
+                    rfc3339(*expires_at_ms)
+                )
+            }
+            Event::RequestRefused {
+                peer,
+                request,
+                reason,
+            } => {
+                format!("refused {request} request from {}: {reason}", short(peer))
+            }
+            Event::RequestFailed {
+                peer,
+                request,
+                reason,
+            } => format!("{request} request to {} failed: {reason}", short(peer)),
+        },
+    })
+}

@@ -1,0 +1,357 @@
+//! End-to-end: the real `otpmesh` binary, real child processes, real sockets on 127.0.0.1.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
+const WAIT: Duration = Duration::from_secs(120);
+
+fn otpmesh(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("otpmesh runs")
+}
+
+/// A `mesh up` running in the background, its JSON events read on a thread.
+struct Mesh {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    fn up(extra: &[&str]) -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["mesh", "up", "--json", "--deadline-ms", "30000", "--dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mesh up starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Mesh { child, events, dir }
+    }
+
+    fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + WAIT;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if pick(&v) => return v,
+                Ok(_) => {}
+                Err(_) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    fn mesh_json(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("mesh.json")).unwrap())
+            .unwrap()
+    }
+
+    fn node<'a>(json: &'a Value, name: &str) -> &'a Value {
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in mesh.json"))
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "mesh up did not stop after SIGTERM");
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn request(distributor: &str, data_dir: &Path) -> Output {
+    Command::new(BIN)
+        .args([
+            "request",
+            "--json",
+            "--distributor",
+            distributor,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn mesh_up_then_requests_from_outside() {
+    let mesh = Mesh::up(&[]);
+    mesh.wait_for("round 1 delivered", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
+    let json = mesh.mesh_json();
+    let nodes = json["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 7);
+    for n in nodes {
+        for key in [
+            "name", "role", "peer_id", "listen", "pid", "data_dir", "log", "restart",
+        ] {
+            assert!(!n[key].is_null(), "mesh.json node lacks {key}: {n}");
+        }
+        assert!(
+            alive(n["pid"].as_u64().unwrap()),
+            "{} is not running",
+            n["name"]
+        );
+    }
+    let distributor = Mesh::node(&json, "distributor-1");
+    let tcp = distributor["listen"][0].as_str().unwrap();
+    let quic = distributor["listen"][1].as_str().unwrap();
+    assert!(quic.contains("/quic-v1/"), "{quic}");
+    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut otps = Vec::new();
+    for addr in [tcp, tcp, quic] {
+        let out = request(addr, Path::new(&requester_dir));
+        assert!(
+            out.status.success(),
+            "request via {addr} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let otp = v["otp"].as_str().unwrap().to_string();
+        assert_eq!(otp.len(), 8, "{v}");
+        assert!(otp.chars().all(|c| c.is_ascii_digit()));
+        assert!(
+            v["round"].as_u64().unwrap() >= 1 && v["expires_at"].is_string(),
+            "{v}"
+        );
+        otps.push(otp);
+    }
+    assert_ne!(otps[0], otps[1]);
+    assert_ne!(otps[1], otps[2]);
+
+    let stranger = tempfile::tempdir().unwrap();
+    let out = request(tcp, stranger.path());
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "an unlisted requester must be refused"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused this requester") && err.contains("not a listed requester"),
+        "{err}"
+    );
+
+    let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().unwrap()).collect();
+    let status = mesh.stop();
+    assert!(status.success(), "mesh up exited with {status}");
+    for pid in pids {
+        assert!(
+            !alive(pid),
+            "child {pid} still running after mesh up stopped"
+        );
+    }
+}
+
+#[test]
+fn mesh_up_rounds_exits_zero_after_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "mesh",
+            "up",
+            "--rounds",
+            "2",
+            "--contributors",
+            "3",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("round 2: delivered to every distributor"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sealed with clients [1,2,3]"), "{stdout}");
+    let log = std::fs::read_to_string(dir.path().join("generator-1/node.log")).unwrap();
+    assert!(log.contains("round_sealed"), "generator log lacks the seal");
+}
+
+#[test]
+fn request_errors_say_what_went_wrong() {
+    // Nothing listens on this port: unreachable, exit 3.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = "12D3KooWGzh8cCyBqJ2rE1ddn3hvqDW8eoHX6dH1oSWuPXS3WKEe";
+    let out = request(&format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"), dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not reach the distributor"));
+
+    // No /p2p suffix: refused before dialing.
+    let out = request(&format!("/ip4/127.0.0.1/tcp/{port}"), dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must end with /p2p/"));
+
+    // A garbage address.
+    let out = request("not-an-address", dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a multiaddr"));
+}
+
+#[test]
+fn a_distributor_without_rounds_says_so() {
+    // A distributor whose generator never runs; open membership admits any requester.
+    let root = tempfile::tempdir().unwrap();
+    let mesh = root.path().join("mesh.toml");
+    let generator = "12D3KooWGzh8cCyBqJ2rE1ddn3hvqDW8eoHX6dH1oSWuPXS3WKEe";
+    std::fs::write(
+        &mesh,
+        format!("[settings]\nquorum = 1\n[[generators]]\npeer_id = \"{generator}\"\n"),
+    )
+    .unwrap();
+    let mut lonely = Command::new(BIN)
+        .args([
+            "node",
+            "--role",
+            "distributor",
+            "--open",
+            "--json",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--mesh",
+        ])
+        .arg(&mesh)
+        .arg("--data-dir")
+        .arg(root.path().join("distributor"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(lonely.stdout.take().unwrap()).lines();
+    let (mut peer, mut addr) = (String::new(), String::new());
+    while addr.is_empty() {
+        let line = lines
+            .next()
+            .expect("the distributor prints events")
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("started") => peer = v["peer_id"].as_str().unwrap().to_string(),
+            Some("listening") => addr = v["addr"].as_str().unwrap().to_string(),
+            _ => {}
+        }
+    }
+    let out = request(
+        &format!("{addr}/p2p/{peer}"),
+        &root.path().join("requester"),
+    );
+    lonely.kill().unwrap();
+    let _ = lonely.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no round sealed yet"));
+}
+
+#[test]
+fn node_flags_are_checked_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = otpmesh(&["node", "--role", "generator", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mesh FILE is required"));
+    let mesh = dir.path().join("mesh.toml");
+    std::fs::write(&mesh, "open = false\nsurprise = 1\n").unwrap();
+    let out = otpmesh(&[
+        "node",
+        "--role",
+        "generator",
+        "--data-dir",
+        d,
+        "--mesh",
+        mesh.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("surprise") && err.contains("line 2"),
+        "{err}"
+    );
+    std::fs::write(&mesh, "[settings]\nquorum = 1\n[[generators]]\npeer_id = \"12D3KooWGzh8cCyBqJ2rE1ddn3hvqDW8eoHX6dH1oSWuPXS3WKEe\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "node",
+            "--role",
+            "contributor",
+            "--client-id",
+            "1",
+            "--data-dir",
+            d,
+            "--mesh",
+            mesh.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--input N"), "{err}");
+    let out = otpmesh(&[
+        "node",
+        "--role",
+        "contributor",
+        "--client-id",
+        "1",
+        "--input",
+        "4.5",
+        "--data-dir",
+        d,
+        "--mesh",
+        mesh.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an integer"), "{err}");
+}
