@@ -150,10 +150,10 @@ pub enum NodeError {
     #[error(transparent)]
     Behaviour(#[from] behaviour::BehaviourError),
     #[error("cannot listen on {addr}: {reason}")]
-    Listen { addr: Multiaddr, reason: String },
+    Listen { addr: String, reason: String },
     #[error("bad address {addr:?} for {peer} in the mesh config: {reason}")]
     MeshAddr {
-        peer: PeerId,
+        peer: String,
         addr: String,
         reason: String,
     },
@@ -313,7 +313,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Listen {
-                addr: addr.clone(),
+                addr: addr.to_string(),
                 reason: e.to_string(),
             })?;
     }
@@ -329,7 +329,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             let addr: Multiaddr =
                 text.parse()
                     .map_err(|e: libp2p::multiaddr::Error| NodeError::MeshAddr {
-                        peer,
+                        peer: peer.to_string(),
                         addr: text.clone(),
                         reason: e.to_string(),
                     })?;

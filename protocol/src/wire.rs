@@ -225,13 +225,12 @@ impl Response {
                 "public_key",
                 format!("{} bytes, at most {MAX_SPKI_BYTES}", der.len()),
             )),
-            Response::Refused(r) => match r {
+            Response::Refused(
                 Refusal::Unauthorised(s)
                 | Refusal::WrongRole(s)
                 | Refusal::Invalid(s)
-                | Refusal::Unavailable(s) => check_reason(s),
-                _ => Ok(()),
-            },
+                | Refusal::Unavailable(s),
+            ) => check_reason(s),
             _ => Ok(()),
         }
     }
