@@ -65,15 +65,18 @@ impl Contributor {
             }
         }
         self.pending = Some((open.clone(), generator, self.input));
+        let mut actions = Vec::new();
         if self.input.is_none() {
-            return vec![Action::AskInput { round: open.round }];
+            actions.push(Action::AskInput { round: open.round });
         }
-        self.advance(rng)
+        actions.extend(self.advance(rng));
+        actions
     }
 
-    /// Moves the pending round on: fetch the key if needed, else submit.
+    /// Moves the pending round on: fetches the key if needed (while the user types), and submits
+    /// once both the key and the input are there.
     fn advance(&mut self, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let Some((open, generator, Some(input))) = &self.pending else {
+        let Some((open, generator, input)) = &self.pending else {
             return Vec::new();
         };
         let Some(key) = self.keys.get(&open.key_fingerprint) else {
@@ -87,6 +90,9 @@ impl Contributor {
                 tag,
                 request: Request::PublicKey,
             }];
+        };
+        let Some(input) = input else {
+            return Vec::new();
         };
         let (round, client) = (open.round, self.client);
         let sealed = Phrase::build(*input, client, rng)
