@@ -122,6 +122,27 @@ impl Layout {
         mesh.settings.round_interval_ms = 60_000;
         Layout { root, mesh }
     }
+
+    /// Starts the generator and the distributor; returns them and their addresses to dial.
+    async fn start_core(&self) -> (Running, Running, Vec<Multiaddr>) {
+        let generator = spawn(
+            RoleSpec::Generator,
+            self.dir("generator"),
+            &self.mesh,
+            vec![],
+        )
+        .await;
+        let peers = vec![generator.addr.clone()];
+        let distributor = spawn(
+            RoleSpec::Distributor,
+            self.dir("distributor"),
+            &self.mesh,
+            peers,
+        )
+        .await;
+        let hubs = vec![generator.addr.clone(), distributor.addr.clone()];
+        (generator, distributor, hubs)
+    }
 }
 
 fn sealed(e: &NodeEvent, round: RoundId) -> Option<Vec<ClientId>> {
@@ -165,15 +186,7 @@ async fn request_once(dir: PathBuf, distributor: &Running) -> Result<(String, Ro
 async fn a_full_round_on_a_seven_node_mesh() {
     let layout = Layout::new(4);
     let mesh = &layout.mesh;
-    let mut generator = spawn(RoleSpec::Generator, layout.dir("generator"), mesh, vec![]).await;
-    let distributor = spawn(
-        RoleSpec::Distributor,
-        layout.dir("distributor"),
-        mesh,
-        vec![generator.addr.clone()],
-    )
-    .await;
-    let hubs = vec![generator.addr.clone(), distributor.addr.clone()];
+    let (mut generator, distributor, hubs) = layout.start_core().await;
     let mut requester = spawn(
         RoleSpec::Requester {
             distributors: vec![],
@@ -264,15 +277,7 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
     layout.mesh.settings.minimum = 4;
     layout.mesh.settings.deadline_ms = 8_000;
     let mesh = &layout.mesh;
-    let mut generator = spawn(RoleSpec::Generator, layout.dir("generator"), mesh, vec![]).await;
-    let distributor = spawn(
-        RoleSpec::Distributor,
-        layout.dir("distributor"),
-        mesh,
-        vec![generator.addr.clone()],
-    )
-    .await;
-    let hubs = vec![generator.addr.clone(), distributor.addr.clone()];
+    let (mut generator, distributor, hubs) = layout.start_core().await;
     let hostile_role = RoleSpec::Contributor {
         client: ClientId(5),
         input: None,
