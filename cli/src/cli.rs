@@ -79,6 +79,15 @@ pub struct NodeArgs {
     /// Print events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Read control instructions as JSON lines on stdin (how `scenario run` steers its nodes).
+    #[arg(long)]
+    pub control_stdin: bool,
+    /// Generator: open rounds only when told to on the control channel.
+    #[arg(long)]
+    pub manual_rounds: bool,
+    /// Draw every random choice from this seed (reproducible replays; never for real secrets).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,4 +151,7 @@ pub struct RequestArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 20)]
     pub timeout_secs: u64,
+    /// Draw the exchange's randomness from this seed (reproducible replays only).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }

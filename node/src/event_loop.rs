@@ -117,6 +117,10 @@ impl EventLoop {
                 let actions = self.role.user_input(now_ms(), round, input, &mut *self.rng);
                 self.execute(actions);
             }
+            Command::Control(control) => {
+                let actions = self.role.control(now_ms(), control);
+                self.execute(actions);
+            }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }

@@ -9,6 +9,7 @@
 
 pub mod behaviour;
 pub mod codec;
+pub mod control;
 pub mod event_loop;
 pub mod keys;
 pub mod store;
@@ -23,6 +24,7 @@ use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::{self, Event, Role};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::wire::GOSSIP_TOPIC;
+use rand_core::SeedableRng;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -77,6 +79,11 @@ pub struct NodeConfig {
     pub peers: Vec<Multiaddr>,
     pub mesh: MeshConfig,
     pub mdns: bool,
+    /// Generator: open rounds only when told to ([`Client::open_round`]).
+    pub manual_rounds: bool,
+    /// Draw every random choice from a generator seeded by this and the PeerId, so a replay is
+    /// reproducible. For tests and scenario replays only: a seeded node's secrets are guessable.
+    pub seed: Option<u64>,
 }
 
 /// What a node tells its owner.
@@ -118,6 +125,7 @@ pub(crate) enum Command {
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    Control(role::Control),
     /// Drop and refuse connections with a peer (a transport-level partition).
     Block {
         peer: PeerId,
@@ -182,6 +190,11 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.send(Command::ListenAddrs { reply }).await?;
         rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Generator: opens the next round now (with `manual_rounds`, the only way rounds open).
+    pub async fn open_round(&self) -> Result<(), NodeError> {
+        self.send(Command::Control(role::Control::OpenRound)).await
     }
 
     /// Cuts this node off from `peer` at the transport: existing connections close, new ones are
@@ -253,13 +266,16 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             )?);
             let db = store::Store::open(&config.data_dir)?;
             let last_sealed = db.rounds()?.pop();
-            let generator = role::Generator::new(
+            let mut generator = role::Generator::new(
                 peer_id,
                 mesh.clone(),
                 key.public().clone(),
                 db.last_opened()?,
                 last_sealed,
             );
+            if config.manual_rounds {
+                generator = generator.manual();
+            }
             rsa = Some(key);
             store = Some(db);
             Box::new(generator)
@@ -375,7 +391,17 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         addresses,
         keep,
         blocked: HashSet::new(),
-        rng: Box::new(rand_core::OsRng),
+        rng: match config.seed {
+            Some(seed) => {
+                let mut h = blake3::Hasher::new_derive_key("otpmesh/1 seeded node rng");
+                h.update(&seed.to_be_bytes());
+                h.update(&peer_id.to_bytes());
+                Box::new(rand_chacha::ChaCha20Rng::from_seed(
+                    *h.finalize().as_bytes(),
+                ))
+            }
+            None => Box::new(rand_core::OsRng),
+        },
         last_redial: 0,
     };
     Ok(Node {

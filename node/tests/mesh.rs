@@ -65,6 +65,8 @@ async fn spawn(role: RoleSpec, dir: PathBuf, mesh: &MeshConfig, peers: Vec<Multi
         peers,
         mesh: mesh.clone(),
         mdns: false,
+        manual_rounds: false,
+        seed: None,
     };
     let node = otpmesh_node::start(config).expect("node starts");
     let (peer, client, mut events) = (node.peer_id, node.client, node.events);

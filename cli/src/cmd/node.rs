@@ -134,7 +134,7 @@ fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
                 .client_id
                 .ok_or_else(|| anyhow!("a contributor needs --client-id N"))?;
             let input = read_input(args)?;
-            if input.is_none() {
+            if input.is_none() && !args.control_stdin {
                 if !std::io::stdin().is_terminal() {
                     bail!("a contributor needs an integer each round: pass --input N or --input-file FILE, or run it on a terminal to be asked");
                 }
@@ -170,6 +170,8 @@ fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
         peers: parse_addrs("--peer", &args.peers)?,
         mesh,
         mdns: args.mdns,
+        manual_rounds: args.manual_rounds,
+        seed: args.seed,
     };
     Ok((config, prompt))
 }
@@ -190,6 +192,39 @@ fn prompt(round: RoundId) -> Option<UserInput> {
     }
 }
 
+/// Applies control lines from stdin until it closes; a bad line is reported as an event.
+async fn read_control(client: otpmesh_node::Client) {
+    use otpmesh_node::control::{ControlLine, MAX_CONTROL_LINE};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match (&mut stdin)
+            .take(MAX_CONTROL_LINE as u64 + 1)
+            .read_line(&mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let result = match ControlLine::parse(line.trim_end()) {
+            Ok(control) => control.apply(&client).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "control line refused");
+            println!(
+                "{}",
+                serde_json::json!({"event": "control_refused", "reason": e.to_string()})
+            );
+            if line.len() > MAX_CONTROL_LINE {
+                return;
+            }
+        }
+    }
+}
+
 pub async fn run(args: NodeArgs) -> Outcome {
     let args = merge(args)?;
     let (config, can_prompt) = build(&args)?;
@@ -206,6 +241,9 @@ pub async fn run(args: NodeArgs) -> Outcome {
         println!("{role} {} starting", node.peer_id);
     }
     let running = tokio::spawn(node.event_loop.run());
+    if args.control_stdin {
+        tokio::spawn(read_control(client.clone()));
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {

@@ -53,6 +53,8 @@ pub async fn run(args: RequestArgs) -> Outcome {
         peers: vec![addr],
         mesh: MeshConfig::default(),
         mdns: false,
+        manual_rounds: false,
+        seed: args.seed,
     };
     let node = otpmesh_node::start(config).map_err(|e| anyhow!(e))?;
     let (client, mut events) = (node.client.clone(), node.events);

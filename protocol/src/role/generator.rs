@@ -8,7 +8,7 @@
 //! ```
 
 use super::{
-    refuse, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Tags, Verdict,
+    refuse, Action, Control, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Tags, Verdict,
 };
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
@@ -71,6 +71,8 @@ pub struct Generator {
     deliveries: BTreeMap<RoundId, Delivering>,
     in_flight: HashMap<Tag, (RoundId, PeerId)>,
     tags: Tags,
+    /// Open rounds only when told to ([`Control::OpenRound`]), not on the interval.
+    manual: bool,
 }
 
 impl Generator {
@@ -99,6 +101,7 @@ impl Generator {
             deliveries: BTreeMap::new(),
             in_flight: HashMap::new(),
             tags: Tags::default(),
+            manual: false,
         };
         // A restart may have cut a delivery short: deliver the chain head again (distributors
         // acknowledge a round they already hold).
@@ -106,6 +109,12 @@ impl Generator {
             generator.queue_delivery(Delivery { transcript, secret }, 0);
         }
         generator
+    }
+
+    /// Opens rounds only on [`Control::OpenRound`] (scenario replays).
+    pub fn manual(mut self) -> Generator {
+        self.manual = true;
+        self
     }
 
     pub fn current_round(&self) -> Option<RoundId> {
@@ -334,7 +343,9 @@ impl Role for Generator {
                 actions.push(Action::Publish(Gossip::Open(open.announce.clone())));
             }
             Some(_) => {}
-            None if now >= self.next_open_at => actions.extend(self.open_round(now)),
+            None if !self.manual && now >= self.next_open_at => {
+                actions.extend(self.open_round(now))
+            }
             None => {}
         }
         actions.extend(self.send_deliveries(now));
@@ -416,6 +427,13 @@ impl Role for Generator {
                     reason,
                 })]
             }
+        }
+    }
+
+    fn control(&mut self, now: Millis, control: Control) -> Vec<Action> {
+        match control {
+            Control::OpenRound if self.open.is_none() => self.open_round(now),
+            Control::OpenRound => Vec::new(),
         }
     }
 

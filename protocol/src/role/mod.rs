@@ -252,6 +252,19 @@ pub trait Role {
     ) -> Vec<Action> {
         Vec::new()
     }
+
+    /// An operator's instruction (a scenario step, a control channel). Roles ignore what is not
+    /// theirs.
+    fn control(&mut self, _now: Millis, _control: Control) -> Vec<Action> {
+        Vec::new()
+    }
+}
+
+/// Instructions an operator can give a role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Generator: open the next round now (if none is open).
+    OpenRound,
 }
 
 /// Refuses a request: the reply, and an event saying why.
