@@ -24,6 +24,42 @@ pub enum Command {
     Mesh(MeshCommand),
     /// Ask a distributor for an OTP once, remove the salt, print it.
     Request(RequestArgs),
+    /// Scripted scenario replays on real meshes.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScenarioCommand {
+    /// Replay a scenario: start its mesh, run its steps, judge every expectation.
+    Run(ScenarioRunArgs),
+    /// Check a scenario file without starting anything.
+    Check { file: PathBuf },
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh scenario run scenarios/quickstart.toml\n  otpmesh scenario run scenarios/faults.toml --seed 7 --json --report report.json\n\nExit code 0 if and only if every step's expectation held; 2 for a malformed file."
+)]
+pub struct ScenarioRunArgs {
+    /// The scenario file (TOML; see scenarios/README.md).
+    pub file: PathBuf,
+    /// Seed for every random choice (keys, phrases, salts, inputs not given): same seed, same
+    /// commitments and OTPs. Default: the file's `seed`, else a random one (printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the JSON report instead of the story.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Run every node inside this process instead of as child processes.
+    #[arg(long)]
+    pub in_process: bool,
+    /// Where the nodes' data and logs go (default: a temporary dir, removed after a clean run).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]

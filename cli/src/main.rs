@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod output;
+mod scenario;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -99,17 +99,21 @@ pub fn load_or_create_identity(dir: &Path) -> Result<Keypair, KeyFileError> {
         });
     }
     let keypair = Keypair::generate_ed25519();
-    let encoded =
-        Zeroizing::new(
-            keypair
-                .to_protobuf_encoding()
-                .map_err(|e| KeyFileError::Invalid {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?,
-        );
-    write_file(&path, &encoded, 0o600)?;
+    store_identity(dir, &keypair)?;
     Ok(keypair)
+}
+
+/// Writes `keypair` as the node's identity (0600), replacing any there.
+pub fn store_identity(dir: &Path, keypair: &Keypair) -> Result<(), KeyFileError> {
+    ensure_data_dir(dir)?;
+    let path = dir.join(IDENTITY_FILE);
+    let encoded = keypair
+        .to_protobuf_encoding()
+        .map_err(|e| KeyFileError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    write_file(&path, &Zeroizing::new(encoded), 0o600)
 }
 
 /// The generator's RSA key, created with `bits` on first use; the public half is written beside it.
@@ -130,18 +134,30 @@ pub fn load_or_create_rsa(dir: &Path, bits: usize) -> Result<PrivateKey, KeyFile
         }
         None => {
             let key = PrivateKey::generate(bits, &mut OsRng).map_err(rsa_err(&path))?;
-            write_file(
-                &path,
-                key.to_pkcs8_pem().map_err(rsa_err(&path))?.as_bytes(),
-                0o600,
-            )?;
-            key
+            store_rsa(dir, &key)?;
+            return Ok(key);
         }
     };
     let public = dir.join(RSA_PUBLIC_FILE);
     let pem = key.public().to_pem().map_err(rsa_err(&public))?;
     write_file(&public, pem.as_bytes(), 0o644)?;
     Ok(key)
+}
+
+/// Writes the generator's RSA key (0600) and its public half (0644), replacing any there.
+pub fn store_rsa(dir: &Path, key: &PrivateKey) -> Result<(), KeyFileError> {
+    ensure_data_dir(dir)?;
+    let (path, public) = (dir.join(RSA_KEY_FILE), dir.join(RSA_PUBLIC_FILE));
+    let pem = key.to_pkcs8_pem().map_err(|source| KeyFileError::Rsa {
+        path: path.clone(),
+        source,
+    })?;
+    write_file(&path, pem.as_bytes(), 0o600)?;
+    let public_pem = key.public().to_pem().map_err(|source| KeyFileError::Rsa {
+        path: public.clone(),
+        source,
+    })?;
+    write_file(&public, public_pem.as_bytes(), 0o644)
 }
 
 /// The key that encrypts secrets in the node's database, created on first use.

@@ -51,7 +51,7 @@ struct MeshJson<'a> {
     mesh_config: PathBuf,
 }
 
-fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+pub fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
     // Hold every socket until all are chosen, so no port is handed out twice.
     let tcp: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -203,10 +203,12 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     })
 }
 
-/// Starts one node process; its events arrive on `events` as (name, JSON).
+/// Starts one node process; its events arrive on `events` as (name, JSON), then (name, None) when
+/// its stdout closes. With `control`, its stdin is a pipe for control lines.
 pub fn spawn(
     entry: &NodeEntry,
     events: mpsc::Sender<(String, Option<Value>)>,
+    control: bool,
 ) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -216,7 +218,11 @@ pub fn spawn(
     let mut command = Command::new(&entry.restart[0]);
     command
         .args(&entry.restart[1..])
-        .stdin(Stdio::null())
+        .stdin(if control {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
@@ -279,7 +285,7 @@ pub async fn up(args: MeshUpArgs) -> Outcome {
     let (tx, mut rx) = mpsc::channel(4096);
     let mut children = HashMap::new();
     for entry in &mut entries {
-        let child = spawn(entry, tx.clone())?;
+        let child = spawn(entry, tx.clone(), false)?;
         entry.pid = child.id();
         children.insert(entry.name.clone(), child);
     }

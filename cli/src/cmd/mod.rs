@@ -1,10 +1,12 @@
 //! Each subcommand: parse into a config, build, run, print.
 
-mod mesh;
-mod node;
-mod request;
+pub mod mesh;
+pub mod node;
+pub mod request;
 
-use crate::cli::{Cli, Command, MeshCommand};
+pub use mesh::free_ports as mesh_ports;
+
+use crate::cli::{Cli, Command, MeshCommand, ScenarioCommand};
 use std::process::ExitCode;
 
 /// An error with the exit code it should end the process with.
@@ -55,6 +57,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
+            Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
+            Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }
     });
     // Blocking readers (a terminal prompt) must not hold the process open.

@@ -14,23 +14,30 @@ fn fail(code: u8, error: anyhow::Error) -> Failure {
     Failure { code, error }
 }
 
-/// Sorts a failed request into the exit codes `--help` documents.
-fn classify(address: &str, reason: String) -> Failure {
+/// The exit code `--help` documents for a failure reason: 4 not authorised, 5 no round yet,
+/// 3 unreachable, 1 anything else.
+pub fn exit_code_for(reason: &str) -> u8 {
     if reason.starts_with("not authorised") {
-        fail(
-            4,
-            anyhow!("the distributor refused this requester: {reason}"),
-        )
+        4
     } else if reason.contains("no round has been sealed") {
-        fail(5, anyhow!("no round sealed yet: {reason}"))
+        5
     } else if reason.to_lowercase().contains("dial") || reason.contains("onnection") {
-        fail(
-            3,
-            anyhow!("could not reach the distributor at {address}: {reason}"),
-        )
+        3
     } else {
-        fail(1, anyhow!("the request failed: {reason}"))
+        1
     }
+}
+
+/// Says what a failed request means, with the exit code for it.
+fn classify(address: &str, reason: String) -> Failure {
+    let code = exit_code_for(&reason);
+    let error = match code {
+        4 => anyhow!("the distributor refused this requester: {reason}"),
+        5 => anyhow!("no round sealed yet: {reason}"),
+        3 => anyhow!("could not reach the distributor at {address}: {reason}"),
+        _ => anyhow!("the request failed: {reason}"),
+    };
+    fail(code, error)
 }
 
 pub async fn run(args: RequestArgs) -> Outcome {

@@ -1,0 +1,315 @@
+//! Where a scenario's nodes run: real child processes (the default), or in this process.
+//! Both report events as (node name, JSON) and take the same instructions.
+
+use super::layout::Planned;
+use super::spec::RequestOutcome;
+use crate::cmd::mesh::{spawn, NodeEntry};
+use anyhow::{anyhow, bail, Context};
+use otpmesh_node::control::ControlLine;
+use otpmesh_node::{Client, NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_protocol::mesh::MeshConfig;
+use otpmesh_protocol::role::Event;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Events buffered from all nodes.
+pub const EVENT_QUEUE: usize = 16_384;
+/// How long a one-shot request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub type Events = mpsc::Receiver<(String, Option<Value>)>;
+
+/// What a one-shot request came to.
+#[derive(Clone, Debug)]
+pub struct RequestResult {
+    pub outcome: RequestOutcome,
+    pub otp: Option<String>,
+    pub round: Option<u64>,
+    pub detail: String,
+}
+
+impl RequestResult {
+    /// Sorts a failure reason the way `otpmesh request`'s exit codes do.
+    fn from_failure(code: u8, detail: String) -> RequestResult {
+        let outcome = match code {
+            3 => RequestOutcome::Unreachable,
+            4 => RequestOutcome::Unauthorised,
+            5 => RequestOutcome::NoRound,
+            _ => RequestOutcome::Refused,
+        };
+        RequestResult {
+            outcome,
+            otp: None,
+            round: None,
+            detail,
+        }
+    }
+}
+
+pub enum Backend {
+    Process(Processes),
+    InProcess(InProcess),
+}
+
+pub struct Processes {
+    tx: mpsc::Sender<(String, Option<Value>)>,
+    children: HashMap<String, (Child, ChildStdin)>,
+}
+
+pub struct InProcess {
+    tx: mpsc::Sender<(String, Option<Value>)>,
+    nodes: HashMap<String, (Client, JoinHandle<()>)>,
+}
+
+impl Backend {
+    pub fn new(in_process: bool) -> (Backend, Events) {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let backend = if in_process {
+            Backend::InProcess(InProcess {
+                tx,
+                nodes: HashMap::new(),
+            })
+        } else {
+            Backend::Process(Processes {
+                tx,
+                children: HashMap::new(),
+            })
+        };
+        (backend, rx)
+    }
+
+    pub async fn start(&mut self, node: &Planned) -> anyhow::Result<()> {
+        match self {
+            Backend::Process(p) => {
+                let entry = NodeEntry {
+                    name: node.name.clone(),
+                    role: "node",
+                    peer_id: node.peer_id.to_string(),
+                    listen: vec![node.addr.to_string()],
+                    pid: None,
+                    data_dir: node.data_dir.clone(),
+                    log: node.data_dir.join("node.log"),
+                    restart: node.argv.clone(),
+                };
+                let mut child = spawn(&entry, p.tx.clone(), true)?;
+                let stdin = child
+                    .stdin
+                    .take()
+                    .ok_or_else(|| anyhow!("{}: no stdin", node.name))?;
+                p.children.insert(node.name.clone(), (child, stdin));
+            }
+            Backend::InProcess(p) => {
+                let config = node
+                    .config
+                    .clone()
+                    .ok_or_else(|| anyhow!("{} does not run as a node", node.name))?;
+                let started = otpmesh_node::start(config)
+                    .with_context(|| format!("starting {}", node.name))?;
+                let (client, mut events) = (started.client, started.events);
+                let (tx, name, peer) = (p.tx.clone(), node.name.clone(), node.peer_id);
+                let _ = tx
+                    .send((
+                        name.clone(),
+                        Some(serde_json::json!({"event": "started", "peer_id": peer.to_string()})),
+                    ))
+                    .await;
+                let event_loop = started.event_loop;
+                let handle = tokio::spawn(async move {
+                    let forward = async {
+                        while let Some(e) = events.recv().await {
+                            if tx
+                                .send((
+                                    name.clone(),
+                                    Some(serde_json::to_value(&e).unwrap_or(Value::Null)),
+                                ))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = event_loop.run() => {}
+                        _ = forward => {}
+                    }
+                    let _ = tx.send((name, None)).await;
+                });
+                p.nodes.insert(node.name.clone(), (client, handle));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a node abruptly: SIGKILL for a process, an aborted task in-process.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Backend::Process(p) => {
+                let (mut child, _) = p
+                    .children
+                    .remove(name)
+                    .ok_or_else(|| anyhow!("{name} is not running"))?;
+                child
+                    .start_kill()
+                    .with_context(|| format!("killing {name}"))?;
+                child.wait().await?;
+            }
+            Backend::InProcess(p) => {
+                let (_, handle) = p
+                    .nodes
+                    .remove(name)
+                    .ok_or_else(|| anyhow!("{name} is not running"))?;
+                handle.abort();
+                let _ = handle.await;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn control(&mut self, name: &str, line: ControlLine) -> anyhow::Result<()> {
+        match self {
+            Backend::Process(p) => {
+                let (_, stdin) = p
+                    .children
+                    .get_mut(name)
+                    .ok_or_else(|| anyhow!("{name} is not running"))?;
+                let mut text = line.to_line();
+                text.push('\n');
+                stdin
+                    .write_all(text.as_bytes())
+                    .await
+                    .with_context(|| format!("instructing {name}"))?;
+                stdin.flush().await?;
+            }
+            Backend::InProcess(p) => {
+                let (client, _) = p
+                    .nodes
+                    .get(name)
+                    .ok_or_else(|| anyhow!("{name} is not running"))?;
+                line.apply(client)
+                    .await
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One OTP request from `requester`'s identity to `distributor`.
+    pub async fn request(
+        &mut self,
+        requester: &Planned,
+        distributor: &Planned,
+        seed: u64,
+    ) -> anyhow::Result<RequestResult> {
+        match self {
+            Backend::Process(_) => {
+                let exe = std::env::current_exe()?;
+                let out = tokio::time::timeout(
+                    REQUEST_TIMEOUT + Duration::from_secs(5),
+                    tokio::process::Command::new(exe)
+                        .args([
+                            "request",
+                            "--json",
+                            "--seed",
+                            &seed.to_string(),
+                            "--distributor",
+                        ])
+                        .arg(distributor.addr.to_string())
+                        .arg("--data-dir")
+                        .arg(&requester.data_dir)
+                        .arg("--timeout-secs")
+                        .arg(REQUEST_TIMEOUT.as_secs().to_string())
+                        .kill_on_drop(true)
+                        .output(),
+                )
+                .await
+                .map_err(|_| anyhow!("otpmesh request did not finish"))??;
+                if out.status.success() {
+                    let v: Value = serde_json::from_slice(&out.stdout)
+                        .context("reading otpmesh request's JSON")?;
+                    return Ok(RequestResult {
+                        outcome: RequestOutcome::Otp,
+                        otp: v["otp"].as_str().map(str::to_string),
+                        round: v["round"].as_u64(),
+                        detail: String::new(),
+                    });
+                }
+                let detail = String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_string();
+                Ok(RequestResult::from_failure(
+                    out.status.code().unwrap_or(1) as u8,
+                    detail,
+                ))
+            }
+            Backend::InProcess(_) => {
+                let config = NodeConfig {
+                    role: RoleSpec::OneShotRequester {
+                        distributor: distributor.peer_id,
+                    },
+                    data_dir: requester.data_dir.clone(),
+                    listen: Vec::new(),
+                    peers: vec![distributor.addr.clone()],
+                    mesh: MeshConfig::default(),
+                    mdns: false,
+                    manual_rounds: false,
+                    seed: Some(seed),
+                };
+                let node = otpmesh_node::start(config)?;
+                let (client, mut events) = (node.client, node.events);
+                tokio::spawn(node.event_loop.run());
+                let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    while let Some(e) = events.recv().await {
+                        match e {
+                            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
+                                return Ok(RequestResult {
+                                    outcome: RequestOutcome::Otp,
+                                    otp: Some(otp),
+                                    round: Some(round.0),
+                                    detail: String::new(),
+                                })
+                            }
+                            NodeEvent::Role(Event::RequestFailed { reason, .. }) => {
+                                let code = crate::cmd::request::exit_code_for(&reason);
+                                return Ok(RequestResult::from_failure(code, reason));
+                            }
+                            _ => {}
+                        }
+                    }
+                    bail!("the requester stopped before an answer came")
+                })
+                .await;
+                let _ = client.shutdown().await;
+                match answer {
+                    Ok(result) => result,
+                    Err(_) => Ok(RequestResult::from_failure(3, "no answer in time".into())),
+                }
+            }
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        match self {
+            Backend::Process(p) => {
+                let mut children: HashMap<String, Child> = p
+                    .children
+                    .drain()
+                    .map(|(name, (child, _stdin))| (name, child))
+                    .collect();
+                crate::cmd::mesh::stop_all(&mut children).await;
+            }
+            Backend::InProcess(p) => {
+                for (_, (client, handle)) in p.nodes.drain() {
+                    let _ = client.shutdown().await;
+                    let _ = handle.await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! Replays a scenario's steps against a running mesh and judges each against its expectations.
+
+use super::backend::{Backend, Events};
+use super::layout::{self, Layout};
+use super::spec::{
+    Attack, NodeRole, RequestOutcome, RoundExpect, RoundOutcome, RoundUntil, Scenario, Step,
+    StepSpec, Totals, WaitFor,
+};
+use anyhow::{anyhow, bail};
+use otpmesh_node::control::ControlLine;
+use otpmesh_protocol::digest::Digest32;
+use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
+use otpmesh_protocol::round::RoundId;
+use otpmesh_protocol::seal::PrivateKey;
+use otpmesh_protocol::wire::{self, Gossip, PhraseSubmission, MAX_GOSSIP_BYTES};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// How long a round may take to open once asked.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Extra time, beyond the round deadline, for a round to seal and be delivered.
+const ROUND_SLACK: Duration = Duration::from_secs(15);
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const INJECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rejections remembered.
+const MAX_REJECTIONS: usize = 65_536;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SealedRound {
+    pub id: u64,
+    pub commitment: String,
+    pub prev_commitment: String,
+    pub included: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IssuedOtp {
+    pub requester: String,
+    pub round: u64,
+    pub otp: String,
+}
+
+#[derive(Default)]
+pub struct State {
+    opened: u64,
+    pub sealed: BTreeMap<u64, SealedRound>,
+    failed: BTreeMap<u64, String>,
+    delivered: BTreeSet<u64>,
+    listening: HashSet<String>,
+    subscribed: HashSet<String>,
+    rejections: Vec<(String, String)>,
+    down: HashSet<String>,
+    crashed: Vec<String>,
+    round_inputs: BTreeMap<String, i128>,
+    partitions: HashMap<String, Vec<String>>,
+    pub otps: Vec<IssuedOtp>,
+}
+
+/// A step's verdict.
+pub struct Judged {
+    pub outcome: String,
+    pub expected: String,
+    pub passed: bool,
+}
+
+pub struct Runner<'a> {
+    pub scenario: &'a Scenario,
+    pub layout: &'a Layout,
+    pub backend: Backend,
+    pub events: Events,
+    pub state: State,
+    pub seed: u64,
+}
+
+fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn clients(v: &Value) -> Vec<u32> {
+    v.get("included")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_u64().map(|c| c as u32))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+impl Runner<'_> {
+    fn generator(&self) -> &str {
+        &self.scenario.generator().name
+    }
+
+    fn role_of(&self, name: &str) -> Option<NodeRole> {
+        self.scenario.node(name).map(|n| n.role)
+    }
+
+    /// The integer a contributor gives for `round`: the step's, the node's, or one drawn from the seed.
+    fn input_for(&self, name: &str, round: u64) -> i128 {
+        if let Some(v) = self.state.round_inputs.get(name) {
+            return *v;
+        }
+        if let Some(v) = self.scenario.node(name).and_then(|n| n.input) {
+            return v.0;
+        }
+        layout::derive_u64(self.seed, &format!("input/{name}/{round}")) as i64 as i128
+    }
+
+    /// Folds one event into the state; answers contributors that ask for their integer.
+    async fn absorb(&mut self, name: String, value: Option<Value>) -> anyhow::Result<()> {
+        let Some(v) = value else {
+            self.state.listening.remove(&name);
+            if self.state.down.insert(name.clone()) {
+                self.state.crashed.push(name);
+            }
+            return Ok(());
+        };
+        let round = v.get("round").and_then(Value::as_u64).unwrap_or(0);
+        let from_generator = name == self.generator();
+        match str_of(&v, "event") {
+            "listening" => {
+                self.state.listening.insert(name);
+            }
+            "subscribed" => {
+                self.state.subscribed.insert(name);
+            }
+            "round_opened" if from_generator => self.state.opened = self.state.opened.max(round),
+            "round_sealed" if from_generator => {
+                let sealed = SealedRound {
+                    id: round,
+                    commitment: str_of(&v, "commitment").into(),
+                    prev_commitment: str_of(&v, "prev_commitment").into(),
+                    included: clients(&v),
+                };
+                self.state.sealed.insert(round, sealed);
+            }
+            "round_failed" if from_generator => {
+                self.state.failed.insert(round, str_of(&v, "reason").into());
+            }
+            "round_delivered_all" if from_generator => {
+                self.state.delivered.insert(round);
+            }
+            "gossip_rejected" | "phrase_rejected" | "request_refused" | "control_refused"
+                if self.state.rejections.len() < MAX_REJECTIONS =>
+            {
+                let reason = str_of(&v, "reason").into();
+                self.state.rejections.push((name, reason));
+            }
+            "input_needed" if self.role_of(&name) == Some(NodeRole::Contributor) => {
+                let value = self.input_for(&name, round).to_string();
+                let line = ControlLine::Input {
+                    round: RoundId(round),
+                    value,
+                };
+                if let Err(e) = self.backend.control(&name, line).await {
+                    tracing::debug!(%name, error = %e, "could not answer an input request");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Takes events until `done` holds or the time runs out; says which.
+    pub async fn pump_until(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&State) -> bool,
+    ) -> anyhow::Result<bool> {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            if done(&self.state) {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(end, self.events.recv()).await {
+                Ok(Some((name, value))) => self.absorb(name, value).await?,
+                Ok(None) => bail!("every node's event stream has closed"),
+                Err(_) => return Ok(done(&self.state)),
+            }
+        }
+    }
+
+    /// Starts every node that runs as one, and waits until each listens and has a subscribed peer.
+    pub async fn start_mesh(&mut self, within: Duration) -> anyhow::Result<()> {
+        let runnable: Vec<String> = self
+            .layout
+            .nodes
+            .iter()
+            .filter(|n| n.config.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+        for name in &runnable {
+            self.backend.start(self.layout.node(name)).await?;
+        }
+        let all = runnable.clone();
+        let formed = self
+            .pump_until(within, |s| {
+                all.iter()
+                    .all(|n| s.listening.contains(n) && s.subscribed.contains(n))
+            })
+            .await?;
+        if !formed {
+            let missing: Vec<&String> = runnable
+                .iter()
+                .filter(|n| !self.state.subscribed.contains(*n))
+                .collect();
+            bail!(
+                "the mesh did not form within {within:?}: {missing:?} never saw a subscribed peer"
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn run_step(&mut self, index: usize, spec: &StepSpec) -> anyhow::Result<Judged> {
+        match &spec.step {
+            Step::Round {
+                inputs,
+                until,
+                timeout_ms,
+                expect,
+            } => {
+                self.state.round_inputs = inputs.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+                let within = timeout_ms.map(Duration::from_millis);
+                self.round(until.unwrap_or(RoundUntil::Delivered), within, expect)
+                    .await
+            }
+            Step::Request {
+                requester,
+                distributor,
+                expect,
+            } => {
+                let seed = layout::derive_u64(self.seed, &format!("request/{index}"));
+                let result = self
+                    .backend
+                    .request(
+                        self.layout.node(requester),
+                        self.layout.node(distributor),
+                        seed,
+                    )
+                    .await?;
+                let want = expect.outcome.unwrap_or(RequestOutcome::Otp);
+                let mut passed = result.outcome == want;
+                let outcome = match (&result.otp, result.round) {
+                    (Some(otp), Some(round)) => {
+                        self.state.otps.push(IssuedOtp {
+                            requester: requester.clone(),
+                            round,
+                            otp: otp.clone(),
+                        });
+                        passed &= expect.round.is_none_or(|r| r == round);
+                        format!("OTP {otp} for round {round}")
+                    }
+                    _ => format!("{:?}: {}", result.outcome, result.detail).to_lowercase(),
+                };
+                let mut expected = format!("{want:?}").to_lowercase();
+                if let Some(r) = expect.round {
+                    expected.push_str(&format!(" for round {r}"));
+                }
+                Ok(Judged {
+                    outcome,
+                    expected,
+                    passed,
+                })
+            }
+            Step::Verify { .. } => bail!("verify steps are not available yet"),
+            Step::Kill { node } => {
+                self.backend.kill(node).await?;
+                self.state.down.insert(node.clone());
+                self.state.listening.remove(node);
+                Ok(Judged {
+                    outcome: "killed (SIGKILL)".into(),
+                    expected: "-".into(),
+                    passed: true,
+                })
+            }
+            Step::Restart { node, timeout_ms } => {
+                if !self.state.down.contains(node) {
+                    self.backend.kill(node).await?;
+                }
+                self.state.down.remove(node);
+                self.state.crashed.retain(|n| n != node);
+                self.backend.start(self.layout.node(node)).await?;
+                let within = timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
+                let n = node.clone();
+                let back = self
+                    .pump_until(within, |s| s.listening.contains(&n))
+                    .await?;
+                // Reapply any partition the node was part of: a fresh process remembers none.
+                if let Some(peers) = self.state.partitions.get(node).cloned() {
+                    self.block(node, &peers, true).await;
+                }
+                let outcome = if back {
+                    "restarted with the same identity and data"
+                } else {
+                    "did not come back"
+                };
+                Ok(Judged {
+                    outcome: outcome.into(),
+                    expected: "back".into(),
+                    passed: back,
+                })
+            }
+            Step::Partition { node, from } => {
+                let peers: Vec<String> = match from {
+                    Some(list) => list.clone(),
+                    None => self
+                        .layout
+                        .nodes
+                        .iter()
+                        .filter(|n| n.name != *node && n.config.is_some())
+                        .map(|n| n.name.clone())
+                        .collect(),
+                };
+                self.block(node, &peers, true).await;
+                self.state
+                    .partitions
+                    .entry(node.clone())
+                    .or_default()
+                    .extend(peers.iter().cloned());
+                Ok(Judged {
+                    outcome: format!("cut off from {}", peers.join(", ")),
+                    expected: "-".into(),
+                    passed: true,
+                })
+            }
+            Step::Heal { node } => {
+                let peers = self.state.partitions.remove(node).unwrap_or_default();
+                self.block(node, &peers, false).await;
+                Ok(Judged {
+                    outcome: format!("reconnected to {}", peers.join(", ")),
+                    expected: "-".into(),
+                    passed: true,
+                })
+            }
+            Step::Inject {
+                from,
+                attack,
+                timeout_ms,
+                expect,
+            } => {
+                let want = expect
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| attack.reason().to_string());
+                let within = timeout_ms.map_or(INJECT_TIMEOUT, Duration::from_millis);
+                self.inject(index, from, *attack, &want, within).await
+            }
+            Step::Wait {
+                event,
+                round,
+                node,
+                timeout_ms,
+                expect,
+            } => {
+                let within = timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
+                self.wait(
+                    *event,
+                    round.unwrap_or(self.state.opened),
+                    node.clone(),
+                    within,
+                    expect,
+                )
+                .await
+            }
+            Step::Expect(totals) => Ok(self.totals(totals)),
+        }
+    }
+
+    /// Blocks (or unblocks) `node` and each of `peers` from each other, on both sides.
+    async fn block(&mut self, node: &str, peers: &[String], cut: bool) {
+        let make = |peer| {
+            if cut {
+                ControlLine::Block { peer }
+            } else {
+                ControlLine::Unblock { peer }
+            }
+        };
+        let node_id = self.layout.node(node).peer_id;
+        for p in peers {
+            let peer_id = self.layout.node(p).peer_id;
+            if !self.state.down.contains(node) {
+                let _ = self.backend.control(node, make(peer_id)).await;
+            }
+            if !self.state.down.contains(p) && self.layout.node(p).config.is_some() {
+                let _ = self.backend.control(p, make(node_id)).await;
+            }
+        }
+    }
+
+    async fn round(
+        &mut self,
+        until: RoundUntil,
+        within: Option<Duration>,
+        expect: &RoundExpect,
+    ) -> anyhow::Result<Judged> {
+        let generator = self.generator().to_string();
+        if self.state.down.contains(&generator) {
+            return Ok(self.judge_round(None, "the generator is down".into(), expect));
+        }
+        let before = self.state.opened;
+        self.backend
+            .control(&generator, ControlLine::OpenRound)
+            .await?;
+        if !self.pump_until(OPEN_TIMEOUT, |s| s.opened > before).await? {
+            return Ok(self.judge_round(
+                None,
+                format!("no round opened within {OPEN_TIMEOUT:?}"),
+                expect,
+            ));
+        }
+        let round = self.state.opened;
+        if until == RoundUntil::Opened {
+            return Ok(Judged {
+                outcome: format!("round {round} opened"),
+                expected: "-".into(),
+                passed: true,
+            });
+        }
+        let within = within
+            .unwrap_or(Duration::from_millis(self.scenario.settings.deadline_ms) + ROUND_SLACK);
+        self.settle_round(round, until == RoundUntil::Delivered, within, expect)
+            .await
+    }
+
+    async fn settle_round(
+        &mut self,
+        round: u64,
+        delivered: bool,
+        within: Duration,
+        expect: &RoundExpect,
+    ) -> anyhow::Result<Judged> {
+        let start = Instant::now();
+        let ended = self
+            .pump_until(within, |s| {
+                s.sealed.contains_key(&round) || s.failed.contains_key(&round)
+            })
+            .await?;
+        if !ended {
+            return Ok(self.judge_round(
+                None,
+                format!("round {round} neither sealed nor failed within {within:?}"),
+                expect,
+            ));
+        }
+        if let Some(reason) = self.state.failed.get(&round).cloned() {
+            return Ok(self.judge_round(
+                Some((RoundOutcome::Failed, vec![])),
+                format!("round {round} failed: {reason}"),
+                expect,
+            ));
+        }
+        let sealed = self.state.sealed[&round].clone();
+        let mut outcome = format!(
+            "round {round} sealed with clients {:?}, commitment {}",
+            sealed.included,
+            short(&sealed.commitment)
+        );
+        if delivered {
+            let left = within
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_secs(5));
+            if self
+                .pump_until(left, |s| s.delivered.contains(&round))
+                .await?
+            {
+                outcome.push_str(", delivered");
+            } else {
+                outcome.push_str(", NOT delivered in time");
+                let mut judged = self.judge_round(
+                    Some((RoundOutcome::Sealed, sealed.included)),
+                    outcome,
+                    expect,
+                );
+                judged.passed = false;
+                return Ok(judged);
+            }
+        }
+        Ok(self.judge_round(
+            Some((RoundOutcome::Sealed, sealed.included)),
+            outcome,
+            expect,
+        ))
+    }
+
+    fn judge_round(
+        &self,
+        result: Option<(RoundOutcome, Vec<u32>)>,
+        outcome: String,
+        expect: &RoundExpect,
+    ) -> Judged {
+        let mut wanted = Vec::new();
+        // A round that never ended (or never opened) fails its step whatever was expected.
+        let mut passed = result.is_some();
+        let (got, included) = result.unwrap_or((RoundOutcome::Failed, vec![]));
+        if let Some(o) = expect.outcome {
+            wanted.push(format!("{o:?}").to_lowercase());
+            passed &= o == got;
+        }
+        if !expect.includes.is_empty() {
+            wanted.push(format!("includes {:?}", expect.includes));
+            passed &= expect.includes.iter().all(|c| included.contains(c));
+        }
+        if !expect.excludes.is_empty() {
+            wanted.push(format!("excludes {:?}", expect.excludes));
+            passed &= !expect.excludes.iter().any(|c| included.contains(c));
+        }
+        if let Some(r) = &expect.reason {
+            wanted.push(format!("reason contains {r:?}"));
+            passed &= outcome.contains(r.as_str());
+        }
+        Judged {
+            outcome,
+            expected: if wanted.is_empty() {
+                "-".into()
+            } else {
+                wanted.join(", ")
+            },
+            passed,
+        }
+    }
+
+    async fn wait(
+        &mut self,
+        event: WaitFor,
+        round: u64,
+        node: Option<String>,
+        within: Duration,
+        expect: &RoundExpect,
+    ) -> anyhow::Result<Judged> {
+        match event {
+            WaitFor::RoundSealed | WaitFor::RoundFailed => {
+                self.settle_round(round, false, within, expect).await
+            }
+            WaitFor::RoundDelivered => self.settle_round(round, true, within, expect).await,
+            WaitFor::RoundOpened => {
+                let ok = self.pump_until(within, |s| s.opened >= round).await?;
+                let outcome = if ok {
+                    format!("round {round} opened")
+                } else {
+                    format!("round {round} did not open")
+                };
+                Ok(Judged {
+                    outcome,
+                    expected: "opened".into(),
+                    passed: ok,
+                })
+            }
+            WaitFor::Listening => {
+                let n = node.ok_or_else(|| anyhow!("wait for listening needs a node"))?;
+                let ok = self
+                    .pump_until(within, |s| s.listening.contains(&n))
+                    .await?;
+                Ok(Judged {
+                    outcome: format!("{n} {}", if ok { "listening" } else { "not listening" }),
+                    expected: "listening".into(),
+                    passed: ok,
+                })
+            }
+        }
+    }
+
+    async fn inject(
+        &mut self,
+        index: usize,
+        from: &str,
+        attack: Attack,
+        want: &str,
+        within: Duration,
+    ) -> anyhow::Result<Judged> {
+        let hostile = self.layout.node(from).clone();
+        if attack == Attack::UnlistedRequest {
+            let distributor = self
+                .scenario
+                .nodes_with(NodeRole::Distributor)
+                .next()
+                .expect("validated")
+                .name
+                .clone();
+            let seed = layout::derive_u64(self.seed, &format!("inject/{index}"));
+            let result = self
+                .backend
+                .request(&hostile, self.layout.node(&distributor), seed)
+                .await?;
+            let passed =
+                result.outcome == RequestOutcome::Unauthorised && result.detail.contains(want);
+            let outcome = format!("request {:?}: {}", result.outcome, result.detail).to_lowercase();
+            return Ok(Judged {
+                outcome,
+                expected: format!("refused: {want}"),
+                passed,
+            });
+        }
+        let round = self.state.opened;
+        let open = round > 0
+            && !self.state.sealed.contains_key(&round)
+            && !self.state.failed.contains_key(&round);
+        if attack.needs_open_round() && !open {
+            bail!("attack `{attack:?}` needs an open round: put it after a round step with until = \"opened\"");
+        }
+        let mut rng = layout::rng(self.seed, &format!("inject/{index}"));
+        let key = &self.layout.generator_key;
+        let client = ClientId(hostile.client_id.expect("hostile peers have a client id"));
+        let fp = key.fingerprint();
+        let submission = |round: u64, ciphertext: Vec<u8>, fp: Digest32| {
+            wire::encode_gossip(&Gossip::Phrase(PhraseSubmission {
+                round: RoundId(round),
+                client,
+                key_fingerprint: fp,
+                ciphertext,
+            }))
+        };
+        let phrase = Phrase::build(UserInput(0), client, &mut rng)?;
+        let messages: Vec<Vec<u8>> = match attack {
+            Attack::Malformed => vec![b"\xff\x00 not CBOR at all".to_vec()],
+            Attack::WrongSize => vec![submission(round, vec![0x5a; 100], fp)],
+            Attack::Oversized => vec![vec![0u8; MAX_GOSSIP_BYTES + 100]],
+            Attack::OtherKey => {
+                let other =
+                    PrivateKey::generate(key.bits(), &mut layout::rng(self.seed, "other-key"))?;
+                vec![submission(
+                    round,
+                    other
+                        .public()
+                        .seal(RoundId(round), client, &phrase, &mut rng)?,
+                    fp,
+                )]
+            }
+            Attack::Replay => {
+                let earlier = RoundId(round.saturating_sub(1));
+                vec![submission(
+                    round,
+                    key.seal(earlier, client, &phrase, &mut rng)?,
+                    fp,
+                )]
+            }
+            Attack::Unlisted => vec![submission(
+                round,
+                key.seal(RoundId(round), client, &phrase, &mut rng)?,
+                fp,
+            )],
+            Attack::Duplicate => {
+                let valid = submission(
+                    round,
+                    key.seal(RoundId(round), client, &phrase, &mut rng)?,
+                    fp,
+                );
+                vec![valid.clone(), valid]
+            }
+            Attack::UnlistedRequest => unreachable!("handled above"),
+        };
+        let mark = self.state.rejections.len();
+        for bytes in messages {
+            self.backend
+                .control(
+                    from,
+                    ControlLine::PublishRaw {
+                        hex: hex::encode(bytes),
+                    },
+                )
+                .await?;
+        }
+        let generator = self.generator().to_string();
+        let want_owned = want.to_string();
+        let seen = self
+            .pump_until(within, |s| {
+                s.rejections[mark..]
+                    .iter()
+                    .any(|(n, r)| *n == generator && r.contains(&want_owned))
+            })
+            .await?;
+        let outcome = match self.state.rejections[mark..]
+            .iter()
+            .find(|(n, r)| *n == generator && r.contains(want))
+        {
+            Some((_, reason)) => format!("rejected by {generator}: {reason}"),
+            None if seen => "rejected".into(),
+            None => {
+                let other: Vec<&String> = self.state.rejections[mark..]
+                    .iter()
+                    .map(|(_, r)| r)
+                    .collect();
+                format!("not rejected as expected within {within:?} (saw {other:?})")
+            }
+        };
+        Ok(Judged {
+            outcome,
+            expected: format!("rejected: {want}"),
+            passed: seen,
+        })
+    }
+
+    fn totals(&self, t: &Totals) -> Judged {
+        let s = &self.state;
+        let mut passed = true;
+        let mut got = vec![format!(
+            "{} sealed, {} failed, {} OTPs",
+            s.sealed.len(),
+            s.failed.len(),
+            s.otps.len()
+        )];
+        let mut wanted = Vec::new();
+        for (name, want, have) in [
+            ("sealed", t.rounds_sealed, s.sealed.len()),
+            ("failed", t.rounds_failed, s.failed.len()),
+            ("OTPs", t.otps, s.otps.len()),
+        ] {
+            if let Some(w) = want {
+                wanted.push(format!("{w} {name}"));
+                passed &= w as usize == have;
+            }
+        }
+        if let Some(want_chain) = t.chain {
+            let linked = s
+                .sealed
+                .values()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .all(|w| w[1].prev_commitment == w[0].commitment);
+            got.push(format!("chain {}", if linked { "links" } else { "BROKEN" }));
+            wanted.push(format!(
+                "chain {}",
+                if want_chain { "links" } else { "broken" }
+            ));
+            passed &= linked == want_chain;
+        }
+        if !t.includes.is_empty() || !t.excludes.is_empty() {
+            let round = t
+                .round
+                .or_else(|| s.sealed.keys().next_back().copied())
+                .unwrap_or(0);
+            let included = s
+                .sealed
+                .get(&round)
+                .map(|r| r.included.clone())
+                .unwrap_or_default();
+            got.push(format!("round {round} includes {included:?}"));
+            if !t.includes.is_empty() {
+                wanted.push(format!("round {round} includes {:?}", t.includes));
+                passed &= t.includes.iter().all(|c| included.contains(c));
+            }
+            if !t.excludes.is_empty() {
+                wanted.push(format!("round {round} excludes {:?}", t.excludes));
+                passed &= !t.excludes.iter().any(|c| included.contains(c));
+            }
+        }
+        if !s.crashed.is_empty() {
+            got.push(format!("crashed: {:?}", s.crashed));
+            passed = false;
+        }
+        Judged {
+            outcome: got.join(", "),
+            expected: if wanted.is_empty() {
+                "-".into()
+            } else {
+                wanted.join(", ")
+            },
+            passed,
+        }
+    }
+}
