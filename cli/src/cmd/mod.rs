@@ -32,6 +32,7 @@ fn init_logs(default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -39,6 +40,8 @@ fn init_logs(default: &str) {
 pub fn run(cli: Cli) -> ExitCode {
     let default_log = match &cli.command {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
+        // A one-shot request says what went wrong in its error; logs would repeat it.
+        Command::Request(_) => "error",
         _ => "warn",
     };
     init_logs(default_log);

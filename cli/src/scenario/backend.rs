@@ -239,9 +239,12 @@ impl Backend {
                         detail: String::new(),
                     });
                 }
-                let detail = String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .trim_start_matches("error: ")
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let detail = stderr
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("error: "))
+                    .unwrap_or(stderr.trim())
                     .to_string();
                 Ok(RequestResult::from_failure(
                     out.status.code().unwrap_or(1) as u8,

@@ -55,6 +55,8 @@ pub struct State {
     crashed: Vec<String>,
     round_inputs: BTreeMap<String, i128>,
     partitions: HashMap<String, Vec<String>>,
+    /// Kills whose end of stream has not arrived yet, per node.
+    killed: HashMap<String, usize>,
     pub otps: Vec<IssuedOtp>,
 }
 
@@ -116,9 +118,15 @@ impl Runner<'_> {
     /// Folds one event into the state; answers contributors that ask for their integer.
     async fn absorb(&mut self, name: String, value: Option<Value>) -> anyhow::Result<()> {
         let Some(v) = value else {
-            self.state.listening.remove(&name);
-            if self.state.down.insert(name.clone()) {
-                self.state.crashed.push(name);
+            // The end of a node's event stream: expected after a kill, a crash otherwise.
+            match self.state.killed.get_mut(&name) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => {
+                    self.state.listening.remove(&name);
+                    if self.state.down.insert(name.clone()) {
+                        self.state.crashed.push(name);
+                    }
+                }
             }
             return Ok(());
         };
@@ -271,9 +279,7 @@ impl Runner<'_> {
             }
             Step::Verify { .. } => bail!("verify steps are not available yet"),
             Step::Kill { node } => {
-                self.backend.kill(node).await?;
-                self.state.down.insert(node.clone());
-                self.state.listening.remove(node);
+                self.kill(node).await?;
                 Ok(Judged {
                     outcome: "killed (SIGKILL)".into(),
                     expected: "-".into(),
@@ -282,7 +288,7 @@ impl Runner<'_> {
             }
             Step::Restart { node, timeout_ms } => {
                 if !self.state.down.contains(node) {
-                    self.backend.kill(node).await?;
+                    self.kill(node).await?;
                 }
                 self.state.down.remove(node);
                 self.state.crashed.retain(|n| n != node);
@@ -371,6 +377,14 @@ impl Runner<'_> {
             }
             Step::Expect(totals) => Ok(self.totals(totals)),
         }
+    }
+
+    async fn kill(&mut self, node: &str) -> anyhow::Result<()> {
+        self.backend.kill(node).await?;
+        *self.state.killed.entry(node.to_string()).or_default() += 1;
+        self.state.down.insert(node.to_string());
+        self.state.listening.remove(node);
+        Ok(())
     }
 
     /// Blocks (or unblocks) `node` and each of `peers` from each other, on both sides.

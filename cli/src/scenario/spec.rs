@@ -335,10 +335,28 @@ impl Checker<'_> {
             + 1
     }
 
+    /// An error in the table starting at `offset`: pointed at the key the message names
+    /// (`unknown field `x``, `missing field`…) when that key is written in the table.
     fn err(&self, offset: usize, message: impl Into<String>, hint: Option<String>) -> SpecError {
+        let message = message.into();
+        let table_end = self.text[offset.min(self.text.len())..]
+            .find("\n[")
+            .map_or(self.text.len(), |i| offset + i);
+        let key = message.split('`').nth(1).filter(|k| !k.is_empty());
+        let at = key
+            .and_then(|k| {
+                self.text[offset.min(table_end)..table_end]
+                    .match_indices(k)
+                    .find(|(i, _)| {
+                        let rest = self.text[offset + i + k.len()..].trim_start();
+                        rest.starts_with('=')
+                    })
+                    .map(|(i, _)| offset + i)
+            })
+            .unwrap_or(offset);
         SpecError {
             file: self.file.to_path_buf(),
-            line: self.line(offset),
+            line: self.line(at),
             message: message.into(),
             hint,
         }
@@ -764,7 +782,7 @@ distributor = "dist"
         let s = parse_str(GOOD).unwrap();
         assert_eq!(s.nodes.len(), 5);
         assert_eq!(s.steps.len(), 2);
-        assert_eq!(s.steps[1].line, 28);
+        assert_eq!(s.steps[1].line, 27, "a step's line is its [[steps]] header");
         match &s.steps[0].step {
             Step::Round { inputs, .. } => assert_eq!(inputs["bob"], Integer(i128::MAX)),
             other => panic!("{other:?}"),
@@ -779,18 +797,18 @@ distributor = "dist"
     fn errors_name_file_line_and_hint() {
         let e = error_of(&GOOD.replace("requester = \"req\"", "requester = \"reg\""));
         assert!(
-            e.starts_with("t.toml:28:")
+            e.starts_with("t.toml:27:")
                 && e.contains("`reg` is not a node")
                 && e.contains("did you mean `req`?"),
             "{e}"
         );
         let e = error_of(&GOOD.replace("kind = \"request\"", "kind = \"requets\""));
         assert!(
-            e.contains("t.toml:28:") && e.contains("kinds: round"),
+            e.contains("t.toml:27:") && e.contains("kinds: round"),
             "{e}"
         );
         let e = error_of(&GOOD.replace("input = 42", "input = 42\ncolour = \"red\""));
-        assert!(e.contains("t.toml:13:") && e.contains("colour"), "{e}");
+        assert!(e.contains("t.toml:16:") && e.contains("colour"), "{e}");
         let e = error_of(&GOOD.replace("quorum = 2", "quorum = \"two\""));
         assert!(e.contains("t.toml:3:") && e.contains("settings"), "{e}");
         let e = error_of(&GOOD.replace("quorum = 2", "quorum = 3"));
@@ -803,7 +821,10 @@ distributor = "dist"
         let e = error_of(&format!(
             "{GOOD}[[steps]]\nkind = \"kill\"\nnode = \"gen\"\ntimeout = 5\n"
         ));
-        assert!(e.contains("t.toml:31:") && e.contains("timeout"), "{e}");
+        assert!(
+            e.contains("t.toml:34:") && e.contains("unknown field `timeout`"),
+            "{e}"
+        );
         let e = error_of("[[nodes]\nname=");
         assert!(e.starts_with("t.toml:1:"), "{e}");
         let e = error_of(&format!(
