@@ -343,17 +343,17 @@ impl Checker<'_> {
             .find("\n[")
             .map_or(self.text.len(), |i| offset + i);
         let key = message.split('`').nth(1).filter(|k| !k.is_empty());
+        let table = &self.text[offset.min(table_end)..table_end];
+        // The named key (`k =`), else the named value (`"k"`), else the table itself.
         let at = key
             .and_then(|k| {
-                self.text[offset.min(table_end)..table_end]
+                let as_key = table
                     .match_indices(k)
-                    .find(|(i, _)| {
-                        let rest = self.text[offset + i + k.len()..].trim_start();
-                        rest.starts_with('=')
-                    })
-                    .map(|(i, _)| offset + i)
+                    .find(|(i, _)| table[i + k.len()..].trim_start().starts_with('='))
+                    .map(|(i, _)| i);
+                as_key.or_else(|| table.find(&format!("\"{k}\"")))
             })
-            .unwrap_or(offset);
+            .map_or(offset, |i| offset + i);
         SpecError {
             file: self.file.to_path_buf(),
             line: self.line(at),
@@ -797,14 +797,14 @@ distributor = "dist"
     fn errors_name_file_line_and_hint() {
         let e = error_of(&GOOD.replace("requester = \"req\"", "requester = \"reg\""));
         assert!(
-            e.starts_with("t.toml:27:")
+            e.starts_with("t.toml:29:")
                 && e.contains("`reg` is not a node")
                 && e.contains("did you mean `req`?"),
             "{e}"
         );
         let e = error_of(&GOOD.replace("kind = \"request\"", "kind = \"requets\""));
         assert!(
-            e.contains("t.toml:27:") && e.contains("kinds: round"),
+            e.contains("t.toml:28:") && e.contains("kinds: round"),
             "{e}"
         );
         let e = error_of(&GOOD.replace("input = 42", "input = 42\ncolour = \"red\""));

@@ -1,0 +1,223 @@
+//! `otpmesh scenario run` on the bundled scenarios, with real child processes on 127.0.0.1.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(format!("{name}.toml"))
+}
+
+fn run(file: &Path, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["scenario", "run"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .expect("otpmesh runs")
+}
+
+/// Runs a scenario with `--json` and returns its report.
+fn report(file: &Path, extra: &[&str]) -> (Output, Value) {
+    let out = run(file, &[&["--json"], extra].concat());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, report)
+}
+
+fn assert_passes(name: &str) -> Value {
+    let (out, report) = report(&scenario(name), &[]);
+    let failed: Vec<&Value> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["passed"] != true)
+        .collect();
+    assert!(
+        out.status.success() && report["passed"] == true,
+        "{name} failed: {failed:#?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in report["steps"].as_array().unwrap() {
+        for key in [
+            "name",
+            "kind",
+            "outcome",
+            "expected",
+            "passed",
+            "duration_ms",
+        ] {
+            assert!(!step[key].is_null(), "step lacks {key}: {step}");
+        }
+    }
+    report
+}
+
+#[test]
+fn quickstart_passes_and_tells_the_story() {
+    let out = run(&scenario("quickstart"), &[]);
+    let story = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{story}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for words in [
+        "Step 1, key exchange",
+        "Step 8, salt removal",
+        "PASSED: 7 of 7 steps passed",
+    ] {
+        assert!(story.contains(words), "story lacks {words:?}:\n{story}");
+    }
+}
+
+#[test]
+fn faults_pass() {
+    let report = assert_passes("faults");
+    let ids: Vec<u64> = report["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![1, 2, 4, 5, 6],
+        "round 3 died with the generator and its id is not reused"
+    );
+}
+
+#[test]
+fn hostile_passes() {
+    let report = assert_passes("hostile");
+    let injected = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "inject")
+        .count();
+    assert_eq!(injected, 8, "every kind of bad input is tried");
+}
+
+#[test]
+fn scale_passes() {
+    let report = assert_passes("scale");
+    assert_eq!(report["otps"].as_array().unwrap().len(), 16);
+    assert_eq!(
+        report["rounds"][0]["included"].as_array().unwrap().len(),
+        32
+    );
+}
+
+fn fingerprint(report: &Value) -> (Vec<Value>, Vec<Value>) {
+    let rounds = report["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["commitment"].clone())
+        .collect();
+    let otps = report["otps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["otp"].clone())
+        .collect();
+    (rounds, otps)
+}
+
+#[test]
+fn the_same_seed_replays_the_same_commitments_and_otps() {
+    let file = scenario("quickstart");
+    let (_, a) = report(&file, &["--seed", "7"]);
+    let (_, b) = report(&file, &["--seed", "7"]);
+    let (_, c) = report(&file, &["--seed", "8"]);
+    let (_, d) = report(&file, &["--seed", "7", "--in-process"]);
+    assert_eq!(a["passed"], true);
+    let (fa, fb, fc, fd) = (
+        fingerprint(&a),
+        fingerprint(&b),
+        fingerprint(&c),
+        fingerprint(&d),
+    );
+    assert_eq!(fa.0.len(), 2);
+    assert_eq!(fa.1.len(), 4);
+    assert_eq!(fa, fb, "same seed, same commitments and OTPs");
+    assert_eq!(fa, fd, "in-process replays the same as processes");
+    assert_ne!(fa.0, fc.0, "another seed, other commitments");
+    assert_ne!(fa.1, fc.1, "another seed, other OTPs");
+}
+
+#[test]
+fn a_wrong_expectation_fails_and_names_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("quickstart")).unwrap();
+    let wrong = text.replace(
+        "expect = { outcome = \"otp\", round = 2 }",
+        "expect = { outcome = \"otp\", round = 9 }",
+    );
+    assert_ne!(wrong, text);
+    let file = dir.path().join("wrong.toml");
+    std::fs::write(&file, wrong).unwrap();
+    let report_file = dir.path().join("report.json");
+    let out = run(&file, &["--report", report_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("erin asks for round 2") && err.contains("line"),
+        "{err}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(report_file).unwrap()).unwrap();
+    assert_eq!(report["passed"], false);
+    let failed: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["passed"] == false)
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, vec!["erin asks for round 2"]);
+}
+
+#[test]
+fn a_malformed_file_is_reported_before_any_node_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(scenario("quickstart")).unwrap();
+    let bad = text.replacen(
+        "distributor = \"distributor\"",
+        "distributor = \"distributr\"",
+        1,
+    );
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, &bad).unwrap();
+    let data = dir.path().join("data");
+    let out = run(&file, &["--dir", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = bad.lines().position(|l| l.contains("distributr")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("bad.toml:{line}: ")),
+        "the error points at line {line}: {err}"
+    );
+    assert!(
+        err.contains("`distributr` is not a node") && err.contains("did you mean `distributor`?"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing may start for a malformed file");
+
+    std::fs::write(&file, "[[steps]\nkind = \"round\"\n").unwrap();
+    let out = run(&file, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && err.contains("bad.toml:1:"),
+        "{err}"
+    );
+}
