@@ -357,7 +357,7 @@ impl Checker<'_> {
         SpecError {
             file: self.file.to_path_buf(),
             line: self.line(at),
-            message: message.into(),
+            message,
             hint,
         }
     }
