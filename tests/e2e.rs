@@ -158,6 +158,33 @@ fn mesh_up_then_requests_from_outside() {
     assert_ne!(otps[0], otps[1]);
     assert_ne!(otps[1], otps[2]);
 
+    // Verify: accepted once, then used; a wrong code is wrong. Exit 0 only for accepted.
+    let verify = |code: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "verify",
+                "--json",
+                "--distributor",
+                tcp,
+                "--otp",
+                code,
+                "--data-dir",
+                &requester_dir,
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            v["result"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(verify(&otps[0]), (Some(0), "accepted".to_string()));
+    assert_eq!(verify(&otps[0]), (Some(1), "used".to_string()));
+    let wrong = format!("{:08}", (otps[1].parse::<u64>().unwrap() + 1) % 100_000_000);
+    assert_eq!(verify(&wrong), (Some(1), "wrong".to_string()));
+    assert_eq!(verify(&otps[1]), (Some(0), "accepted".to_string()));
+
     let stranger = tempfile::tempdir().unwrap();
     let out = request(tcp, stranger.path());
     assert_eq!(

@@ -24,6 +24,8 @@ pub enum Command {
     Mesh(MeshCommand),
     /// Ask a distributor for an OTP once, remove the salt, print it.
     Request(RequestArgs),
+    /// Present an OTP to the distributor that issued it: accepted once, before expiry.
+    Verify(VerifyArgs),
     /// Scripted scenario replays on real meshes.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
@@ -169,6 +171,27 @@ pub struct MeshUpArgs {
     /// Print mesh events as JSON lines instead of progress.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh verify --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1 --otp 48213377\n  otpmesh verify … --json   # {\"result\":\"accepted\",…}\n\nResults: accepted (exit 0), used, expired, wrong, locked (exit 1); 3 unreachable, 4 not authorised."
+)]
+pub struct VerifyArgs {
+    /// The distributor that issued the OTP, ending in /p2p/<peer id>.
+    #[arg(long)]
+    pub distributor: String,
+    /// The requester's data dir (the OTP is checked for this identity).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The OTP, as printed by `otpmesh request`.
+    #[arg(long)]
+    pub otp: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]

@@ -123,6 +123,21 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                     short(requester)
                 )
             }
+            Event::OtpVerified { requester, result } => {
+                format!("verification for {}: {}", short(requester), result.as_str())
+            }
+            Event::UseReplicated {
+                issuer,
+                round,
+                counter,
+                ..
+            } => {
+                format!(
+                    "round {round}: OTP #{counter} of {} is used (replicated)",
+                    short(issuer)
+                )
+            }
+            Event::VerifyAnswered { result, .. } => format!("verification: {}", result.as_str()),
             Event::OtpReceived {
                 round,
                 otp,

@@ -57,6 +57,11 @@ pub enum RoleSpec {
     OneShotRequester {
         distributor: PeerId,
     },
+    /// Presents `code` to `distributor` once, likewise.
+    OneShotVerify {
+        distributor: PeerId,
+        code: String,
+    },
 }
 
 impl RoleSpec {
@@ -65,7 +70,9 @@ impl RoleSpec {
             RoleSpec::Contributor { .. } => "contributor",
             RoleSpec::Generator => "generator",
             RoleSpec::Distributor => "distributor",
-            RoleSpec::Requester { .. } | RoleSpec::OneShotRequester { .. } => "requester",
+            RoleSpec::Requester { .. }
+            | RoleSpec::OneShotRequester { .. }
+            | RoleSpec::OneShotVerify { .. } => "requester",
         }
     }
 }
@@ -245,7 +252,10 @@ pub fn split_peer(addr: &Multiaddr) -> (Option<PeerId>, Multiaddr) {
 /// Builds a node: loads or creates its keys and store, builds the swarm, starts listening.
 /// Must run inside a tokio runtime.
 pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
-    let one_shot = matches!(config.role, RoleSpec::OneShotRequester { .. });
+    let one_shot = matches!(
+        config.role,
+        RoleSpec::OneShotRequester { .. } | RoleSpec::OneShotVerify { .. }
+    );
     if !one_shot {
         config.mesh.validate()?;
     }
@@ -255,50 +265,54 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
 
     let mut rsa = None;
     let mut store = None;
-    let role: Box<dyn Role + Send> = match &config.role {
-        RoleSpec::Contributor { client, input } => {
-            Box::new(role::Contributor::new(*client, *input))
-        }
-        RoleSpec::Generator => {
-            let key = Arc::new(keys::load_or_create_rsa(
-                &config.data_dir,
-                mesh.settings.rsa_bits,
-            )?);
-            let db = store::Store::open(&config.data_dir)?;
-            let last_sealed = db.rounds()?.pop();
-            let mut generator = role::Generator::new(
-                peer_id,
-                mesh.clone(),
-                key.public().clone(),
-                db.last_opened()?,
-                last_sealed,
-            );
-            if config.manual_rounds {
-                generator = generator.manual();
+    let role: Box<dyn Role + Send> =
+        match &config.role {
+            RoleSpec::Contributor { client, input } => {
+                Box::new(role::Contributor::new(*client, *input))
             }
-            rsa = Some(key);
-            store = Some(db);
-            Box::new(generator)
-        }
-        RoleSpec::Distributor => {
-            let db = store::Store::open(&config.data_dir)?;
-            let distributor =
-                role::Distributor::new(peer_id, mesh.clone(), db.rounds()?, db.counters()?);
-            store = Some(db);
-            Box::new(distributor)
-        }
-        RoleSpec::Requester { distributors } => {
-            let targets = if distributors.is_empty() {
-                mesh.distributors.iter().map(|m| m.peer_id).collect()
-            } else {
-                distributors.clone()
-            };
-            Box::new(role::Requester::follow(peer_id, targets))
-        }
-        RoleSpec::OneShotRequester { distributor } => {
-            Box::new(role::Requester::one_shot(peer_id, *distributor))
-        }
-    };
+            RoleSpec::Generator => {
+                let key = Arc::new(keys::load_or_create_rsa(
+                    &config.data_dir,
+                    mesh.settings.rsa_bits,
+                )?);
+                let db = store::Store::open(&config.data_dir)?;
+                let last_sealed = db.rounds()?.pop();
+                let mut generator = role::Generator::new(
+                    peer_id,
+                    mesh.clone(),
+                    key.public().clone(),
+                    db.last_opened()?,
+                    last_sealed,
+                );
+                if config.manual_rounds {
+                    generator = generator.manual();
+                }
+                rsa = Some(key);
+                store = Some(db);
+                Box::new(generator)
+            }
+            RoleSpec::Distributor => {
+                let db = store::Store::open(&config.data_dir)?;
+                let distributor =
+                    role::Distributor::new(peer_id, mesh.clone(), db.distributor_state()?);
+                store = Some(db);
+                Box::new(distributor)
+            }
+            RoleSpec::Requester { distributors } => {
+                let targets = if distributors.is_empty() {
+                    mesh.distributors.iter().map(|m| m.peer_id).collect()
+                } else {
+                    distributors.clone()
+                };
+                Box::new(role::Requester::follow(peer_id, targets))
+            }
+            RoleSpec::OneShotRequester { distributor } => {
+                Box::new(role::Requester::one_shot(peer_id, *distributor))
+            }
+            RoleSpec::OneShotVerify { distributor, code } => Box::new(
+                role::Requester::verify_once(peer_id, *distributor, code.clone()),
+            ),
+        };
 
     let mut swarm = SwarmBuilder::with_existing_identity(identity)
         .with_tokio()

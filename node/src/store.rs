@@ -7,7 +7,8 @@ use crate::keys::{self, KeyFileError};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use libp2p::PeerId;
-use otpmesh_protocol::role::Record;
+use otpmesh_protocol::role::distributor::Restored;
+use otpmesh_protocol::role::{OtpRef, Record};
 use otpmesh_protocol::round::{RoundId, Secret, Transcript};
 use rand_core::{OsRng, RngCore};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -21,7 +22,17 @@ pub const MAX_VALUE_BYTES: usize = otpmesh_protocol::wire::MAX_REQUEST_BYTES + 6
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
+/// Own OTP counters: (round, requester) → next counter. Never compacted (pruned with rounds), so a
+/// counter never goes back.
 const COUNTERS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("counters");
+/// OTP records: (issuer, requester, round, counter) → (expires at, used). No OTP value is stored.
+const OTPS: TableDefinition<OtpKey, (u64, bool)> = TableDefinition::new("otps");
+/// (issuer, requester, round, counter).
+type OtpKey = (&'static [u8], &'static [u8], u64, u64);
+/// Failed verifications: requester → CBOR (failure times, locked until).
+const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts");
+/// Largest attempts record read back.
+const MAX_ATTEMPTS_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +44,8 @@ pub enum StoreError {
     Key(#[from] KeyFileError),
     #[error("stored round {round} is corrupt or was written under another store key")]
     Corrupt { round: u64 },
+    #[error("a record in table {table} is corrupt")]
+    CorruptRecord { table: &'static str },
 }
 
 pub struct Store {
@@ -74,6 +87,8 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(ROUNDS)?;
             txn.open_table(COUNTERS)?;
+            txn.open_table(OTPS)?;
+            txn.open_table(ATTEMPTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -114,19 +129,97 @@ impl Store {
                     Ok(())
                 })
             }
-            Record::Counter {
-                round,
-                requester,
-                next,
-            } => {
-                let who = requester.to_bytes();
+            Record::Issued { otp, expires_at_ms } => {
+                let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
                 self.write(|txn| {
-                    txn.open_table(COUNTERS)?
-                        .insert((round.0, who.as_slice()), *next)?;
+                    let mut counters = txn.open_table(COUNTERS)?;
+                    let next = counters
+                        .get((otp.round.0, who.as_slice()))?
+                        .map_or(0, |v| v.value());
+                    counters.insert((otp.round.0, who.as_slice()), next.max(otp.counter + 1))?;
+                    let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
+                    txn.open_table(OTPS)?.insert(key, (*expires_at_ms, false))?;
                     Ok(())
                 })
             }
+            Record::Used { otp, expires_at_ms } => {
+                let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
+                self.write(|txn| {
+                    let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
+                    txn.open_table(OTPS)?.insert(key, (*expires_at_ms, true))?;
+                    Ok(())
+                })
+            }
+            Record::Attempts {
+                requester,
+                failures,
+                locked_until,
+            } => {
+                let who = requester.to_bytes();
+                let mut value = Vec::new();
+                ciborium::into_writer(&(failures, locked_until), &mut value)
+                    .expect("writing CBOR into a Vec cannot fail");
+                self.write(|txn| {
+                    let mut table = txn.open_table(ATTEMPTS)?;
+                    if failures.is_empty() && *locked_until == 0 {
+                        table.remove(who.as_slice())?;
+                    } else {
+                        table.insert(who.as_slice(), value.as_slice())?;
+                    }
+                    Ok(())
+                })
+            }
+            Record::Compact { expired_before_ms } => self.write(|txn| {
+                txn.open_table(OTPS)?
+                    .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
+                Ok(())
+            }),
         }
+    }
+
+    /// What a distributor restarts from.
+    pub fn distributor_state(&self) -> Result<Restored, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let mut restored = Restored {
+            rounds: self.rounds()?,
+            ..Default::default()
+        };
+        let otps = txn.open_table(OTPS).map_err(|e| self.db_err(e))?;
+        for entry in otps.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            let (issuer, requester, round, counter) = k.value();
+            let (expires_at, used) = v.value();
+            let (Ok(issuer), Ok(requester)) =
+                (PeerId::from_bytes(issuer), PeerId::from_bytes(requester))
+            else {
+                return Err(StoreError::CorruptRecord { table: "otps" });
+            };
+            restored.otps.push((
+                OtpRef {
+                    issuer,
+                    requester,
+                    round: RoundId(round),
+                    counter,
+                },
+                expires_at,
+                used,
+            ));
+        }
+        let attempts = txn.open_table(ATTEMPTS).map_err(|e| self.db_err(e))?;
+        for entry in attempts.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            let bytes = v.value();
+            let corrupt = || StoreError::CorruptRecord { table: "attempts" };
+            if bytes.len() > MAX_ATTEMPTS_BYTES {
+                return Err(corrupt());
+            }
+            let requester = PeerId::from_bytes(k.value()).map_err(|_| corrupt())?;
+            let (failures, locked_until): (Vec<u64>, u64) =
+                ciborium::from_reader(bytes).map_err(|_| corrupt())?;
+            restored.attempts.push((requester, failures, locked_until));
+        }
+        restored.counters = self.counters()?;
+        Ok(restored)
     }
 
     fn seal(&self, round: u64, transcript: &Transcript, secret: &Secret) -> Vec<u8> {
@@ -246,25 +339,89 @@ mod tests {
                     secret: s,
                 })
                 .unwrap();
+            let me = PeerId::random();
+            let otp = |counter| OtpRef {
+                issuer: me,
+                requester: who,
+                round: RoundId(3),
+                counter,
+            };
             store
-                .commit(&Record::Counter {
-                    round: RoundId(3),
-                    requester: who,
-                    next: 7,
+                .commit(&Record::Issued {
+                    otp: otp(6),
+                    expires_at_ms: 100,
                 })
                 .unwrap();
+            store
+                .commit(&Record::Issued {
+                    otp: otp(2),
+                    expires_at_ms: 50,
+                })
+                .unwrap();
+            store
+                .commit(&Record::Used {
+                    otp: otp(6),
+                    expires_at_ms: 100,
+                })
+                .unwrap();
+            let attempts = Record::Attempts {
+                requester: who,
+                failures: vec![7, 8],
+                locked_until: 99,
+            };
+            store.commit(&attempts).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.last_opened().unwrap(), Some(RoundId(4)));
-        let rounds = store.rounds().unwrap();
-        assert_eq!(rounds.len(), 1);
-        assert_eq!(rounds[0].1, Secret::from_bytes([3; 32]));
-        assert_eq!(store.counters().unwrap(), vec![(RoundId(3), who, 7)]);
+        let state = store.distributor_state().unwrap();
+        assert_eq!(state.rounds.len(), 1);
+        assert_eq!(state.rounds[0].1, Secret::from_bytes([3; 32]));
+        assert_eq!(
+            state.counters,
+            vec![(RoundId(3), who, 7)],
+            "the counter never goes back"
+        );
+        let mut otps: Vec<(u64, u64, bool)> = state
+            .otps
+            .iter()
+            .map(|(o, e, u)| (o.counter, *e, *u))
+            .collect();
+        otps.sort();
+        assert_eq!(otps, vec![(2, 50, false), (6, 100, true)]);
+        assert_eq!(state.attempts, vec![(who, vec![7, 8], 99)]);
+        store
+            .commit(&Record::Compact {
+                expired_before_ms: 60,
+            })
+            .unwrap();
+        let state = store.distributor_state().unwrap();
+        assert_eq!(state.otps.len(), 1, "the expired record is compacted");
+        assert_eq!(
+            state.counters,
+            vec![(RoundId(3), who, 7)],
+            "compaction keeps counters"
+        );
         drop(store);
         let raw = std::fs::read(dir.path().join(DB_FILE)).unwrap();
         assert!(
             !raw.windows(32).any(|w| w == [3u8; 32]),
             "plaintext secret found in the database file"
+        );
+    }
+
+    #[test]
+    fn a_foreign_file_is_a_clear_error_not_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            b"this is not a database, and must not be replaced",
+        )
+        .unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(DB_FILE), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(DB_FILE)).unwrap(),
+            b"this is not a database, and must not be replaced"
         );
     }
 
@@ -285,11 +442,16 @@ mod tests {
         let who = PeerId::random();
         for n in 1..=(MAX_STORED_ROUNDS + 5) {
             let (t, s) = round(n);
+            let otp = OtpRef {
+                issuer: who,
+                requester: who,
+                round: RoundId(n),
+                counter: 0,
+            };
             store
-                .commit(&Record::Counter {
-                    round: RoundId(n),
-                    requester: who,
-                    next: 1,
+                .commit(&Record::Issued {
+                    otp,
+                    expires_at_ms: 1,
                 })
                 .unwrap();
             store

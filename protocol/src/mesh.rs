@@ -46,6 +46,11 @@ pub struct Settings {
     pub otp_expiry_ms: u64,
     /// Generator RSA key size.
     pub rsa_bits: usize,
+    /// Wrong verifications within `failure_window_ms` that lock a requester out.
+    pub max_failures: u32,
+    pub failure_window_ms: u64,
+    /// How long a lockout lasts.
+    pub lockout_ms: u64,
 }
 
 impl Default for Settings {
@@ -59,6 +64,9 @@ impl Default for Settings {
             digits: Digits::default(),
             otp_expiry_ms: 120_000,
             rsa_bits: DEFAULT_KEY_BITS,
+            max_failures: 5,
+            failure_window_ms: 300_000,
+            lockout_ms: 900_000,
         }
     }
 }
@@ -222,6 +230,24 @@ impl MeshConfig {
             return bad(
                 "otp_expiry_ms",
                 format!("{} is outside 1 s to 24 h", s.otp_expiry_ms),
+            );
+        }
+        if s.max_failures == 0 || s.max_failures > 1000 {
+            return bad(
+                "max_failures",
+                format!("{} is outside 1 to 1000", s.max_failures),
+            );
+        }
+        if s.failure_window_ms == 0 || s.failure_window_ms > 86_400_000 {
+            return bad(
+                "failure_window_ms",
+                format!("{} is outside 1 ms to 24 h", s.failure_window_ms),
+            );
+        }
+        if s.lockout_ms == 0 || s.lockout_ms > 7 * 86_400_000 {
+            return bad(
+                "lockout_ms",
+                format!("{} is outside 1 ms to 7 days", s.lockout_ms),
             );
         }
         if !ALLOWED_KEY_BITS.contains(&s.rsa_bits) {

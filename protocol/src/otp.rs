@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! otp_key   = HKDF-SHA256(ikm = round secret, salt = "otpmesh/1/otp-key", info = round id)
-//! otp       = truncate(HMAC-SHA256(otp_key, requester PeerId ‖ counter), digits)   (RFC 4226 §5.3)
+//! otp       = truncate(HMAC-SHA256(otp_key, requester ‖ issuing distributor ‖ counter), digits)  (RFC 4226 §5.3)
 //! mask      = truncate(HMAC-SHA256(salt_key, salt), digits)      salt: 16 fresh bytes per response
 //! salted    = (otp + mask) mod 10^digits
 //! ```
@@ -135,11 +135,13 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(mac.finalize().into_bytes().into())
 }
 
-/// Issues the OTP for (`round`, `requester`, `counter`) from the round secret.
+/// Issues the OTP for (`round`, `requester`, `issuer`, `counter`) from the round secret. The issuing
+/// distributor is part of the input, so two distributors never hand a requester the same OTP.
 pub fn issue(
     secret: &Secret,
     round: RoundId,
     requester: &PeerId,
+    issuer: &PeerId,
     counter: u64,
     digits: Digits,
 ) -> Otp {
@@ -149,7 +151,11 @@ pub fn issue(
         .expect("32 bytes is a valid HKDF length");
     let mac = hmac(
         key.as_ref(),
-        &[&requester.to_bytes(), &counter.to_be_bytes()],
+        &[
+            &requester.to_bytes(),
+            &issuer.to_bytes(),
+            &counter.to_be_bytes(),
+        ],
     );
     Otp {
         value: truncate(mac.as_ref(), digits),
@@ -223,29 +229,40 @@ mod tests {
     }
 
     #[test]
-    fn otps_differ_across_counters_requesters_and_rounds() {
+    fn otps_differ_across_counters_requesters_issuers_and_rounds() {
         let secret = Secret::from_bytes([3; 32]);
         // Fixed inputs: this checks one known sample, it does not gamble on a random one.
-        let who = libp2p_identity::Keypair::ed25519_from_bytes([1; 32])
-            .unwrap()
-            .public()
-            .to_peer_id();
+        let fixed = |b: u8| {
+            libp2p_identity::Keypair::ed25519_from_bytes([b; 32])
+                .unwrap()
+                .public()
+                .to_peer_id()
+        };
+        let (who, dist) = (fixed(1), fixed(2));
         let mut seen = HashSet::new();
         for counter in 0..2000 {
-            seen.insert(issue(&secret, RoundId(1), &who, counter, Digits(8)).value());
+            seen.insert(issue(&secret, RoundId(1), &who, &dist, counter, Digits(8)).value());
         }
         // 2000 draws from 10^8 values: this fixed sample happens to have no collision (a random one
         // would collide 2% of the time; the distributor, not the maths, guarantees uniqueness).
         assert_eq!(seen.len(), 2000);
-        let a = issue(&secret, RoundId(1), &who, 0, Digits(8));
-        assert_ne!(a, issue(&secret, RoundId(2), &who, 0, Digits(8)));
+        let a = issue(&secret, RoundId(1), &who, &dist, 0, Digits(8));
+        assert_ne!(a, issue(&secret, RoundId(2), &who, &dist, 0, Digits(8)));
         assert_ne!(
             a,
-            issue(&secret, RoundId(1), &PeerId::random(), 0, Digits(8))
+            issue(&secret, RoundId(1), &fixed(3), &dist, 0, Digits(8))
         );
+        assert_ne!(a, issue(&secret, RoundId(1), &who, &fixed(3), 0, Digits(8)));
         assert_ne!(
             a,
-            issue(&Secret::from_bytes([4; 32]), RoundId(1), &who, 0, Digits(8))
+            issue(
+                &Secret::from_bytes([4; 32]),
+                RoundId(1),
+                &who,
+                &dist,
+                0,
+                Digits(8)
+            )
         );
     }
 

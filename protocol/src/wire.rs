@@ -72,12 +72,22 @@ pub struct RoundFailure {
     pub reason: String,
 }
 
+/// A distributor accepted this OTP (it issued it): every other distributor answers `used` for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UseMarker {
+    pub requester: libp2p_identity::PeerId,
+    pub round: RoundId,
+    pub counter: u64,
+    pub expires_at_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gossip {
     Open(RoundOpen),
     Phrase(PhraseSubmission),
     Sealed(Transcript),
     Failed(RoundFailure),
+    Used(UseMarker),
 }
 
 impl Gossip {
@@ -87,6 +97,7 @@ impl Gossip {
             Gossip::Phrase(_) => "phrase",
             Gossip::Sealed(_) => "sealed",
             Gossip::Failed(_) => "failed",
+            Gossip::Used(_) => "used",
         }
     }
 
@@ -96,6 +107,7 @@ impl Gossip {
             Gossip::Phrase(m) => m.round,
             Gossip::Sealed(m) => m.round,
             Gossip::Failed(m) => m.round,
+            Gossip::Used(m) => m.round,
         }
     }
 
@@ -145,12 +157,49 @@ pub struct OtpRequest {
     pub requester_key: [u8; 32],
 }
 
+/// A requester presents one of its OTPs, as digits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    pub code: String,
+}
+
+/// Longest code accepted in a verify request.
+pub const MAX_CODE_CHARS: usize = 16;
+
+/// What a verification came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyResult {
+    /// First use, before expiry.
+    Accepted,
+    /// Accepted before (here or at another distributor).
+    Used,
+    Expired,
+    /// No such OTP for this requester.
+    Wrong,
+    /// Too many wrong attempts: nothing is checked until the lockout ends.
+    Locked,
+}
+
+impl VerifyResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyResult::Accepted => "accepted",
+            VerifyResult::Used => "used",
+            VerifyResult::Expired => "expired",
+            VerifyResult::Wrong => "wrong",
+            VerifyResult::Locked => "locked",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// "Send me your RSA public key" (to a generator).
     PublicKey,
     Deliver(Box<Delivery>),
     Otp(OtpRequest),
+    Verify(VerifyRequest),
 }
 
 impl Request {
@@ -159,6 +208,7 @@ impl Request {
             Request::PublicKey => "public-key",
             Request::Deliver(_) => "deliver",
             Request::Otp(_) => "otp",
+            Request::Verify(_) => "verify",
         }
     }
 
@@ -173,6 +223,10 @@ impl Request {
                     ),
                 ))
             }
+            Request::Verify(v) if v.code.len() > MAX_CODE_CHARS => Err(field(
+                "code",
+                format!("{} characters, at most {MAX_CODE_CHARS}", v.code.len()),
+            )),
             _ => Ok(()),
         }
     }
@@ -215,6 +269,7 @@ pub enum Response {
     PublicKey(#[serde(with = "serde_bytes")] Vec<u8>),
     Delivered(RoundId),
     Otp(OtpGrant),
+    Verified(VerifyResult),
     Refused(Refusal),
 }
 

@@ -5,6 +5,7 @@ use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::mesh::{Contributor as Listed, Member, MeshConfig};
 use otpmesh_protocol::otp;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
+use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{
     self, Action, Contributor, Distributor, Event, Generator, InboundId, Record, Requester, Role,
     Tag, Verdict,
@@ -139,8 +140,7 @@ impl Sim {
             Box::new(Distributor::new(
                 ids.distributor,
                 mesh.clone(),
-                vec![],
-                vec![],
+                Restored::default(),
             )),
         );
         sim.add(
@@ -368,6 +368,7 @@ fn a_round_seals_at_quorum_and_the_requester_unsalts_the_issued_otp() {
         &secret,
         RoundId(1),
         &ids.requester,
+        &ids.distributor,
         0,
         sim.mesh.settings.digits,
     );
@@ -379,7 +380,7 @@ fn a_round_seals_at_quorum_and_the_requester_unsalts_the_issued_otp() {
     // The distributor committed the counter before replying.
     let counters: Vec<_> = sim.records[&ids.distributor]
         .iter()
-        .filter(|r| matches!(r, Record::Counter { next: 1, .. }))
+        .filter(|r| matches!(r, Record::Issued { otp, .. } if otp.counter == 0))
         .collect();
     assert_eq!(counters.len(), 1);
 }
@@ -487,6 +488,41 @@ fn delivery_is_retried_until_the_distributor_is_back() {
     );
 }
 
+/// What a store would give back from these records (the node's store keeps the same facts).
+fn restore(records: &[Record], rounds: Vec<(Transcript, Secret)>) -> Restored {
+    let mut otps: Vec<(otpmesh_protocol::role::OtpRef, u64, bool)> = Vec::new();
+    let mut attempts = HashMap::new();
+    let mut counters: HashMap<(RoundId, PeerId), u64> = HashMap::new();
+    for r in records {
+        match r {
+            Record::Issued { otp, expires_at_ms } => {
+                otps.push((*otp, *expires_at_ms, false));
+                let c = counters.entry((otp.round, otp.requester)).or_insert(0);
+                *c = (*c).max(otp.counter + 1);
+            }
+            Record::Used { otp, expires_at_ms } => match otps.iter_mut().find(|(o, _, _)| o == otp)
+            {
+                Some(entry) => entry.2 = true,
+                None => otps.push((*otp, *expires_at_ms, true)),
+            },
+            Record::Attempts {
+                requester,
+                failures,
+                locked_until,
+            } => {
+                attempts.insert(*requester, (failures.clone(), *locked_until));
+            }
+            _ => {}
+        }
+    }
+    Restored {
+        rounds,
+        otps,
+        attempts: attempts.into_iter().map(|(p, (f, l))| (p, f, l)).collect(),
+        counters: counters.into_iter().map(|((r, p), n)| (r, p, n)).collect(),
+    }
+}
+
 fn run_request(
     d: &mut Distributor,
     from: PeerId,
@@ -547,7 +583,7 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
             secret: s.clone(),
         }))
     };
-    let mut d = Distributor::new(me, mesh.clone(), vec![], vec![]);
+    let mut d = Distributor::new(me, mesh.clone(), Restored::default());
 
     let ask = || {
         Request::Otp(otpmesh_protocol::wire::OtpRequest {
@@ -604,22 +640,10 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
         grants.push(r);
     }
     // Restart from the records: the next counter continues.
-    let restored: Vec<_> = counters
-        .iter()
-        .filter_map(|r| match r {
-            Record::Counter {
-                round,
-                requester,
-                next,
-            } => Some((*round, *requester, *next)),
-            _ => None,
-        })
-        .collect();
     let mut d = Distributor::new(
         me,
         mesh,
-        vec![(transcript.clone(), secret.clone())],
-        restored,
+        restore(&counters, vec![(transcript.clone(), secret.clone())]),
     );
     let (_, r) = run_request(&mut d, requester, ask(), &mut rng);
     grants.push(r);

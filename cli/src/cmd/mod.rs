@@ -3,6 +3,7 @@
 pub mod mesh;
 pub mod node;
 pub mod request;
+pub mod verify;
 
 pub use mesh::free_ports as mesh_ports;
 
@@ -41,7 +42,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let default_log = match &cli.command {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
         // A one-shot request says what went wrong in its error; logs would repeat it.
-        Command::Request(_) => "error",
+        Command::Request(_) | Command::Verify(_) => "error",
         _ => "warn",
     };
     init_logs(default_log);
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }

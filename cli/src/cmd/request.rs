@@ -40,64 +40,78 @@ fn classify(address: &str, reason: String) -> Failure {
     fail(code, error)
 }
 
-pub async fn run(args: RequestArgs) -> Outcome {
-    let addr: Multiaddr = args.distributor.parse().map_err(|e| {
-        anyhow!(
-            "--distributor {:?} is not a multiaddr: {e}",
-            args.distributor
-        )
-    })?;
-    let (Some(distributor), _) = split_peer(&addr) else {
+/// Starts a one-shot node with the identity in `data_dir`, aimed at `distributor` (a multiaddr
+/// ending in /p2p/…), and waits for the first event `pick` turns into an answer.
+pub async fn ask_once<T>(
+    distributor: &str,
+    data_dir: &std::path::Path,
+    seed: Option<u64>,
+    timeout_secs: u64,
+    role: impl FnOnce(libp2p::PeerId) -> RoleSpec,
+    mut pick: impl FnMut(NodeEvent) -> Option<Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let addr: Multiaddr = distributor
+        .parse()
+        .map_err(|e| anyhow!("--distributor {distributor:?} is not a multiaddr: {e}"))?;
+    let (Some(peer), _) = split_peer(&addr) else {
         return Err(anyhow!(
             "--distributor {addr} must end with /p2p/<peer id> so the distributor can be authenticated (mesh.json lists such addresses)"
         )
         .into());
     };
     let config = NodeConfig {
-        role: RoleSpec::OneShotRequester { distributor },
-        data_dir: args.data_dir.clone(),
+        role: role(peer),
+        data_dir: data_dir.to_path_buf(),
         listen: Vec::new(),
         peers: vec![addr],
         mesh: MeshConfig::default(),
         mdns: false,
         manual_rounds: false,
-        seed: args.seed,
+        seed,
     };
     let node = otpmesh_node::start(config).map_err(|e| anyhow!(e))?;
     let (client, mut events) = (node.client.clone(), node.events);
     tokio::spawn(node.event_loop.run());
-    let outcome = tokio::time::timeout(Duration::from_secs(args.timeout_secs), async {
+    let outcome = tokio::time::timeout(Duration::from_secs(timeout_secs), async {
         while let Some(event) = events.recv().await {
-            match event {
-                NodeEvent::Role(Event::OtpReceived {
-                    otp,
-                    round,
-                    expires_at_ms,
-                    distributor,
-                }) => return Ok((otp, round, expires_at_ms, distributor)),
-                NodeEvent::Role(Event::RequestFailed { reason, .. }) => {
-                    return Err(classify(&args.distributor, reason))
-                }
-                _ => {}
+            if let NodeEvent::Role(Event::RequestFailed { reason, .. }) = &event {
+                return Err(classify(distributor, reason.clone()));
+            }
+            if let Some(answer) = pick(event) {
+                return answer;
             }
         }
         Err(fail(1, anyhow!("the node stopped before an answer came")))
     })
     .await;
     let _ = client.shutdown().await;
-    let (otp, round, expires_at_ms, distributor) = match outcome {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(fail(
-                3,
-                anyhow!(
-                    "no answer from the distributor at {} within {} s",
-                    args.distributor,
-                    args.timeout_secs
-                ),
-            ))
-        }
-    };
+    match outcome {
+        Ok(result) => result,
+        Err(_) => Err(fail(
+            3,
+            anyhow!("no answer from the distributor at {distributor} within {timeout_secs} s"),
+        )),
+    }
+}
+
+pub async fn run(args: RequestArgs) -> Outcome {
+    let (otp, round, expires_at_ms, distributor) = ask_once(
+        &args.distributor,
+        &args.data_dir,
+        args.seed,
+        args.timeout_secs,
+        |distributor| RoleSpec::OneShotRequester { distributor },
+        |event| match event {
+            NodeEvent::Role(Event::OtpReceived {
+                otp,
+                round,
+                expires_at_ms,
+                distributor,
+            }) => Some(Ok((otp, round, expires_at_ms, distributor))),
+            _ => None,
+        },
+    )
+    .await?;
     if args.json {
         let value = serde_json::json!({
             "otp": otp,

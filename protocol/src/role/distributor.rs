@@ -1,35 +1,73 @@
-//! The distributor: holds delivered round secrets and answers OTP requests with salted OTPs.
+//! The distributor: holds delivered round secrets, issues salted OTPs, verifies them once.
 //!
 //! ```text
 //! Deliver(transcript, secret) from a listed generator ─► check commitment ─► Persist(Round) ─► Delivered
-//! Otp(requester key) from a listed requester ─► counter+1 ─► Persist(Counter) ─► OTP, salted ─► Otp(grant)
+//! Otp(requester key) from a listed requester ─► Persist(Issued) ─► OTP, salted ─► Otp(grant)
+//! Verify(code) from a listed requester ─► locked? ─► match (constant time) among its OTPs
+//!     ─► accepted: Persist(Used) · Publish(Used marker) ─► Verified(accepted)
+//!     ─► wrong: Persist(Attempts) (lock after max_failures in the window) ─► Verified(wrong)
+//! Used marker from another distributor ─► Persist(Used) (its OTP now answers `used` here too)
 //! ```
-//! Every acknowledgement follows the `Persist` it depends on, so the node commits before it replies.
+//! Every answer follows the `Persist` it depends on, so the node commits before it replies. OTP values
+//! are never stored: they are recomputed from the round secret, the requester, the issuer and the
+//! counter.
 
-use super::{refuse, Action, Event, InboundId, Millis, Record, Role};
+use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
 use crate::kx::Ephemeral;
 use crate::mesh::MeshConfig;
 use crate::otp::{self, SALT_BYTES};
 use crate::round::{RoundId, Secret, Transcript};
-use crate::wire::{Delivery, OtpGrant, OtpRequest, Refusal, Request, Response};
+use crate::wire::{
+    Delivery, Gossip, OtpGrant, OtpRequest, Refusal, Request, Response, UseMarker, VerifyResult,
+};
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 /// Rounds a distributor keeps; older rounds' OTPs have long expired.
 pub const MAX_HELD_ROUNDS: usize = 16;
-/// Unexpired OTPs remembered per requester (to never hand out a live OTP twice).
-pub const MAX_LIVE_PER_REQUESTER: usize = 1024;
-/// Requesters with unexpired OTPs remembered at once.
+/// OTP records remembered per requester (issued, used, expired but not yet compacted).
+pub const MAX_OTPS_PER_REQUESTER: usize = 1024;
+/// Requesters with OTP records or attempts remembered at once.
 pub const MAX_TRACKED_REQUESTERS: usize = 65_536;
 /// Counters tried before giving up on finding an OTP distinct from the live ones.
 const MAX_COLLISION_RETRIES: u32 = 64;
+/// How often expired records are compacted.
+pub const COMPACT_EVERY_MS: Millis = 60_000;
 
 #[derive(Debug)]
 struct Held {
     transcript: Transcript,
     secret: Secret,
+}
+
+/// One OTP this distributor knows of, with its value recomputed.
+#[derive(Debug, Clone)]
+struct Known {
+    otp: OtpRef,
+    value: u64,
+    expires_at: Millis,
+    used: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Attempts {
+    failures: VecDeque<Millis>,
+    locked_until: Millis,
+}
+
+/// What a distributor's store gives back after a restart.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub rounds: Vec<(Transcript, Secret)>,
+    /// (otp, expires at, used)
+    pub otps: Vec<(OtpRef, Millis, bool)>,
+    /// (requester, failure times, locked until)
+    pub attempts: Vec<(PeerId, Vec<Millis>, Millis)>,
+    /// Own next counters: (round, requester, next).
+    pub counters: Vec<(RoundId, PeerId, u64)>,
 }
 
 #[derive(Debug)]
@@ -38,34 +76,48 @@ pub struct Distributor {
     mesh: Arc<MeshConfig>,
     rounds: BTreeMap<RoundId, Held>,
     counters: HashMap<(RoundId, PeerId), u64>,
-    /// Per requester: (otp value, expiry) of OTPs still live.
-    live: HashMap<PeerId, VecDeque<(u64, Millis)>>,
+    known: HashMap<PeerId, Vec<Known>>,
+    attempts: HashMap<PeerId, Attempts>,
+    last_compact: Millis,
 }
 
 impl Distributor {
-    /// `rounds` and `counters` come from the node's store after a restart.
-    pub fn new(
-        me: PeerId,
-        mesh: Arc<MeshConfig>,
-        rounds: Vec<(Transcript, Secret)>,
-        counters: Vec<(RoundId, PeerId, u64)>,
-    ) -> Distributor {
+    pub fn new(me: PeerId, mesh: Arc<MeshConfig>, restored: Restored) -> Distributor {
         let mut d = Distributor {
             me,
             mesh,
             rounds: BTreeMap::new(),
             counters: HashMap::new(),
-            live: HashMap::new(),
+            known: HashMap::new(),
+            attempts: HashMap::new(),
+            last_compact: 0,
         };
-        for (transcript, secret) in rounds {
+        for (transcript, secret) in restored.rounds {
             d.rounds
                 .insert(transcript.round, Held { transcript, secret });
         }
-        d.prune();
-        for (round, requester, next) in counters {
-            if d.rounds.contains_key(&round) {
-                d.counters.insert((round, requester), next);
+        d.prune_rounds();
+        for (otp, expires_at, used) in restored.otps {
+            if otp.issuer == d.me {
+                let next = d.counters.entry((otp.round, otp.requester)).or_insert(0);
+                *next = (*next).max(otp.counter + 1);
             }
+            d.remember(otp, expires_at, used);
+        }
+        for (round, requester, next) in restored.counters {
+            if d.rounds.contains_key(&round) {
+                let c = d.counters.entry((round, requester)).or_insert(0);
+                *c = (*c).max(next);
+            }
+        }
+        for (requester, failures, locked_until) in restored.attempts {
+            d.attempts.insert(
+                requester,
+                Attempts {
+                    failures: failures.into(),
+                    locked_until,
+                },
+            );
         }
         d
     }
@@ -74,12 +126,70 @@ impl Distributor {
         self.rounds.keys().next_back().copied()
     }
 
-    fn prune(&mut self) {
+    fn prune_rounds(&mut self) {
         while self.rounds.len() > MAX_HELD_ROUNDS {
             if let Some((old, _)) = self.rounds.pop_first() {
                 self.counters.retain(|(r, _), _| *r != old);
             }
         }
+    }
+
+    /// Adds an OTP record, recomputing its value; false if its round is not held.
+    fn remember(&mut self, otp: OtpRef, expires_at: Millis, used: bool) -> bool {
+        let Some(held) = self.rounds.get(&otp.round) else {
+            return false;
+        };
+        let value = otp::issue(
+            &held.secret,
+            otp.round,
+            &otp.requester,
+            &otp.issuer,
+            otp.counter,
+            self.mesh.settings.digits,
+        )
+        .value();
+        let list = self.known.entry(otp.requester).or_default();
+        if let Some(k) = list.iter_mut().find(|k| k.otp == otp) {
+            k.used |= used;
+            return true;
+        }
+        if list.len() >= MAX_OTPS_PER_REQUESTER {
+            // Forget the one that expires first.
+            if let Some(i) = (0..list.len()).min_by_key(|&i| list[i].expires_at) {
+                list.swap_remove(i);
+            }
+        }
+        list.push(Known {
+            otp,
+            value,
+            expires_at,
+            used,
+        });
+        true
+    }
+
+    fn has_room_for(&mut self, requester: &PeerId, now: Millis) -> bool {
+        if self.known.contains_key(requester) || self.known.len() < MAX_TRACKED_REQUESTERS {
+            return true;
+        }
+        self.compact_memory(now);
+        self.known.len() < MAX_TRACKED_REQUESTERS
+    }
+
+    /// Forgets records that expired more than one OTP lifetime ago.
+    fn compact_memory(&mut self, now: Millis) -> Millis {
+        let before = now.saturating_sub(self.mesh.settings.otp_expiry_ms);
+        for list in self.known.values_mut() {
+            list.retain(|k| k.expires_at >= before);
+        }
+        self.known.retain(|_, l| !l.is_empty());
+        let window = self.mesh.settings.failure_window_ms;
+        for a in self.attempts.values_mut() {
+            a.failures.retain(|t| t + window > now);
+        }
+        self.attempts
+            .retain(|_, a| !a.failures.is_empty() || a.locked_until > now);
+        before
     }
 
     fn deliver(
@@ -147,7 +257,7 @@ impl Distributor {
                 secret: delivery.secret.clone(),
             },
         );
-        self.prune();
+        self.prune_rounds();
         actions.push(Action::Persist(Record::Round {
             transcript: t.clone(),
             secret: delivery.secret.clone(),
@@ -190,51 +300,57 @@ impl Distributor {
             Ok(k) => k,
             Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
         };
-        if !self.live.contains_key(&peer) && self.live.len() >= MAX_TRACKED_REQUESTERS {
-            self.live.retain(|_, l| l.iter().any(|(_, exp)| *exp > now));
-            if self.live.len() >= MAX_TRACKED_REQUESTERS {
-                let refusal =
-                    Refusal::Unavailable("too many requesters with live OTPs; try later".into());
-                return refuse(peer, id, request, refusal);
-            }
+        if !self.has_room_for(&peer, now) {
+            let refusal =
+                Refusal::Unavailable("too many requesters with live OTPs; try later".into());
+            return refuse(peer, id, request, refusal);
         }
         let digits = self.mesh.settings.digits;
         let secret = &self.rounds[&round].secret;
-        let live = self.live.entry(peer).or_default();
-        live.retain(|(_, exp)| *exp > now);
+        let live: Vec<u64> = self
+            .known
+            .get(&peer)
+            .map(|l| {
+                l.iter()
+                    .filter(|k| k.expires_at > now)
+                    .map(|k| k.value)
+                    .collect()
+            })
+            .unwrap_or_default();
         let counter = self.counters.entry((round, peer)).or_insert(0);
         let mut tries = 0;
-        let (otp, used) = loop {
+        let (value, used) = loop {
             let used = *counter;
             *counter += 1;
-            let otp = otp::issue(secret, round, &peer, used, digits);
+            let otp = otp::issue(secret, round, &peer, &self.me, used, digits);
             tries += 1;
-            if !live.iter().any(|(v, _)| *v == otp.value()) || tries >= MAX_COLLISION_RETRIES {
+            if !live.contains(&otp.value()) || tries >= MAX_COLLISION_RETRIES {
                 break (otp, used);
             }
         };
-        let next = *counter;
         let expires_at_ms = now + self.mesh.settings.otp_expiry_ms;
-        if live.len() >= MAX_LIVE_PER_REQUESTER {
-            live.pop_front();
-        }
-        live.push_back((otp.value(), expires_at_ms));
+        let otp_ref = OtpRef {
+            issuer: self.me,
+            requester: peer,
+            round,
+            counter: used,
+        };
+        self.remember(otp_ref, expires_at_ms, false);
         let mut salt = [0u8; SALT_BYTES];
         rng.fill_bytes(&mut salt);
         let grant = OtpGrant {
             round,
             counter: used,
             digits,
-            salted: salt_key.salt(otp, &salt),
+            salted: salt_key.salt(value, &salt),
             salt,
             distributor_key: ephemeral.public(),
             expires_at_ms,
         };
         vec![
-            Action::Persist(Record::Counter {
-                round,
-                requester: peer,
-                next,
+            Action::Persist(Record::Issued {
+                otp: otp_ref,
+                expires_at_ms,
             }),
             Action::Reply {
                 to: id,
@@ -248,9 +364,218 @@ impl Distributor {
             }),
         ]
     }
+
+    fn verify(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        code: &str,
+    ) -> Vec<Action> {
+        if !self.mesh.is_requester(&peer) {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
+            );
+        }
+        let digits = self.mesh.settings.digits.get() as usize;
+        if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Invalid(format!("an OTP here is {digits} digits")),
+            );
+        }
+        let code: u64 = code.parse().expect("checked: only digits");
+        let settings = &self.mesh.settings;
+        let attempts = self.attempts.get(&peer).cloned().unwrap_or_default();
+        let (result, actions) = if attempts.locked_until > now {
+            (VerifyResult::Locked, Vec::new())
+        } else {
+            // Look at every record, whatever matches, so timing says nothing about which did.
+            let list = self.known.get(&peer).map(Vec::as_slice).unwrap_or(&[]);
+            let mut found = subtle::Choice::from(0);
+            let mut index = 0u64;
+            for (i, k) in list.iter().enumerate() {
+                let hit = k.value.ct_eq(&code);
+                index.conditional_assign(&(i as u64), hit);
+                found |= hit;
+            }
+            if bool::from(found) {
+                self.verify_match(now, peer, index as usize, attempts)
+            } else {
+                self.verify_miss(
+                    now,
+                    peer,
+                    attempts,
+                    settings.max_failures,
+                    settings.failure_window_ms,
+                    settings.lockout_ms,
+                )
+            }
+        };
+        let mut all = actions;
+        all.push(Action::Reply {
+            to: id,
+            response: Response::Verified(result),
+        });
+        all.push(Action::Emit(Event::OtpVerified {
+            requester: peer,
+            result,
+        }));
+        all
+    }
+
+    fn verify_match(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        index: usize,
+        attempts: Attempts,
+    ) -> (VerifyResult, Vec<Action>) {
+        let k = &mut self
+            .known
+            .get_mut(&peer)
+            .expect("a match came from this list")[index];
+        if k.used {
+            return (VerifyResult::Used, Vec::new());
+        }
+        if now >= k.expires_at {
+            return (VerifyResult::Expired, Vec::new());
+        }
+        if k.otp.issuer != self.me {
+            // Only markers of used OTPs are kept for other issuers; nothing to accept here.
+            return (VerifyResult::Used, Vec::new());
+        }
+        k.used = true;
+        let (otp, expires_at_ms) = (k.otp, k.expires_at);
+        let mut actions = vec![Action::Persist(Record::Used { otp, expires_at_ms })];
+        if !attempts.failures.is_empty() {
+            self.attempts.remove(&peer);
+            actions.push(Action::Persist(Record::Attempts {
+                requester: peer,
+                failures: vec![],
+                locked_until: 0,
+            }));
+        }
+        let marker = UseMarker {
+            requester: peer,
+            round: otp.round,
+            counter: otp.counter,
+            expires_at_ms,
+        };
+        actions.push(Action::Publish(Gossip::Used(marker)));
+        (VerifyResult::Accepted, actions)
+    }
+
+    fn verify_miss(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        mut attempts: Attempts,
+        max_failures: u32,
+        window: Millis,
+        lockout: Millis,
+    ) -> (VerifyResult, Vec<Action>) {
+        attempts.failures.retain(|t| t + window > now);
+        attempts.failures.push_back(now);
+        if attempts.failures.len() >= max_failures as usize {
+            attempts.locked_until = now + lockout;
+            attempts.failures.clear();
+        }
+        let record = Record::Attempts {
+            requester: peer,
+            failures: attempts.failures.iter().copied().collect(),
+            locked_until: attempts.locked_until,
+        };
+        if self.attempts.contains_key(&peer) || self.attempts.len() < MAX_TRACKED_REQUESTERS {
+            self.attempts.insert(peer, attempts);
+        }
+        (VerifyResult::Wrong, vec![Action::Persist(record)])
+    }
+
+    fn on_marker(&mut self, source: PeerId, marker: &UseMarker) -> (Verdict, Vec<Action>) {
+        if !self.mesh.is_distributor(&source) {
+            return (
+                Verdict::Reject(format!(
+                    "use marker from {source}, which is not a listed distributor"
+                )),
+                Vec::new(),
+            );
+        }
+        if source == self.me {
+            return (Verdict::Accept, Vec::new());
+        }
+        let otp = OtpRef {
+            issuer: source,
+            requester: marker.requester,
+            round: marker.round,
+            counter: marker.counter,
+        };
+        if !self.known.contains_key(&marker.requester) && self.known.len() >= MAX_TRACKED_REQUESTERS
+        {
+            return (
+                Verdict::Ignore("too many requesters tracked".into()),
+                Vec::new(),
+            );
+        }
+        if !self.remember(otp, marker.expires_at_ms, true) {
+            return (
+                Verdict::Ignore(format!(
+                    "use marker for round {}, which is not held here",
+                    marker.round
+                )),
+                Vec::new(),
+            );
+        }
+        let event = Event::UseReplicated {
+            issuer: source,
+            requester: marker.requester,
+            round: marker.round,
+            counter: marker.counter,
+        };
+        (
+            Verdict::Accept,
+            vec![
+                Action::Persist(Record::Used {
+                    otp,
+                    expires_at_ms: marker.expires_at_ms,
+                }),
+                Action::Emit(event),
+            ],
+        )
+    }
 }
 
 impl Role for Distributor {
+    fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if now < self.last_compact + COMPACT_EVERY_MS {
+            return Vec::new();
+        }
+        self.last_compact = now;
+        let before = self.compact_memory(now);
+        vec![Action::Persist(Record::Compact {
+            expired_before_ms: before,
+        })]
+    }
+
+    fn gossip(
+        &mut self,
+        _now: Millis,
+        source: PeerId,
+        message: &Gossip,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
+        match message {
+            Gossip::Used(marker) => self.on_marker(source, marker),
+            _ => (Verdict::Accept, Vec::new()),
+        }
+    }
+
     fn request(
         &mut self,
         now: Millis,
@@ -262,6 +587,7 @@ impl Role for Distributor {
         match &request {
             Request::Deliver(d) => self.deliver(peer, id, &request, d),
             Request::Otp(ask) => self.issue(now, peer, id, &request, ask, rng),
+            Request::Verify(v) => self.verify(now, peer, id, &request, &v.code),
             Request::PublicKey => refuse(
                 peer,
                 id,

@@ -66,12 +66,28 @@ pub enum Record {
         transcript: Transcript,
         secret: Secret,
     },
-    /// The next OTP counter for (round, requester).
-    Counter {
-        round: RoundId,
+    /// An OTP was issued (by `issuer`, this node) for (round, requester, counter). The OTP itself is
+    /// never stored: it is recomputed from the round secret.
+    Issued { otp: OtpRef, expires_at_ms: Millis },
+    /// An OTP was accepted: here (`issuer` is this node) or, as a replicated marker, elsewhere.
+    Used { otp: OtpRef, expires_at_ms: Millis },
+    /// A requester's recent failed verifications and lockout.
+    Attempts {
         requester: PeerId,
-        next: u64,
+        failures: Vec<Millis>,
+        locked_until: Millis,
     },
+    /// Forget OTP records that expired before this time.
+    Compact { expired_before_ms: Millis },
+}
+
+/// Which OTP: who issued it to whom, for which round, with which counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct OtpRef {
+    pub issuer: PeerId,
+    pub requester: PeerId,
+    pub round: RoundId,
+    pub counter: u64,
 }
 
 /// Something that happened, for the user, the logs and the tools. Never carries a secret except
@@ -144,6 +160,20 @@ pub enum Event {
         requester: PeerId,
         counter: u64,
         expires_at_ms: Millis,
+    },
+    OtpVerified {
+        requester: PeerId,
+        result: crate::wire::VerifyResult,
+    },
+    UseReplicated {
+        issuer: PeerId,
+        requester: PeerId,
+        round: RoundId,
+        counter: u64,
+    },
+    VerifyAnswered {
+        distributor: PeerId,
+        result: crate::wire::VerifyResult,
     },
     OtpReceived {
         round: RoundId,
@@ -285,6 +315,9 @@ pub fn refuse(peer: PeerId, to: InboundId, request: &Request, refusal: Refusal) 
 /// Who may send what on the gossip topic; every node applies it before forwarding anything.
 pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Verdict {
     match message {
+        Gossip::Used(_) if !mesh.is_distributor(source) => Verdict::Reject(format!(
+            "use marker from {source}, which is not a listed distributor"
+        )),
         Gossip::Open(_) | Gossip::Failed(_) if !mesh.is_generator(source) => {
             Verdict::Reject(format!(
                 "{} from {source}, which is not a listed generator",

@@ -7,7 +7,7 @@
 use super::{Action, Event, Millis, Role, Tag, Tags, Verdict};
 use crate::kx::Ephemeral;
 use crate::round::RoundId;
-use crate::wire::{Gossip, OtpRequest, Refusal, Request, Response};
+use crate::wire::{Gossip, OtpRequest, Refusal, Request, Response, VerifyRequest};
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeSet, HashMap};
@@ -35,6 +35,8 @@ pub struct Requester {
     retries: Vec<(Millis, Option<RoundId>, u32)>,
     seen: BTreeSet<RoundId>,
     tags: Tags,
+    /// `verify_once`: the code to present, and the tag of the request once sent.
+    verify: Option<(String, Option<Tag>)>,
 }
 
 impl std::fmt::Debug for Requester {
@@ -54,6 +56,13 @@ impl Requester {
         Self::build(me, vec![distributor], true)
     }
 
+    /// Presents `code` to `distributor` once (the `otpmesh verify` command).
+    pub fn verify_once(me: PeerId, distributor: PeerId, code: String) -> Requester {
+        let mut r = Self::build(me, vec![distributor], true);
+        r.verify = Some((code, None));
+        r
+    }
+
     /// Asks one of `distributors` (in turn) after every sealed round.
     pub fn follow(me: PeerId, distributors: Vec<PeerId>) -> Requester {
         Self::build(me, distributors, false)
@@ -69,6 +78,7 @@ impl Requester {
             retries: Vec::new(),
             seen: BTreeSet::new(),
             tags: Tags::default(),
+            verify: None,
         }
     }
 
@@ -108,6 +118,16 @@ impl Requester {
 
 impl Role for Requester {
     fn start(&mut self, _now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if let Some((code, sent)) = &mut self.verify {
+            let tag = self.tags.next();
+            *sent = Some(tag);
+            let request = Request::Verify(VerifyRequest { code: code.clone() });
+            return vec![Action::Send {
+                peer: self.distributors[0],
+                tag,
+                request,
+            }];
+        }
         if self.one_shot {
             return self.ask(None, 1, rng);
         }
@@ -149,6 +169,30 @@ impl Role for Requester {
         response: Result<Response, String>,
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
+        if matches!(&self.verify, Some((_, Some(t))) if *t == tag) {
+            let event = match response {
+                Ok(Response::Verified(result)) => Event::VerifyAnswered {
+                    distributor: peer,
+                    result,
+                },
+                Ok(Response::Refused(r)) => Event::RequestFailed {
+                    peer,
+                    request: "verify".into(),
+                    reason: r.to_string(),
+                },
+                Ok(other) => Event::RequestFailed {
+                    peer,
+                    request: "verify".into(),
+                    reason: format!("unexpected response {other:?}"),
+                },
+                Err(reason) => Event::RequestFailed {
+                    peer,
+                    request: "verify".into(),
+                    reason,
+                },
+            };
+            return vec![Action::Emit(event)];
+        }
         let Some(asking) = self.in_flight.remove(&tag) else {
             return Vec::new();
         };
