@@ -185,6 +185,42 @@ fn mesh_up_then_requests_from_outside() {
     assert_eq!(verify(&wrong), (Some(1), "wrong".to_string()));
     assert_eq!(verify(&otps[1]), (Some(0), "accepted".to_string()));
 
+    // Enrol, then request under the enrolment key; the key file is private.
+    let out = Command::new(BIN)
+        .args([
+            "enrol",
+            "--json",
+            "--distributor",
+            tcp,
+            "--data-dir",
+            &requester_dir,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let enrolled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key_file = enrolled["key_file"].as_str().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = request(tcp, Path::new(&requester_dir));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        verify(v["otp"].as_str().unwrap()),
+        (Some(0), "accepted".to_string())
+    );
+
     let stranger = tempfile::tempdir().unwrap();
     let out = request(tcp, stranger.path());
     assert_eq!(

@@ -26,6 +26,9 @@ pub enum Command {
     Request(RequestArgs),
     /// Present an OTP to the distributor that issued it: accepted once, before expiry.
     Verify(VerifyArgs),
+    /// Enrol with a distributor by X25519 key exchange; later requests are salted under its
+    /// recycled epoch keys. Enrolling again replaces the key.
+    Enrol(EnrolArgs),
     /// Scripted scenario replays on real meshes.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
@@ -171,6 +174,24 @@ pub struct MeshUpArgs {
     /// Print mesh events as JSON lines instead of progress.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh enrol --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1\n\nThe key is kept in DATA_DIR/enrolments/<distributor>.key (0600) and moves to a new epoch key as\ntime passes (the mesh's epoch_ms, 1 hour by default); older epochs' keys are forgotten."
+)]
+pub struct EnrolArgs {
+    /// The distributor, ending in /p2p/<peer id>.
+    #[arg(long)]
+    pub distributor: String,
+    /// The requester's data dir.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]

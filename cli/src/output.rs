@@ -138,6 +138,9 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                 )
             }
             Event::VerifyAnswered { result, .. } => format!("verification: {}", result.as_str()),
+            Event::Enrolled { peer, epoch } => {
+                format!("enrolled with {} (epoch {epoch})", short(peer))
+            }
             Event::OtpReceived {
                 round,
                 otp,

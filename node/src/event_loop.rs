@@ -6,6 +6,7 @@
 //! says "unavailable": nothing is acknowledged that is not durable.
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::keys;
 use crate::store::Store;
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use libp2p::{gossipsub, identify, Multiaddr, PeerId, Swarm};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::Phrase;
 use otpmesh_protocol::role::{
-    self, Action, DecryptJob, Event, InboundId, Millis, Role, Tag, Verdict,
+    self, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Verdict,
 };
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::wire::{self, Gossip, Refusal, Request, Response, WireError};
@@ -67,6 +68,7 @@ pub struct EventLoop {
     pub(crate) blocked: HashSet<PeerId>,
     pub(crate) rng: Box<dyn CryptoRngCore + Send>,
     pub(crate) last_redial: Millis,
+    pub(crate) data_dir: std::path::PathBuf,
 }
 
 impl EventLoop {
@@ -185,9 +187,14 @@ impl EventLoop {
         for action in actions {
             match action {
                 Action::Persist(record) => {
-                    let result = match &self.store {
-                        Some(store) => store.commit(&record).map_err(|e| e.to_string()),
-                        None => Err("this node has no store".to_string()),
+                    let result = match (&self.store, &record) {
+                        (Some(store), _) => store.commit(&record).map_err(|e| e.to_string()),
+                        // A requester keeps its enrolment keys in files (it may share its data dir).
+                        (None, Record::Enrolment { peer, epoch, key }) => {
+                            keys::store_enrolment(&self.data_dir, peer, *epoch, key.as_bytes())
+                                .map_err(|e| e.to_string())
+                        }
+                        (None, _) => Err("this node has no store".to_string()),
                     };
                     if let Err(e) = result {
                         warn!(error = %e, "commit failed; nothing in this batch is acknowledged");

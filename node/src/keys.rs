@@ -160,6 +160,46 @@ pub fn store_rsa(dir: &Path, key: &PrivateKey) -> Result<(), KeyFileError> {
     write_file(&public, public_pem.as_bytes(), 0o644)
 }
 
+/// Where a requester keeps its enrolment key with `distributor`.
+pub fn enrolment_path(dir: &Path, distributor: &libp2p::PeerId) -> PathBuf {
+    dir.join("enrolments").join(format!("{distributor}.key"))
+}
+
+/// A requester's enrolment with `distributor`, if it has one: (epoch, key).
+pub fn load_enrolment(
+    dir: &Path,
+    distributor: &libp2p::PeerId,
+) -> Result<Option<otpmesh_protocol::kx::EpochKey>, KeyFileError> {
+    let path = enrolment_path(dir, distributor);
+    let Some(bytes) = read_secret(&path)? else {
+        return Ok(None);
+    };
+    if bytes.len() != 40 {
+        return Err(KeyFileError::Invalid {
+            path,
+            reason: format!("{} bytes, expected 40", bytes.len()),
+        });
+    }
+    let epoch = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let key: [u8; 32] = bytes[8..].try_into().expect("32 bytes");
+    Ok(Some(otpmesh_protocol::kx::EpochKey::new(epoch, key)))
+}
+
+/// Replaces the enrolment key with `distributor` (0600): the older epoch's key is gone.
+pub fn store_enrolment(
+    dir: &Path,
+    distributor: &libp2p::PeerId,
+    epoch: u64,
+    key: &[u8; 32],
+) -> Result<(), KeyFileError> {
+    let path = enrolment_path(dir, distributor);
+    let parent = path.parent().expect("enrolments/ has a parent");
+    ensure_data_dir(parent)?;
+    let mut bytes = Zeroizing::new(epoch.to_be_bytes().to_vec());
+    bytes.extend_from_slice(key);
+    write_file(&path, &bytes, 0o600)
+}
+
 /// The key that encrypts secrets in the node's database, created on first use.
 pub fn load_or_create_store_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
     let path = dir.join(STORE_KEY_FILE);

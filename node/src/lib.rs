@@ -62,6 +62,10 @@ pub enum RoleSpec {
         distributor: PeerId,
         code: String,
     },
+    /// Enrols with `distributor` once, likewise (the key goes under `enrolments/` in the data dir).
+    OneShotEnrol {
+        distributor: PeerId,
+    },
 }
 
 impl RoleSpec {
@@ -72,7 +76,8 @@ impl RoleSpec {
             RoleSpec::Distributor => "distributor",
             RoleSpec::Requester { .. }
             | RoleSpec::OneShotRequester { .. }
-            | RoleSpec::OneShotVerify { .. } => "requester",
+            | RoleSpec::OneShotVerify { .. }
+            | RoleSpec::OneShotEnrol { .. } => "requester",
         }
     }
 }
@@ -254,7 +259,9 @@ pub fn split_peer(addr: &Multiaddr) -> (Option<PeerId>, Multiaddr) {
 pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let one_shot = matches!(
         config.role,
-        RoleSpec::OneShotRequester { .. } | RoleSpec::OneShotVerify { .. }
+        RoleSpec::OneShotRequester { .. }
+            | RoleSpec::OneShotVerify { .. }
+            | RoleSpec::OneShotEnrol { .. }
     );
     if !one_shot {
         config.mesh.validate()?;
@@ -307,8 +314,14 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 Box::new(role::Requester::follow(peer_id, targets))
             }
             RoleSpec::OneShotRequester { distributor } => {
-                Box::new(role::Requester::one_shot(peer_id, *distributor))
+                let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
+                Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
             }
+            RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
+                peer_id,
+                *distributor,
+                &mut rand_core::OsRng,
+            )),
             RoleSpec::OneShotVerify { distributor, code } => Box::new(
                 role::Requester::verify_once(peer_id, *distributor, code.clone()),
             ),
@@ -417,6 +430,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             None => Box::new(rand_core::OsRng),
         },
         last_redial: 0,
+        data_dir: config.data_dir.clone(),
     };
     Ok(Node {
         peer_id,

@@ -31,6 +31,8 @@ const OTPS: TableDefinition<OtpKey, (u64, bool)> = TableDefinition::new("otps");
 type OtpKey = (&'static [u8], &'static [u8], u64, u64);
 /// Failed verifications: requester → CBOR (failure times, locked until).
 const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts");
+/// Enrolment keys: requester → sealed (epoch, key).
+const ENROLMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("enrolments");
 /// Largest attempts record read back.
 const MAX_ATTEMPTS_BYTES: usize = 64 * 1024;
 
@@ -89,6 +91,7 @@ impl Store {
             txn.open_table(COUNTERS)?;
             txn.open_table(OTPS)?;
             txn.open_table(ATTEMPTS)?;
+            txn.open_table(ENROLMENTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -169,6 +172,17 @@ impl Store {
                     Ok(())
                 })
             }
+            Record::Enrolment { peer, epoch, key } => {
+                let who = peer.to_bytes();
+                let mut plain = zeroize::Zeroizing::new(epoch.to_be_bytes().to_vec());
+                plain.extend_from_slice(key.as_bytes());
+                let sealed = self.encrypt(&Self::enrolment_aad(&who), &plain);
+                self.write(|txn| {
+                    txn.open_table(ENROLMENTS)?
+                        .insert(who.as_slice(), sealed.as_slice())?;
+                    Ok(())
+                })
+            }
             Record::Compact { expired_before_ms } => self.write(|txn| {
                 txn.open_table(OTPS)?
                     .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
@@ -218,50 +232,75 @@ impl Store {
                 ciborium::from_reader(bytes).map_err(|_| corrupt())?;
             restored.attempts.push((requester, failures, locked_until));
         }
+        let enrolments = txn.open_table(ENROLMENTS).map_err(|e| self.db_err(e))?;
+        for entry in enrolments.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            let corrupt = || StoreError::CorruptRecord {
+                table: "enrolments",
+            };
+            let requester = PeerId::from_bytes(k.value()).map_err(|_| corrupt())?;
+            let plain = self
+                .decrypt(&Self::enrolment_aad(k.value()), v.value())
+                .ok_or_else(corrupt)?;
+            if plain.len() != 40 {
+                return Err(corrupt());
+            }
+            let epoch = u64::from_be_bytes(plain[..8].try_into().expect("8 bytes"));
+            let key: [u8; 32] = plain[8..].try_into().expect("32 bytes");
+            restored
+                .enrolments
+                .push((requester, epoch, Secret::from_bytes(key)));
+        }
         restored.counters = self.counters()?;
         Ok(restored)
+    }
+
+    /// ChaCha20-Poly1305 under the store key: nonce ‖ ciphertext, bound to `aad`.
+    fn encrypt(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let mut out = nonce.to_vec();
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .expect("ChaCha20-Poly1305 encryption of a bounded message cannot fail");
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    fn decrypt(&self, aad: &[u8], bytes: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        if bytes.len() < 12 || bytes.len() > MAX_VALUE_BYTES {
+            return None;
+        }
+        let (nonce, ct) = bytes.split_at(12);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .ok()
+            .map(zeroize::Zeroizing::new)
     }
 
     fn seal(&self, round: u64, transcript: &Transcript, secret: &Secret) -> Vec<u8> {
         let mut plain = zeroize::Zeroizing::new(Vec::new());
         ciborium::into_writer(&(transcript, secret), &mut *plain)
             .expect("writing CBOR into a Vec cannot fail");
-        let mut nonce = [0u8; 12];
-        OsRng.fill_bytes(&mut nonce);
-        let aad = round.to_be_bytes();
-        let mut out = nonce.to_vec();
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
-            )
-            .expect("ChaCha20-Poly1305 encryption of a bounded message cannot fail");
-        out.extend_from_slice(&ct);
-        out
+        self.encrypt(&round.to_be_bytes(), &plain)
     }
 
     fn open_sealed(&self, round: u64, bytes: &[u8]) -> Result<(Transcript, Secret), StoreError> {
         let corrupt = || StoreError::Corrupt { round };
-        if bytes.len() < 12 || bytes.len() > MAX_VALUE_BYTES {
-            return Err(corrupt());
-        }
-        let (nonce, ct) = bytes.split_at(12);
-        let aad = round.to_be_bytes();
-        let plain = zeroize::Zeroizing::new(
-            self.cipher
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                .map_err(|_| corrupt())?,
-        );
+        let plain = self
+            .decrypt(&round.to_be_bytes(), bytes)
+            .ok_or_else(corrupt)?;
         let (transcript, secret): (Transcript, Secret) =
             ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
         if transcript.round.0 != round {
             return Err(corrupt());
         }
         Ok((transcript, secret))
+    }
+
+    fn enrolment_aad(requester: &[u8]) -> Vec<u8> {
+        [b"enrolment/".as_slice(), requester].concat()
     }
 
     pub fn last_opened(&self) -> Result<Option<RoundId>, StoreError> {

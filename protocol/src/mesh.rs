@@ -51,6 +51,8 @@ pub struct Settings {
     pub failure_window_ms: u64,
     /// How long a lockout lasts.
     pub lockout_ms: u64,
+    /// Length of an enrolment key's epoch (key recycling).
+    pub epoch_ms: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             max_failures: 5,
             failure_window_ms: 300_000,
             lockout_ms: 900_000,
+            epoch_ms: 3_600_000,
         }
     }
 }
@@ -248,6 +251,12 @@ impl MeshConfig {
             return bad(
                 "lockout_ms",
                 format!("{} is outside 1 ms to 7 days", s.lockout_ms),
+            );
+        }
+        if s.epoch_ms < 1_000 || s.epoch_ms > 30 * 86_400_000 {
+            return bad(
+                "epoch_ms",
+                format!("{} is outside 1 s to 30 days", s.epoch_ms),
             );
         }
         if !ALLOWED_KEY_BITS.contains(&s.rsa_bits) {

@@ -152,9 +152,29 @@ pub struct Delivery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OtpRequest {
     pub round: Option<RoundId>,
-    /// The requester's fresh X25519 public key.
+    /// The requester's fresh X25519 public key (ignored when `enrolled`).
     #[serde(with = "serde_bytes")]
     pub requester_key: [u8; 32],
+    /// Salt with the enrolment's current epoch key instead of a fresh exchange.
+    #[serde(default)]
+    pub enrolled: bool,
+}
+
+/// Enrolment: the requester's fresh X25519 public key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    #[serde(with = "serde_bytes")]
+    pub requester_key: [u8; 32],
+}
+
+/// The distributor's half of an enrolment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolGrant {
+    #[serde(with = "serde_bytes")]
+    pub distributor_key: [u8; 32],
+    /// The epoch the enrolment key starts at.
+    pub epoch: u64,
+    pub epoch_ms: u64,
 }
 
 /// A requester presents one of its OTPs, as digits.
@@ -200,6 +220,7 @@ pub enum Request {
     Deliver(Box<Delivery>),
     Otp(OtpRequest),
     Verify(VerifyRequest),
+    Enrol(EnrolRequest),
 }
 
 impl Request {
@@ -209,6 +230,7 @@ impl Request {
             Request::Deliver(_) => "deliver",
             Request::Otp(_) => "otp",
             Request::Verify(_) => "verify",
+            Request::Enrol(_) => "enrol",
         }
     }
 
@@ -241,10 +263,13 @@ pub struct OtpGrant {
     pub salted: u64,
     #[serde(with = "serde_bytes")]
     pub salt: [u8; SALT_BYTES],
-    /// The distributor's fresh X25519 public key.
+    /// The distributor's fresh X25519 public key (zero when salted under an enrolment).
     #[serde(with = "serde_bytes")]
     pub distributor_key: [u8; 32],
     pub expires_at_ms: u64,
+    /// The enrolment epoch whose key salted this, if any.
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// Why a request was refused. Shown to the requester as is.
@@ -270,6 +295,7 @@ pub enum Response {
     Delivered(RoundId),
     Otp(OtpGrant),
     Verified(VerifyResult),
+    Enrolled(EnrolGrant),
     Refused(Refusal),
 }
 
@@ -443,6 +469,18 @@ mod tests {
             Request::Otp(OtpRequest {
                 round: Some(RoundId(3)),
                 requester_key: [7; 32],
+                enrolled: false,
+            }),
+            Request::Otp(OtpRequest {
+                round: None,
+                requester_key: [0; 32],
+                enrolled: true,
+            }),
+            Request::Verify(VerifyRequest {
+                code: "01234567".into(),
+            }),
+            Request::Enrol(EnrolRequest {
+                requester_key: [3; 32],
             }),
             Request::Deliver(Box::new(Delivery {
                 transcript: sample_transcript(2),
@@ -464,6 +502,13 @@ mod tests {
                 salt: [1; 16],
                 distributor_key: [2; 32],
                 expires_at_ms: 5,
+                epoch: Some(4),
+            }),
+            Response::Verified(VerifyResult::Used),
+            Response::Enrolled(EnrolGrant {
+                distributor_key: [4; 32],
+                epoch: 9,
+                epoch_ms: 1000,
             }),
         ];
         for r in resps {

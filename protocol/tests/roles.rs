@@ -520,6 +520,7 @@ fn restore(records: &[Record], rounds: Vec<(Transcript, Secret)>) -> Restored {
         otps,
         attempts: attempts.into_iter().map(|(p, (f, l))| (p, f, l)).collect(),
         counters: counters.into_iter().map(|((r, p), n)| (r, p, n)).collect(),
+        enrolments: Vec::new(),
     }
 }
 
@@ -589,6 +590,7 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
         Request::Otp(otpmesh_protocol::wire::OtpRequest {
             round: None,
             requester_key: [9; 32],
+            enrolled: false,
         })
     };
     let (_, r) = run_request(&mut d, requester, ask(), &mut rng);
@@ -622,6 +624,7 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
     let low = Request::Otp(otpmesh_protocol::wire::OtpRequest {
         round: None,
         requester_key: [0; 32],
+        enrolled: false,
     });
     assert!(matches!(
         run_request(&mut d, requester, low, &mut rng).1,

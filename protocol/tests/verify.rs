@@ -150,6 +150,7 @@ impl World {
         let ask = Request::Otp(OtpRequest {
             round: None,
             requester_key: [9; 32],
+            enrolled: false,
         });
         let (records, r, _) = self.call(d, now, self.requester, ask);
         let Response::Otp(grant) = r else {

@@ -1,5 +1,6 @@
 //! Each subcommand: parse into a config, build, run, print.
 
+pub mod enrol;
 pub mod mesh;
 pub mod node;
 pub mod request;
@@ -42,7 +43,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let default_log = match &cli.command {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
         // A one-shot request says what went wrong in its error; logs would repeat it.
-        Command::Request(_) | Command::Verify(_) => "error",
+        Command::Request(_) | Command::Verify(_) | Command::Enrol(_) => "error",
         _ => "warn",
     };
     init_logs(default_log);
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
             Command::Verify(args) => verify::run(args).await,
+            Command::Enrol(args) => enrol::run(args).await,
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }

@@ -13,7 +13,7 @@
 //! counter.
 
 use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
-use crate::kx::Ephemeral;
+use crate::kx::{Ephemeral, EpochKey};
 use crate::mesh::MeshConfig;
 use crate::otp::{self, SALT_BYTES};
 use crate::round::{RoundId, Secret, Transcript};
@@ -68,6 +68,8 @@ pub struct Restored {
     pub attempts: Vec<(PeerId, Vec<Millis>, Millis)>,
     /// Own next counters: (round, requester, next).
     pub counters: Vec<(RoundId, PeerId, u64)>,
+    /// (requester, epoch, key)
+    pub enrolments: Vec<(PeerId, u64, Secret)>,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,7 @@ pub struct Distributor {
     counters: HashMap<(RoundId, PeerId), u64>,
     known: HashMap<PeerId, Vec<Known>>,
     attempts: HashMap<PeerId, Attempts>,
+    enrolments: HashMap<PeerId, EpochKey>,
     last_compact: Millis,
 }
 
@@ -90,6 +93,7 @@ impl Distributor {
             counters: HashMap::new(),
             known: HashMap::new(),
             attempts: HashMap::new(),
+            enrolments: HashMap::new(),
             last_compact: 0,
         };
         for (transcript, secret) in restored.rounds {
@@ -109,6 +113,10 @@ impl Distributor {
                 let c = d.counters.entry((round, requester)).or_insert(0);
                 *c = (*c).max(next);
             }
+        }
+        for (requester, epoch, key) in restored.enrolments {
+            d.enrolments
+                .insert(requester, EpochKey::new(epoch, *key.as_bytes()));
         }
         for (requester, failures, locked_until) in restored.attempts {
             d.attempts.insert(
@@ -295,10 +303,36 @@ impl Distributor {
                 None => return refuse(peer, id, request, Refusal::NoRound),
             },
         };
-        let ephemeral = Ephemeral::new(rng);
-        let salt_key = match ephemeral.salt_key(&ask.requester_key, &peer, &self.me) {
-            Ok(k) => k,
-            Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
+        let mut actions = Vec::new();
+        let (salt_key, distributor_key, epoch) = if ask.enrolled {
+            let Some(enrolment) = self.enrolments.get(&peer) else {
+                let refusal = Refusal::Invalid(
+                    "not enrolled with this distributor: run otpmesh enrol".into(),
+                );
+                return refuse(peer, id, request, refusal);
+            };
+            let epoch = (now / self.mesh.settings.epoch_ms).max(enrolment.epoch());
+            let key = match enrolment.at(epoch) {
+                Ok(k) => k,
+                Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
+            };
+            if key.epoch() != enrolment.epoch() {
+                // Move on and forget the older epoch's key, durably, before anything is salted with it.
+                let record = Record::Enrolment {
+                    peer,
+                    epoch,
+                    key: Secret::from_bytes(*key.bytes()),
+                };
+                actions.push(Action::Persist(record));
+                self.enrolments.insert(peer, key.clone());
+            }
+            (key.salt_key(), [0u8; 32], Some(epoch))
+        } else {
+            let ephemeral = Ephemeral::new(rng);
+            match ephemeral.salt_key(&ask.requester_key, &peer, &self.me) {
+                Ok(k) => (k, ephemeral.public(), None),
+                Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
+            }
         };
         if !self.has_room_for(&peer, now) {
             let refusal =
@@ -344,10 +378,11 @@ impl Distributor {
             digits,
             salted: salt_key.salt(value, &salt),
             salt,
-            distributor_key: ephemeral.public(),
+            distributor_key,
             expires_at_ms,
+            epoch,
         };
-        vec![
+        actions.extend([
             Action::Persist(Record::Issued {
                 otp: otp_ref,
                 expires_at_ms,
@@ -362,6 +397,60 @@ impl Distributor {
                 counter: used,
                 expires_at_ms,
             }),
+        ]);
+        actions
+    }
+
+    fn enrol(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        requester_key: &[u8; 32],
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        if !self.mesh.is_requester(&peer) {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
+            );
+        }
+        if !self.enrolments.contains_key(&peer) && self.enrolments.len() >= MAX_TRACKED_REQUESTERS {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unavailable("too many enrolments".into()),
+            );
+        }
+        let epoch_ms = self.mesh.settings.epoch_ms;
+        let epoch = now / epoch_ms;
+        let ephemeral = Ephemeral::new(rng);
+        let key = match ephemeral.enrol(requester_key, &peer, &self.me, epoch) {
+            Ok(k) => k,
+            Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
+        };
+        // Re-enrolment replaces the old key.
+        self.enrolments.insert(peer, key.clone());
+        let grant = crate::wire::EnrolGrant {
+            distributor_key: ephemeral.public(),
+            epoch,
+            epoch_ms,
+        };
+        vec![
+            Action::Persist(Record::Enrolment {
+                peer,
+                epoch,
+                key: Secret::from_bytes(*key.bytes()),
+            }),
+            Action::Reply {
+                to: id,
+                response: Response::Enrolled(grant),
+            },
+            Action::Emit(Event::Enrolled { peer, epoch }),
         ]
     }
 
@@ -588,6 +677,7 @@ impl Role for Distributor {
             Request::Deliver(d) => self.deliver(peer, id, &request, d),
             Request::Otp(ask) => self.issue(now, peer, id, &request, ask, rng),
             Request::Verify(v) => self.verify(now, peer, id, &request, &v.code),
+            Request::Enrol(e) => self.enrol(now, peer, id, &request, &e.requester_key, rng),
             Request::PublicKey => refuse(
                 peer,
                 id,

@@ -79,6 +79,12 @@ pub enum Record {
     },
     /// Forget OTP records that expired before this time.
     Compact { expired_before_ms: Millis },
+    /// The current enrolment key shared with `peer` (replaces any older one).
+    Enrolment {
+        peer: PeerId,
+        epoch: u64,
+        key: Secret,
+    },
 }
 
 /// Which OTP: who issued it to whom, for which round, with which counter.
@@ -170,6 +176,10 @@ pub enum Event {
         requester: PeerId,
         round: RoundId,
         counter: u64,
+    },
+    Enrolled {
+        peer: PeerId,
+        epoch: u64,
     },
     VerifyAnswered {
         distributor: PeerId,

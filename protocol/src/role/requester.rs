@@ -4,10 +4,10 @@
 //! `follow` asks after every sealed round it sees (a requester node in a mesh), retrying while the
 //! distributor has not received the round yet.
 
-use super::{Action, Event, Millis, Role, Tag, Tags, Verdict};
-use crate::kx::Ephemeral;
+use super::{Action, Event, Millis, Record, Role, Tag, Tags, Verdict};
+use crate::kx::{Ephemeral, EpochKey};
 use crate::round::RoundId;
-use crate::wire::{Gossip, OtpRequest, Refusal, Request, Response, VerifyRequest};
+use crate::wire::{EnrolRequest, Gossip, OtpRequest, Refusal, Request, Response, VerifyRequest};
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeSet, HashMap};
@@ -20,7 +20,8 @@ pub const MAX_ATTEMPTS: u32 = 40;
 pub const MAX_IN_FLIGHT: usize = 64;
 
 struct Asking {
-    ephemeral: Ephemeral,
+    /// `None` when the request uses the enrolment key.
+    ephemeral: Option<Ephemeral>,
     distributor: PeerId,
     round: Option<RoundId>,
     attempt: u32,
@@ -37,6 +38,10 @@ pub struct Requester {
     tags: Tags,
     /// `verify_once`: the code to present, and the tag of the request once sent.
     verify: Option<(String, Option<Tag>)>,
+    /// The enrolment key shared with the distributor (one-shot requests use it when present).
+    enrolment: Option<EpochKey>,
+    /// `enrol_once`: the exchange in flight.
+    enrolling: Option<(Option<Tag>, Ephemeral)>,
 }
 
 impl std::fmt::Debug for Requester {
@@ -63,6 +68,19 @@ impl Requester {
         r
     }
 
+    /// Enrols with `distributor` once (the `otpmesh enrol` command).
+    pub fn enrol_once(me: PeerId, distributor: PeerId, rng: &mut dyn CryptoRngCore) -> Requester {
+        let mut r = Self::build(me, vec![distributor], true);
+        r.enrolling = Some((None, Ephemeral::new(rng)));
+        r
+    }
+
+    /// Salts OTP responses with this enrolment key instead of a fresh exchange.
+    pub fn with_enrolment(mut self, key: Option<EpochKey>) -> Requester {
+        self.enrolment = key;
+        self
+    }
+
     /// Asks one of `distributors` (in turn) after every sealed round.
     pub fn follow(me: PeerId, distributors: Vec<PeerId>) -> Requester {
         Self::build(me, distributors, false)
@@ -79,6 +97,8 @@ impl Requester {
             seen: BTreeSet::new(),
             tags: Tags::default(),
             verify: None,
+            enrolment: None,
+            enrolling: None,
         }
     }
 
@@ -93,11 +113,27 @@ impl Requester {
         }
         let distributor = self.distributors[self.next_distributor % self.distributors.len()];
         self.next_distributor += 1;
-        let ephemeral = Ephemeral::new(rng);
-        let request = Request::Otp(OtpRequest {
-            round,
-            requester_key: ephemeral.public(),
-        });
+        let (ephemeral, request) = if self.enrolment.is_some() {
+            (
+                None,
+                Request::Otp(OtpRequest {
+                    round,
+                    requester_key: [0; 32],
+                    enrolled: true,
+                }),
+            )
+        } else {
+            let ephemeral = Ephemeral::new(rng);
+            let public = ephemeral.public();
+            (
+                Some(ephemeral),
+                Request::Otp(OtpRequest {
+                    round,
+                    requester_key: public,
+                    enrolled: false,
+                }),
+            )
+        };
         let tag = self.tags.next();
         self.in_flight.insert(
             tag,
@@ -118,6 +154,18 @@ impl Requester {
 
 impl Role for Requester {
     fn start(&mut self, _now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if let Some((sent, ephemeral)) = &mut self.enrolling {
+            let tag = self.tags.next();
+            *sent = Some(tag);
+            let request = Request::Enrol(EnrolRequest {
+                requester_key: ephemeral.public(),
+            });
+            return vec![Action::Send {
+                peer: self.distributors[0],
+                tag,
+                request,
+            }];
+        }
         if let Some((code, sent)) = &mut self.verify {
             let tag = self.tags.next();
             *sent = Some(tag);
@@ -169,6 +217,43 @@ impl Role for Requester {
         response: Result<Response, String>,
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
+        if matches!(&self.enrolling, Some((Some(t), _)) if *t == tag) {
+            let Some((_, ephemeral)) = self.enrolling.take() else {
+                return Vec::new();
+            };
+            let failed = |reason: String| {
+                vec![Action::Emit(Event::RequestFailed {
+                    peer,
+                    request: "enrol".into(),
+                    reason,
+                })]
+            };
+            return match response {
+                Ok(Response::Enrolled(grant)) => {
+                    match ephemeral.enrol(&grant.distributor_key, &self.me, &peer, grant.epoch) {
+                        Ok(key) => {
+                            let secret = crate::round::Secret::from_bytes(*key.bytes());
+                            self.enrolment = Some(key);
+                            vec![
+                                Action::Persist(Record::Enrolment {
+                                    peer,
+                                    epoch: grant.epoch,
+                                    key: secret,
+                                }),
+                                Action::Emit(Event::Enrolled {
+                                    peer,
+                                    epoch: grant.epoch,
+                                }),
+                            ]
+                        }
+                        Err(e) => failed(e.to_string()),
+                    }
+                }
+                Ok(Response::Refused(r)) => failed(r.to_string()),
+                Ok(other) => failed(format!("unexpected response {other:?}")),
+                Err(reason) => failed(reason),
+            };
+        }
         if matches!(&self.verify, Some((_, Some(t))) if *t == tag) {
             let event = match response {
                 Ok(Response::Verified(result)) => Event::VerifyAnswered {
@@ -205,23 +290,48 @@ impl Role for Requester {
         };
         match response {
             Ok(Response::Otp(grant)) => {
-                let unsalted = asking
-                    .ephemeral
-                    .salt_key(&grant.distributor_key, &self.me, &asking.distributor)
-                    .map_err(|e| e.to_string())
-                    .and_then(|key| {
-                        key.unsalt(grant.salted, &grant.salt, grant.digits)
-                            .map_err(|e| e.to_string())
-                    });
+                let mut actions = Vec::new();
+                let salt_key = match (grant.epoch, &asking.ephemeral, &self.enrolment) {
+                    (Some(epoch), _, Some(enrolment)) => match enrolment.at(epoch) {
+                        Ok(key) => {
+                            if key.epoch() != enrolment.epoch() {
+                                // Move on: the older epoch's key is forgotten, durably.
+                                let secret = crate::round::Secret::from_bytes(*key.bytes());
+                                actions.push(Action::Persist(Record::Enrolment {
+                                    peer,
+                                    epoch,
+                                    key: secret,
+                                }));
+                                self.enrolment = Some(key.clone());
+                            }
+                            Ok(key.salt_key())
+                        }
+                        Err(e) => Err(format!("salted under epoch {epoch}: {e}")),
+                    },
+                    (None, Some(ephemeral), _) => ephemeral
+                        .salt_key(&grant.distributor_key, &self.me, &asking.distributor)
+                        .map_err(|e| e.to_string()),
+                    _ => Err(
+                        "the distributor salted with a key this requester does not hold"
+                            .to_string(),
+                    ),
+                };
+                let unsalted = salt_key.and_then(|key| {
+                    key.unsalt(grant.salted, &grant.salt, grant.digits)
+                        .map_err(|e| e.to_string())
+                });
                 match unsalted {
-                    Ok(otp) => vec![Action::Emit(Event::OtpReceived {
+                    Ok(otp) => actions.push(Action::Emit(Event::OtpReceived {
                         round: grant.round,
                         distributor: asking.distributor,
                         otp: otp.to_string(),
                         expires_at_ms: grant.expires_at_ms,
-                    })],
-                    Err(reason) => failed(format!("could not remove the salt: {reason}")),
+                    })),
+                    Err(reason) => {
+                        actions.extend(failed(format!("could not remove the salt: {reason}")))
+                    }
                 }
+                actions
             }
             Ok(Response::Refused(Refusal::UnknownRound(_) | Refusal::NoRound))
                 if !self.one_shot && asking.attempt < MAX_ATTEMPTS =>
