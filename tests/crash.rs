@@ -36,7 +36,17 @@ struct Ledger {
 
 fn verify(addr: &str, dir: &Path, code: &str) -> Option<String> {
     let out = Command::new(BIN)
-        .args(["verify", "--json", "--timeout-secs", "5", "--distributor", addr, "--otp", code, "--data-dir"])
+        .args([
+            "verify",
+            "--json",
+            "--timeout-secs",
+            "5",
+            "--distributor",
+            addr,
+            "--otp",
+            code,
+            "--data-dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();
@@ -46,7 +56,15 @@ fn verify(addr: &str, dir: &Path, code: &str) -> Option<String> {
 
 fn request(addr: &str, dir: &Path) -> Option<String> {
     let out = Command::new(BIN)
-        .args(["request", "--json", "--timeout-secs", "5", "--distributor", addr, "--data-dir"])
+        .args([
+            "request",
+            "--json",
+            "--timeout-secs",
+            "5",
+            "--distributor",
+            addr,
+            "--data-dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();
@@ -59,7 +77,12 @@ fn request(addr: &str, dir: &Path) -> Option<String> {
 
 /// Starts the distributor with its restart argv; returns once it listens.
 fn start(argv: &[String]) -> Child {
-    let mut child = Command::new(&argv[0]).args(&argv[1..]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -69,7 +92,8 @@ fn start(argv: &[String]) -> Child {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("the distributor listens again");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the distributor listens again");
     child
 }
 
@@ -78,28 +102,72 @@ fn sigkill_loses_no_acknowledged_write() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
     let out = Command::new(BIN)
-        .args(["mesh", "up", "--rounds", "1", "--contributors", "2", "--requesters", "9", "--dir"])
+        .args([
+            "mesh",
+            "up",
+            "--rounds",
+            "1",
+            "--contributors",
+            "2",
+            "--requesters",
+            "9",
+            "--dir",
+        ])
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Long-lived OTPs, so that nothing expires during the test on a slow machine.
     let mesh_toml = dir.join("mesh.toml");
-    let text = std::fs::read_to_string(&mesh_toml).unwrap().replace("otp_expiry_ms = 120000", "otp_expiry_ms = 3600000");
+    let text = std::fs::read_to_string(&mesh_toml)
+        .unwrap()
+        .replace("otp_expiry_ms = 120000", "otp_expiry_ms = 3600000");
     std::fs::write(&mesh_toml, text).unwrap();
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mesh.json")).unwrap()).unwrap();
-    let node = |name: &str| json["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap().clone();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mesh.json")).unwrap()).unwrap();
+    let node = |name: &str| {
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
     let distributor = node("distributor-1");
-    let argv: Vec<String> = distributor["restart"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let argv: Vec<String> = distributor["restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
     let addr = distributor["listen"][0].as_str().unwrap().to_string();
-    let dirs: Vec<PathBuf> = (1..=9).map(|i| PathBuf::from(node(&format!("requester-{i}"))["data_dir"].as_str().unwrap())).collect();
+    let dirs: Vec<PathBuf> = (1..=9)
+        .map(|i| {
+            PathBuf::from(
+                node(&format!("requester-{i}"))["data_dir"]
+                    .as_str()
+                    .unwrap(),
+            )
+        })
+        .collect();
 
     let mut child = start(&argv);
     // Requester 9 locks itself out with five wrong codes; the lock must survive every kill.
     for _ in 0..5 {
-        assert_eq!(verify(&addr, &dirs[8], "00000000").as_deref(), Some("wrong"));
+        assert_eq!(
+            verify(&addr, &dirs[8], "00000000").as_deref(),
+            Some("wrong")
+        );
     }
-    assert_eq!(verify(&addr, &dirs[8], "00000000").as_deref(), Some("locked"));
+    assert_eq!(
+        verify(&addr, &dirs[8], "00000000").as_deref(),
+        Some("locked")
+    );
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);
@@ -110,7 +178,13 @@ fn sigkill_loses_no_acknowledged_write() {
         let ops = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
-                let (stop, ops, ledger, addr, dir) = (stop.clone(), ops.clone(), ledger.clone(), addr.clone(), dirs[w].clone());
+                let (stop, ops, ledger, addr, dir) = (
+                    stop.clone(),
+                    ops.clone(),
+                    ledger.clone(),
+                    addr.clone(),
+                    dirs[w].clone(),
+                );
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
                         let Some(otp) = request(&addr, &dir) else {
@@ -120,7 +194,10 @@ fn sigkill_loses_no_acknowledged_write() {
                         {
                             let mut l = ledger.lock().unwrap();
                             l.issued += 1;
-                            assert!(l.otps.insert((w, otp.clone()), State::Issued).is_none(), "an OTP was handed out twice");
+                            assert!(
+                                l.otps.insert((w, otp.clone()), State::Issued).is_none(),
+                                "an OTP was handed out twice"
+                            );
                         }
                         ops.fetch_add(1, Ordering::SeqCst);
                         let first = verify(&addr, &dir, &otp);
@@ -141,7 +218,9 @@ fn sigkill_loses_no_acknowledged_write() {
                         match verify(&addr, &dir, &otp).as_deref() {
                             Some("used") => ledger.lock().unwrap().used_answers += 1,
                             None => ledger.lock().unwrap().failed_calls += 1,
-                            Some(other) => panic!("an accepted OTP answered {other} on its second use"),
+                            Some(other) => {
+                                panic!("an accepted OTP answered {other} on its second use")
+                            }
                         }
                     }
                 })
@@ -162,19 +241,36 @@ fn sigkill_loses_no_acknowledged_write() {
 
         // Restart and check everything acknowledged so far.
         child = start(&argv);
-        let snapshot: Vec<((usize, String), State)> =
-            ledger.lock().unwrap().otps.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let snapshot: Vec<((usize, String), State)> = ledger
+            .lock()
+            .unwrap()
+            .otps
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for ((w, otp), state) in snapshot {
-            let answer = verify(&addr, &dirs[w], &otp).unwrap_or_else(|| panic!("no answer after restart {kill}"));
+            let answer = verify(&addr, &dirs[w], &otp)
+                .unwrap_or_else(|| panic!("no answer after restart {kill}"));
             let ok = match state {
                 State::Issued => answer == "accepted",
                 State::Unsure => answer == "accepted" || answer == "used",
                 State::Accepted => answer == "used",
             };
-            assert!(ok, "after kill {kill}: OTP in state {state:?} answered {answer}");
-            ledger.lock().unwrap().otps.insert((w, otp), State::Accepted);
+            assert!(
+                ok,
+                "after kill {kill}: OTP in state {state:?} answered {answer}"
+            );
+            ledger
+                .lock()
+                .unwrap()
+                .otps
+                .insert((w, otp), State::Accepted);
         }
-        assert_eq!(verify(&addr, &dirs[8], "00000000").as_deref(), Some("locked"), "the lockout survives kill {kill}");
+        assert_eq!(
+            verify(&addr, &dirs[8], "00000000").as_deref(),
+            Some("locked"),
+            "the lockout survives kill {kill}"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();

@@ -422,14 +422,37 @@ fn node_flags_are_checked_before_anything_starts() {
 #[test]
 fn a_use_at_one_distributor_becomes_used_at_the_others() {
     let mesh = Mesh::up(&["--distributors", "3"]);
-    mesh.wait_for("round 1 delivered", |v| v["node"] == "generator-1" && v["event"] == "round_delivered_all");
+    mesh.wait_for("round 1 delivered", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
     let json = mesh.mesh_json();
-    let addr = |name: &str| Mesh::node(&json, name)["listen"][0].as_str().unwrap().to_string();
-    let (d1, d2, d3) = (addr("distributor-1"), addr("distributor-2"), addr("distributor-3"));
-    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"].as_str().unwrap().to_string();
+    let addr = |name: &str| {
+        Mesh::node(&json, name)["listen"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (d1, d2, d3) = (
+        addr("distributor-1"),
+        addr("distributor-2"),
+        addr("distributor-3"),
+    );
+    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let verify = |at: &str, code: &str| {
         let out = Command::new(BIN)
-            .args(["verify", "--json", "--distributor", at, "--otp", code, "--data-dir", &requester_dir])
+            .args([
+                "verify",
+                "--json",
+                "--distributor",
+                at,
+                "--otp",
+                code,
+                "--data-dir",
+                &requester_dir,
+            ])
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -438,8 +461,15 @@ fn a_use_at_one_distributor_becomes_used_at_the_others() {
     let mut windows = Vec::new();
     for i in 0..10 {
         let out = request(&d1, Path::new(&requester_dir));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let otp = serde_json::from_slice::<Value>(&out.stdout).unwrap()["otp"].as_str().unwrap().to_string();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let otp = serde_json::from_slice::<Value>(&out.stdout).unwrap()["otp"]
+            .as_str()
+            .unwrap()
+            .to_string();
         if i == 0 {
             // Only the issuer can accept it; before the use, the others do not know it at all
             // (once only: wrong codes count towards the lockout).
@@ -451,7 +481,9 @@ fn a_use_at_one_distributor_becomes_used_at_the_others() {
         let (mut accepted_at, mut pending) = (None, vec!["distributor-2", "distributor-3"]);
         while accepted_at.is_none() || !pending.is_empty() {
             let v = mesh.wait_for("the acceptance and its replication", |v| {
-                (v["node"] == "distributor-1" && v["event"] == "otp_verified" && v["result"] == "accepted")
+                (v["node"] == "distributor-1"
+                    && v["event"] == "otp_verified"
+                    && v["result"] == "accepted")
                     || v["event"] == "use_replicated"
             });
             if v["event"] == "otp_verified" {

@@ -9,6 +9,7 @@ use otpmesh_node::control::ControlLine;
 use otpmesh_node::{Client, NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::role::Event;
+use otpmesh_protocol::wire::VerifyResult;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +50,17 @@ impl RequestResult {
             detail,
         }
     }
+}
+
+/// The last `error: …` line a command printed (or all it printed).
+fn last_error(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(stderr.trim())
+        .to_string()
 }
 
 pub enum Backend {
@@ -239,13 +251,7 @@ impl Backend {
                         detail: String::new(),
                     });
                 }
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let detail = stderr
-                    .lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or(stderr.trim())
-                    .to_string();
+                let detail = last_error(&out.stderr);
                 Ok(RequestResult::from_failure(
                     out.status.code().unwrap_or(1) as u8,
                     detail,
@@ -293,6 +299,72 @@ impl Backend {
                     Ok(result) => result,
                     Err(_) => Ok(RequestResult::from_failure(3, "no answer in time".into())),
                 }
+            }
+        }
+    }
+
+    /// One verification of `code` by `requester` at `distributor`: the verdict, or why there is none.
+    pub async fn verify(
+        &mut self,
+        requester: &Planned,
+        distributor: &Planned,
+        code: &str,
+    ) -> anyhow::Result<Result<VerifyResult, String>> {
+        match self {
+            Backend::Process(_) => {
+                let exe = std::env::current_exe()?;
+                let out = tokio::time::timeout(
+                    REQUEST_TIMEOUT + Duration::from_secs(5),
+                    tokio::process::Command::new(exe)
+                        .args(["verify", "--json", "--otp", code, "--distributor"])
+                        .arg(distributor.addr.to_string())
+                        .arg("--data-dir")
+                        .arg(&requester.data_dir)
+                        .kill_on_drop(true)
+                        .output(),
+                )
+                .await
+                .map_err(|_| anyhow!("otpmesh verify did not finish"))??;
+                let parsed: Option<VerifyResult> = serde_json::from_slice::<Value>(&out.stdout)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["result"].clone()).ok());
+                Ok(parsed.ok_or_else(|| last_error(&out.stderr)))
+            }
+            Backend::InProcess(_) => {
+                let config = NodeConfig {
+                    role: RoleSpec::OneShotVerify {
+                        distributor: distributor.peer_id,
+                        code: code.to_string(),
+                    },
+                    data_dir: requester.data_dir.clone(),
+                    listen: Vec::new(),
+                    peers: vec![distributor.addr.clone()],
+                    mesh: MeshConfig::default(),
+                    mdns: false,
+                    manual_rounds: false,
+                    seed: None,
+                };
+                let node = otpmesh_node::start(config)?;
+                let (client, mut events) = (node.client, node.events);
+                tokio::spawn(node.event_loop.run());
+                let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    while let Some(e) = events.recv().await {
+                        match e {
+                            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => {
+                                return Ok(result)
+                            }
+                            NodeEvent::Role(Event::RequestFailed { reason, .. }) => {
+                                return Err(reason)
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err("the verifier stopped before an answer came".to_string())
+                })
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".into()));
+                let _ = client.shutdown().await;
+                Ok(answer)
             }
         }
     }

@@ -3,8 +3,8 @@
 use super::backend::{Backend, Events};
 use super::layout::{self, Layout};
 use super::spec::{
-    Attack, NodeRole, RequestOutcome, RoundExpect, RoundOutcome, RoundUntil, Scenario, Step,
-    StepSpec, Totals, WaitFor,
+    Attack, CodeChoice, NodeRole, RequestOutcome, RoundExpect, RoundOutcome, RoundUntil, Scenario,
+    Step, StepSpec, Totals, WaitFor,
 };
 use anyhow::{anyhow, bail};
 use otpmesh_node::control::ControlLine;
@@ -12,6 +12,7 @@ use otpmesh_protocol::digest::Digest32;
 use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::seal::PrivateKey;
+use otpmesh_protocol::wire::VerifyResult;
 use otpmesh_protocol::wire::{self, Gossip, PhraseSubmission, MAX_GOSSIP_BYTES};
 use serde::Serialize;
 use serde_json::Value;
@@ -38,6 +39,7 @@ pub struct SealedRound {
 #[derive(Clone, Debug, Serialize)]
 pub struct IssuedOtp {
     pub requester: String,
+    pub distributor: String,
     pub round: u64,
     pub otp: String,
 }
@@ -55,6 +57,8 @@ pub struct State {
     crashed: Vec<String>,
     round_inputs: BTreeMap<String, i128>,
     partitions: HashMap<String, Vec<String>>,
+    /// (node, peer id) pairs: the node has seen that peer subscribe to the topic.
+    subscriptions: HashSet<(String, String)>,
     /// Kills whose end of stream has not arrived yet, per node.
     killed: HashMap<String, usize>,
     pub otps: Vec<IssuedOtp>,
@@ -137,6 +141,8 @@ impl Runner<'_> {
                 self.state.listening.insert(name);
             }
             "subscribed" => {
+                let peer = str_of(&v, "peer").to_string();
+                self.state.subscriptions.insert((name.clone(), peer));
                 self.state.subscribed.insert(name);
             }
             "round_opened" if from_generator => self.state.opened = self.state.opened.max(round),
@@ -207,11 +213,19 @@ impl Runner<'_> {
         for name in &runnable {
             self.backend.start(self.layout.node(name)).await?;
         }
+        // Formed: every node listens, and every node but the generator has seen the generator
+        // subscribe (so round announcements and phrases can flow at once).
+        let generator = self.generator().to_string();
+        let generator_id = self.layout.node(&generator).peer_id.to_string();
         let all = runnable.clone();
         let formed = self
             .pump_until(within, |s| {
-                all.iter()
-                    .all(|n| s.listening.contains(n) && s.subscribed.contains(n))
+                all.iter().all(|n| {
+                    s.listening.contains(n)
+                        && s.subscribed.contains(n)
+                        && (*n == generator
+                            || s.subscriptions.contains(&(n.clone(), generator_id.clone())))
+                })
             })
             .await?;
         if !formed {
@@ -259,6 +273,7 @@ impl Runner<'_> {
                     (Some(otp), Some(round)) => {
                         self.state.otps.push(IssuedOtp {
                             requester: requester.clone(),
+                            distributor: distributor.clone(),
                             round,
                             otp: otp.clone(),
                         });
@@ -277,7 +292,49 @@ impl Runner<'_> {
                     passed,
                 })
             }
-            Step::Verify { .. } => bail!("verify steps are not available yet"),
+            Step::Verify {
+                requester,
+                distributor,
+                otp,
+                expect,
+            } => {
+                let last = self
+                    .state
+                    .otps
+                    .iter()
+                    .rev()
+                    .find(|o| o.requester == *requester && o.distributor == *distributor);
+                let digits = self.scenario.settings.digits.get() as usize;
+                let code = match (otp, last) {
+                    (CodeChoice::Last, Some(o)) => o.otp.clone(),
+                    (CodeChoice::Last, None) => {
+                        bail!("{requester} has no OTP from {distributor} to verify yet")
+                    }
+                    (CodeChoice::Wrong, Some(o)) => {
+                        let n: u64 = o.otp.parse().unwrap_or(0);
+                        format!("{:0digits$}", (n + 1) % 10u64.pow(digits as u32))
+                    }
+                    (CodeChoice::Wrong, None) => "0".repeat(digits),
+                };
+                let result = self
+                    .backend
+                    .verify(
+                        self.layout.node(requester),
+                        self.layout.node(distributor),
+                        &code,
+                    )
+                    .await?;
+                let want = expect.result.unwrap_or(VerifyResult::Accepted);
+                let outcome = match &result {
+                    Ok(r) => format!("{} → {}", code, r.as_str()),
+                    Err(e) => format!("{code} → error: {e}"),
+                };
+                Ok(Judged {
+                    outcome,
+                    expected: want.as_str().into(),
+                    passed: matches!(result, Ok(r) if r == want),
+                })
+            }
             Step::Kill { node } => {
                 self.kill(node).await?;
                 Ok(Judged {
@@ -669,6 +726,17 @@ impl Runner<'_> {
             }
             Attack::UnlistedRequest => unreachable!("handled above"),
         };
+        // The generator must be among the peers the hostile one publishes to.
+        let pair = (
+            from.to_string(),
+            self.layout.node(self.generator()).peer_id.to_string(),
+        );
+        if !self
+            .pump_until(within, |s| s.subscriptions.contains(&pair))
+            .await?
+        {
+            bail!("{from} never saw the generator subscribe; cannot inject");
+        }
         let mark = self.state.rejections.len();
         for bytes in messages {
             self.backend

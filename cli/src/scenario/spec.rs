@@ -135,6 +135,21 @@ pub struct RequestExpect {
     pub round: Option<u64>,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeChoice {
+    #[default]
+    Last,
+    Wrong,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyExpect {
+    /// accepted (default), used, expired, wrong or locked.
+    pub result: Option<otpmesh_protocol::wire::VerifyResult>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attack {
@@ -223,8 +238,15 @@ pub enum Step {
         #[serde(default)]
         expect: RequestExpect,
     },
-    /// Reserved for the verify path; refused by the check until it exists.
-    Verify(#[allow(dead_code)] BTreeMap<String, toml::Value>),
+    Verify {
+        requester: String,
+        distributor: String,
+        /// Which code: the requester's last OTP from that distributor (default), or a wrong one.
+        #[serde(default)]
+        otp: CodeChoice,
+        #[serde(default)]
+        expect: VerifyExpect,
+    },
     Kill {
         node: String,
     },
@@ -660,12 +682,17 @@ fn check_step(
             )?;
             need(distributor, &[NodeRole::Distributor], "distributor")?;
         }
-        Step::Verify { .. } => {
-            return Err(c.err(
-                at,
-                "verify steps need the distributor's verify path, which is not built yet",
-                Some("remove the step, or expect on request outcomes instead".into()),
-            ))
+        Step::Verify {
+            requester,
+            distributor,
+            ..
+        } => {
+            need(
+                requester,
+                &[NodeRole::Requester, NodeRole::Hostile],
+                "requester",
+            )?;
+            need(distributor, &[NodeRole::Distributor], "distributor")?;
         }
         Step::Kill { node } | Step::Heal { node } => need(node, &[], "node")?,
         Step::Restart { node, timeout_ms } => {
