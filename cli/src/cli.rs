@@ -32,6 +32,40 @@ pub enum Command {
     /// Scripted scenario replays on real meshes.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Standard TOTP (RFC 6238), as authenticator apps and oathtool compute it.
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TotpCommand {
+    /// Print the TOTP code of a Base32 secret (a local calculator: offline use and testing).
+    #[command(
+        after_help = "Examples:\n  otpmesh totp code --secret JBSWY3DPEHPK3PXP\n  otpmesh totp code --secret GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --time 59 --digits 8 --algorithm sha1"
+    )]
+    Code(TotpCodeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TotpCodeArgs {
+    /// The shared secret, Base32 (RFC 4648; padding, case and spaces do not matter).
+    #[arg(long)]
+    pub secret: String,
+    /// Unix time to compute the code for (default: now).
+    #[arg(long)]
+    pub time: Option<u64>,
+    /// Code length, 6 to 10.
+    #[arg(long, default_value_t = 6)]
+    pub digits: u8,
+    /// sha1, sha256 or sha512.
+    #[arg(long, default_value = "sha1")]
+    pub algorithm: String,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 30)]
+    pub period: u64,
+    /// Unix time the steps count from.
+    #[arg(long, default_value_t = 0)]
+    pub t0: u64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -34,6 +34,7 @@ pub mod phrase;
 pub mod role;
 pub mod round;
 pub mod seal;
+pub mod totp;
 pub mod wire;
 
 pub use libp2p_identity::{Keypair, PeerId};

@@ -4,11 +4,12 @@ pub mod enrol;
 pub mod mesh;
 pub mod node;
 pub mod request;
+pub mod totp;
 pub mod verify;
 
 pub use mesh::free_ports as mesh_ports;
 
-use crate::cli::{Cli, Command, MeshCommand, ScenarioCommand};
+use crate::cli::{Cli, Command, MeshCommand, ScenarioCommand, TotpCommand};
 use std::process::ExitCode;
 
 /// An error with the exit code it should end the process with.
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Request(args) => request::run(args).await,
             Command::Verify(args) => verify::run(args).await,
             Command::Enrol(args) => enrol::run(args).await,
+            Command::Totp(TotpCommand::Code(args)) => totp::code(args),
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }
