@@ -1,110 +1,16 @@
 //! End-to-end: the real `otpmesh` binary, real child processes, real sockets on 127.0.0.1.
 
+mod common;
+
+use common::{alive, request, Mesh, BIN};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
-const WAIT: Duration = Duration::from_secs(120);
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
 fn otpmesh(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("otpmesh runs")
-}
-
-/// A `mesh up` running in the background, its JSON events read on a thread.
-struct Mesh {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-    dir: tempfile::TempDir,
-}
-
-impl Mesh {
-    fn up(extra: &[&str]) -> Mesh {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["mesh", "up", "--json", "--deadline-ms", "30000", "--dir"])
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mesh up starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Mesh { child, events, dir }
-    }
-
-    fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + WAIT;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) if pick(&v) => return v,
-                Ok(_) => {}
-                Err(_) => panic!("no {what} within {WAIT:?}"),
-            }
-        }
-    }
-
-    fn mesh_json(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("mesh.json")).unwrap())
-            .unwrap()
-    }
-
-    fn node<'a>(json: &'a Value, name: &str) -> &'a Value {
-        json["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in mesh.json"))
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "mesh up did not stop after SIGTERM");
-            std::thread::park_timeout(Duration::from_millis(50));
-        }
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
-fn request(distributor: &str, data_dir: &Path) -> Output {
-    Command::new(BIN)
-        .args([
-            "request",
-            "--json",
-            "--distributor",
-            distributor,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .output()
-        .unwrap()
 }
 
 #[test]

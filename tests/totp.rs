@@ -1,26 +1,33 @@
 //! Interop with `oathtool` (Debian package `oathtool`; `.ci/run` installs it): the same secret, time,
 //! digits and algorithm give the same TOTP code.
 
+mod common;
+
+use common::{Mesh, BIN};
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
-
-/// oathtool, or why it is missing. CI installs it, so there its absence is a failure.
-fn oathtool() -> Option<&'static str> {
-    let found = Command::new("oathtool")
+/// A Debian tool the interop tests need, or None when missing outside CI (CI installs them, so
+/// there a missing tool is a failure).
+fn tool(name: &'static str, package: &str) -> Option<&'static str> {
+    let found = Command::new(name)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
-            "oathtool is missing in CI: .ci/run must install it"
+            "{name} is missing in CI: .ci/run must install {package}"
         );
-        eprintln!("oathtool is not installed (apt-get install oathtool): interop not checked here");
+        eprintln!("{name} is not installed (apt-get install {package}): this interop check does not run here");
         return None;
     }
-    Some("oathtool")
+    Some(name)
+}
+
+fn oathtool() -> Option<&'static str> {
+    tool("oathtool", "oathtool")
 }
 
 fn run(cmd: &str, args: &[String]) -> String {
@@ -79,4 +86,112 @@ fn codes_match_oathtool_for_random_secrets_times_digits_and_algorithms() {
             "case {case}: {alg}, {digits} digits, period {period}, time {time}"
         );
     }
+}
+
+#[test]
+fn a_mesh_token_scans_and_oathtool_codes_verify_once() {
+    let (Some(oath), Some(zbar)) = (oathtool(), tool("zbarimg", "zbar-tools")) else {
+        return;
+    };
+    let mesh = Mesh::up(&[]);
+    mesh.wait_for("round 1 delivered", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
+    let json = mesh.mesh_json();
+    let distributor = Mesh::node(&json, "distributor-1")["listen"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = Mesh::node(&json, "requester-1")["data_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let png = mesh.dir.path().join("token.png");
+
+    // The human form: a terminal QR code and the URI.
+    let out = Command::new(BIN)
+        .args([
+            "totp",
+            "enrol",
+            "--distributor",
+            &distributor,
+            "--data-dir",
+            &dir,
+            "--account",
+            "erin",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains('▀')
+            && text.contains("otpauth://totp/otpmesh:erin?secret="),
+        "{text}"
+    );
+
+    // The script form, with a PNG that decodes back to the URI.
+    let out = Command::new(BIN)
+        .args([
+            "totp",
+            "enrol",
+            "--json",
+            "--distributor",
+            &distributor,
+            "--data-dir",
+            &dir,
+            "--qr-png",
+        ])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uri = serde_json::from_slice::<Value>(&out.stdout).unwrap()["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let decoded = run(
+        zbar,
+        &["-q".into(), "--raw".into(), png.display().to_string()],
+    );
+    assert_eq!(decoded, uri, "the QR code holds the URI");
+
+    // A code from oathtool for that secret verifies once; the re-enrolment replaced the first token.
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let code = run(oath, &["--totp".into(), "--base32".into(), secret]);
+    let verify = |code: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "totp",
+                "verify",
+                "--json",
+                "--distributor",
+                &distributor,
+                "--data-dir",
+                &dir,
+                "--code",
+                code,
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            v["result"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(verify(&code), (Some(0), "accepted".to_string()));
+    assert_eq!(verify(&code), (Some(1), "used".to_string()));
+    assert!(mesh.stop().success());
 }

@@ -44,6 +44,52 @@ pub enum TotpCommand {
         after_help = "Examples:\n  otpmesh totp code --secret JBSWY3DPEHPK3PXP\n  otpmesh totp code --secret GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --time 59 --digits 8 --algorithm sha1"
     )]
     Code(TotpCodeArgs),
+    /// Get a TOTP token from a distributor: prints an otpauth:// URI and a QR code to scan.
+    #[command(
+        after_help = "Examples:\n  otpmesh totp enrol --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1 --qr-png token.png"
+    )]
+    Enrol(TotpEnrolArgs),
+    /// Present a TOTP code to the distributor that issued the token (once per time step).
+    Verify(TotpVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TotpEnrolArgs {
+    /// The distributor, ending in /p2p/<peer id>.
+    #[arg(long)]
+    pub distributor: String,
+    /// The requester's data dir.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Issuer shown in the authenticator.
+    #[arg(long, default_value = "otpmesh")]
+    pub issuer: String,
+    /// Account shown in the authenticator (default: the requester's PeerId).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Also write the QR code as a PNG.
+    #[arg(long)]
+    pub qr_png: Option<PathBuf>,
+    /// Print {"uri": …} instead of the QR code.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct TotpVerifyArgs {
+    #[arg(long)]
+    pub distributor: String,
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The code from the authenticator.
+    #[arg(long)]
+    pub code: String,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]

@@ -141,6 +141,12 @@ pub fn human(event: &NodeEvent) -> Option<String> {
             Event::Enrolled { peer, epoch } => {
                 format!("enrolled with {} (epoch {epoch})", short(peer))
             }
+            Event::TotpIssued { requester, round } => {
+                format!("round {round}: TOTP token issued to {}", short(requester))
+            }
+            Event::TotpReceived { distributor, .. } => {
+                format!("TOTP token received from {}", short(distributor))
+            }
             Event::OtpReceived {
                 round,
                 otp,

@@ -243,6 +243,7 @@ impl EventLoop {
             Event::OtpReceived {
                 round, distributor, ..
             } => info!(%round, %distributor, "otp received"),
+            Event::TotpReceived { distributor, .. } => info!(%distributor, "totp token received"),
             Event::PhraseRejected { .. }
             | Event::RequestRefused { .. }
             | Event::RequestFailed { .. } => {

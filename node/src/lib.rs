@@ -66,6 +66,15 @@ pub enum RoleSpec {
     OneShotEnrol {
         distributor: PeerId,
     },
+    /// Asks `distributor` once for a TOTP token, likewise.
+    OneShotTotpEnrol {
+        distributor: PeerId,
+    },
+    /// Presents a TOTP code to `distributor` once, likewise.
+    OneShotTotpVerify {
+        distributor: PeerId,
+        code: String,
+    },
 }
 
 impl RoleSpec {
@@ -77,7 +86,9 @@ impl RoleSpec {
             RoleSpec::Requester { .. }
             | RoleSpec::OneShotRequester { .. }
             | RoleSpec::OneShotVerify { .. }
-            | RoleSpec::OneShotEnrol { .. } => "requester",
+            | RoleSpec::OneShotEnrol { .. }
+            | RoleSpec::OneShotTotpEnrol { .. }
+            | RoleSpec::OneShotTotpVerify { .. } => "requester",
         }
     }
 }
@@ -262,6 +273,8 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         RoleSpec::OneShotRequester { .. }
             | RoleSpec::OneShotVerify { .. }
             | RoleSpec::OneShotEnrol { .. }
+            | RoleSpec::OneShotTotpEnrol { .. }
+            | RoleSpec::OneShotTotpVerify { .. }
     );
     if !one_shot {
         config.mesh.validate()?;
@@ -317,6 +330,12 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
                 Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
             }
+            RoleSpec::OneShotTotpEnrol { distributor } => Box::new(
+                role::Requester::totp_enrol_once(peer_id, *distributor, &mut rand_core::OsRng),
+            ),
+            RoleSpec::OneShotTotpVerify { distributor, code } => Box::new(
+                role::Requester::totp_verify_once(peer_id, *distributor, code.clone()),
+            ),
             RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
                 peer_id,
                 *distributor,

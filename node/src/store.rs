@@ -33,6 +33,8 @@ type OtpKey = (&'static [u8], &'static [u8], u64, u64);
 const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts");
 /// Enrolment keys: requester → sealed (epoch, key).
 const ENROLMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("enrolments");
+/// TOTP tokens: requester → sealed CBOR token.
+const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("totp_tokens");
 /// Largest attempts record read back.
 const MAX_ATTEMPTS_BYTES: usize = 64 * 1024;
 
@@ -92,6 +94,7 @@ impl Store {
             txn.open_table(OTPS)?;
             txn.open_table(ATTEMPTS)?;
             txn.open_table(ENROLMENTS)?;
+            txn.open_table(TOKENS)?;
             Ok(())
         })?;
         Ok(store)
@@ -183,6 +186,18 @@ impl Store {
                     Ok(())
                 })
             }
+            Record::TotpToken { requester, token } => {
+                let who = requester.to_bytes();
+                let mut plain = zeroize::Zeroizing::new(Vec::new());
+                ciborium::into_writer(token, &mut *plain)
+                    .expect("writing CBOR into a Vec cannot fail");
+                let sealed = self.encrypt(&[b"totp/".as_slice(), &who].concat(), &plain);
+                self.write(|txn| {
+                    txn.open_table(TOKENS)?
+                        .insert(who.as_slice(), sealed.as_slice())?;
+                    Ok(())
+                })
+            }
             Record::Compact { expired_before_ms } => self.write(|txn| {
                 txn.open_table(OTPS)?
                     .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
@@ -250,6 +265,19 @@ impl Store {
             restored
                 .enrolments
                 .push((requester, epoch, Secret::from_bytes(key)));
+        }
+        let tokens = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
+        for entry in tokens.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            let corrupt = || StoreError::CorruptRecord {
+                table: "totp_tokens",
+            };
+            let requester = PeerId::from_bytes(k.value()).map_err(|_| corrupt())?;
+            let plain = self
+                .decrypt(&[b"totp/".as_slice(), k.value()].concat(), v.value())
+                .ok_or_else(corrupt)?;
+            let token = ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
+            restored.tokens.push((requester, token));
         }
         restored.counters = self.counters()?;
         Ok(restored)
@@ -445,6 +473,54 @@ mod tests {
         assert!(
             !raw.windows(32).any(|w| w == [3u8; 32]),
             "plaintext secret found in the database file"
+        );
+    }
+
+    #[test]
+    fn totp_tokens_and_enrolments_survive_reopen_encrypted() {
+        use otpmesh_protocol::totp;
+        let dir = tempfile::tempdir().unwrap();
+        let who = PeerId::random();
+        let token = totp::Token {
+            secret: totp::Secret(zeroize::Zeroizing::new(vec![0xA5; 20])),
+            params: totp::Params::default(),
+            last_step: Some(9),
+            drift: -1,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .commit(&Record::TotpToken {
+                    requester: who,
+                    token: token.clone(),
+                })
+                .unwrap();
+            let key = Secret::from_bytes([0x5A; 32]);
+            store
+                .commit(&Record::Enrolment {
+                    peer: who,
+                    epoch: 3,
+                    key,
+                })
+                .unwrap();
+        }
+        let state = Store::open(dir.path())
+            .unwrap()
+            .distributor_state()
+            .unwrap();
+        assert_eq!(state.tokens, vec![(who, token)]);
+        assert_eq!(
+            state.enrolments,
+            vec![(who, 3, Secret::from_bytes([0x5A; 32]))]
+        );
+        let raw = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        assert!(
+            !raw.windows(20).any(|w| w == [0xA5; 20]),
+            "plaintext TOTP secret in the file"
+        );
+        assert!(
+            !raw.windows(32).any(|w| w == [0x5A; 32]),
+            "plaintext enrolment key in the file"
         );
     }
 

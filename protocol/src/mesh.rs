@@ -53,6 +53,8 @@ pub struct Settings {
     pub lockout_ms: u64,
     /// Length of an enrolment key's epoch (key recycling).
     pub epoch_ms: u64,
+    /// TOTP steps accepted on either side of the expected one.
+    pub totp_window: u32,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
             failure_window_ms: 300_000,
             lockout_ms: 900_000,
             epoch_ms: 3_600_000,
+            totp_window: 1,
         }
     }
 }
@@ -251,6 +254,12 @@ impl MeshConfig {
             return bad(
                 "lockout_ms",
                 format!("{} is outside 1 ms to 7 days", s.lockout_ms),
+            );
+        }
+        if s.totp_window > 10 {
+            return bad(
+                "totp_window",
+                format!("{} steps is more than 10", s.totp_window),
             );
         }
         if s.epoch_ms < 1_000 || s.epoch_ms > 30 * 86_400_000 {

@@ -182,6 +182,16 @@ impl SaltKey {
         truncate(mac.as_ref(), digits)
     }
 
+    /// XORs `bytes` with a mask stream from this key and `salt` (salting a TOTP secret); applying it
+    /// twice gives the bytes back.
+    pub fn mask_bytes(&self, salt: &[u8; SALT_BYTES], bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+        let mut mask = Zeroizing::new(vec![0u8; bytes.len()]);
+        Hkdf::<Sha256>::new(Some(salt), self.0.as_ref())
+            .expand(b"otpmesh/1/secret-mask", &mut mask)
+            .expect("secrets are far below HKDF's length limit");
+        Zeroizing::new(bytes.iter().zip(mask.iter()).map(|(b, m)| b ^ m).collect())
+    }
+
     /// `(otp + mask) mod 10^digits`.
     pub fn salt(&self, otp: Otp, salt: &[u8; SALT_BYTES]) -> u64 {
         let m = otp.digits.modulus();

@@ -138,6 +138,73 @@ impl Params {
     }
 }
 
+/// A TOTP token's shared secret. Zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::Bytes::new(&self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(d)?.into_vec();
+        if bytes.len() > MAX_SECRET_BYTES {
+            return Err(serde::de::Error::invalid_length(
+                bytes.len(),
+                &"at most 128 bytes",
+            ));
+        }
+        Ok(Secret(zeroize::Zeroizing::new(bytes)))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "totp::Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// A distributor's record of one requester's TOTP token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub secret: Secret,
+    pub params: Params,
+    /// The last step accepted (each step's code is accepted once).
+    pub last_step: Option<u64>,
+    /// Offset, in steps, of the last accepted code from the expected step.
+    pub drift: i64,
+}
+
+impl Token {
+    /// Checks `code` at Unix time `now` within ±`window` steps around the expected step shifted by
+    /// the remembered drift. Every candidate is compared, whatever matches (constant time).
+    pub fn check(&self, code: u64, now: u64, window: u32) -> Option<(u64, bool)> {
+        use subtle::{ConditionallySelectable, ConstantTimeEq};
+        let expected = self.params.step(now).ok()? as i64 + self.drift;
+        let (mut found, mut at) = (subtle::Choice::from(0), 0u64);
+        for offset in -(window as i64)..=(window as i64) {
+            let step = expected + offset;
+            if step < 0 {
+                continue;
+            }
+            let hit = self
+                .params
+                .code_at_step(&self.secret.0, step as u64)
+                .value()
+                .ct_eq(&code);
+            at.conditional_assign(&(step as u64), hit);
+            found |= hit;
+        }
+        bool::from(found).then(|| (at, self.last_step.is_some_and(|last| at <= last)))
+    }
+}
+
+/// Bytes of a token secret the distributor derives (RFC 4226 recommends 160 bits).
+pub const SECRET_BYTES: usize = 20;
+
 /// Base32 without padding (as in `otpauth://` URIs).
 pub fn base32_encode(bytes: &[u8]) -> String {
     data_encoding::BASE32_NOPAD.encode(bytes)

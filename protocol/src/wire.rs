@@ -167,6 +167,27 @@ pub struct EnrolRequest {
     pub requester_key: [u8; 32],
 }
 
+/// A requester asks for a TOTP token (its secret comes back salted, as OTPs do).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpEnrolRequest {
+    #[serde(with = "serde_bytes")]
+    pub requester_key: [u8; 32],
+}
+
+/// A TOTP token: its parameters and its secret, masked for the requester.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpGrant {
+    pub params: crate::totp::Params,
+    /// The round whose secret the token's secret was derived from.
+    pub round: RoundId,
+    #[serde(with = "serde_bytes")]
+    pub masked_secret: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub salt: [u8; SALT_BYTES],
+    #[serde(with = "serde_bytes")]
+    pub distributor_key: [u8; 32],
+}
+
 /// The distributor's half of an enrolment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolGrant {
@@ -221,6 +242,8 @@ pub enum Request {
     Otp(OtpRequest),
     Verify(VerifyRequest),
     Enrol(EnrolRequest),
+    TotpEnrol(TotpEnrolRequest),
+    TotpVerify(VerifyRequest),
 }
 
 impl Request {
@@ -231,6 +254,8 @@ impl Request {
             Request::Otp(_) => "otp",
             Request::Verify(_) => "verify",
             Request::Enrol(_) => "enrol",
+            Request::TotpEnrol(_) => "totp-enrol",
+            Request::TotpVerify(_) => "totp-verify",
         }
     }
 
@@ -296,6 +321,7 @@ pub enum Response {
     Otp(OtpGrant),
     Verified(VerifyResult),
     Enrolled(EnrolGrant),
+    TotpEnrolled(TotpGrant),
     Refused(Refusal),
 }
 

@@ -521,6 +521,7 @@ fn restore(records: &[Record], rounds: Vec<(Transcript, Secret)>) -> Restored {
         attempts: attempts.into_iter().map(|(p, (f, l))| (p, f, l)).collect(),
         counters: counters.into_iter().map(|((r, p), n)| (r, p, n)).collect(),
         enrolments: Vec::new(),
+        tokens: Vec::new(),
     }
 }
 

@@ -352,3 +352,155 @@ fn a_use_at_one_distributor_is_used_at_the_others_and_only_the_issuer_accepts() 
     let (b, _) = w.issue(&mut ds[2], 2, 3_000);
     assert_ne!(a, b);
 }
+
+mod totp_tokens {
+    use super::*;
+    use otpmesh_protocol::kx::Ephemeral;
+    use otpmesh_protocol::totp;
+    use otpmesh_protocol::wire::TotpEnrolRequest;
+
+    /// Enrols a TOTP token at distributor 0; returns the secret the requester unmasked.
+    fn enrol(w: &mut World, d: &mut Distributor) -> (Vec<u8>, totp::Params, Vec<Record>) {
+        let eph = Ephemeral::new(&mut w.rng);
+        let (records, r, _) = w.call(
+            d,
+            1_000,
+            w.requester,
+            Request::TotpEnrol(TotpEnrolRequest {
+                requester_key: eph.public(),
+            }),
+        );
+        let Response::TotpEnrolled(grant) = r else {
+            panic!("expected a token, got {r:?}")
+        };
+        let key = eph
+            .salt_key(&grant.distributor_key, &w.requester, &w.distributors[0])
+            .unwrap();
+        (
+            key.mask_bytes(&grant.salt, &grant.masked_secret).to_vec(),
+            grant.params,
+            records,
+        )
+    }
+
+    fn totp_verify(w: &mut World, d: &mut Distributor, now_ms: u64, code: String) -> VerifyResult {
+        totp_verify_logged(w, d, now_ms, code, &mut Vec::new())
+    }
+
+    fn totp_verify_logged(
+        w: &mut World,
+        d: &mut Distributor,
+        now_ms: u64,
+        code: String,
+        log: &mut Vec<Record>,
+    ) -> VerifyResult {
+        let (records, r, _) = w.call(
+            d,
+            now_ms,
+            w.requester,
+            Request::TotpVerify(VerifyRequest { code }),
+        );
+        log.extend(records);
+        match r {
+            Response::Verified(v) => v,
+            other => panic!("expected a verdict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_totp_code_is_accepted_once_per_step_within_the_window_and_survives_restarts() {
+        let mut w = World::new(1);
+        let mut d = w.distributor(0, &[]);
+        let (secret, params, mut log) = enrol(&mut w, &mut d);
+        assert_eq!(secret.len(), totp::SECRET_BYTES);
+        assert!(
+            log.iter().any(|r| matches!(r, Record::TotpToken { .. })),
+            "the token is committed before the reply"
+        );
+        let t = 1_700_000_000u64;
+        let code = |step_time: u64| params.code(&secret, step_time).unwrap().to_string();
+        let l = &mut log;
+        assert_eq!(
+            totp_verify_logged(&mut w, &mut d, t * 1000, code(t), l),
+            VerifyResult::Accepted
+        );
+        assert_eq!(
+            totp_verify_logged(&mut w, &mut d, t * 1000 + 1, code(t), l),
+            VerifyResult::Used,
+            "once per step"
+        );
+        // The previous step's code is inside the window but older than the accepted step: used.
+        assert_eq!(
+            totp_verify_logged(&mut w, &mut d, t * 1000 + 2, code(t - 30), l),
+            VerifyResult::Used
+        );
+        // One step ahead is inside the ±1 window; two steps ahead is not.
+        assert_eq!(
+            totp_verify_logged(&mut w, &mut d, t * 1000 + 3, code(t + 30), l),
+            VerifyResult::Accepted
+        );
+        assert_eq!(
+            totp_verify_logged(&mut w, &mut d, t * 1000 + 4, code(t + 120), l),
+            VerifyResult::Wrong
+        );
+        // Restart from the records: the token and its last step survive.
+        let restored_token = log.iter().rev().find_map(|r| match r {
+            Record::TotpToken { token, .. } => Some(token.clone()),
+            _ => None,
+        });
+        let mut restored = Restored {
+            rounds: vec![(w.transcript.clone(), w.secret.clone())],
+            ..Default::default()
+        };
+        restored.tokens.push((w.requester, restored_token.unwrap()));
+        let mut again = Distributor::new(w.distributors[0], w.mesh.clone(), restored);
+        assert_eq!(
+            totp_verify(&mut w, &mut again, t * 1000 + 6, code(t + 30)),
+            VerifyResult::Used
+        );
+        assert_eq!(
+            totp_verify(&mut w, &mut again, (t + 60) * 1000, code(t + 60)),
+            VerifyResult::Accepted
+        );
+    }
+
+    #[test]
+    fn drift_is_remembered_and_recentres_the_window() {
+        let mut w = World::new(1);
+        let mut d = w.distributor(0, &[]);
+        let (secret, params, _) = enrol(&mut w, &mut d);
+        let t = 1_700_000_010u64;
+        // The authenticator runs one step fast.
+        let fast = |now: u64| params.code(&secret, now + 30).unwrap().to_string();
+        assert_eq!(
+            totp_verify(&mut w, &mut d, t * 1000, fast(t)),
+            VerifyResult::Accepted
+        );
+        // Now it runs two steps fast: outside ±1 of the clock, inside ±1 of the remembered drift.
+        let faster = params.code(&secret, t + 300 + 60).unwrap().to_string();
+        assert_eq!(
+            totp_verify(&mut w, &mut d, (t + 300) * 1000, faster),
+            VerifyResult::Accepted
+        );
+    }
+
+    #[test]
+    fn wrong_totp_codes_lock_like_otps() {
+        let mut w = World::new(1);
+        let mut d = w.distributor(0, &[]);
+        let (secret, params, _) = enrol(&mut w, &mut d);
+        let t = 1_700_000_000u64;
+        let right = params.code(&secret, t).unwrap();
+        let wrong = format!("{:06}", (right.value() + 1) % 1_000_000);
+        for _ in 0..w.mesh.settings.max_failures {
+            assert_eq!(
+                totp_verify(&mut w, &mut d, t * 1000, wrong.clone()),
+                VerifyResult::Wrong
+            );
+        }
+        assert_eq!(
+            totp_verify(&mut w, &mut d, t * 1000, right.to_string()),
+            VerifyResult::Locked
+        );
+    }
+}

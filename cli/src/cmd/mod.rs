@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let default_log = match &cli.command {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
         // A one-shot request says what went wrong in its error; logs would repeat it.
-        Command::Request(_) | Command::Verify(_) | Command::Enrol(_) => "error",
+        Command::Request(_) | Command::Verify(_) | Command::Enrol(_) | Command::Totp(_) => "error",
         _ => "warn",
     };
     init_logs(default_log);
@@ -66,6 +66,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Verify(args) => verify::run(args).await,
             Command::Enrol(args) => enrol::run(args).await,
             Command::Totp(TotpCommand::Code(args)) => totp::code(args),
+            Command::Totp(TotpCommand::Enrol(args)) => totp::enrol(args).await,
+            Command::Totp(TotpCommand::Verify(args)) => totp::verify(args).await,
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }

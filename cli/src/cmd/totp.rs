@@ -34,3 +34,117 @@ pub fn code(args: TotpCodeArgs) -> Outcome {
     println!("{code}");
     Ok(())
 }
+
+/// Writes `text` as a QR code PNG (4 pixels a module, a 4-module quiet zone).
+fn write_qr_png(code: &qrcode::QrCode, path: &std::path::Path) -> anyhow::Result<()> {
+    const SCALE: usize = 4;
+    const QUIET: usize = 4;
+    let width = code.width();
+    let colors = code.to_colors();
+    let side = (width + 2 * QUIET) * SCALE;
+    let mut pixels = vec![255u8; side * side];
+    for (i, c) in colors.iter().enumerate() {
+        if *c == qrcode::Color::Dark {
+            let (x, y) = (i % width + QUIET, i / width + QUIET);
+            for dy in 0..SCALE {
+                let row = (y * SCALE + dy) * side;
+                pixels[row + x * SCALE..row + x * SCALE + SCALE].fill(0);
+            }
+        }
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), side as u32, side as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(&pixels)?;
+    Ok(())
+}
+
+/// `otpmesh totp enrol`: a TOTP token from a distributor, as an otpauth:// URI and a QR code.
+pub async fn enrol(args: crate::cli::TotpEnrolArgs) -> Outcome {
+    use otpmesh_node::{NodeEvent, RoleSpec};
+    use otpmesh_protocol::role::Event;
+    let (secret, params, distributor) = super::request::ask_once(
+        &args.distributor,
+        &args.data_dir,
+        None,
+        args.timeout_secs,
+        |distributor| RoleSpec::OneShotTotpEnrol { distributor },
+        |event| match event {
+            NodeEvent::Role(Event::TotpReceived {
+                secret_base32,
+                params,
+                distributor,
+            }) => Some(Ok((secret_base32, params, distributor))),
+            _ => None,
+        },
+    )
+    .await?;
+    let account = match args.account {
+        Some(a) => a,
+        None => otpmesh_node::keys::load_or_create_identity(&args.data_dir)?
+            .public()
+            .to_peer_id()
+            .to_string(),
+    };
+    let bytes = totp::base32_decode(&secret).map_err(|e| anyhow!("{e}"))?;
+    let uri = totp::otpauth_uri(&args.issuer, &account, &bytes, &params);
+    let qr = qrcode::QrCode::new(uri.as_bytes()).context("encoding the URI as a QR code")?;
+    if let Some(path) = &args.qr_png {
+        write_qr_png(&qr, path)?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "uri": uri, "distributor": distributor.to_string(), "qr_png": args.qr_png })
+        );
+    } else {
+        let art = qr
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build();
+        println!("{art}\n{uri}");
+        if let Some(path) = &args.qr_png {
+            println!("QR code written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `otpmesh totp verify`: a TOTP code at the distributor that issued the token.
+pub async fn verify(args: crate::cli::TotpVerifyArgs) -> Outcome {
+    use otpmesh_node::{NodeEvent, RoleSpec};
+    use otpmesh_protocol::role::Event;
+    use otpmesh_protocol::wire::VerifyResult;
+    let code = args.code.trim().to_string();
+    let result = super::request::ask_once(
+        &args.distributor,
+        &args.data_dir,
+        None,
+        args.timeout_secs,
+        |distributor| RoleSpec::OneShotTotpVerify {
+            distributor,
+            code: code.clone(),
+        },
+        |event| match event {
+            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => Some(Ok(result)),
+            _ => None,
+        },
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "result": result.as_str() }));
+    } else {
+        println!("{}", result.as_str());
+    }
+    match result {
+        VerifyResult::Accepted => Ok(()),
+        other => Err(super::Failure {
+            code: 1,
+            error: anyhow!("the code was not accepted: {}", other.as_str()),
+        }),
+    }
+}

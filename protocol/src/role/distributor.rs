@@ -17,6 +17,7 @@ use crate::kx::{Ephemeral, EpochKey};
 use crate::mesh::MeshConfig;
 use crate::otp::{self, SALT_BYTES};
 use crate::round::{RoundId, Secret, Transcript};
+use crate::totp;
 use crate::wire::{
     Delivery, Gossip, OtpGrant, OtpRequest, Refusal, Request, Response, UseMarker, VerifyResult,
 };
@@ -70,6 +71,8 @@ pub struct Restored {
     pub counters: Vec<(RoundId, PeerId, u64)>,
     /// (requester, epoch, key)
     pub enrolments: Vec<(PeerId, u64, Secret)>,
+    /// (requester, token)
+    pub tokens: Vec<(PeerId, totp::Token)>,
 }
 
 #[derive(Debug)]
@@ -81,6 +84,7 @@ pub struct Distributor {
     known: HashMap<PeerId, Vec<Known>>,
     attempts: HashMap<PeerId, Attempts>,
     enrolments: HashMap<PeerId, EpochKey>,
+    tokens: HashMap<PeerId, totp::Token>,
     last_compact: Millis,
 }
 
@@ -94,6 +98,7 @@ impl Distributor {
             known: HashMap::new(),
             attempts: HashMap::new(),
             enrolments: HashMap::new(),
+            tokens: HashMap::new(),
             last_compact: 0,
         };
         for (transcript, secret) in restored.rounds {
@@ -114,6 +119,7 @@ impl Distributor {
                 *c = (*c).max(next);
             }
         }
+        d.tokens.extend(restored.tokens);
         for (requester, epoch, key) in restored.enrolments {
             d.enrolments
                 .insert(requester, EpochKey::new(epoch, *key.as_bytes()));
@@ -454,6 +460,172 @@ impl Distributor {
         ]
     }
 
+    fn totp_enrol(
+        &mut self,
+        _now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        requester_key: &[u8; 32],
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        if !self.mesh.is_requester(&peer) {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
+            );
+        }
+        let Some(round) = self.latest_round() else {
+            return refuse(peer, id, request, Refusal::NoRound);
+        };
+        if !self.tokens.contains_key(&peer) && self.tokens.len() >= MAX_TRACKED_REQUESTERS {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unavailable("too many TOTP tokens".into()),
+            );
+        }
+        let ephemeral = Ephemeral::new(rng);
+        let salt_key = match ephemeral.salt_key(requester_key, &peer, &self.me) {
+            Ok(k) => k,
+            Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
+        };
+        // A fresh token secret, derived from the round secret (domain-separated, per requester, with
+        // fresh randomness so that enrolling again gives a new token).
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        let mut info = b"otpmesh/1/totp-secret".to_vec();
+        for part in [
+            peer.to_bytes(),
+            self.me.to_bytes(),
+            round.0.to_be_bytes().to_vec(),
+            nonce.to_vec(),
+        ] {
+            info.extend_from_slice(&part);
+        }
+        let mut bytes = zeroize::Zeroizing::new(vec![0u8; totp::SECRET_BYTES]);
+        hkdf::Hkdf::<sha2::Sha256>::new(None, self.rounds[&round].secret.as_bytes())
+            .expand(&info, &mut bytes)
+            .expect("20 bytes is a valid HKDF length");
+        let token = totp::Token {
+            secret: totp::Secret(bytes),
+            params: totp::Params::default(),
+            last_step: None,
+            drift: 0,
+        };
+        let mut salt = [0u8; SALT_BYTES];
+        rng.fill_bytes(&mut salt);
+        let grant = crate::wire::TotpGrant {
+            params: token.params,
+            round,
+            masked_secret: salt_key.mask_bytes(&salt, &token.secret.0).to_vec(),
+            salt,
+            distributor_key: ephemeral.public(),
+        };
+        self.tokens.insert(peer, token.clone());
+        vec![
+            Action::Persist(Record::TotpToken {
+                requester: peer,
+                token,
+            }),
+            Action::Reply {
+                to: id,
+                response: Response::TotpEnrolled(grant),
+            },
+            Action::Emit(Event::TotpIssued {
+                requester: peer,
+                round,
+            }),
+        ]
+    }
+
+    fn totp_verify(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        code: &str,
+    ) -> Vec<Action> {
+        if !self.mesh.is_requester(&peer) {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
+            );
+        }
+        let Some(token) = self.tokens.get(&peer).cloned() else {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Invalid("no TOTP token here: run otpmesh totp enrol".into()),
+            );
+        };
+        let digits = token.params.digits.get() as usize;
+        if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return refuse(
+                peer,
+                id,
+                request,
+                Refusal::Invalid(format!("a TOTP code here is {digits} digits")),
+            );
+        }
+        let code: u64 = code.parse().expect("checked: only digits");
+        let s = self.mesh.settings.clone();
+        let attempts = self.attempts.get(&peer).cloned().unwrap_or_default();
+        let (result, mut actions) = if attempts.locked_until > now {
+            (VerifyResult::Locked, Vec::new())
+        } else {
+            match token.check(code, now / 1000, s.totp_window) {
+                Some((_, true)) => (VerifyResult::Used, Vec::new()),
+                Some((step, false)) => {
+                    let expected = token.params.step(now / 1000).unwrap_or(step) as i64;
+                    let updated = totp::Token {
+                        last_step: Some(step),
+                        drift: step as i64 - expected,
+                        ..token
+                    };
+                    self.tokens.insert(peer, updated.clone());
+                    let mut actions = vec![Action::Persist(Record::TotpToken {
+                        requester: peer,
+                        token: updated,
+                    })];
+                    if !attempts.failures.is_empty() {
+                        self.attempts.remove(&peer);
+                        actions.push(Action::Persist(Record::Attempts {
+                            requester: peer,
+                            failures: vec![],
+                            locked_until: 0,
+                        }));
+                    }
+                    (VerifyResult::Accepted, actions)
+                }
+                None => self.verify_miss(
+                    now,
+                    peer,
+                    attempts,
+                    s.max_failures,
+                    s.failure_window_ms,
+                    s.lockout_ms,
+                ),
+            }
+        };
+        actions.push(Action::Reply {
+            to: id,
+            response: Response::Verified(result),
+        });
+        actions.push(Action::Emit(Event::OtpVerified {
+            requester: peer,
+            result,
+        }));
+        actions
+    }
+
     fn verify(
         &mut self,
         now: Millis,
@@ -678,6 +850,10 @@ impl Role for Distributor {
             Request::Otp(ask) => self.issue(now, peer, id, &request, ask, rng),
             Request::Verify(v) => self.verify(now, peer, id, &request, &v.code),
             Request::Enrol(e) => self.enrol(now, peer, id, &request, &e.requester_key, rng),
+            Request::TotpEnrol(e) => {
+                self.totp_enrol(now, peer, id, &request, &e.requester_key, rng)
+            }
+            Request::TotpVerify(v) => self.totp_verify(now, peer, id, &request, &v.code),
             Request::PublicKey => refuse(
                 peer,
                 id,

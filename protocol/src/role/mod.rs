@@ -85,6 +85,11 @@ pub enum Record {
         epoch: u64,
         key: Secret,
     },
+    /// A requester's TOTP token, with its last accepted step and drift (replaces any older one).
+    TotpToken {
+        requester: PeerId,
+        token: crate::totp::Token,
+    },
 }
 
 /// Which OTP: who issued it to whom, for which round, with which counter.
@@ -180,6 +185,16 @@ pub enum Event {
     Enrolled {
         peer: PeerId,
         epoch: u64,
+    },
+    TotpIssued {
+        requester: PeerId,
+        round: RoundId,
+    },
+    /// The requester's own new TOTP token (its user's output: never logged).
+    TotpReceived {
+        distributor: PeerId,
+        secret_base32: String,
+        params: crate::totp::Params,
     },
     VerifyAnswered {
         distributor: PeerId,

@@ -7,7 +7,9 @@
 use super::{Action, Event, Millis, Record, Role, Tag, Tags, Verdict};
 use crate::kx::{Ephemeral, EpochKey};
 use crate::round::RoundId;
-use crate::wire::{EnrolRequest, Gossip, OtpRequest, Refusal, Request, Response, VerifyRequest};
+use crate::wire::{
+    EnrolRequest, Gossip, OtpRequest, Refusal, Request, Response, TotpEnrolRequest, VerifyRequest,
+};
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeSet, HashMap};
@@ -42,6 +44,10 @@ pub struct Requester {
     enrolment: Option<EpochKey>,
     /// `enrol_once`: the exchange in flight.
     enrolling: Option<(Option<Tag>, Ephemeral)>,
+    /// `totp_enrol_once`: the exchange in flight.
+    totp_enrolling: Option<(Option<Tag>, Ephemeral)>,
+    /// `verify_once` presents a TOTP code rather than an OTP.
+    verify_totp: bool,
 }
 
 impl std::fmt::Debug for Requester {
@@ -75,6 +81,24 @@ impl Requester {
         r
     }
 
+    /// Asks `distributor` once for a TOTP token (the `otpmesh totp enrol` command).
+    pub fn totp_enrol_once(
+        me: PeerId,
+        distributor: PeerId,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Requester {
+        let mut r = Self::build(me, vec![distributor], true);
+        r.totp_enrolling = Some((None, Ephemeral::new(rng)));
+        r
+    }
+
+    /// Presents a TOTP `code` to `distributor` once (the `otpmesh totp verify` command).
+    pub fn totp_verify_once(me: PeerId, distributor: PeerId, code: String) -> Requester {
+        let mut r = Self::verify_once(me, distributor, code);
+        r.verify_totp = true;
+        r
+    }
+
     /// Salts OTP responses with this enrolment key instead of a fresh exchange.
     pub fn with_enrolment(mut self, key: Option<EpochKey>) -> Requester {
         self.enrolment = key;
@@ -99,6 +123,8 @@ impl Requester {
             verify: None,
             enrolment: None,
             enrolling: None,
+            totp_enrolling: None,
+            verify_totp: false,
         }
     }
 
@@ -166,10 +192,27 @@ impl Role for Requester {
                 request,
             }];
         }
+        if let Some((sent, ephemeral)) = &mut self.totp_enrolling {
+            let tag = self.tags.next();
+            *sent = Some(tag);
+            let request = Request::TotpEnrol(TotpEnrolRequest {
+                requester_key: ephemeral.public(),
+            });
+            return vec![Action::Send {
+                peer: self.distributors[0],
+                tag,
+                request,
+            }];
+        }
         if let Some((code, sent)) = &mut self.verify {
             let tag = self.tags.next();
             *sent = Some(tag);
-            let request = Request::Verify(VerifyRequest { code: code.clone() });
+            let ask = VerifyRequest { code: code.clone() };
+            let request = if self.verify_totp {
+                Request::TotpVerify(ask)
+            } else {
+                Request::Verify(ask)
+            };
             return vec![Action::Send {
                 peer: self.distributors[0],
                 tag,
@@ -217,6 +260,36 @@ impl Role for Requester {
         response: Result<Response, String>,
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
+        if matches!(&self.totp_enrolling, Some((Some(t), _)) if *t == tag) {
+            let Some((_, ephemeral)) = self.totp_enrolling.take() else {
+                return Vec::new();
+            };
+            let failed = |reason: String| {
+                vec![Action::Emit(Event::RequestFailed {
+                    peer,
+                    request: "totp-enrol".into(),
+                    reason,
+                })]
+            };
+            return match response {
+                Ok(Response::TotpEnrolled(grant)) => {
+                    match ephemeral.salt_key(&grant.distributor_key, &self.me, &peer) {
+                        Ok(key) => {
+                            let secret = key.mask_bytes(&grant.salt, &grant.masked_secret);
+                            vec![Action::Emit(Event::TotpReceived {
+                                distributor: peer,
+                                secret_base32: crate::totp::base32_encode(&secret),
+                                params: grant.params,
+                            })]
+                        }
+                        Err(e) => failed(e.to_string()),
+                    }
+                }
+                Ok(Response::Refused(r)) => failed(r.to_string()),
+                Ok(other) => failed(format!("unexpected response {other:?}")),
+                Err(reason) => failed(reason),
+            };
+        }
         if matches!(&self.enrolling, Some((Some(t), _)) if *t == tag) {
             let Some((_, ephemeral)) = self.enrolling.take() else {
                 return Vec::new();
