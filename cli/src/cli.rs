@@ -35,6 +35,34 @@ pub enum Command {
     /// Standard TOTP (RFC 6238), as authenticator apps and oathtool compute it.
     #[command(subcommand)]
     Totp(TotpCommand),
+    /// Benchmarks, each against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Round latency (open → sealed and delivered) for k contributors vs the RSA decryption floor.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench round\n  otpmesh bench round --k 4,16 --mode in-process --json round.json"
+    )]
+    Round(BenchRoundArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchRoundArgs {
+    /// Contributor counts, comma-separated.
+    #[arg(long, default_value = "4,16,64,256")]
+    pub k: String,
+    /// Rounds per mesh.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// both, in-process or processes.
+    #[arg(long, default_value = "both")]
+    pub mode: String,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

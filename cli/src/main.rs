@@ -1,5 +1,6 @@
 //! `otpmesh`: one binary, four roles. See `otpmesh --help`.
 
+mod bench;
 mod cli;
 mod cmd;
 mod output;

@@ -9,7 +9,7 @@ pub mod verify;
 
 pub use mesh::free_ports as mesh_ports;
 
-use crate::cli::{Cli, Command, MeshCommand, ScenarioCommand, TotpCommand};
+use crate::cli::{BenchCommand, Cli, Command, MeshCommand, ScenarioCommand, TotpCommand};
 use std::process::ExitCode;
 
 /// An error with the exit code it should end the process with.
@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Totp(TotpCommand::Code(args)) => totp::code(args),
             Command::Totp(TotpCommand::Enrol(args)) => totp::enrol(args).await,
             Command::Totp(TotpCommand::Verify(args)) => totp::verify(args).await,
+            Command::Bench(BenchCommand::Round(args)) => crate::bench::round(args).await,
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }
