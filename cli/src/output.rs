@@ -6,6 +6,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// An RFC 3339 time for a Unix-milliseconds instant.
 pub fn rfc3339(ms: u64) -> String {
+    // humantime formats years up to 9999 only; a later time (from a broken peer) prints as a number.
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
+    if ms >= YEAR_10000_MS {
+        return format!("unix-ms {ms}");
+    }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

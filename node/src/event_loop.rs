@@ -35,6 +35,8 @@ pub const REDIAL_EVERY_MS: Millis = 2_000;
 pub const MAX_UNPUBLISHED: usize = 64;
 /// Addresses remembered per peer.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers whose addresses are remembered.
+pub const MAX_ADDRESSED_PEERS: usize = 4096;
 
 pub(crate) fn now_ms() -> Millis {
     SystemTime::now()
@@ -167,6 +169,17 @@ impl EventLoop {
     }
 
     fn remember_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+        // Only for peers this node may talk to: a stranger with fresh keys must not grow the map.
+        let listed = self
+            .mesh
+            .as_ref()
+            .is_some_and(|m| m.known_addrs().iter().any(|(p, _)| *p == peer))
+            || self.keep.iter().any(|(p, _)| *p == Some(peer));
+        if !listed
+            || (!self.addresses.contains_key(&peer) && self.addresses.len() >= MAX_ADDRESSED_PEERS)
+        {
+            return;
+        }
         let known = self.addresses.entry(peer).or_default();
         if !known.contains(&addr) {
             if known.len() >= MAX_ADDRS_PER_PEER {
@@ -219,6 +232,8 @@ impl EventLoop {
                         }
                     }
                 }
+                // After a failed commit, what the role reports did not durably happen.
+                Action::Emit(_) if store_failed => {}
                 Action::Emit(event) => self.emit_role_event(event),
                 Action::AskInput { round } => self.emit(NodeEvent::InputNeeded { round }),
                 Action::Decrypt(job) => self.spawn_decrypt(job),

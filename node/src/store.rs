@@ -198,9 +198,24 @@ impl Store {
                     Ok(())
                 })
             }
-            Record::Compact { expired_before_ms } => self.write(|txn| {
+            Record::Compact {
+                expired_before_ms,
+                failures_before_ms,
+                now_ms,
+            } => self.write(|txn| {
                 txn.open_table(OTPS)?
                     .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
+                // An attempts record that no longer counts (old failures, lockout over) goes too;
+                // one that does not decode is kept for `distributor_state` to report.
+                txn.open_table(ATTEMPTS)?.retain(|_, bytes| {
+                    match ciborium::from_reader::<(Vec<u64>, u64), _>(bytes) {
+                        Ok((failures, locked_until)) => {
+                            locked_until > *now_ms
+                                || failures.iter().any(|t| *t >= *failures_before_ms)
+                        }
+                        Err(_) => true,
+                    }
+                })?;
                 Ok(())
             }),
         }
@@ -459,8 +474,26 @@ mod tests {
         store
             .commit(&Record::Compact {
                 expired_before_ms: 60,
+                failures_before_ms: 0,
+                now_ms: 0,
             })
             .unwrap();
+        assert_eq!(
+            store.distributor_state().unwrap().attempts.len(),
+            1,
+            "recent failures are kept"
+        );
+        store
+            .commit(&Record::Compact {
+                expired_before_ms: 60,
+                failures_before_ms: 9,
+                now_ms: 100,
+            })
+            .unwrap();
+        assert!(
+            store.distributor_state().unwrap().attempts.is_empty(),
+            "old failures and an ended lock go"
+        );
         let state = store.distributor_state().unwrap();
         assert_eq!(state.otps.len(), 1, "the expired record is compacted");
         assert_eq!(

@@ -617,8 +617,8 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
     let (records, r) = run_request(&mut d, generator, deliver(&transcript, &secret), &mut rng);
     assert_eq!(
         (r, records.len()),
-        (Response::Delivered(RoundId(1)), 0),
-        "a repeat delivery is acknowledged, not stored again"
+        (Response::Delivered(RoundId(1)), 1),
+        "a repeat delivery is written again (idempotent) before its acknowledgement"
     );
 
     // A requester key that is a low-order point is refused.

@@ -504,3 +504,42 @@ mod totp_tokens {
         );
     }
 }
+
+#[test]
+fn markers_for_strangers_or_from_the_far_future_are_rejected() {
+    use otpmesh_protocol::wire::UseMarker;
+    let mut w = World::new(2);
+    let mut d = w.distributor(1, &[]);
+    let issuer = w.distributors[0];
+    let stranger = UseMarker {
+        requester: peer(),
+        round: RoundId(1),
+        counter: 0,
+        expires_at_ms: 2_000,
+    };
+    assert!(matches!(
+        d.gossip(1_000, issuer, &Gossip::Used(stranger), &mut w.rng)
+            .0,
+        Verdict::Reject(_)
+    ));
+    let far = UseMarker {
+        requester: w.requester,
+        round: RoundId(1),
+        counter: 0,
+        expires_at_ms: u64::MAX,
+    };
+    assert!(matches!(
+        d.gossip(1_000, issuer, &Gossip::Used(far), &mut w.rng).0,
+        Verdict::Reject(_)
+    ));
+    let fine = UseMarker {
+        requester: w.requester,
+        round: RoundId(1),
+        counter: 0,
+        expires_at_ms: 1_000 + EXPIRY,
+    };
+    assert_eq!(
+        d.gossip(1_000, issuer, &Gossip::Used(fine), &mut w.rng).0,
+        Verdict::Accept
+    );
+}

@@ -45,12 +45,22 @@ struct Held {
 }
 
 /// One OTP this distributor knows of, with its value recomputed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Known {
     otp: OtpRef,
     value: u64,
     expires_at: Millis,
     used: bool,
+}
+
+impl std::fmt::Debug for Known {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Known({:?}, <value>, expires {}, used {})",
+            self.otp, self.expires_at, self.used
+        )
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -124,7 +134,11 @@ impl Distributor {
             d.enrolments
                 .insert(requester, EpochKey::new(epoch, *key.as_bytes()));
         }
-        for (requester, failures, locked_until) in restored.attempts {
+        // Locked requesters first, then the rest, up to the bound.
+        let mut attempts = restored.attempts;
+        attempts.sort_by_key(|(_, _, locked_until)| std::cmp::Reverse(*locked_until));
+        attempts.truncate(MAX_TRACKED_REQUESTERS);
+        for (requester, failures, locked_until) in attempts {
             d.attempts.insert(
                 requester,
                 Attempts {
@@ -168,9 +182,18 @@ impl Distributor {
             return true;
         }
         if list.len() >= MAX_OTPS_PER_REQUESTER {
-            // Forget the one that expires first.
-            if let Some(i) = (0..list.len()).min_by_key(|&i| list[i].expires_at) {
-                list.swap_remove(i);
+            // Forget the one that expires first; another distributor's marker never pushes out one
+            // of this distributor's own OTPs.
+            let me = self.me;
+            let evictable = |k: &Known| otp.issuer == me || k.otp.issuer != me;
+            match (0..list.len())
+                .filter(|&i| evictable(&list[i]))
+                .min_by_key(|&i| list[i].expires_at)
+            {
+                Some(i) => {
+                    list.swap_remove(i);
+                }
+                None => return false,
             }
         }
         list.push(Known {
@@ -238,7 +261,15 @@ impl Distributor {
             response: Response::Delivered(t.round),
         };
         match self.rounds.get(&t.round) {
-            Some(held) if held.transcript.commitment == t.commitment => return vec![ack],
+            Some(held) if held.transcript.commitment == t.commitment => {
+                // Held in memory, but perhaps not on disk (a commit can fail after the round was
+                // taken in): write it again before acknowledging. Idempotent.
+                let record = Record::Round {
+                    transcript: t.clone(),
+                    secret: delivery.secret.clone(),
+                };
+                return vec![Action::Persist(record), ack];
+            }
             Some(_) => {
                 let refusal = Refusal::Invalid(format!(
                     "round {} is already held with another commitment",
@@ -248,7 +279,11 @@ impl Distributor {
             }
             None => {}
         }
-        if self.latest_round().is_some_and(|latest| latest > t.round)
+        if self
+            .rounds
+            .keys()
+            .next()
+            .is_some_and(|oldest| *oldest > t.round)
             && self.rounds.len() >= MAX_HELD_ROUNDS
         {
             // Older than everything kept: acknowledge (nothing to serve from it) without storing.
@@ -309,6 +344,11 @@ impl Distributor {
                 None => return refuse(peer, id, request, Refusal::NoRound),
             },
         };
+        if !self.has_room_for(&peer, now) {
+            let refusal =
+                Refusal::Unavailable("too many requesters with live OTPs; try later".into());
+            return refuse(peer, id, request, refusal);
+        }
         let mut actions = Vec::new();
         let (salt_key, distributor_key, epoch) = if ask.enrolled {
             let Some(enrolment) = self.enrolments.get(&peer) else {
@@ -340,11 +380,6 @@ impl Distributor {
                 Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
             }
         };
-        if !self.has_room_for(&peer, now) {
-            let refusal =
-                Refusal::Unavailable("too many requesters with live OTPs; try later".into());
-            return refuse(peer, id, request, refusal);
-        }
         let digits = self.mesh.settings.digits;
         let secret = &self.rounds[&round].secret;
         let live: Vec<u64> = self
@@ -659,12 +694,20 @@ impl Distributor {
         } else {
             // Look at every record, whatever matches, so timing says nothing about which did.
             let list = self.known.get(&peer).map(Vec::as_slice).unwrap_or(&[]);
+            // Two records can share a value: prefer one this distributor can still accept, then a
+            // used one, then an expired one (rank 3, 2, 1).
             let mut found = subtle::Choice::from(0);
-            let mut index = 0u64;
+            let (mut index, mut best) = (0u64, 0u8);
             for (i, k) in list.iter().enumerate() {
-                let hit = k.value.ct_eq(&code);
-                index.conditional_assign(&(i as u64), hit);
-                found |= hit;
+                let rank = match (k.used, now >= k.expires_at, k.otp.issuer == self.me) {
+                    (false, false, true) => 3u8,
+                    (true, _, _) => 2,
+                    _ => 1,
+                };
+                let better = k.value.ct_eq(&code) & subtle::Choice::from((rank > best) as u8);
+                index.conditional_assign(&(i as u64), better);
+                best.conditional_assign(&rank, better);
+                found |= better;
             }
             if bool::from(found) {
                 self.verify_match(now, peer, index as usize, attempts)
@@ -755,11 +798,17 @@ impl Distributor {
         };
         if self.attempts.contains_key(&peer) || self.attempts.len() < MAX_TRACKED_REQUESTERS {
             self.attempts.insert(peer, attempts);
+            return (VerifyResult::Wrong, vec![Action::Persist(record)]);
         }
-        (VerifyResult::Wrong, vec![Action::Persist(record)])
+        (VerifyResult::Wrong, Vec::new())
     }
 
-    fn on_marker(&mut self, source: PeerId, marker: &UseMarker) -> (Verdict, Vec<Action>) {
+    fn on_marker(
+        &mut self,
+        now: Millis,
+        source: PeerId,
+        marker: &UseMarker,
+    ) -> (Verdict, Vec<Action>) {
         if !self.mesh.is_distributor(&source) {
             return (
                 Verdict::Reject(format!(
@@ -770,6 +819,22 @@ impl Distributor {
         }
         if source == self.me {
             return (Verdict::Accept, Vec::new());
+        }
+        if !self.mesh.is_requester(&marker.requester) {
+            return (
+                Verdict::Reject(format!(
+                    "use marker for {}, which is not a listed requester",
+                    marker.requester
+                )),
+                Vec::new(),
+            );
+        }
+        // A marker cannot outlive the OTP it marks (a minute of clock skew allowed).
+        if marker.expires_at_ms > now.saturating_add(self.mesh.settings.otp_expiry_ms + 60_000) {
+            return (
+                Verdict::Reject("use marker expires later than any OTP can".into()),
+                Vec::new(),
+            );
         }
         let otp = OtpRef {
             issuer: source,
@@ -819,20 +884,23 @@ impl Role for Distributor {
         }
         self.last_compact = now;
         let before = self.compact_memory(now);
+        let failures_before_ms = now.saturating_sub(self.mesh.settings.failure_window_ms);
         vec![Action::Persist(Record::Compact {
             expired_before_ms: before,
+            failures_before_ms,
+            now_ms: now,
         })]
     }
 
     fn gossip(
         &mut self,
-        _now: Millis,
+        now: Millis,
         source: PeerId,
         message: &Gossip,
         _rng: &mut dyn CryptoRngCore,
     ) -> (Verdict, Vec<Action>) {
         match message {
-            Gossip::Used(marker) => self.on_marker(source, marker),
+            Gossip::Used(marker) => self.on_marker(now, source, marker),
             _ => (Verdict::Accept, Vec::new()),
         }
     }

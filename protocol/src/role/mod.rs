@@ -77,8 +77,13 @@ pub enum Record {
         failures: Vec<Millis>,
         locked_until: Millis,
     },
-    /// Forget OTP records that expired before this time.
-    Compact { expired_before_ms: Millis },
+    /// Forget OTP records that expired before `expired_before_ms`, and attempt records whose
+    /// failures are all older than `failures_before_ms` and whose lockout ended by `now_ms`.
+    Compact {
+        expired_before_ms: Millis,
+        failures_before_ms: Millis,
+        now_ms: Millis,
+    },
     /// The current enrolment key shared with `peer` (replaces any older one).
     Enrolment {
         peer: PeerId,

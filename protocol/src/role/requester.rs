@@ -18,6 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 pub const RETRY_MS: Millis = 300;
 /// Attempts per round before giving up.
 pub const MAX_ATTEMPTS: u32 = 40;
+/// The longest an OTP can live (the mesh config's limit), plus a minute of clock skew.
+pub const MAX_OTP_LIFETIME_MS: Millis = 86_400_000 + 60_000;
 /// Outstanding requests at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -362,6 +364,15 @@ impl Role for Requester {
             })]
         };
         match response {
+            // No OTP lives longer than a day (the mesh config's bound): refuse nonsense from a peer.
+            Ok(Response::Otp(grant))
+                if grant.expires_at_ms > now.saturating_add(MAX_OTP_LIFETIME_MS) =>
+            {
+                failed(format!(
+                    "the distributor claims an expiry {} ms away",
+                    grant.expires_at_ms - now
+                ))
+            }
             Ok(Response::Otp(grant)) => {
                 let mut actions = Vec::new();
                 let salt_key = match (grant.epoch, &asking.ephemeral, &self.enrolment) {
