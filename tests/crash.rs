@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -175,12 +175,12 @@ fn sigkill_loses_no_acknowledged_write() {
     for kill in 0..KILLS {
         // Load: eight requesters request, verify and verify again, until the kill.
         let stop = Arc::new(AtomicBool::new(false));
-        let ops = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done_rx) = mpsc::channel::<()>();
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
-                let (stop, ops, ledger, addr, dir) = (
+                let (stop, done, ledger, addr, dir) = (
                     stop.clone(),
-                    ops.clone(),
+                    done_tx.clone(),
                     ledger.clone(),
                     addr.clone(),
                     dirs[w].clone(),
@@ -199,7 +199,7 @@ fn sigkill_loses_no_acknowledged_write() {
                                 "an OTP was handed out twice"
                             );
                         }
-                        ops.fetch_add(1, Ordering::SeqCst);
+                        let _ = done.send(());
                         let first = verify(&addr, &dir, &otp);
                         let mut l = ledger.lock().unwrap();
                         match first.as_deref() {
@@ -226,11 +226,12 @@ fn sigkill_loses_no_acknowledged_write() {
                 })
             })
             .collect();
+        // Kill after a random number of acknowledged issuances: each worker reports every one.
         let target = rng.gen_range(2..=24);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while ops.load(Ordering::SeqCst) < target {
-            assert!(Instant::now() < deadline, "load made no progress");
-            std::thread::park_timeout(Duration::from_millis(5));
+        for _ in 0..target {
+            done_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the load makes progress");
         }
         child.kill().unwrap();
         child.wait().unwrap();

@@ -113,6 +113,11 @@ impl EventLoop {
         if now >= self.last_redial + REDIAL_EVERY_MS {
             self.redial(now);
         }
+        // Gossip that found no subscribed peer (or full queues) is tried again, not only when a
+        // new subscription arrives.
+        if !self.unpublished.is_empty() {
+            self.flush_unpublished();
+        }
     }
 
     fn on_command(&mut self, command: Command) {

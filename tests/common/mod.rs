@@ -69,17 +69,17 @@ impl Mesh {
             .unwrap_or_else(|| panic!("{name} in mesh.json"))
     }
 
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+    pub fn stop(self) -> std::process::ExitStatus {
+        let mut child = self.child;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "mesh up did not stop after SIGTERM");
-            std::thread::park_timeout(Duration::from_millis(50));
-        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("mesh up stops within 30 s of SIGTERM")
+            .unwrap()
     }
 }
 
