@@ -328,14 +328,6 @@ impl Distributor {
         ask: &OtpRequest,
         rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
-        if !self.mesh.is_requester(&peer) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
-            );
-        }
         let round = match ask.round {
             Some(r) if self.rounds.contains_key(&r) => r,
             Some(r) => return refuse(peer, id, request, Refusal::UnknownRound(r)),
@@ -451,14 +443,6 @@ impl Distributor {
         requester_key: &[u8; 32],
         rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
-        if !self.mesh.is_requester(&peer) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
-            );
-        }
         if !self.enrolments.contains_key(&peer) && self.enrolments.len() >= MAX_TRACKED_REQUESTERS {
             return refuse(
                 peer,
@@ -504,14 +488,6 @@ impl Distributor {
         requester_key: &[u8; 32],
         rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
-        if !self.mesh.is_requester(&peer) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
-            );
-        }
         let Some(round) = self.latest_round() else {
             return refuse(peer, id, request, Refusal::NoRound);
         };
@@ -585,14 +561,6 @@ impl Distributor {
         request: &Request,
         code: &str,
     ) -> Vec<Action> {
-        if !self.mesh.is_requester(&peer) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
-            );
-        }
         let Some(token) = self.tokens.get(&peer).cloned() else {
             return refuse(
                 peer,
@@ -669,14 +637,6 @@ impl Distributor {
         request: &Request,
         code: &str,
     ) -> Vec<Action> {
-        if !self.mesh.is_requester(&peer) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
-            );
-        }
         let digits = self.mesh.settings.digits.get() as usize;
         if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
             return refuse(
@@ -913,6 +873,22 @@ impl Role for Distributor {
         request: Request,
         rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
+        let from_requester = matches!(
+            request,
+            Request::Otp(_)
+                | Request::Verify(_)
+                | Request::Enrol(_)
+                | Request::TotpEnrol(_)
+                | Request::TotpVerify(_)
+        );
+        if from_requester && !self.mesh.is_requester(&peer) {
+            return refuse(
+                peer,
+                id,
+                &request,
+                Refusal::Unauthorised(format!("{peer} is not a listed requester")),
+            );
+        }
         match &request {
             Request::Deliver(d) => self.deliver(peer, id, &request, d),
             Request::Otp(ask) => self.issue(now, peer, id, &request, ask, rng),
