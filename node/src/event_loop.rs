@@ -305,12 +305,8 @@ impl EventLoop {
 
     fn publish(&mut self, message: Gossip) {
         let bytes = wire::encode_gossip(&message);
-        match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(self.topic.clone(), bytes)
-        {
+        let topic = gossipsub::IdentTopic::new(message.topic());
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) => debug!(kind = message.kind(), round = %message.round(), "published"),
             Err(gossipsub::PublishError::Duplicate) => {}
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic)

@@ -23,7 +23,7 @@ use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::{self, Event, Role};
 use otpmesh_protocol::round::RoundId;
-use otpmesh_protocol::wire::GOSSIP_TOPIC;
+use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC};
 use rand_core::SeedableRng;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -364,11 +364,18 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         .build();
 
     let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
+    let mut topics = Vec::new();
     if !one_shot {
+        topics.push(topic.clone());
+    }
+    if matches!(config.role, RoleSpec::Generator) {
+        topics.push(gossipsub::IdentTopic::new(PHRASE_TOPIC));
+    }
+    for t in &topics {
         swarm
             .behaviour_mut()
             .gossipsub
-            .subscribe(&topic)
+            .subscribe(t)
             .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
     }
     for addr in &config.listen {

@@ -1,6 +1,6 @@
 //! Every message otpmesh sends, with its version and size limits.
 //!
-//! Gossip (one topic, [`GOSSIP_TOPIC`]): [`Gossip`]. Request-response ([`RR_PROTOCOL`]): [`Request`] →
+//! Gossip ([`GOSSIP_TOPIC`], and [`PHRASE_TOPIC`] for phrases): [`Gossip`]. Request-response ([`RR_PROTOCOL`]): [`Request`] →
 //! [`Response`]. Each is CBOR of `{v: VERSION, m: message}`. Decoding checks the byte limit before it
 //! parses, rejects trailing bytes, other versions and out-of-bounds fields, and never panics.
 
@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 
 /// The wire protocol version every message carries.
 pub const VERSION: u16 = 1;
-/// The gossipsub topic all otpmesh gossip travels on.
+/// The gossipsub topic every node follows: round announcements, transcripts, use markers.
 pub const GOSSIP_TOPIC: &str = "otpmesh/1";
+/// The topic phrases travel on. Only generators subscribe, so contributors publish to them directly
+/// (fanout) and no contributor relays another's phrase: k phrases cost O(k) messages, not O(k²).
+pub const PHRASE_TOPIC: &str = "otpmesh/1/phrases";
 /// The request-response protocol name.
 pub const RR_PROTOCOL: &str = "/otpmesh/rr/1";
 /// Largest gossip message (a transcript of [`MAX_ROUND_CONTRIBUTORS`] entries fits).
@@ -91,6 +94,14 @@ pub enum Gossip {
 }
 
 impl Gossip {
+    /// The topic this message is published on.
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Gossip::Phrase(_) => PHRASE_TOPIC,
+            _ => GOSSIP_TOPIC,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Gossip::Open(_) => "open",
