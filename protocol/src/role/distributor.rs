@@ -553,30 +553,23 @@ impl Distributor {
         ]
     }
 
-    fn totp_verify(
+    /// The shape OTP and TOTP verification share: check the code's form, answer `locked` without
+    /// looking, let `matcher` judge the code (None: no match), count a miss towards the lockout,
+    /// clear the failures on an acceptance, and answer.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_code(
         &mut self,
         now: Millis,
         peer: PeerId,
         id: InboundId,
         request: &Request,
         code: &str,
+        digits: usize,
+        matcher: impl FnOnce(&mut Self, u64) -> Option<(VerifyResult, Vec<Action>)>,
     ) -> Vec<Action> {
-        let Some(token) = self.tokens.get(&peer).cloned() else {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Invalid("no TOTP token here: run otpmesh totp enrol".into()),
-            );
-        };
-        let digits = token.params.digits.get() as usize;
         if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Invalid(format!("a TOTP code here is {digits} digits")),
-            );
+            let refusal = Refusal::Invalid(format!("a code here is {digits} digits"));
+            return refuse(peer, id, request, refusal);
         }
         let code: u64 = code.parse().expect("checked: only digits");
         let s = self.mesh.settings.clone();
@@ -584,30 +577,25 @@ impl Distributor {
         let (result, mut actions) = if attempts.locked_until > now {
             (VerifyResult::Locked, Vec::new())
         } else {
-            match token.check(code, now / 1000, s.totp_window) {
-                Some((_, true)) => (VerifyResult::Used, Vec::new()),
-                Some((step, false)) => {
-                    let expected = token.params.step(now / 1000).unwrap_or(step) as i64;
-                    let updated = totp::Token {
-                        last_step: Some(step),
-                        drift: step as i64 - expected,
-                        ..token
-                    };
-                    self.tokens.insert(peer, updated.clone());
-                    let mut actions = vec![Action::Persist(Record::TotpToken {
-                        requester: peer,
-                        token: updated,
-                    })];
+            match matcher(self, code) {
+                Some((VerifyResult::Accepted, mut actions)) => {
                     if !attempts.failures.is_empty() {
                         self.attempts.remove(&peer);
-                        actions.push(Action::Persist(Record::Attempts {
+                        let cleared = Record::Attempts {
                             requester: peer,
                             failures: vec![],
                             locked_until: 0,
-                        }));
+                        };
+                        // With the other commits, before anything leaves (publish, reply).
+                        let at = actions
+                            .iter()
+                            .position(|a| !matches!(a, Action::Persist(_)))
+                            .unwrap_or(actions.len());
+                        actions.insert(at, Action::Persist(cleared));
                     }
                     (VerifyResult::Accepted, actions)
                 }
+                Some(other) => other,
                 None => self.verify_miss(
                     now,
                     peer,
@@ -629,6 +617,42 @@ impl Distributor {
         actions
     }
 
+    fn totp_verify(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        code: &str,
+    ) -> Vec<Action> {
+        let Some(token) = self.tokens.get(&peer).cloned() else {
+            let refusal = Refusal::Invalid("no TOTP token here: run otpmesh totp enrol".into());
+            return refuse(peer, id, request, refusal);
+        };
+        let digits = token.params.digits.get() as usize;
+        let window = self.mesh.settings.totp_window;
+        self.verify_code(now, peer, id, request, code, digits, |d, code| {
+            let (step, used) = token.check(code, now / 1000, window)?;
+            if used {
+                return Some((VerifyResult::Used, Vec::new()));
+            }
+            let expected = token.params.step(now / 1000).unwrap_or(step) as i64;
+            let updated = totp::Token {
+                last_step: Some(step),
+                drift: step as i64 - expected,
+                ..token
+            };
+            d.tokens.insert(peer, updated.clone());
+            Some((
+                VerifyResult::Accepted,
+                vec![Action::Persist(Record::TotpToken {
+                    requester: peer,
+                    token: updated,
+                })],
+            ))
+        })
+    }
+
     fn verify(
         &mut self,
         now: Millis,
@@ -638,28 +662,15 @@ impl Distributor {
         code: &str,
     ) -> Vec<Action> {
         let digits = self.mesh.settings.digits.get() as usize;
-        if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return refuse(
-                peer,
-                id,
-                request,
-                Refusal::Invalid(format!("an OTP here is {digits} digits")),
-            );
-        }
-        let code: u64 = code.parse().expect("checked: only digits");
-        let settings = &self.mesh.settings;
-        let attempts = self.attempts.get(&peer).cloned().unwrap_or_default();
-        let (result, actions) = if attempts.locked_until > now {
-            (VerifyResult::Locked, Vec::new())
-        } else {
-            // Look at every record, whatever matches, so timing says nothing about which did.
-            let list = self.known.get(&peer).map(Vec::as_slice).unwrap_or(&[]);
-            // Two records can share a value: prefer one this distributor can still accept, then a
-            // used one, then an expired one (rank 3, 2, 1).
+        self.verify_code(now, peer, id, request, code, digits, |d, code| {
+            // Look at every record, whatever matches, so timing says nothing about which did. Two
+            // records can share a value: prefer one this distributor can still accept, then a used
+            // one, then an expired one (rank 3, 2, 1).
+            let list = d.known.get(&peer).map(Vec::as_slice).unwrap_or(&[]);
             let mut found = subtle::Choice::from(0);
             let (mut index, mut best) = (0u64, 0u8);
             for (i, k) in list.iter().enumerate() {
-                let rank = match (k.used, now >= k.expires_at, k.otp.issuer == self.me) {
+                let rank = match (k.used, now >= k.expires_at, k.otp.issuer == d.me) {
                     (false, false, true) => 3u8,
                     (true, _, _) => 2,
                     _ => 1,
@@ -669,29 +680,8 @@ impl Distributor {
                 best.conditional_assign(&rank, better);
                 found |= better;
             }
-            if bool::from(found) {
-                self.verify_match(now, peer, index as usize, attempts)
-            } else {
-                self.verify_miss(
-                    now,
-                    peer,
-                    attempts,
-                    settings.max_failures,
-                    settings.failure_window_ms,
-                    settings.lockout_ms,
-                )
-            }
-        };
-        let mut all = actions;
-        all.push(Action::Reply {
-            to: id,
-            response: Response::Verified(result),
-        });
-        all.push(Action::Emit(Event::OtpVerified {
-            requester: peer,
-            result,
-        }));
-        all
+            bool::from(found).then(|| d.verify_match(now, peer, index as usize))
+        })
     }
 
     fn verify_match(
@@ -699,7 +689,6 @@ impl Distributor {
         now: Millis,
         peer: PeerId,
         index: usize,
-        attempts: Attempts,
     ) -> (VerifyResult, Vec<Action>) {
         let k = &mut self
             .known
@@ -717,22 +706,16 @@ impl Distributor {
         }
         k.used = true;
         let (otp, expires_at_ms) = (k.otp, k.expires_at);
-        let mut actions = vec![Action::Persist(Record::Used { otp, expires_at_ms })];
-        if !attempts.failures.is_empty() {
-            self.attempts.remove(&peer);
-            actions.push(Action::Persist(Record::Attempts {
-                requester: peer,
-                failures: vec![],
-                locked_until: 0,
-            }));
-        }
         let marker = UseMarker {
             requester: peer,
             round: otp.round,
             counter: otp.counter,
             expires_at_ms,
         };
-        actions.push(Action::Publish(Gossip::Used(marker)));
+        let actions = vec![
+            Action::Persist(Record::Used { otp, expires_at_ms }),
+            Action::Publish(Gossip::Used(marker)),
+        ];
         (VerifyResult::Accepted, actions)
     }
 
