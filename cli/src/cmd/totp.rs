@@ -116,35 +116,13 @@ pub async fn enrol(args: crate::cli::TotpEnrolArgs) -> Outcome {
 
 /// `otpmesh totp verify`: a TOTP code at the distributor that issued the token.
 pub async fn verify(args: crate::cli::TotpVerifyArgs) -> Outcome {
-    use otpmesh_node::{NodeEvent, RoleSpec};
-    use otpmesh_protocol::role::Event;
-    use otpmesh_protocol::wire::VerifyResult;
     let code = args.code.trim().to_string();
-    let result = super::request::ask_once(
+    super::verify::present(
         &args.distributor,
         &args.data_dir,
-        None,
         args.timeout_secs,
-        |distributor| RoleSpec::OneShotTotpVerify {
-            distributor,
-            code: code.clone(),
-        },
-        |event| match event {
-            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => Some(Ok(result)),
-            _ => None,
-        },
+        args.json,
+        |distributor| otpmesh_node::RoleSpec::OneShotTotpVerify { distributor, code },
     )
-    .await?;
-    if args.json {
-        println!("{}", serde_json::json!({ "result": result.as_str() }));
-    } else {
-        println!("{}", result.as_str());
-    }
-    match result {
-        VerifyResult::Accepted => Ok(()),
-        other => Err(super::Failure {
-            code: 1,
-            error: anyhow!("the code was not accepted: {}", other.as_str()),
-        }),
-    }
+    .await
 }
