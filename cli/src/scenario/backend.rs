@@ -4,7 +4,7 @@
 use super::layout::Planned;
 use super::spec::RequestOutcome;
 use crate::cmd::mesh::{spawn, NodeEntry};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use otpmesh_node::control::ControlLine;
 use otpmesh_node::{Client, NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::mesh::MeshConfig;
@@ -50,6 +50,67 @@ impl RequestResult {
             detail,
         }
     }
+}
+
+/// Runs `otpmesh ARGS --json --distributor … --data-dir …` for `requester`, bounded in time.
+async fn run_cli(
+    args: &[&str],
+    requester: &Planned,
+    distributor: &Planned,
+) -> anyhow::Result<std::process::Output> {
+    let exe = std::env::current_exe()?;
+    let run = tokio::process::Command::new(exe)
+        .args(args)
+        .arg("--json")
+        .arg("--distributor")
+        .arg(distributor.addr.to_string())
+        .arg("--data-dir")
+        .arg(&requester.data_dir)
+        .arg("--timeout-secs")
+        .arg(REQUEST_TIMEOUT.as_secs().to_string())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), run)
+        .await
+        .map_err(|_| anyhow!("otpmesh {} did not finish", args[0]))?
+        .map_err(Into::into)
+}
+
+/// Runs a one-shot node in this process with `requester`'s identity until `pick` finds its answer
+/// (None if none came in time).
+async fn one_shot<T>(
+    role: RoleSpec,
+    requester: &Planned,
+    distributor: &Planned,
+    seed: Option<u64>,
+    mut pick: impl FnMut(NodeEvent) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
+    let config = NodeConfig {
+        role,
+        data_dir: requester.data_dir.clone(),
+        listen: Vec::new(),
+        peers: vec![distributor.addr.clone()],
+        mesh: MeshConfig::default(),
+        mdns: false,
+        manual_rounds: false,
+        seed,
+    };
+    let node = otpmesh_node::start(config)?;
+    let (client, mut events) = (node.client, node.events);
+    tokio::spawn(node.event_loop.run());
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        while let Some(e) = events.recv().await {
+            if let Some(t) = pick(e) {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let _ = client.shutdown().await;
+    Ok(answer)
 }
 
 /// The last `error: …` line a command printed (or all it printed).
@@ -218,89 +279,41 @@ impl Backend {
         distributor: &Planned,
         seed: u64,
     ) -> anyhow::Result<RequestResult> {
-        match self {
-            Backend::Process(_) => {
-                let exe = std::env::current_exe()?;
-                let out = tokio::time::timeout(
-                    REQUEST_TIMEOUT + Duration::from_secs(5),
-                    tokio::process::Command::new(exe)
-                        .args([
-                            "request",
-                            "--json",
-                            "--seed",
-                            &seed.to_string(),
-                            "--distributor",
-                        ])
-                        .arg(distributor.addr.to_string())
-                        .arg("--data-dir")
-                        .arg(&requester.data_dir)
-                        .arg("--timeout-secs")
-                        .arg(REQUEST_TIMEOUT.as_secs().to_string())
-                        .kill_on_drop(true)
-                        .output(),
-                )
-                .await
-                .map_err(|_| anyhow!("otpmesh request did not finish"))??;
-                if out.status.success() {
-                    let v: Value = serde_json::from_slice(&out.stdout)
-                        .context("reading otpmesh request's JSON")?;
-                    return Ok(RequestResult {
-                        outcome: RequestOutcome::Otp,
-                        otp: v["otp"].as_str().map(str::to_string),
-                        round: v["round"].as_u64(),
-                        detail: String::new(),
-                    });
-                }
-                let detail = last_error(&out.stderr);
-                Ok(RequestResult::from_failure(
-                    out.status.code().unwrap_or(1) as u8,
-                    detail,
-                ))
+        if let Backend::Process(_) = self {
+            let args = ["request", "--seed", &seed.to_string()];
+            let out = run_cli(&args, requester, distributor).await?;
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout)
+                    .context("reading otpmesh request's JSON")?;
+                return Ok(RequestResult {
+                    outcome: RequestOutcome::Otp,
+                    otp: v["otp"].as_str().map(str::to_string),
+                    round: v["round"].as_u64(),
+                    detail: String::new(),
+                });
             }
-            Backend::InProcess(_) => {
-                let config = NodeConfig {
-                    role: RoleSpec::OneShotRequester {
-                        distributor: distributor.peer_id,
-                    },
-                    data_dir: requester.data_dir.clone(),
-                    listen: Vec::new(),
-                    peers: vec![distributor.addr.clone()],
-                    mesh: MeshConfig::default(),
-                    mdns: false,
-                    manual_rounds: false,
-                    seed: Some(seed),
-                };
-                let node = otpmesh_node::start(config)?;
-                let (client, mut events) = (node.client, node.events);
-                tokio::spawn(node.event_loop.run());
-                let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                    while let Some(e) = events.recv().await {
-                        match e {
-                            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
-                                return Ok(RequestResult {
-                                    outcome: RequestOutcome::Otp,
-                                    otp: Some(otp),
-                                    round: Some(round.0),
-                                    detail: String::new(),
-                                })
-                            }
-                            NodeEvent::Role(Event::RequestFailed { reason, .. }) => {
-                                let code = crate::cmd::request::exit_code_for(&reason);
-                                return Ok(RequestResult::from_failure(code, reason));
-                            }
-                            _ => {}
-                        }
-                    }
-                    bail!("the requester stopped before an answer came")
-                })
-                .await;
-                let _ = client.shutdown().await;
-                match answer {
-                    Ok(result) => result,
-                    Err(_) => Ok(RequestResult::from_failure(3, "no answer in time".into())),
-                }
-            }
+            return Ok(RequestResult::from_failure(
+                out.status.code().unwrap_or(1) as u8,
+                last_error(&out.stderr),
+            ));
         }
+        let role = RoleSpec::OneShotRequester {
+            distributor: distributor.peer_id,
+        };
+        let answer = one_shot(role, requester, distributor, Some(seed), |e| match e {
+            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => Some(RequestResult {
+                outcome: RequestOutcome::Otp,
+                otp: Some(otp),
+                round: Some(round.0),
+                detail: String::new(),
+            }),
+            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
+                RequestResult::from_failure(crate::cmd::request::exit_code_for(&reason), reason),
+            ),
+            _ => None,
+        })
+        .await?;
+        Ok(answer.unwrap_or_else(|| RequestResult::from_failure(3, "no answer in time".into())))
     }
 
     /// One verification of `code` by `requester` at `distributor`: the verdict, or why there is none.
@@ -310,63 +323,24 @@ impl Backend {
         distributor: &Planned,
         code: &str,
     ) -> anyhow::Result<Result<VerifyResult, String>> {
-        match self {
-            Backend::Process(_) => {
-                let exe = std::env::current_exe()?;
-                let out = tokio::time::timeout(
-                    REQUEST_TIMEOUT + Duration::from_secs(5),
-                    tokio::process::Command::new(exe)
-                        .args(["verify", "--json", "--otp", code, "--distributor"])
-                        .arg(distributor.addr.to_string())
-                        .arg("--data-dir")
-                        .arg(&requester.data_dir)
-                        .kill_on_drop(true)
-                        .output(),
-                )
-                .await
-                .map_err(|_| anyhow!("otpmesh verify did not finish"))??;
-                let parsed: Option<VerifyResult> = serde_json::from_slice::<Value>(&out.stdout)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v["result"].clone()).ok());
-                Ok(parsed.ok_or_else(|| last_error(&out.stderr)))
-            }
-            Backend::InProcess(_) => {
-                let config = NodeConfig {
-                    role: RoleSpec::OneShotVerify {
-                        distributor: distributor.peer_id,
-                        code: code.to_string(),
-                    },
-                    data_dir: requester.data_dir.clone(),
-                    listen: Vec::new(),
-                    peers: vec![distributor.addr.clone()],
-                    mesh: MeshConfig::default(),
-                    mdns: false,
-                    manual_rounds: false,
-                    seed: None,
-                };
-                let node = otpmesh_node::start(config)?;
-                let (client, mut events) = (node.client, node.events);
-                tokio::spawn(node.event_loop.run());
-                let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                    while let Some(e) = events.recv().await {
-                        match e {
-                            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => {
-                                return Ok(result)
-                            }
-                            NodeEvent::Role(Event::RequestFailed { reason, .. }) => {
-                                return Err(reason)
-                            }
-                            _ => {}
-                        }
-                    }
-                    Err("the verifier stopped before an answer came".to_string())
-                })
-                .await
-                .unwrap_or_else(|_| Err("no answer in time".into()));
-                let _ = client.shutdown().await;
-                Ok(answer)
-            }
+        if let Backend::Process(_) = self {
+            let out = run_cli(&["verify", "--otp", code], requester, distributor).await?;
+            let parsed: Option<VerifyResult> = serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["result"].clone()).ok());
+            return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
         }
+        let role = RoleSpec::OneShotVerify {
+            distributor: distributor.peer_id,
+            code: code.to_string(),
+        };
+        let answer = one_shot(role, requester, distributor, None, |e| match e {
+            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => Some(Ok(result)),
+            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
+            _ => None,
+        })
+        .await?;
+        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
     }
 
     pub async fn stop_all(&mut self) {
