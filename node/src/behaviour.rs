@@ -68,7 +68,10 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, BehaviourError> {
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, mdns: bool) -> Result<Behaviour, BehaviourError> {
+    /// `kad_server`: serve the DHT (the mesh's generators and distributors). Contributors and
+    /// requesters run kad as clients, so they are not handed out as peers to dial: a mesh of k
+    /// contributors keeps O(k) connections instead of every node connecting to every other.
+    pub fn new(key: &Keypair, mdns: bool, kad_server: bool) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         let gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
@@ -96,7 +99,11 @@ impl Behaviour {
         kad_config.set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        kad.set_mode(Some(kad::Mode::Server));
+        kad.set_mode(Some(if kad_server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
         let mdns = if mdns {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)

@@ -369,11 +369,19 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                // Only DHT servers go into the routing table: a client handed out as a peer to dial
+                // would turn a star of contributors into a full mesh.
+                let serves_kad = info
+                    .protocols
+                    .iter()
+                    .any(|p| p.as_ref() == crate::behaviour::KAD_PROTOCOL);
                 for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
+                    if serves_kad {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
                     self.remember_addr(peer_id, addr);
                 }
             }

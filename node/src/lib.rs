@@ -346,6 +346,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             ),
         };
 
+    let kad_server = matches!(config.role, RoleSpec::Generator | RoleSpec::Distributor);
     let mut swarm = SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(
@@ -356,7 +357,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
-            Behaviour::new(key, config.mdns)
+            Behaviour::new(key, config.mdns, kad_server)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
