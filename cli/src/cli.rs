@@ -47,6 +47,24 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench round\n  otpmesh bench round --k 4,16 --mode in-process --json round.json"
     )]
     Round(BenchRoundArgs),
+    /// Meshes of N processes: time to form, RSS per node, gossip propagation.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench mesh\n  otpmesh bench mesh --nodes 10 --rounds 3 --json mesh.json"
+    )]
+    Mesh(BenchMeshArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMeshArgs {
+    /// Mesh sizes (processes), comma-separated.
+    #[arg(long, default_value = "10,25,50")]
+    pub nodes: String,
+    /// Rounds per mesh (each gives one propagation sample per contributor).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -214,3 +214,136 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
     }
     Ok(())
 }
+
+#[derive(Serialize)]
+struct MeshRow {
+    nodes: usize,
+    form_ms: f64,
+    rss_avg_mb: f64,
+    rss_max_mb: f64,
+    gossip_p50_ms: f64,
+    gossip_p99_ms: f64,
+    samples: usize,
+}
+
+/// Resident memory of a process in MB, from /proc.
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `otpmesh bench mesh`: meshes of N processes (1 generator, 1 distributor, N − 2 contributors):
+/// time to form (every node listening and seeing the generator subscribe), RSS per node, and gossip
+/// propagation (the generator's round announcement to each contributor's request for its input, both
+/// as their events reach this process).
+pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
+    let sizes: Vec<u32> = args
+        .nodes
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|e| anyhow!("--nodes {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if let Some(bad) = sizes.iter().find(|n| **n < 3 || **n > MAX_K + 2) {
+        return Err(anyhow!("--nodes {bad}: between 3 and {}", MAX_K + 2).into());
+    }
+    println!(
+        "{:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "nodes", "form ms", "RSS avg MB", "RSS max MB", "gossip p50", "gossip p99", "samples"
+    );
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let k = n - 2;
+        let s = scenario(k, args.rounds);
+        let dir = tempfile::Builder::new()
+            .prefix("otpmesh-bench-")
+            .tempdir()?;
+        let layout = layout::plan(&s, dir.path(), n as u64)?;
+        let (backend, events) = Backend::new(false);
+        let mut runner = Runner {
+            scenario: &s,
+            layout: &layout,
+            backend,
+            events,
+            state: Default::default(),
+            seed: n as u64,
+        };
+        runner.state.arrivals = Some(Vec::new());
+        let result = async {
+            let t = Instant::now();
+            runner.start_mesh(Duration::from_secs(120)).await?;
+            let form_ms = t.elapsed().as_secs_f64() * 1000.0;
+            for (i, step) in s.steps.iter().enumerate() {
+                let judged = runner.run_step(i, step).await?;
+                if !judged.passed {
+                    bail!("{n} nodes: {}: {}", step.name, judged.outcome);
+                }
+            }
+            let rss: Vec<f64> = runner
+                .backend
+                .pids()
+                .into_iter()
+                .filter_map(rss_mb)
+                .collect();
+            Ok((form_ms, rss))
+        }
+        .await;
+        let arrivals = runner.state.arrivals.take().unwrap_or_default();
+        runner.backend.stop_all().await;
+        let (form_ms, rss) = result.with_context(|| format!("{n} nodes"))?;
+        let mut delays = Vec::new();
+        for (_, _, round, opened) in arrivals
+            .iter()
+            .filter(|(who, e, _, _)| who == "gen" && e == "round_opened")
+        {
+            for (_, _, _, at) in arrivals
+                .iter()
+                .filter(|(_, e, r, _)| e == "input_needed" && r == round)
+            {
+                delays.push(at.saturating_duration_since(*opened).as_secs_f64() * 1000.0);
+            }
+        }
+        delays.sort_by(f64::total_cmp);
+        let row = MeshRow {
+            nodes: n as usize,
+            form_ms,
+            rss_avg_mb: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
+            rss_max_mb: rss.iter().copied().fold(0.0, f64::max),
+            gossip_p50_ms: percentile(&delays, 0.5),
+            gossip_p99_ms: percentile(&delays, 0.99),
+            samples: delays.len(),
+        };
+        println!(
+            "{:>6} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8}",
+            row.nodes,
+            row.form_ms,
+            row.rss_avg_mb,
+            row.rss_max_mb,
+            row.gossip_p50_ms,
+            row.gossip_p99_ms,
+            row.samples
+        );
+        rows.push(row);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Totp(TotpCommand::Enrol(args)) => totp::enrol(args).await,
             Command::Totp(TotpCommand::Verify(args)) => totp::verify(args).await,
             Command::Bench(BenchCommand::Round(args)) => crate::bench::round(args).await,
+            Command::Bench(BenchCommand::Mesh(args)) => crate::bench::mesh(args).await,
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }

@@ -219,6 +219,14 @@ impl Backend {
         Ok(())
     }
 
+    /// The OS process ids of the nodes running as processes.
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Backend::Process(p) => p.children.values().filter_map(|(c, _)| c.id()).collect(),
+            Backend::InProcess(_) => Vec::new(),
+        }
+    }
+
     /// Stops a node abruptly: SIGKILL for a process, an aborted task in-process.
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         match self {

@@ -59,6 +59,8 @@ pub struct State {
     partitions: HashMap<String, Vec<String>>,
     /// (node, peer id) pairs: the node has seen that peer subscribe to the topic.
     subscriptions: HashSet<(String, String)>,
+    /// When set, every event's arrival: (node, event, round, when) — for benchmarks.
+    pub arrivals: Option<Vec<(String, String, u64, std::time::Instant)>>,
     /// Kills whose end of stream has not arrived yet, per node.
     killed: HashMap<String, usize>,
     pub otps: Vec<IssuedOtp>,
@@ -135,6 +137,16 @@ impl Runner<'_> {
             return Ok(());
         };
         let round = v.get("round").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(arrivals) = &mut self.state.arrivals {
+            if arrivals.len() < MAX_REJECTIONS {
+                arrivals.push((
+                    name.clone(),
+                    str_of(&v, "event").to_string(),
+                    round,
+                    Instant::now(),
+                ));
+            }
+        }
         let from_generator = name == self.generator();
         match str_of(&v, "event") {
             "listening" => {
