@@ -66,24 +66,15 @@ fn mesh_up_then_requests_from_outside() {
 
     // Verify: accepted once, then used; a wrong code is wrong. Exit 0 only for accepted.
     let verify = |code: &str| {
-        let out = Command::new(BIN)
-            .args([
-                "verify",
-                "--json",
-                "--distributor",
-                tcp,
-                "--otp",
-                code,
-                "--data-dir",
-                &requester_dir,
-            ])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (
-            out.status.code(),
-            v["result"].as_str().unwrap_or("").to_string(),
-        )
+        common::verify_json(&[
+            "verify",
+            "--distributor",
+            tcp,
+            "--otp",
+            code,
+            "--data-dir",
+            &requester_dir,
+        ])
     };
     assert_eq!(verify(&otps[0]), (Some(0), "accepted".to_string()));
     assert_eq!(verify(&otps[0]), (Some(1), "used".to_string()));
@@ -348,21 +339,16 @@ fn a_use_at_one_distributor_becomes_used_at_the_others() {
         .unwrap()
         .to_string();
     let verify = |at: &str, code: &str| {
-        let out = Command::new(BIN)
-            .args([
-                "verify",
-                "--json",
-                "--distributor",
-                at,
-                "--otp",
-                code,
-                "--data-dir",
-                &requester_dir,
-            ])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        v["result"].as_str().unwrap_or("").to_string()
+        common::verify_json(&[
+            "verify",
+            "--distributor",
+            at,
+            "--otp",
+            code,
+            "--data-dir",
+            &requester_dir,
+        ])
+        .1
     };
     let mut windows = Vec::new();
     for i in 0..10 {

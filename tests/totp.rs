@@ -171,25 +171,16 @@ fn a_mesh_token_scans_and_oathtool_codes_verify_once() {
         .to_string();
     let code = run(oath, &["--totp".into(), "--base32".into(), secret]);
     let verify = |code: &str| {
-        let out = Command::new(BIN)
-            .args([
-                "totp",
-                "verify",
-                "--json",
-                "--distributor",
-                &distributor,
-                "--data-dir",
-                &dir,
-                "--code",
-                code,
-            ])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (
-            out.status.code(),
-            v["result"].as_str().unwrap_or("").to_string(),
-        )
+        common::verify_json(&[
+            "totp",
+            "verify",
+            "--distributor",
+            &distributor,
+            "--data-dir",
+            &dir,
+            "--code",
+            code,
+        ])
     };
     assert_eq!(verify(&code), (Some(0), "accepted".to_string()));
     assert_eq!(verify(&code), (Some(1), "used".to_string()));

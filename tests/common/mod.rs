@@ -103,3 +103,17 @@ pub fn request(distributor: &str, data_dir: &Path) -> Output {
         .output()
         .unwrap()
 }
+
+/// Runs `otpmesh ARGS --json` for a verification: its exit code and the `result` it printed.
+pub fn verify_json(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("otpmesh runs");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code(),
+        v["result"].as_str().unwrap_or("").to_string(),
+    )
+}

@@ -107,8 +107,19 @@ fn scenario(k: u32, rounds: usize) -> Scenario {
     }
 }
 
-/// Runs `rounds` rounds on a fresh mesh of `k` contributors; returns each round's latency (ms).
-async fn measure(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<Vec<f64>> {
+/// What one benchmark mesh measured.
+struct MeshRun {
+    form_ms: f64,
+    /// Each round's latency, open to sealed and delivered.
+    latencies: Vec<f64>,
+    /// RSS of each node process (empty in-process).
+    rss_mb: Vec<f64>,
+    /// Every event's arrival: (node, event, round, when).
+    arrivals: Vec<(String, String, u64, std::time::Instant)>,
+}
+
+/// Starts a fresh mesh of `k` contributors, runs `rounds` rounds on it, and stops it.
+async fn run_mesh(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<MeshRun> {
     let s = scenario(k, rounds);
     let dir = tempfile::Builder::new()
         .prefix("otpmesh-bench-")
@@ -123,8 +134,11 @@ async fn measure(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<Vec<
         state: Default::default(),
         seed: k as u64,
     };
+    runner.state.arrivals = Some(Vec::new());
     let result = async {
+        let t = Instant::now();
         runner.start_mesh(Duration::from_secs(120)).await?;
+        let form_ms = t.elapsed().as_secs_f64() * 1000.0;
         let mut latencies = Vec::new();
         for (i, step) in s.steps.iter().enumerate() {
             let t = Instant::now();
@@ -134,11 +148,24 @@ async fn measure(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<Vec<
             }
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        Ok(latencies)
+        let rss_mb = runner
+            .backend
+            .pids()
+            .into_iter()
+            .filter_map(rss_mb)
+            .collect();
+        Ok((form_ms, latencies, rss_mb))
     }
     .await;
+    let arrivals = runner.state.arrivals.take().unwrap_or_default();
     runner.backend.stop_all().await;
-    result
+    let (form_ms, latencies, rss_mb) = result?;
+    Ok(MeshRun {
+        form_ms,
+        latencies,
+        rss_mb,
+        arrivals,
+    })
 }
 
 pub async fn round(args: BenchRoundArgs) -> Outcome {
@@ -175,9 +202,10 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
     };
     for &k in &ks {
         for &(mode, in_process) in modes {
-            let mut lat = measure(k, args.rounds, in_process)
+            let mut lat = run_mesh(k, args.rounds, in_process)
                 .await
-                .with_context(|| format!("k = {k}, {mode}"))?;
+                .with_context(|| format!("k = {k}, {mode}"))?
+                .latencies;
             lat.sort_by(f64::total_cmp);
             let floor_ms = decrypt_ms * k as f64 / cores as f64;
             let row = Row {
@@ -270,43 +298,10 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
     let mut rows = Vec::new();
     for &n in &sizes {
         let k = n - 2;
-        let s = scenario(k, args.rounds);
-        let dir = tempfile::Builder::new()
-            .prefix("otpmesh-bench-")
-            .tempdir()?;
-        let layout = layout::plan(&s, dir.path(), n as u64)?;
-        let (backend, events) = Backend::new(false);
-        let mut runner = Runner {
-            scenario: &s,
-            layout: &layout,
-            backend,
-            events,
-            state: Default::default(),
-            seed: n as u64,
-        };
-        runner.state.arrivals = Some(Vec::new());
-        let result = async {
-            let t = Instant::now();
-            runner.start_mesh(Duration::from_secs(120)).await?;
-            let form_ms = t.elapsed().as_secs_f64() * 1000.0;
-            for (i, step) in s.steps.iter().enumerate() {
-                let judged = runner.run_step(i, step).await?;
-                if !judged.passed {
-                    bail!("{n} nodes: {}: {}", step.name, judged.outcome);
-                }
-            }
-            let rss: Vec<f64> = runner
-                .backend
-                .pids()
-                .into_iter()
-                .filter_map(rss_mb)
-                .collect();
-            Ok((form_ms, rss))
-        }
-        .await;
-        let arrivals = runner.state.arrivals.take().unwrap_or_default();
-        runner.backend.stop_all().await;
-        let (form_ms, rss) = result.with_context(|| format!("{n} nodes"))?;
+        let run = run_mesh(k, args.rounds, false)
+            .await
+            .with_context(|| format!("{n} nodes"))?;
+        let (form_ms, rss, arrivals) = (run.form_ms, run.rss_mb, run.arrivals);
         let mut delays = Vec::new();
         for (_, _, round, opened) in arrivals
             .iter()
