@@ -20,8 +20,10 @@ pub const KAD_PROTOCOL: &str = "/otpmesh/kad/1";
 pub struct Behaviour {
     /// Round announcements, phrases and transcripts, signed by their author and validated by us.
     pub gossipsub: gossipsub::Behaviour,
-    /// Public key fetches, round deliveries and OTP requests.
+    /// Public key fetches and round deliveries (and OTP requests from older peers).
     pub rr: request_response::Behaviour<WireCodec>,
+    /// Long-lived pipelined streams for the OTP path ([`crate::rpc`]).
+    pub stream: libp2p_stream::Behaviour,
     /// Tells peers our listen addresses and protocols.
     pub identify: identify::Behaviour,
     /// Peer routing on a private DHT, in server mode.
@@ -115,6 +117,7 @@ impl Behaviour {
         Ok(Behaviour {
             gossipsub,
             rr,
+            stream: libp2p_stream::Behaviour::new(),
             identify,
             kad,
             ping: ping::Behaviour::default(),

@@ -2,15 +2,19 @@
 //!
 //! Every byte that enters or leaves a node passes here: swarm events become role inputs, role actions
 //! become publishes, requests, replies, commits and events, in the order the role returned them.
-//! After a failed commit, the rest of that batch publishes and sends nothing and every reply in it
-//! says "unavailable": nothing is acknowledged that is not durable.
+//! Each batch commits all its records in one transaction (group commit) before any of its replies,
+//! publishes or sends go out; after a failed commit, the batch publishes and sends nothing and every
+//! reply in it says "unavailable": nothing is acknowledged that is not durable. Requests that arrive
+//! together on [`rpc`] streams are handled as one batch, so one commit serves many requesters.
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::keys;
+use crate::rpc;
 use crate::store::Store;
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, Multiaddr, PeerId, Swarm};
 use otpmesh_protocol::mesh::MeshConfig;
@@ -37,6 +41,10 @@ pub const MAX_UNPUBLISHED: usize = 64;
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 /// Peers whose addresses are remembered.
 pub const MAX_ADDRESSED_PEERS: usize = 4096;
+/// Requests from streams handled (and committed) together.
+pub const MAX_BATCH: usize = 256;
+/// Peers with a stream dispatcher at once.
+pub const MAX_RPC_PEERS: usize = 256;
 
 pub(crate) fn now_ms() -> Millis {
     SystemTime::now()
@@ -45,7 +53,17 @@ pub(crate) fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
-type Reply = ResponseChannel<Result<Response, WireError>>;
+/// Where the answer to an inbound request goes.
+pub(crate) enum Reply {
+    Rr(ResponseChannel<Result<Response, WireError>>),
+    Rpc(rpc::Replier),
+}
+
+/// Requests that travel on the long-lived streams: a requester's traffic to distributors. Key
+/// fetches and deliveries between generators and distributors stay on request-response.
+fn by_stream(request: &Request) -> bool {
+    !matches!(request, Request::PublicKey | Request::Deliver(_))
+}
 
 pub struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -71,6 +89,13 @@ pub struct EventLoop {
     pub(crate) rng: Box<dyn CryptoRngCore + Send>,
     pub(crate) last_redial: Millis,
     pub(crate) data_dir: std::path::PathBuf,
+    /// Streams to serve, until `run` starts serving them.
+    pub(crate) rpc_incoming: Option<libp2p_stream::IncomingStreams>,
+    pub(crate) rpc_inbound_tx: mpsc::Sender<rpc::Inbound>,
+    pub(crate) rpc_inbound: mpsc::Receiver<rpc::Inbound>,
+    pub(crate) rpc_peers: HashMap<PeerId, mpsc::Sender<(Tag, Request)>>,
+    pub(crate) rpc_done_tx: mpsc::Sender<rpc::Done>,
+    pub(crate) rpc_done: mpsc::Receiver<rpc::Done>,
 }
 
 impl EventLoop {
@@ -80,6 +105,9 @@ impl EventLoop {
 
     /// Runs until the client asks it to stop (or every client handle is dropped).
     pub async fn run(mut self) {
+        if let Some(incoming) = self.rpc_incoming.take() {
+            tokio::spawn(rpc::serve(incoming, self.rpc_inbound_tx.clone()));
+        }
         let actions = self.role.start(now_ms(), &mut *self.rng);
         self.execute(actions);
         self.redial(now_ms());
@@ -98,6 +126,20 @@ impl EventLoop {
                 },
                 Some((job, phrase)) = self.decrypted_rx.recv() => {
                     let actions = self.role.decrypted(now_ms(), job, phrase);
+                    self.execute(actions);
+                }
+                Some(first) = self.rpc_inbound.recv() => {
+                    let mut batch = vec![(first.peer, first.request, Reply::Rpc(first.replier))];
+                    while batch.len() < MAX_BATCH {
+                        match self.rpc_inbound.try_recv() {
+                            Ok(next) => batch.push((next.peer, next.request, Reply::Rpc(next.replier))),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_requests(batch);
+                }
+                Some(done) = self.rpc_done.recv() => {
+                    let actions = self.role.response(now_ms(), done.peer, done.tag, done.result, &mut *self.rng);
                     self.execute(actions);
                 }
                 _ = tick.tick() => self.on_tick(),
@@ -200,41 +242,68 @@ impl EventLoop {
         }
     }
 
+    /// Commits `records` durably, in one transaction when there is a store.
+    fn persist(&self, records: &[&Record]) -> Result<(), String> {
+        match &self.store {
+            Some(store) => store.commit_all(records).map_err(|e| e.to_string()),
+            // A requester keeps its enrolment keys in files (it may share its data dir).
+            None => records.iter().try_for_each(|record| match record {
+                Record::Enrolment { peer, epoch, key } => {
+                    keys::store_enrolment(&self.data_dir, peer, *epoch, key.as_bytes())
+                        .map_err(|e| e.to_string())
+                }
+                _ => Err("this node has no store".to_string()),
+            }),
+        }
+    }
+
+    fn answer(&mut self, reply: Reply, response: Response) {
+        match reply {
+            Reply::Rr(channel) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_response(channel, Ok(response))
+                    .is_err()
+                {
+                    debug!("requester went away before the reply");
+                }
+            }
+            Reply::Rpc(replier) => replier.send(&response),
+        }
+    }
+
     fn execute(&mut self, actions: Vec<Action>) {
-        let mut store_failed = false;
+        // Group commit: every record of the batch in one transaction, before anything else.
+        let records: Vec<&Record> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let store_failed = match records.is_empty() {
+            true => false,
+            false => match self.persist(&records) {
+                Ok(()) => false,
+                Err(e) => {
+                    warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
+                    true
+                }
+            },
+        };
         for action in actions {
             match action {
-                Action::Persist(record) => {
-                    let result = match (&self.store, &record) {
-                        (Some(store), _) => store.commit(&record).map_err(|e| e.to_string()),
-                        // A requester keeps its enrolment keys in files (it may share its data dir).
-                        (None, Record::Enrolment { peer, epoch, key }) => {
-                            keys::store_enrolment(&self.data_dir, peer, *epoch, key.as_bytes())
-                                .map_err(|e| e.to_string())
-                        }
-                        (None, _) => Err("this node has no store".to_string()),
-                    };
-                    if let Err(e) = result {
-                        warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
-                        store_failed = true;
-                    }
-                }
+                Action::Persist(_) => {}
                 Action::Reply { to, response } => {
                     let response = if store_failed {
                         Response::Refused(Refusal::Unavailable("storage failure".into()))
                     } else {
                         response
                     };
-                    if let Some(channel) = self.replies.remove(&to.0) {
-                        if self
-                            .swarm
-                            .behaviour_mut()
-                            .rr
-                            .send_response(channel, Ok(response))
-                            .is_err()
-                        {
-                            debug!("requester went away before the reply");
-                        }
+                    if let Some(reply) = self.replies.remove(&to.0) {
+                        self.answer(reply, response);
                     }
                 }
                 // After a failed commit, what the role reports did not durably happen.
@@ -244,6 +313,9 @@ impl EventLoop {
                 Action::Decrypt(job) => self.spawn_decrypt(job),
                 _ if store_failed => {}
                 Action::Publish(message) => self.publish(message),
+                Action::Send { peer, tag, request } if by_stream(&request) => {
+                    self.send_by_stream(peer, tag, request)
+                }
                 Action::Send { peer, tag, request } => {
                     let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
                     let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(
@@ -254,6 +326,57 @@ impl EventLoop {
                     self.outbound.insert(id, (tag, peer));
                 }
             }
+        }
+    }
+
+    /// Queues `request` on `peer`'s stream dispatcher (started on first use), dialling the peer
+    /// with the addresses this node knows so the stream has a connection to open on.
+    fn send_by_stream(&mut self, peer: PeerId, tag: Tag, request: Request) {
+        if !self.swarm.is_connected(&peer) {
+            let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
+            if !addrs.is_empty() {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, error = %e, "dial failed");
+                }
+            }
+        }
+        if !self.rpc_peers.contains_key(&peer) {
+            if self.rpc_peers.len() >= MAX_RPC_PEERS {
+                // Dropping a queue lets its dispatcher finish what it holds and stop.
+                let idle = self.rpc_peers.keys().next().copied();
+                if let Some(idle) = idle {
+                    self.rpc_peers.remove(&idle);
+                }
+            }
+            let (queue, queued) = mpsc::channel(rpc::MAX_QUEUED);
+            let control = self.swarm.behaviour().stream.new_control();
+            tokio::spawn(rpc::dispatch(
+                control,
+                peer,
+                queued,
+                self.rpc_done_tx.clone(),
+            ));
+            self.rpc_peers.insert(peer, queue);
+        }
+        let queue = &self.rpc_peers[&peer];
+        if let Err(e) = queue.try_send((tag, request)) {
+            let reason = match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    format!("{} requests already queued for {peer}", rpc::MAX_QUEUED)
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    self.rpc_peers.remove(&peer);
+                    format!("connection to {peer} closed")
+                }
+            };
+            let actions = self
+                .role
+                .response(now_ms(), peer, tag, Err(reason), &mut *self.rng);
+            self.execute(actions);
         }
     }
 
@@ -450,6 +573,46 @@ impl EventLoop {
         }
     }
 
+    /// Hands a batch of inbound requests to the role and executes what it returns as one batch
+    /// (one commit); a request the role did not answer is told so.
+    fn on_requests(&mut self, batch: Vec<(PeerId, Result<Request, WireError>, Reply)>) {
+        let mut actions = Vec::new();
+        let mut ids = Vec::with_capacity(batch.len());
+        for (peer, request, reply) in batch {
+            match request {
+                Ok(request) => {
+                    self.next_inbound += 1;
+                    let id = self.next_inbound;
+                    self.replies.insert(id, reply);
+                    ids.push(id);
+                    actions.extend(self.role.request(
+                        now_ms(),
+                        peer,
+                        InboundId(id),
+                        request,
+                        &mut *self.rng,
+                    ));
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "undecodable request");
+                    self.emit(NodeEvent::RequestRejected {
+                        peer,
+                        reason: e.to_string(),
+                    });
+                    let refusal = Refusal::Invalid(wire::bounded_reason(e.to_string()));
+                    self.answer(reply, Response::Refused(refusal));
+                }
+            }
+        }
+        self.execute(actions);
+        for id in ids {
+            if let Some(reply) = self.replies.remove(&id) {
+                let refusal = Refusal::Unavailable("no answer".into());
+                self.answer(reply, Response::Refused(refusal));
+            }
+        }
+    }
+
     fn on_rr(
         &mut self,
         event: request_response::Event<Result<Request, WireError>, Result<Response, WireError>>,
@@ -463,38 +626,7 @@ impl EventLoop {
                         request, channel, ..
                     },
                 ..
-            } => match request {
-                Ok(request) => {
-                    self.next_inbound += 1;
-                    let id = self.next_inbound;
-                    self.replies.insert(id, channel);
-                    let actions =
-                        self.role
-                            .request(now_ms(), peer, InboundId(id), request, &mut *self.rng);
-                    self.execute(actions);
-                    if let Some(channel) = self.replies.remove(&id) {
-                        let refusal = Refusal::Unavailable("no answer".into());
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .rr
-                            .send_response(channel, Ok(Response::Refused(refusal)));
-                    }
-                }
-                Err(e) => {
-                    warn!(%peer, error = %e, "undecodable request");
-                    self.emit(NodeEvent::RequestRejected {
-                        peer,
-                        reason: e.to_string(),
-                    });
-                    let refusal = Refusal::Invalid(wire::bounded_reason(e.to_string()));
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_response(channel, Ok(Response::Refused(refusal)));
-                }
-            },
+            } => self.on_requests(vec![(peer, request, Reply::Rr(channel))]),
             E::Message {
                 peer,
                 message:

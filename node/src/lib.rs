@@ -12,6 +12,7 @@ pub mod codec;
 pub mod control;
 pub mod event_loop;
 pub mod keys;
+pub mod rpc;
 pub mod store;
 
 pub use event_loop::EventLoop;
@@ -364,6 +365,21 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
         .build();
 
+    // Every node but a one-shot requester answers requests on long-lived streams too.
+    let rpc_incoming = match one_shot {
+        true => None,
+        false => Some(
+            swarm
+                .behaviour()
+                .stream
+                .new_control()
+                .accept(rpc::PROTOCOL)
+                .map_err(|e| NodeError::Transport(e.to_string()))?,
+        ),
+    };
+    let (rpc_inbound_tx, rpc_inbound) = mpsc::channel(event_loop::MAX_BATCH);
+    let (rpc_done_tx, rpc_done) = mpsc::channel(rpc::MAX_QUEUED);
+
     let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
     let mut topics = Vec::new();
     if !one_shot {
@@ -458,6 +474,12 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         },
         last_redial: 0,
         data_dir: config.data_dir.clone(),
+        rpc_incoming,
+        rpc_inbound_tx,
+        rpc_inbound,
+        rpc_peers: HashMap::new(),
+        rpc_done_tx,
+        rpc_done,
     };
     Ok(Node {
         peer_id,

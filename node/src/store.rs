@@ -118,26 +118,35 @@ impl Store {
 
     /// Commits one record durably.
     pub fn commit(&self, record: &Record) -> Result<(), StoreError> {
+        self.commit_all(&[record])
+    }
+
+    /// Commits `records` durably in one transaction: all of them or none (group commit, one sync).
+    pub fn commit_all(&self, records: &[&Record]) -> Result<(), StoreError> {
+        self.write(|txn| records.iter().try_for_each(|r| self.apply(txn, r)))
+    }
+
+    fn apply(&self, txn: &redb::WriteTransaction, record: &Record) -> Result<(), redb::Error> {
         match record {
-            Record::Opened(round) => self.write(|txn| {
+            Record::Opened(round) => {
                 txn.open_table(META)?.insert("last_opened", round.0)?;
                 Ok(())
-            }),
+            }
             Record::Round { transcript, secret } => {
                 let round = transcript.round.0;
                 let sealed = self.seal(round, transcript, secret);
-                self.write(|txn| {
+                {
                     let mut rounds = txn.open_table(ROUNDS)?;
                     rounds.insert(round, sealed.as_slice())?;
                     let cutoff = round.saturating_sub(MAX_STORED_ROUNDS);
                     rounds.retain(|r, _| r > cutoff)?;
                     txn.open_table(COUNTERS)?.retain(|(r, _), _| r > cutoff)?;
                     Ok(())
-                })
+                }
             }
             Record::Issued { otp, expires_at_ms } => {
                 let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
-                self.write(|txn| {
+                {
                     let mut counters = txn.open_table(COUNTERS)?;
                     let next = counters
                         .get((otp.round.0, who.as_slice()))?
@@ -146,15 +155,15 @@ impl Store {
                     let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
                     txn.open_table(OTPS)?.insert(key, (*expires_at_ms, false))?;
                     Ok(())
-                })
+                }
             }
             Record::Used { otp, expires_at_ms } => {
                 let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
-                self.write(|txn| {
+                {
                     let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
                     txn.open_table(OTPS)?.insert(key, (*expires_at_ms, true))?;
                     Ok(())
-                })
+                }
             }
             Record::Attempts {
                 requester,
@@ -165,7 +174,7 @@ impl Store {
                 let mut value = Vec::new();
                 ciborium::into_writer(&(failures, locked_until), &mut value)
                     .expect("writing CBOR into a Vec cannot fail");
-                self.write(|txn| {
+                {
                     let mut table = txn.open_table(ATTEMPTS)?;
                     if failures.is_empty() && *locked_until == 0 {
                         table.remove(who.as_slice())?;
@@ -173,18 +182,18 @@ impl Store {
                         table.insert(who.as_slice(), value.as_slice())?;
                     }
                     Ok(())
-                })
+                }
             }
             Record::Enrolment { peer, epoch, key } => {
                 let who = peer.to_bytes();
                 let mut plain = zeroize::Zeroizing::new(epoch.to_be_bytes().to_vec());
                 plain.extend_from_slice(key.as_bytes());
                 let sealed = self.encrypt(&Self::enrolment_aad(&who), &plain);
-                self.write(|txn| {
+                {
                     txn.open_table(ENROLMENTS)?
                         .insert(who.as_slice(), sealed.as_slice())?;
                     Ok(())
-                })
+                }
             }
             Record::TotpToken { requester, token } => {
                 let who = requester.to_bytes();
@@ -192,17 +201,17 @@ impl Store {
                 ciborium::into_writer(token, &mut *plain)
                     .expect("writing CBOR into a Vec cannot fail");
                 let sealed = self.encrypt(&[b"totp/".as_slice(), &who].concat(), &plain);
-                self.write(|txn| {
+                {
                     txn.open_table(TOKENS)?
                         .insert(who.as_slice(), sealed.as_slice())?;
                     Ok(())
-                })
+                }
             }
             Record::Compact {
                 expired_before_ms,
                 failures_before_ms,
                 now_ms,
-            } => self.write(|txn| {
+            } => {
                 txn.open_table(OTPS)?
                     .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
                 // An attempts record that no longer counts (old failures, lockout over) goes too;
@@ -217,7 +226,7 @@ impl Store {
                     }
                 })?;
                 Ok(())
-            }),
+            }
         }
     }
 
