@@ -52,6 +52,58 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench mesh\n  otpmesh bench mesh --nodes 10 --rounds 3 --json mesh.json"
     )]
     Mesh(BenchMeshArgs),
+    /// OTPs per second and latency at one distributor vs a plain TCP server, same run.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench serve\n  otpmesh bench serve --concurrency 64 --seconds 5 --json serve.json --plot serve.svg"
+    )]
+    Serve(BenchServeArgs),
+    /// Phrases per second a generator accepts with every core busy vs the decryption ceiling.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench ingest\n  otpmesh bench ingest --phrases 512 --json ingest.json --plot ingest.svg"
+    )]
+    Ingest(BenchIngestArgs),
+    /// The serve suite's baseline server (started by `bench serve`).
+    #[command(hide = true)]
+    TcpBaseline(TcpBaselineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchServeArgs {
+    /// Concurrent requesters, comma-separated.
+    #[arg(long, default_value = "1,8,64")]
+    pub concurrency: String,
+    /// Seconds of load per level, for otpmesh and for the baseline each.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the results as an SVG plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchIngestArgs {
+    /// Phrases per round (one contributor each).
+    #[arg(long, default_value_t = 256)]
+    pub phrases: u32,
+    /// Rounds measured.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the results as an SVG plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TcpBaselineArgs {
+    /// Body bytes of every answer.
+    #[arg(long)]
+    pub response_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +117,9 @@ pub struct BenchMeshArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the results as an SVG plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +136,9 @@ pub struct BenchRoundArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the results as an SVG plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,9 +8,9 @@
 //! together on [`rpc`] streams are handled as one batch, so one commit serves many requesters.
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::commit::{self, Committer};
 use crate::keys;
 use crate::rpc;
-use crate::store::Store;
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -46,11 +46,28 @@ pub const MAX_BATCH: usize = 256;
 /// Peers with a stream dispatcher at once.
 pub const MAX_RPC_PEERS: usize = 256;
 
+async fn recv_commit(
+    commits: &mut Option<mpsc::Receiver<commit::Outcome>>,
+) -> Option<commit::Outcome> {
+    match commits {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// A batch's actions, held until its records are durable.
+pub(crate) struct Parked {
+    batch: u64,
+    /// `None` while its commit runs; `Some(failed)` once known.
+    failed: Option<bool>,
+    actions: Vec<Action>,
 }
 
 /// Where the answer to an inbound request goes.
@@ -71,7 +88,12 @@ pub struct EventLoop {
     /// `None` for a one-shot requester, which does not join the gossip.
     pub(crate) mesh: Option<Arc<MeshConfig>>,
     pub(crate) topic: gossipsub::IdentTopic,
-    pub(crate) store: Option<Store>,
+    /// The store's write side, on its own thread (generators and distributors).
+    pub(crate) committer: Option<Committer>,
+    pub(crate) commits: Option<mpsc::Receiver<commit::Outcome>>,
+    /// Batches whose actions wait for their commit (or for an earlier batch's), oldest first.
+    pub(crate) parked: VecDeque<Parked>,
+    pub(crate) next_batch: u64,
     pub(crate) rsa: Option<Arc<PrivateKey>>,
     pub(crate) decrypt_slots: Arc<Semaphore>,
     pub(crate) decrypted_tx: mpsc::Sender<(DecryptJob, Option<Phrase>)>,
@@ -118,6 +140,7 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { done }) => {
+                        self.drain_commits().await;
                         let _ = done.send(());
                         break;
                     }
@@ -138,6 +161,7 @@ impl EventLoop {
                     }
                     self.on_requests(batch);
                 }
+                Some((batch, result)) = recv_commit(&mut self.commits) => self.committed(batch, result),
                 Some(done) = self.rpc_done.recv() => {
                     let actions = self.role.response(now_ms(), done.peer, done.tag, done.result, &mut *self.rng);
                     self.execute(actions);
@@ -242,19 +266,16 @@ impl EventLoop {
         }
     }
 
-    /// Commits `records` durably, in one transaction when there is a store.
-    fn persist(&self, records: &[&Record]) -> Result<(), String> {
-        match &self.store {
-            Some(store) => store.commit_all(records).map_err(|e| e.to_string()),
-            // A requester keeps its enrolment keys in files (it may share its data dir).
-            None => records.iter().try_for_each(|record| match record {
-                Record::Enrolment { peer, epoch, key } => {
-                    keys::store_enrolment(&self.data_dir, peer, *epoch, key.as_bytes())
-                        .map_err(|e| e.to_string())
-                }
-                _ => Err("this node has no store".to_string()),
-            }),
-        }
+    /// A node without a store (a requester) keeps its enrolment keys in files (it may share its
+    /// data dir); nothing else of its is durable.
+    fn persist_files(&self, records: &[Record]) -> Result<(), String> {
+        records.iter().try_for_each(|record| match record {
+            Record::Enrolment { peer, epoch, key } => {
+                keys::store_enrolment(&self.data_dir, peer, *epoch, key.as_bytes())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err("this node has no store".to_string()),
+        })
     }
 
     fn answer(&mut self, reply: Reply, response: Response) {
@@ -274,25 +295,76 @@ impl EventLoop {
         }
     }
 
+    /// Runs a batch of the role's actions: its records become durable first (on the commit
+    /// thread), then the rest runs, in order behind every earlier batch.
     fn execute(&mut self, actions: Vec<Action>) {
-        // Group commit: every record of the batch in one transaction, before anything else.
-        let records: Vec<&Record> = actions
-            .iter()
+        let (records, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Persist(_)));
+        let records: Vec<Record> = records
+            .into_iter()
             .filter_map(|a| match a {
                 Action::Persist(r) => Some(r),
                 _ => None,
             })
             .collect();
-        let store_failed = match records.is_empty() {
-            true => false,
-            false => match self.persist(&records) {
-                Ok(()) => false,
-                Err(e) => {
-                    warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
-                    true
+        let failed =
+            if records.is_empty() {
+                Some(false)
+            } else if let Some(committer) = &self.committer {
+                self.next_batch += 1;
+                match committer.submit(self.next_batch, records) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        warn!(error = %e, "commit refused; nothing in this batch is acknowledged");
+                        Some(true)
+                    }
                 }
-            },
-        };
+            } else {
+                Some(self.persist_files(&records).map_err(|e| {
+                warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
+            }).is_err())
+            };
+        match failed {
+            Some(failed) if self.parked.is_empty() => self.run_actions(rest, failed),
+            failed => self.parked.push_back(Parked {
+                batch: if failed.is_none() { self.next_batch } else { 0 },
+                failed,
+                actions: rest,
+            }),
+        }
+    }
+
+    /// A commit finished: releases every batch at the front whose outcome is known.
+    fn committed(&mut self, batch: u64, result: Result<(), String>) {
+        if let Err(e) = &result {
+            warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
+        }
+        if let Some(p) = self
+            .parked
+            .iter_mut()
+            .find(|p| p.failed.is_none() && p.batch == batch)
+        {
+            p.failed = Some(result.is_err());
+        }
+        while self.parked.front().is_some_and(|p| p.failed.is_some()) {
+            let p = self.parked.pop_front().expect("checked above");
+            self.run_actions(p.actions, p.failed.unwrap_or(true));
+        }
+    }
+
+    /// Waits (boundedly) for the commits in flight, so a stopping node answers what it committed.
+    async fn drain_commits(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.parked.iter().any(|p| p.failed.is_none()) {
+            match tokio::time::timeout_at(deadline, recv_commit(&mut self.commits)).await {
+                Ok(Some((batch, result))) => self.committed(batch, result),
+                _ => break,
+            }
+        }
+    }
+
+    fn run_actions(&mut self, actions: Vec<Action>, store_failed: bool) {
         for action in actions {
             match action {
                 Action::Persist(_) => {}
@@ -391,6 +463,10 @@ impl EventLoop {
             | Event::RequestRefused { .. }
             | Event::RequestFailed { .. } => {
                 warn!(event = %serde_json::to_string(&event).unwrap_or_default(), "rejected")
+            }
+            // One per request: a server's access log, for debug level (the event stream has it).
+            Event::OtpIssued { .. } | Event::OtpVerified { .. } => {
+                debug!(event = %serde_json::to_string(&event).unwrap_or_default())
             }
             _ => info!(event = %serde_json::to_string(&event).unwrap_or_default()),
         }
@@ -574,24 +650,27 @@ impl EventLoop {
     }
 
     /// Hands a batch of inbound requests to the role and executes what it returns as one batch
-    /// (one commit); a request the role did not answer is told so.
+    /// (one commit); a request the role did not answer is told so at once.
     fn on_requests(&mut self, batch: Vec<(PeerId, Result<Request, WireError>, Reply)>) {
         let mut actions = Vec::new();
-        let mut ids = Vec::with_capacity(batch.len());
         for (peer, request, reply) in batch {
             match request {
                 Ok(request) => {
                     self.next_inbound += 1;
                     let id = self.next_inbound;
-                    self.replies.insert(id, reply);
-                    ids.push(id);
-                    actions.extend(self.role.request(
-                        now_ms(),
-                        peer,
-                        InboundId(id),
-                        request,
-                        &mut *self.rng,
-                    ));
+                    let answers =
+                        self.role
+                            .request(now_ms(), peer, InboundId(id), request, &mut *self.rng);
+                    if answers
+                        .iter()
+                        .any(|a| matches!(a, Action::Reply { to, .. } if to.0 == id))
+                    {
+                        self.replies.insert(id, reply);
+                    } else {
+                        let refusal = Refusal::Unavailable("no answer".into());
+                        self.answer(reply, Response::Refused(refusal));
+                    }
+                    actions.extend(answers);
                 }
                 Err(e) => {
                     warn!(%peer, error = %e, "undecodable request");
@@ -605,12 +684,6 @@ impl EventLoop {
             }
         }
         self.execute(actions);
-        for id in ids {
-            if let Some(reply) = self.replies.remove(&id) {
-                let refusal = Refusal::Unavailable("no answer".into());
-                self.answer(reply, Response::Refused(refusal));
-            }
-        }
     }
 
     fn on_rr(

@@ -9,6 +9,7 @@
 
 pub mod behaviour;
 pub mod codec;
+pub mod commit;
 pub mod control;
 pub mod event_loop;
 pub mod keys;
@@ -439,6 +440,14 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let (decrypted_tx, decrypted_rx) =
         mpsc::channel(otpmesh_protocol::round::MAX_ROUND_CONTRIBUTORS);
+    let (committer, commits) = match store {
+        Some(store) => {
+            let (c, rx) = commit::Committer::spawn(store)
+                .map_err(|e| NodeError::Transport(format!("starting the commit thread: {e}")))?;
+            (Some(c), Some(rx))
+        }
+        None => (None, None),
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -447,7 +456,10 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         role,
         mesh: (!one_shot).then_some(mesh),
         topic,
-        store,
+        committer,
+        commits,
+        parked: VecDeque::new(),
+        next_batch: 0,
         rsa,
         decrypt_slots: Arc::new(Semaphore::new(workers)),
         decrypted_tx,

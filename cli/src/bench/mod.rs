@@ -1,48 +1,33 @@
-//! `otpmesh bench`: measurements with a baseline taken in the same invocation.
-//!
-//! `round`: latency from a round's opening to sealed-and-delivered for k contributors, on real
-//! processes and in-process, against the floor a generator cannot beat: one RSA-OAEP decryption
-//! (measured now, on one core) × k / cores.
+//! `otpmesh bench`: measurements with a baseline taken in the same invocation; one file per suite.
 
-use crate::cli::BenchRoundArgs;
-use crate::cmd::Outcome;
+mod ingest;
+mod mesh;
+mod plot;
+mod round;
+mod serve;
+
+pub use ingest::ingest;
+pub use mesh::mesh;
+pub use round::round;
+pub use serve::{serve, tcp_baseline};
+
 use crate::scenario::backend::Backend;
 use crate::scenario::layout;
 use crate::scenario::runner::Runner;
 use crate::scenario::spec::{
     NodeRole, NodeSpec, RoundExpect, RoundOutcome, RoundUntil, Scenario, Step, StepSpec,
 };
-use anyhow::{anyhow, bail, Context};
+use anyhow::bail;
 use otpmesh_protocol::mesh::Settings;
 use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::seal::PrivateKey;
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// Most contributors a round benchmark starts.
 pub const MAX_K: u32 = 512;
 /// Decryptions timed for the baseline.
 const FLOOR_SAMPLES: u32 = 100;
-
-#[derive(Serialize)]
-struct Row {
-    k: u32,
-    mode: &'static str,
-    rounds: usize,
-    latency_p50_ms: f64,
-    latency_max_ms: f64,
-    floor_ms: f64,
-    ratio: f64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    suite: &'static str,
-    cores: usize,
-    decrypt_ms: f64,
-    rows: Vec<Row>,
-}
 
 /// One RSA-2048 OAEP decryption on one core, in milliseconds (the median of a batch).
 fn decrypt_cost() -> anyhow::Result<f64> {
@@ -64,7 +49,9 @@ fn decrypt_cost() -> anyhow::Result<f64> {
     Ok(samples[samples.len() / 2])
 }
 
-fn scenario(k: u32, rounds: usize) -> Scenario {
+/// A mesh of one generator, one distributor, `k` contributors and `requesters` listed requesters
+/// (`r1`…), with `rounds` steps each running a round until it is delivered.
+fn scenario(k: u32, rounds: usize, requesters: u32) -> Scenario {
     let node = |name: String, role, client_id| NodeSpec {
         name,
         role,
@@ -77,6 +64,7 @@ fn scenario(k: u32, rounds: usize) -> Scenario {
         node("dist".into(), NodeRole::Distributor, None),
     ];
     nodes.extend((1..=k).map(|i| node(format!("c{i}"), NodeRole::Contributor, Some(i))));
+    nodes.extend((1..=requesters).map(|i| node(format!("r{i}"), NodeRole::Requester, None)));
     let steps = (0..rounds)
         .map(|i| StepSpec {
             line: 0,
@@ -120,7 +108,7 @@ struct MeshRun {
 
 /// Starts a fresh mesh of `k` contributors, runs `rounds` rounds on it, and stops it.
 async fn run_mesh(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<MeshRun> {
-    let s = scenario(k, rounds);
+    let s = scenario(k, rounds, 0);
     let dir = tempfile::Builder::new()
         .prefix("otpmesh-bench-")
         .tempdir()?;
@@ -168,92 +156,6 @@ async fn run_mesh(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<Mes
     })
 }
 
-pub async fn round(args: BenchRoundArgs) -> Outcome {
-    let ks: Vec<u32> = args
-        .k
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| anyhow!("--k {t:?}: {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    if let Some(bad) = ks.iter().find(|k| **k == 0 || **k > MAX_K) {
-        return Err(anyhow!("--k {bad}: between 1 and {MAX_K} contributors").into());
-    }
-    if args.rounds == 0 || args.rounds > 100 {
-        return Err(anyhow!("--rounds {}: between 1 and 100", args.rounds).into());
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let decrypt_ms = decrypt_cost()?;
-    println!(
-        "baseline: one RSA-2048 OAEP decryption = {decrypt_ms:.3} ms on one core; {cores} cores"
-    );
-    println!(
-        "{:>5} {:<11} {:>7} {:>12} {:>12} {:>10} {:>7}",
-        "k", "mode", "rounds", "p50 ms", "max ms", "floor ms", "ratio"
-    );
-    let mut rows = Vec::new();
-    let modes: &[(&'static str, bool)] = match args.mode.as_str() {
-        "both" => &[("in-process", true), ("processes", false)],
-        "in-process" => &[("in-process", true)],
-        "processes" => &[("processes", false)],
-        other => return Err(anyhow!("--mode {other:?}: both, in-process or processes").into()),
-    };
-    for &k in &ks {
-        for &(mode, in_process) in modes {
-            let mut lat = run_mesh(k, args.rounds, in_process)
-                .await
-                .with_context(|| format!("k = {k}, {mode}"))?
-                .latencies;
-            lat.sort_by(f64::total_cmp);
-            let floor_ms = decrypt_ms * k as f64 / cores as f64;
-            let row = Row {
-                k,
-                mode,
-                rounds: lat.len(),
-                latency_p50_ms: lat[lat.len() / 2],
-                latency_max_ms: lat[lat.len() - 1],
-                floor_ms,
-                ratio: lat[lat.len() / 2] / floor_ms,
-            };
-            println!(
-                "{:>5} {:<11} {:>7} {:>12.1} {:>12.1} {:>10.1} {:>7.2}",
-                row.k,
-                row.mode,
-                row.rounds,
-                row.latency_p50_ms,
-                row.latency_max_ms,
-                row.floor_ms,
-                row.ratio
-            );
-            rows.push(row);
-        }
-    }
-    if let Some(path) = &args.json {
-        let report = Report {
-            suite: "round",
-            cores,
-            decrypt_ms,
-            rows,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-#[derive(Serialize)]
-struct MeshRow {
-    nodes: usize,
-    form_ms: f64,
-    rss_avg_mb: f64,
-    rss_max_mb: f64,
-    gossip_p50_ms: f64,
-    gossip_p99_ms: f64,
-    samples: usize,
-}
-
 /// Resident memory of a process in MB, from /proc.
 fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -272,73 +174,4 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// `otpmesh bench mesh`: meshes of N processes (1 generator, 1 distributor, N − 2 contributors):
-/// time to form (every node listening and seeing the generator subscribe), RSS per node, and gossip
-/// propagation (the generator's round announcement to each contributor's request for its input, both
-/// as their events reach this process).
-pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
-    let sizes: Vec<u32> = args
-        .nodes
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| anyhow!("--nodes {t:?}: {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    if let Some(bad) = sizes.iter().find(|n| **n < 3 || **n > MAX_K + 2) {
-        return Err(anyhow!("--nodes {bad}: between 3 and {}", MAX_K + 2).into());
-    }
-    println!(
-        "{:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8}",
-        "nodes", "form ms", "RSS avg MB", "RSS max MB", "gossip p50", "gossip p99", "samples"
-    );
-    let mut rows = Vec::new();
-    for &n in &sizes {
-        let k = n - 2;
-        let run = run_mesh(k, args.rounds, false)
-            .await
-            .with_context(|| format!("{n} nodes"))?;
-        let (form_ms, rss, arrivals) = (run.form_ms, run.rss_mb, run.arrivals);
-        let mut delays = Vec::new();
-        for (_, _, round, opened) in arrivals
-            .iter()
-            .filter(|(who, e, _, _)| who == "gen" && e == "round_opened")
-        {
-            for (_, _, _, at) in arrivals
-                .iter()
-                .filter(|(_, e, r, _)| e == "input_needed" && r == round)
-            {
-                delays.push(at.saturating_duration_since(*opened).as_secs_f64() * 1000.0);
-            }
-        }
-        delays.sort_by(f64::total_cmp);
-        let row = MeshRow {
-            nodes: n as usize,
-            form_ms,
-            rss_avg_mb: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
-            rss_max_mb: rss.iter().copied().fold(0.0, f64::max),
-            gossip_p50_ms: percentile(&delays, 0.5),
-            gossip_p99_ms: percentile(&delays, 0.99),
-            samples: delays.len(),
-        };
-        println!(
-            "{:>6} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8}",
-            row.nodes,
-            row.form_ms,
-            row.rss_avg_mb,
-            row.rss_max_mb,
-            row.gossip_p50_ms,
-            row.gossip_p99_ms,
-            row.samples
-        );
-        rows.push(row);
-    }
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }

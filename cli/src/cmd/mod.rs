@@ -70,6 +70,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Totp(TotpCommand::Verify(args)) => totp::verify(args).await,
             Command::Bench(BenchCommand::Round(args)) => crate::bench::round(args).await,
             Command::Bench(BenchCommand::Mesh(args)) => crate::bench::mesh(args).await,
+            Command::Bench(BenchCommand::Serve(args)) => crate::bench::serve(args).await,
+            Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest(args).await,
+            Command::Bench(BenchCommand::TcpBaseline(args)) => {
+                crate::bench::tcp_baseline(args).await
+            }
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
         }

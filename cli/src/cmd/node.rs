@@ -10,7 +10,7 @@ use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::round::RoundId;
 use serde::Deserialize;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 /// Largest config, mesh or input file read.
@@ -246,6 +246,7 @@ pub async fn run(args: NodeArgs) -> Outcome {
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout());
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -262,7 +263,11 @@ pub async fn run(args: NodeArgs) -> Outcome {
                     }
                     let line = if args.json { Some(output::json(&event)) } else { output::human(&event) };
                     if let Some(line) = line {
-                        println!("{line}");
+                        // Lines go out together when events come in bursts: one write, not one each.
+                        let _ = writeln!(out, "{line}");
+                    }
+                    if events.is_empty() {
+                        let _ = out.flush();
                     }
                 }
                 None => break,

@@ -374,16 +374,10 @@ impl Distributor {
         };
         let digits = self.mesh.settings.digits;
         let secret = &self.rounds[&round].secret;
-        let live: Vec<u64> = self
-            .known
-            .get(&peer)
-            .map(|l| {
-                l.iter()
-                    .filter(|k| k.expires_at > now)
-                    .map(|k| k.value)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let known = self.known.get(&peer);
+        let live = |value: u64| {
+            known.is_some_and(|l| l.iter().any(|k| k.value == value && k.expires_at > now))
+        };
         let counter = self.counters.entry((round, peer)).or_insert(0);
         let mut tries = 0;
         let (value, used) = loop {
@@ -391,7 +385,7 @@ impl Distributor {
             *counter += 1;
             let otp = otp::issue(secret, round, &peer, &self.me, used, digits);
             tries += 1;
-            if !live.contains(&otp.value()) || tries >= MAX_COLLISION_RETRIES {
+            if !live(otp.value()) || tries >= MAX_COLLISION_RETRIES {
                 break (otp, used);
             }
         };

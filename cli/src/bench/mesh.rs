@@ -1,0 +1,100 @@
+//! `otpmesh bench mesh`: forming, memory and gossip propagation of meshes of real processes.
+
+use super::{percentile, run_mesh, MAX_K};
+use crate::cmd::Outcome;
+use anyhow::{anyhow, Context};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct MeshRow {
+    nodes: usize,
+    form_ms: f64,
+    rss_avg_mb: f64,
+    rss_max_mb: f64,
+    gossip_p50_ms: f64,
+    gossip_p99_ms: f64,
+    samples: usize,
+}
+
+/// `otpmesh bench mesh`: meshes of N processes (1 generator, 1 distributor, N − 2 contributors):
+/// time to form (every node listening and seeing the generator subscribe), RSS per node, and gossip
+/// propagation (the generator's round announcement to each contributor's request for its input, both
+/// as their events reach this process).
+pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
+    let sizes: Vec<u32> = args
+        .nodes
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|e| anyhow!("--nodes {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if let Some(bad) = sizes.iter().find(|n| **n < 3 || **n > MAX_K + 2) {
+        return Err(anyhow!("--nodes {bad}: between 3 and {}", MAX_K + 2).into());
+    }
+    println!(
+        "{:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "nodes", "form ms", "RSS avg MB", "RSS max MB", "gossip p50", "gossip p99", "samples"
+    );
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let k = n - 2;
+        let run = run_mesh(k, args.rounds, false)
+            .await
+            .with_context(|| format!("{n} nodes"))?;
+        let (form_ms, rss, arrivals) = (run.form_ms, run.rss_mb, run.arrivals);
+        let mut delays = Vec::new();
+        for (_, _, round, opened) in arrivals
+            .iter()
+            .filter(|(who, e, _, _)| who == "gen" && e == "round_opened")
+        {
+            for (_, _, _, at) in arrivals
+                .iter()
+                .filter(|(_, e, r, _)| e == "input_needed" && r == round)
+            {
+                delays.push(at.saturating_duration_since(*opened).as_secs_f64() * 1000.0);
+            }
+        }
+        delays.sort_by(f64::total_cmp);
+        let row = MeshRow {
+            nodes: n as usize,
+            form_ms,
+            rss_avg_mb: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
+            rss_max_mb: rss.iter().copied().fold(0.0, f64::max),
+            gossip_p50_ms: percentile(&delays, 0.5),
+            gossip_p99_ms: percentile(&delays, 0.99),
+            samples: delays.len(),
+        };
+        println!(
+            "{:>6} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8}",
+            row.nodes,
+            row.form_ms,
+            row.rss_avg_mb,
+            row.rss_max_mb,
+            row.gossip_p50_ms,
+            row.gossip_p99_ms,
+            row.samples
+        );
+        rows.push(row);
+    }
+    if let Some(path) = &args.plot {
+        let line = |f: fn(&MeshRow) -> f64| rows.iter().map(|r| (r.nodes as f64, f(r))).collect();
+        super::plot::lines(
+            path,
+            "mesh: forming and gossip propagation",
+            "processes",
+            "milliseconds",
+            &[
+                ("time to form".to_string(), line(|r| r.form_ms)),
+                ("gossip p99".to_string(), line(|r| r.gossip_p99_ms)),
+                ("gossip p50".to_string(), line(|r| r.gossip_p50_ms)),
+            ],
+        )?;
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

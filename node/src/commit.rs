@@ -1,0 +1,65 @@
+//! Group commit off the event loop.
+//!
+//! One thread owns the store's write side. The event loop hands it each batch's records and parks
+//! the batch's other actions (replies, publishes, sends, events); the thread commits whatever has
+//! queued up while the previous commit was syncing, in one transaction, and reports back; the event
+//! loop then releases parked batches strictly in order. Nothing is acknowledged before it is
+//! durable, and the event loop never waits on the disk.
+//!
+//! ```text
+//!  event loop: execute(batch) ──records──► commit thread: group = every queued batch
+//!              park(rest)                  commit_all(group)  (one transaction, one sync)
+//!  release(in order) ◄──── (batch id, result) for each batch of the group
+//! ```
+
+use crate::store::Store;
+use otpmesh_protocol::role::Record;
+use tokio::sync::mpsc;
+
+/// Batches waiting for the commit thread; more fail at once as "storage busy".
+pub const MAX_QUEUED_BATCHES: usize = 1024;
+/// Batches one transaction takes at most.
+pub const MAX_GROUP: usize = 256;
+
+pub type Outcome = (u64, Result<(), String>);
+
+pub struct Committer {
+    batches: mpsc::Sender<(u64, Vec<Record>)>,
+}
+
+impl Committer {
+    /// Starts the commit thread; outcomes arrive on the returned receiver, in submission order.
+    pub fn spawn(store: Store) -> std::io::Result<(Committer, mpsc::Receiver<Outcome>)> {
+        let (batches, mut queued) = mpsc::channel::<(u64, Vec<Record>)>(MAX_QUEUED_BATCHES);
+        let (done, outcomes) = mpsc::channel(MAX_QUEUED_BATCHES + MAX_GROUP);
+        std::thread::Builder::new()
+            .name("otpmesh-commit".into())
+            .spawn(move || {
+                while let Some(first) = queued.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match queued.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let records: Vec<&Record> = group.iter().flat_map(|(_, r)| r).collect();
+                    let result = store.commit_all(&records).map_err(|e| e.to_string());
+                    for (id, _) in &group {
+                        if done.blocking_send((*id, result.clone())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok((Committer { batches }, outcomes))
+    }
+
+    /// Queues `records` as batch `id`; fails at once when the queue is full or the thread is gone.
+    pub fn submit(&self, id: u64, records: Vec<Record>) -> Result<(), String> {
+        self.batches.try_send((id, records)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => "storage busy".to_string(),
+            mpsc::error::TrySendError::Closed(_) => "storage stopped".to_string(),
+        })
+    }
+}
