@@ -35,6 +35,9 @@ use tracing::{debug, info, warn};
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often lost connections to configured peers are redialed.
 pub const REDIAL_EVERY_MS: Millis = 2_000;
+/// A failed dial to a configured peer is retried after this long, then twice as long each time
+/// up to [`REDIAL_EVERY_MS`] (a peer dialled before it listened need not wait a whole period).
+pub const REDIAL_FIRST_RETRY_MS: Millis = 200;
 /// Gossip waiting for a subscribed peer; the oldest is dropped beyond this.
 pub const MAX_UNPUBLISHED: usize = 64;
 /// Addresses remembered per peer.
@@ -110,6 +113,7 @@ pub struct EventLoop {
     pub(crate) blocked: HashSet<PeerId>,
     pub(crate) rng: Box<dyn CryptoRngCore + Send>,
     pub(crate) last_redial: Millis,
+    pub(crate) redial_backoff: Millis,
     pub(crate) data_dir: std::path::PathBuf,
     /// Streams to serve, until `run` starts serving them.
     pub(crate) rpc_incoming: Option<libp2p_stream::IncomingStreams>,
@@ -545,6 +549,7 @@ impl EventLoop {
                 if endpoint.is_dialer() {
                     self.remember_addr(peer_id, endpoint.get_remote_address().clone());
                 }
+                self.redial_backoff = REDIAL_FIRST_RETRY_MS;
                 if num_established.get() == 1 {
                     debug!(peer = %peer_id, "connected");
                     self.emit(NodeEvent::Connected { peer: peer_id });
@@ -560,6 +565,13 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+                let kept = self.keep.iter().any(|(p, _)| p.is_none() || *p == peer_id);
+                if kept {
+                    // Bring the next redial forward, backing off while failures continue.
+                    let due = (now_ms() + self.redial_backoff).saturating_sub(REDIAL_EVERY_MS);
+                    self.last_redial = self.last_redial.min(due);
+                    self.redial_backoff = (self.redial_backoff * 2).min(REDIAL_EVERY_MS);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr(event),

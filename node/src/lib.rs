@@ -267,6 +267,29 @@ pub fn split_peer(addr: &Multiaddr) -> (Option<PeerId>, Multiaddr) {
     }
 }
 
+/// libp2p listens with SO_REUSEPORT, so a second node told to listen on a port that is taken
+/// would silently share it (and receive some of the other node's connections). A plain bind
+/// first turns that into an error.
+fn probe_tcp_port(addr: &Multiaddr) -> Result<(), NodeError> {
+    let mut ip = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) if port != 0 => {
+                if let Some(ip) = ip {
+                    std::net::TcpListener::bind((ip, port)).map_err(|e| NodeError::Listen {
+                        addr: addr.to_string(),
+                        reason: format!("{e} (is another node listening there?)"),
+                    })?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Builds a node: loads or creates its keys and store, builds the swarm, starts listening.
 /// Must run inside a tokio runtime.
 pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
@@ -397,6 +420,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
     }
     for addr in &config.listen {
+        probe_tcp_port(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Listen {
@@ -485,6 +509,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             None => Box::new(rand_core::OsRng),
         },
         last_redial: 0,
+        redial_backoff: event_loop::REDIAL_FIRST_RETRY_MS,
         data_dir: config.data_dir.clone(),
         rpc_incoming,
         rpc_inbound_tx,

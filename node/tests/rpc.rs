@@ -203,3 +203,36 @@ async fn read_reply(raw: &mut libp2p::Stream) -> (u64, Vec<u8>) {
     let id = u64::from_be_bytes(frame[..8].try_into().unwrap());
     (id, frame[8..].to_vec())
 }
+
+#[tokio::test]
+async fn a_taken_port_is_an_error_not_a_shared_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = MeshConfig {
+        open: true,
+        generators: vec![Member {
+            peer_id: Keypair::generate_ed25519().public().to_peer_id(),
+            addrs: vec![],
+        }],
+        settings: otpmesh_protocol::mesh::Settings {
+            quorum: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let result = otpmesh_node::start(NodeConfig {
+        role: RoleSpec::Distributor,
+        data_dir: dir.path().to_path_buf(),
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+        peers: vec![],
+        mesh,
+        mdns: false,
+        manual_rounds: false,
+        seed: None,
+    });
+    match result {
+        Err(e) => assert!(e.to_string().contains(&port.to_string()), "{e}"),
+        Ok(_) => panic!("a second listener on port {port} was allowed"),
+    }
+}

@@ -11,6 +11,8 @@ struct MeshRow {
     form_ms: f64,
     rss_avg_mb: f64,
     rss_max_mb: f64,
+    private_avg_mb: f64,
+    pss_avg_mb: f64,
     gossip_p50_ms: f64,
     gossip_p99_ms: f64,
     samples: usize,
@@ -33,9 +35,18 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
     if let Some(bad) = sizes.iter().find(|n| **n < 3 || **n > MAX_K + 2) {
         return Err(anyhow!("--nodes {bad}: between 3 and {}", MAX_K + 2).into());
     }
+    println!("memory per node: VmRSS counts the executable's pages every node shares; private = RssAnon; PSS divides shared pages among their sharers");
     println!(
-        "{:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8}",
-        "nodes", "form ms", "RSS avg MB", "RSS max MB", "gossip p50", "gossip p99", "samples"
+        "{:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "nodes",
+        "form ms",
+        "RSS avg MB",
+        "RSS max MB",
+        "private MB",
+        "PSS MB",
+        "gossip p50",
+        "gossip p99",
+        "samples"
     );
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -43,7 +54,11 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
         let run = run_mesh(k, args.rounds, false)
             .await
             .with_context(|| format!("{n} nodes"))?;
-        let (form_ms, rss, arrivals) = (run.form_ms, run.rss_mb, run.arrivals);
+        let (form_ms, memory, arrivals) = (run.form_ms, run.memory, run.arrivals);
+        let rss: Vec<f64> = memory.iter().map(|m| m.rss).collect();
+        let avg = |f: fn(&super::Memory) -> f64| {
+            memory.iter().map(f).sum::<f64>() / memory.len().max(1) as f64
+        };
         let mut delays = Vec::new();
         for (_, _, round, opened) in arrivals
             .iter()
@@ -62,16 +77,20 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
             form_ms,
             rss_avg_mb: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
             rss_max_mb: rss.iter().copied().fold(0.0, f64::max),
+            private_avg_mb: avg(|m| m.private),
+            pss_avg_mb: avg(|m| m.proportional),
             gossip_p50_ms: percentile(&delays, 0.5),
             gossip_p99_ms: percentile(&delays, 0.99),
             samples: delays.len(),
         };
         println!(
-            "{:>6} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8}",
+            "{:>6} {:>10.0} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8}",
             row.nodes,
             row.form_ms,
             row.rss_avg_mb,
             row.rss_max_mb,
+            row.private_avg_mb,
+            row.pss_avg_mb,
             row.gossip_p50_ms,
             row.gossip_p99_ms,
             row.samples

@@ -101,7 +101,7 @@ struct MeshRun {
     /// Each round's latency, open to sealed and delivered.
     latencies: Vec<f64>,
     /// RSS of each node process (empty in-process).
-    rss_mb: Vec<f64>,
+    memory: Vec<Memory>,
     /// Every event's arrival: (node, event, round, when).
     arrivals: Vec<(String, String, u64, std::time::Instant)>,
 }
@@ -136,37 +136,56 @@ async fn run_mesh(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<Mes
             }
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let rss_mb = runner
+        let memory = runner
             .backend
             .pids()
             .into_iter()
-            .filter_map(rss_mb)
+            .filter_map(memory)
             .collect();
-        Ok((form_ms, latencies, rss_mb))
+        Ok((form_ms, latencies, memory))
     }
     .await;
     let arrivals = runner.state.arrivals.take().unwrap_or_default();
     runner.backend.stop_all().await;
-    let (form_ms, latencies, rss_mb) = result?;
+    let (form_ms, latencies, memory) = result?;
     Ok(MeshRun {
         form_ms,
         latencies,
-        rss_mb,
+        memory,
         arrivals,
     })
 }
 
-/// Resident memory of a process in MB, from /proc.
-fn rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
+/// Memory of one process, in MB, from /proc.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    /// VmRSS: every resident page mapped, including the executable's pages that all nodes share.
+    rss: f64,
+    /// RssAnon: this process's own memory (heap, stacks).
+    private: f64,
+    /// Pss: resident pages with each shared page divided among the processes sharing it.
+    proportional: f64,
+}
+
+fn kb_field(text: &str, name: &str) -> Option<f64> {
+    let kb: f64 = text
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(name))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    Some(Memory {
+        rss: kb_field(&status, "VmRSS:")?,
+        private: kb_field(&status, "RssAnon:").unwrap_or(f64::NAN),
+        proportional: kb_field(&rollup, "Pss:").unwrap_or(f64::NAN),
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
