@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{Mesh, BIN};
+use common::{json_field, Mesh, BIN};
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use std::process::Command;
 
 /// A Debian tool the interop tests need, or None when missing outside CI (CI installs them, so
@@ -145,15 +144,7 @@ fn a_mesh_token_scans_and_oathtool_codes_verify_once() {
         .arg(&png)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let uri = serde_json::from_slice::<Value>(&out.stdout).unwrap()["uri"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uri = json_field(&out, "uri");
     let decoded = run(
         zbar,
         &["-q".into(), "--raw".into(), png.display().to_string()],

@@ -67,6 +67,17 @@ pub enum BenchCommand {
     TcpBaseline(TcpBaselineArgs),
 }
 
+/// Where a benchmark writes its results, besides its table.
+#[derive(Args, Debug)]
+pub struct BenchOutput {
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the results as an SVG plot.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchServeArgs {
     /// Concurrent requesters, comma-separated.
@@ -75,12 +86,8 @@ pub struct BenchServeArgs {
     /// Seconds of load per level, for otpmesh and for the baseline each.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Write the results as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Draw the results as an SVG plot.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: BenchOutput,
 }
 
 #[derive(Args, Debug)]
@@ -91,12 +98,8 @@ pub struct BenchIngestArgs {
     /// Rounds measured.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Write the results as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Draw the results as an SVG plot.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: BenchOutput,
 }
 
 #[derive(Args, Debug)]
@@ -114,12 +117,8 @@ pub struct BenchMeshArgs {
     /// Rounds per mesh (each gives one propagation sample per contributor).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Write the results as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Draw the results as an SVG plot.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: BenchOutput,
 }
 
 #[derive(Args, Debug)]
@@ -133,12 +132,8 @@ pub struct BenchRoundArgs {
     /// both, in-process or processes.
     #[arg(long, default_value = "both")]
     pub mode: String,
-    /// Write the results as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Draw the results as an SVG plot.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: BenchOutput,
 }
 
 #[derive(Subcommand, Debug)]

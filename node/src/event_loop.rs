@@ -156,13 +156,17 @@ impl EventLoop {
                     self.execute(actions);
                 }
                 Some(first) = self.rpc_inbound.recv() => {
-                    let mut batch = vec![(first.peer, first.request, Reply::Rpc(first.replier))];
+                    let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match self.rpc_inbound.try_recv() {
-                            Ok(next) => batch.push((next.peer, next.request, Reply::Rpc(next.replier))),
+                            Ok(next) => batch.push(next),
                             Err(_) => break,
                         }
                     }
+                    let batch = batch
+                        .into_iter()
+                        .map(|i| (i.peer, i.request, Reply::Rpc(i.replier)))
+                        .collect();
                     self.on_requests(batch);
                 }
                 Some((batch, result)) = recv_commit(&mut self.commits) => self.committed(batch, result),
@@ -302,20 +306,18 @@ impl EventLoop {
     /// Runs a batch of the role's actions: its records become durable first (on the commit
     /// thread), then the rest runs, in order behind every earlier batch.
     fn execute(&mut self, actions: Vec<Action>) {
-        let (records, rest): (Vec<Action>, Vec<Action>) = actions
-            .into_iter()
-            .partition(|a| matches!(a, Action::Persist(_)));
-        let records: Vec<Record> = records
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Persist(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        let failed =
-            if records.is_empty() {
-                Some(false)
-            } else if let Some(committer) = &self.committer {
+        let mut records = Vec::new();
+        let mut rest = Vec::with_capacity(actions.len());
+        for action in actions {
+            match action {
+                Action::Persist(record) => records.push(record),
+                other => rest.push(other),
+            }
+        }
+        // The batch's outcome if it is known now; `None` while the commit thread has it.
+        let failed = match (records.is_empty(), &self.committer) {
+            (true, _) => Some(false),
+            (false, Some(committer)) => {
                 self.next_batch += 1;
                 match committer.submit(self.next_batch, records) {
                     Ok(()) => None,
@@ -324,15 +326,19 @@ impl EventLoop {
                         Some(true)
                     }
                 }
-            } else {
-                Some(self.persist_files(&records).map_err(|e| {
-                warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
-            }).is_err())
-            };
+            }
+            (false, None) => match self.persist_files(&records) {
+                Ok(()) => Some(false),
+                Err(e) => {
+                    warn!(error = %e, "commit failed; nothing in this batch is acknowledged");
+                    Some(true)
+                }
+            },
+        };
         match failed {
             Some(failed) if self.parked.is_empty() => self.run_actions(rest, failed),
             failed => self.parked.push_back(Parked {
-                batch: if failed.is_none() { self.next_batch } else { 0 },
+                batch: self.next_batch,
                 failed,
                 actions: rest,
             }),
@@ -423,9 +429,9 @@ impl EventLoop {
         if !self.rpc_peers.contains_key(&peer) {
             if self.rpc_peers.len() >= MAX_RPC_PEERS {
                 // Dropping a queue lets its dispatcher finish what it holds and stop.
-                let idle = self.rpc_peers.keys().next().copied();
-                if let Some(idle) = idle {
-                    self.rpc_peers.remove(&idle);
+                let evicted = self.rpc_peers.keys().next().copied();
+                if let Some(evicted) = evicted {
+                    self.rpc_peers.remove(&evicted);
                 }
             }
             let (queue, queued) = mpsc::channel(rpc::MAX_QUEUED);

@@ -41,6 +41,8 @@ pub const MAX_STREAMS: usize = 1024;
 /// Requests queued for one peer before the stream takes them.
 pub const MAX_QUEUED: usize = 256;
 const ID_BYTES: usize = 8;
+/// A frame's length and id, before its body.
+pub const FRAME_HEADER_BYTES: usize = 4 + ID_BYTES;
 
 /// Reads one frame; `None` at a clean end of stream.
 async fn read_frame<R: AsyncRead + Unpin>(
@@ -66,7 +68,8 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some((u64::from_be_bytes(id), body)))
 }
 
-fn push_frame(buf: &mut Vec<u8>, id: u64, body: &[u8]) {
+/// Appends `[len u32][id u64][body]` to `buf`.
+pub fn push_frame(buf: &mut Vec<u8>, id: u64, body: &[u8]) {
     buf.extend_from_slice(&((body.len() + ID_BYTES) as u32).to_be_bytes());
     buf.extend_from_slice(&id.to_be_bytes());
     buf.extend_from_slice(body);
@@ -359,6 +362,22 @@ pub async fn dispatch(
     }
 }
 
+/// A swarm with nothing but the stream protocol, over TCP + Noise + Yamux.
+pub fn bare_swarm(identity: Keypair) -> Result<libp2p::Swarm<libp2p_stream::Behaviour>, String> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| e.to_string())?
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .map_err(|e| e.to_string())?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(crate::IDLE_TIMEOUT))
+        .build())
+}
+
 /// A bare requester: its own swarm, with nothing but the stream protocol, and one session to one
 /// peer. For load generators and tests that run many requesters in one process.
 pub struct Endpoint {
@@ -378,18 +397,7 @@ impl Endpoint {
         let (Some(peer), _) = crate::split_peer(addr) else {
             return Err(format!("{addr}: the address must end in /p2p/<peer id>"));
         };
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| e.to_string())?
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())
-            .map_err(|e| e.to_string())?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(crate::IDLE_TIMEOUT))
-            .build();
+        let mut swarm = bare_swarm(identity)?;
         let mut control = swarm.behaviour().new_control();
         swarm
             .dial(addr.clone())

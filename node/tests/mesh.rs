@@ -147,6 +147,25 @@ impl Layout {
     }
 }
 
+/// Contributors 1 to 4, each answering `input(i)` every round.
+async fn spawn_contributors(
+    layout: &Layout,
+    mesh: &MeshConfig,
+    hubs: &[Multiaddr],
+    input: impl Fn(u32) -> i128,
+) -> Vec<Running> {
+    let mut running = Vec::new();
+    for i in 1..=4u32 {
+        let role = RoleSpec::Contributor {
+            client: ClientId(i),
+            input: Some(UserInput(input(i))),
+        };
+        let dir = layout.dir(&format!("contributor-{i}"));
+        running.push(spawn(role, dir, mesh, hubs.to_vec()).await);
+    }
+    running
+}
+
 fn sealed(e: &NodeEvent, round: RoundId) -> Option<Vec<ClientId>> {
     match e {
         NodeEvent::Role(Event::RoundSealed {
@@ -198,22 +217,7 @@ async fn a_full_round_on_a_seven_node_mesh() {
         hubs.clone(),
     )
     .await;
-    let mut contributors = Vec::new();
-    for i in 1..=4u32 {
-        let role = RoleSpec::Contributor {
-            client: ClientId(i),
-            input: Some(UserInput(i as i128 * 1000)),
-        };
-        contributors.push(
-            spawn(
-                role,
-                layout.dir(&format!("contributor-{i}")),
-                mesh,
-                hubs.clone(),
-            )
-            .await,
-        );
-    }
+    let mut contributors = spawn_contributors(&layout, mesh, &hubs, |i| i as i128 * 1000).await;
 
     let included = generator
         .wait_for("round 1 sealed", |e| sealed(e, RoundId(1)))
@@ -296,22 +300,8 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
         input: None,
     };
     let mut stranger = spawn(stranger_role, layout.dir("stranger"), mesh, hubs.clone()).await;
-    let mut honest = Vec::new();
-    for i in 1..=4u32 {
-        let role = RoleSpec::Contributor {
-            client: ClientId(i),
-            input: Some(UserInput(7)),
-        };
-        honest.push(
-            spawn(
-                role,
-                layout.dir(&format!("contributor-{i}")),
-                mesh,
-                hubs.clone(),
-            )
-            .await,
-        );
-    }
+    // Held to the end: a node stops when its last client handle is dropped.
+    let _honest = spawn_contributors(&layout, mesh, &hubs, |_| 7).await;
 
     // The hostile peers wait for round 1 and for the generator's subscription.
     hostile

@@ -168,17 +168,7 @@ async fn unlisted_requesters_and_bad_frames_get_answers_not_crashes() {
 async fn raw_stream(addr: &Multiaddr) -> libp2p::Stream {
     use futures::StreamExt;
     let (peer, _) = otpmesh_node::split_peer(addr);
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .build();
+    let mut swarm = rpc::bare_swarm(Keypair::generate_ed25519()).unwrap();
     let mut control = swarm.behaviour().new_control();
     swarm.dial(addr.clone()).unwrap();
     tokio::spawn(async move {

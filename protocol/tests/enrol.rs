@@ -1,14 +1,15 @@
 //! Enrolment by X25519 exchange, and key recycling by epoch: requester and distributor state
 //! machines talking directly, time set by the test.
 
+mod common;
+
 use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::kx::{EpochKey, KxError};
 use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
 use otpmesh_protocol::otp::{self, Digits};
-use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{Action, Distributor, Event, InboundId, Record, Requester, Role};
-use otpmesh_protocol::round::{self, RoundId, Secret, Transcript};
+use otpmesh_protocol::round::Secret;
 use otpmesh_protocol::wire::{OtpGrant, Request, Response};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -55,18 +56,7 @@ impl Pair {
             ..Default::default()
         });
         let secret = Secret::from_bytes([7; 32]);
-        let transcript = Transcript {
-            round: RoundId(1),
-            generator,
-            key_fingerprint: Default::default(),
-            included: vec![round::Inclusion {
-                client: ClientId(1),
-                ciphertext_hash: round::ciphertext_hash(b"x"),
-            }],
-            prev_commitment: Default::default(),
-            commitment: secret.commitment(RoundId(1)),
-            sealed_at_ms: 0,
-        };
+        let transcript = common::round_one(generator, Default::default(), &secret);
         let restored = Restored {
             rounds: vec![(transcript, secret.clone())],
             ..Default::default()

@@ -1,6 +1,8 @@
 //! The four roles wired together by a tiny deterministic simulator: no network, no clock, no disk.
 //! Messages are delivered in order; time moves only when the test says so.
 
+mod common;
+
 use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::mesh::{Contributor as Listed, Member, MeshConfig};
 use otpmesh_protocol::otp;
@@ -567,18 +569,7 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
         ..Default::default()
     });
     let secret = Secret::from_bytes([5; 32]);
-    let transcript = Transcript {
-        round: RoundId(1),
-        generator,
-        key_fingerprint: key().public().fingerprint(),
-        included: vec![round::Inclusion {
-            client: ClientId(1),
-            ciphertext_hash: round::ciphertext_hash(b"x"),
-        }],
-        prev_commitment: Default::default(),
-        commitment: secret.commitment(RoundId(1)),
-        sealed_at_ms: 0,
-    };
+    let transcript = common::round_one(generator, key().public().fingerprint(), &secret);
     let deliver = |t: &Transcript, s: &Secret| {
         Request::Deliver(Box::new(Delivery {
             transcript: t.clone(),

@@ -1,13 +1,14 @@
 //! Verification at the distributor: once only, before expiry, with lockout, across restarts and
 //! across distributors. Pure state machines; time is whatever the test says.
 
+mod common;
+
 use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
 use otpmesh_protocol::otp;
-use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{Action, Distributor, InboundId, Record, Role, Verdict};
-use otpmesh_protocol::round::{self, RoundId, Secret, Transcript};
+use otpmesh_protocol::round::{RoundId, Secret, Transcript};
 use otpmesh_protocol::wire::{
     Delivery, Gossip, OtpRequest, Refusal, Request, Response, VerifyRequest, VerifyResult,
 };
@@ -59,18 +60,7 @@ impl World {
             ..Default::default()
         });
         let secret = Secret::from_bytes([5; 32]);
-        let transcript = Transcript {
-            round: RoundId(1),
-            generator,
-            key_fingerprint: Default::default(),
-            included: vec![round::Inclusion {
-                client: ClientId(1),
-                ciphertext_hash: round::ciphertext_hash(b"x"),
-            }],
-            prev_commitment: Default::default(),
-            commitment: secret.commitment(RoundId(1)),
-            sealed_at_ms: 0,
-        };
+        let transcript = common::round_one(generator, Default::default(), &secret);
         World {
             mesh,
             generator,

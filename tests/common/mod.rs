@@ -117,3 +117,17 @@ pub fn verify_json(args: &[&str]) -> (Option<i32>, String) {
         v["result"].as_str().unwrap_or("").to_string(),
     )
 }
+
+/// The string `field` of a successful command's JSON output (fails the test, with its stderr,
+/// if the command failed).
+pub fn json_field(out: &Output, field: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {field:?} in the output"))
+        .to_string()
+}

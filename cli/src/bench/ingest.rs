@@ -88,37 +88,33 @@ pub async fn ingest(args: BenchIngestArgs) -> Outcome {
     if rows.is_empty() {
         return Err(anyhow!("no round accepted two phrases; nothing to measure").into());
     }
-    if let Some(path) = &args.plot {
-        let series = vec![
-            (
-                "accepted per second".to_string(),
-                rows.iter().map(|r| (r.round as f64, r.per_s)).collect(),
-            ),
-            (
-                "ceiling (decryptions/s × cores)".to_string(),
-                rows.iter()
-                    .map(|r| (r.round as f64, r.ceiling_per_s))
-                    .collect(),
-            ),
-        ];
-        super::plot::lines(
-            path,
-            "ingest: phrases a generator accepts per second",
-            "round",
-            "phrases per second",
-            &series,
-        )?;
-    }
-    if let Some(path) = &args.json {
-        let report = Report {
-            suite: "ingest",
-            cores,
-            decrypt_ms,
-            ceiling_per_s,
-            rows,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let series = vec![
+        (
+            "accepted per second".to_string(),
+            rows.iter().map(|r| (r.round as f64, r.per_s)).collect(),
+        ),
+        (
+            "ceiling (decryptions/s × cores)".to_string(),
+            rows.iter()
+                .map(|r| (r.round as f64, r.ceiling_per_s))
+                .collect(),
+        ),
+    ];
+    args.out.plot(
+        "ingest: phrases a generator accepts per second",
+        "round",
+        "phrases per second",
+        &series,
+    )?;
+
+    let report = Report {
+        suite: "ingest",
+        cores,
+        decrypt_ms,
+        ceiling_per_s,
+        rows,
+    };
+    args.out.write_json(&report)?;
+
     Ok(())
 }

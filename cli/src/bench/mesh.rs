@@ -1,8 +1,8 @@
 //! `otpmesh bench mesh`: forming, memory and gossip propagation of meshes of real processes.
 
-use super::{percentile, run_mesh, MAX_K};
+use super::{counts, percentile, run_mesh, MAX_K};
 use crate::cmd::Outcome;
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -23,18 +23,7 @@ struct MeshRow {
 /// propagation (the generator's round announcement to each contributor's request for its input, both
 /// as their events reach this process).
 pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
-    let sizes: Vec<u32> = args
-        .nodes
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| anyhow!("--nodes {t:?}: {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    if let Some(bad) = sizes.iter().find(|n| **n < 3 || **n > MAX_K + 2) {
-        return Err(anyhow!("--nodes {bad}: between 3 and {}", MAX_K + 2).into());
-    }
+    let sizes = counts(&args.nodes, "nodes", 3..=MAX_K + 2)?;
     println!("memory per node: VmRSS counts the executable's pages every node shares; private = RssAnon; PSS divides shared pages among their sharers");
     println!(
         "{:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>8}",
@@ -55,7 +44,6 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
             .await
             .with_context(|| format!("{n} nodes"))?;
         let (form_ms, memory, arrivals) = (run.form_ms, run.memory, run.arrivals);
-        let rss: Vec<f64> = memory.iter().map(|m| m.rss).collect();
         let avg = |f: fn(&super::Memory) -> f64| {
             memory.iter().map(f).sum::<f64>() / memory.len().max(1) as f64
         };
@@ -75,8 +63,8 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
         let row = MeshRow {
             nodes: n as usize,
             form_ms,
-            rss_avg_mb: rss.iter().sum::<f64>() / rss.len().max(1) as f64,
-            rss_max_mb: rss.iter().copied().fold(0.0, f64::max),
+            rss_avg_mb: avg(|m| m.rss),
+            rss_max_mb: memory.iter().map(|m| m.rss).fold(0.0, f64::max),
             private_avg_mb: avg(|m| m.private),
             pss_avg_mb: avg(|m| m.proportional),
             gossip_p50_ms: percentile(&delays, 0.5),
@@ -97,23 +85,19 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
         );
         rows.push(row);
     }
-    if let Some(path) = &args.plot {
-        let line = |f: fn(&MeshRow) -> f64| rows.iter().map(|r| (r.nodes as f64, f(r))).collect();
-        super::plot::lines(
-            path,
-            "mesh: forming and gossip propagation",
-            "processes",
-            "milliseconds",
-            &[
-                ("time to form".to_string(), line(|r| r.form_ms)),
-                ("gossip p99".to_string(), line(|r| r.gossip_p99_ms)),
-                ("gossip p50".to_string(), line(|r| r.gossip_p50_ms)),
-            ],
-        )?;
-    }
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let line = |f: fn(&MeshRow) -> f64| rows.iter().map(|r| (r.nodes as f64, f(r))).collect();
+    args.out.plot(
+        "mesh: forming and gossip propagation",
+        "processes",
+        "milliseconds",
+        &[
+            ("time to form".to_string(), line(|r| r.form_ms)),
+            ("gossip p99".to_string(), line(|r| r.gossip_p99_ms)),
+            ("gossip p50".to_string(), line(|r| r.gossip_p50_ms)),
+        ],
+    )?;
+
+    args.out.write_json(&rows)?;
+
     Ok(())
 }

@@ -11,18 +11,68 @@ pub use mesh::mesh;
 pub use round::round;
 pub use serve::{serve, tcp_baseline};
 
+use crate::cli::BenchOutput;
 use crate::scenario::backend::Backend;
 use crate::scenario::layout;
 use crate::scenario::runner::Runner;
 use crate::scenario::spec::{
     NodeRole, NodeSpec, RoundExpect, RoundOutcome, RoundUntil, Scenario, Step, StepSpec,
 };
-use anyhow::bail;
+use anyhow::{anyhow, bail, Context};
 use otpmesh_protocol::mesh::Settings;
 use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::seal::PrivateKey;
 use std::time::{Duration, Instant};
+
+impl BenchOutput {
+    /// Writes `report` to `--json FILE`, if given.
+    fn write_json(&self, report: &impl serde::Serialize) -> anyhow::Result<()> {
+        if let Some(path) = &self.json {
+            std::fs::write(path, serde_json::to_string_pretty(report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Draws `series` into `--plot FILE.svg`, if given.
+    fn plot(
+        &self,
+        title: &str,
+        x_label: &str,
+        y_label: &str,
+        series: &[plot::Series],
+    ) -> anyhow::Result<()> {
+        match &self.plot {
+            Some(path) => plot::lines(path, title, x_label, y_label, series),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses a comma-separated list of counts given to `--flag`, each within `range`.
+fn counts(
+    text: &str,
+    flag: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> anyhow::Result<Vec<u32>> {
+    text.split(',')
+        .map(|t| {
+            let n: u32 = t
+                .trim()
+                .parse()
+                .map_err(|e| anyhow!("--{flag} {t:?}: {e}"))?;
+            if !range.contains(&n) {
+                bail!(
+                    "--{flag} {n}: between {} and {}",
+                    range.start(),
+                    range.end()
+                );
+            }
+            Ok(n)
+        })
+        .collect()
+}
 
 /// Most contributors a round benchmark starts.
 pub const MAX_K: u32 = 512;

@@ -2,7 +2,7 @@
 //! contributors, on real processes and in-process, against the floor a generator cannot beat: one
 //! RSA-OAEP decryption (measured now, on one core) × k / cores.
 
-use super::{decrypt_cost, run_mesh, MAX_K};
+use super::{counts, decrypt_cost, run_mesh, MAX_K};
 use crate::cli::BenchRoundArgs;
 use crate::cmd::Outcome;
 use anyhow::{anyhow, Context};
@@ -28,18 +28,7 @@ struct Report {
 }
 
 pub async fn round(args: BenchRoundArgs) -> Outcome {
-    let ks: Vec<u32> = args
-        .k
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| anyhow!("--k {t:?}: {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    if let Some(bad) = ks.iter().find(|k| **k == 0 || **k > MAX_K) {
-        return Err(anyhow!("--k {bad}: between 1 and {MAX_K} contributors").into());
-    }
+    let ks = counts(&args.k, "k", 1..=MAX_K)?;
     if args.rounds == 0 || args.rounds > 100 {
         return Err(anyhow!("--rounds {}: between 1 and 100", args.rounds).into());
     }
@@ -89,41 +78,37 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
             rows.push(row);
         }
     }
-    if let Some(path) = &args.plot {
-        let mut series: Vec<super::plot::Series> = modes
-            .iter()
-            .map(|(mode, _)| {
-                let line = rows
-                    .iter()
-                    .filter(|r| r.mode == *mode)
-                    .map(|r| (r.k as f64, r.latency_p50_ms))
-                    .collect();
-                (format!("p50 latency, {mode}"), line)
-            })
-            .collect();
-        series.push((
-            "floor: decryption × k / cores".to_string(),
-            ks.iter()
-                .map(|&k| (k as f64, decrypt_ms * k as f64 / cores as f64))
-                .collect(),
-        ));
-        super::plot::lines(
-            path,
-            "round: open to sealed and delivered",
-            "contributors k",
-            "milliseconds",
-            &series,
-        )?;
-    }
-    if let Some(path) = &args.json {
-        let report = Report {
-            suite: "round",
-            cores,
-            decrypt_ms,
-            rows,
-        };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let mut series: Vec<super::plot::Series> = modes
+        .iter()
+        .map(|(mode, _)| {
+            let line = rows
+                .iter()
+                .filter(|r| r.mode == *mode)
+                .map(|r| (r.k as f64, r.latency_p50_ms))
+                .collect();
+            (format!("p50 latency, {mode}"), line)
+        })
+        .collect();
+    series.push((
+        "floor: decryption × k / cores".to_string(),
+        ks.iter()
+            .map(|&k| (k as f64, decrypt_ms * k as f64 / cores as f64))
+            .collect(),
+    ));
+    args.out.plot(
+        "round: open to sealed and delivered",
+        "contributors k",
+        "milliseconds",
+        &series,
+    )?;
+
+    let report = Report {
+        suite: "round",
+        cores,
+        decrypt_ms,
+        rows,
+    };
+    args.out.write_json(&report)?;
+
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! (`otpmesh bench tcp-baseline`), answering frames of the same sizes as ours, with the same number
 //! of connections, each one request at a time, for the same time.
 
-use super::{percentile, scenario};
+use super::{counts, percentile, scenario};
 use crate::cli::{BenchServeArgs, TcpBaselineArgs};
 use crate::cmd::Outcome;
 use crate::scenario::backend::Backend;
@@ -135,33 +135,60 @@ async fn one_otp(session: &rpc::Session, key: &EpochKey) -> Result<u64, String> 
     }
 }
 
-/// Each requester asks one OTP at a time until `duration` is over.
-async fn load_otpmesh(requesters: &[Requester], duration: Duration) -> Load {
-    let start = Instant::now();
-    let until = start + duration;
-    let tasks: Vec<_> = requesters
-        .iter()
-        .map(|r| {
-            let (session, key) = (r.endpoint.session.clone(), r.key.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
-                while Instant::now() < until && ok + errors < MAX_CALLS {
-                    let t = Instant::now();
-                    match one_otp(&session, &key).await {
-                        Ok(_) => ok += 1,
-                        Err(_) => errors += 1,
-                    }
-                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-                }
-                (ok, errors, latencies)
-            })
-        })
-        .collect();
+/// What one call of a load loop came to.
+enum Call {
+    Answered,
+    Failed,
+    /// The connection is gone: the loop stops.
+    Broken,
+}
+
+/// Calls `call` one at a time until `until` (or [`MAX_CALLS`]), timing each answered or failed call.
+async fn timed(until: Instant, mut call: impl AsyncFnMut() -> Call) -> (u64, u64, Vec<f64>) {
+    let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
+    while Instant::now() < until && ok + errors < MAX_CALLS {
+        let t = Instant::now();
+        match call().await {
+            Call::Answered => ok += 1,
+            Call::Failed => errors += 1,
+            Call::Broken => {
+                errors += 1;
+                break;
+            }
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (ok, errors, latencies)
+}
+
+/// Runs the loops concurrently, each on its own task, and merges what they measured.
+async fn gather<F>(start: Instant, loops: Vec<F>) -> Load
+where
+    F: std::future::Future<Output = (u64, u64, Vec<f64>)> + Send + 'static,
+{
+    let tasks: Vec<_> = loops.into_iter().map(tokio::spawn).collect();
     let mut parts = Vec::new();
     for task in tasks {
         parts.push(task.await.unwrap_or_default());
     }
     Load::merge(parts, start.elapsed())
+}
+
+/// Each requester asks one OTP at a time until `duration` is over.
+async fn load_otpmesh(requesters: &[Requester], duration: Duration) -> Load {
+    let start = Instant::now();
+    let until = start + duration;
+    let loops = requesters
+        .iter()
+        .map(|r| {
+            let (session, key) = (r.endpoint.session.clone(), r.key.clone());
+            timed(until, async move || match one_otp(&session, &key).await {
+                Ok(_) => Call::Answered,
+                Err(_) => Call::Failed,
+            })
+        })
+        .collect();
+    gather(start, loops).await
 }
 
 /// Each of `connections` plain TCP connections sends `request` and reads one frame back, one at a
@@ -180,37 +207,23 @@ async fn load_tcp(
     }
     let start = Instant::now();
     let until = start + duration;
-    let tasks: Vec<_> = sockets
+    let loops = sockets
         .into_iter()
         .map(|mut socket| {
-            let request = request.to_vec();
-            tokio::spawn(async move {
-                let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
-                let mut reply = Vec::new();
-                while Instant::now() < until && ok + errors < MAX_CALLS {
-                    let t = Instant::now();
-                    let answered = async {
-                        socket.write_all(&request).await?;
-                        read_frame(&mut socket, &mut reply).await
-                    };
-                    match answered.await {
-                        Ok(()) => ok += 1,
-                        Err(_) => {
-                            errors += 1;
-                            break;
-                        }
-                    }
-                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            let (request, mut reply) = (request.to_vec(), Vec::new());
+            timed(until, async move || {
+                let answered = async {
+                    socket.write_all(&request).await?;
+                    read_frame(&mut socket, &mut reply).await
+                };
+                match answered.await {
+                    Ok(()) => Call::Answered,
+                    Err(_) => Call::Broken,
                 }
-                (ok, errors, latencies)
             })
         })
         .collect();
-    let mut parts = Vec::new();
-    for task in tasks {
-        parts.push(task.await.unwrap_or_default());
-    }
-    Ok(Load::merge(parts, start.elapsed()))
+    Ok(gather(start, loops).await)
 }
 
 /// Reads one `[len u32][len bytes]` frame into `buf`.
@@ -227,12 +240,10 @@ async fn read_frame(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
     Ok(())
 }
 
-/// A frame as the stream path sends it: `[len u32][id u64][body]`.
+/// A frame as the stream path sends it.
 fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(12 + body.len());
-    f.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
-    f.extend_from_slice(&1u64.to_be_bytes());
-    f.extend_from_slice(body);
+    let mut f = Vec::new();
+    rpc::push_frame(&mut f, 1, body);
     f
 }
 
@@ -256,9 +267,8 @@ pub async fn tcp_baseline(args: TcpBaselineArgs) -> Outcome {
                 let (mut request, mut reply) = (Vec::new(), Vec::new());
                 while read_frame(&mut socket, &mut request).await.is_ok() && request.len() >= 8 {
                     reply.clear();
-                    reply.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
-                    reply.extend_from_slice(&request[..8]);
-                    reply.extend_from_slice(&body);
+                    let id = u64::from_be_bytes(request[..8].try_into().expect("8 bytes"));
+                    rpc::push_frame(&mut reply, id, &body);
                     if socket.write_all(&reply).await.is_err() {
                         break;
                     }
@@ -306,18 +316,7 @@ async fn start_baseline(response_bytes: usize) -> anyhow::Result<(tokio::process
 }
 
 pub async fn serve(args: BenchServeArgs) -> Outcome {
-    let levels: Vec<u32> = args
-        .concurrency
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|e| anyhow!("--concurrency {t:?}: {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    if let Some(bad) = levels.iter().find(|c| **c == 0 || **c > MAX_CONCURRENCY) {
-        return Err(anyhow!("--concurrency {bad}: between 1 and {MAX_CONCURRENCY}").into());
-    }
+    let levels = counts(&args.concurrency, "concurrency", 1..=MAX_CONCURRENCY)?;
     if !(0.5..=60.0).contains(&args.seconds) {
         return Err(anyhow!("--seconds {}: between 0.5 and 60", args.seconds).into());
     }
@@ -349,32 +348,28 @@ pub async fn serve(args: BenchServeArgs) -> Outcome {
     .await;
     runner.backend.stop_all().await;
     let report = result?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.plot {
-        let series = |name: &str, f: fn(&Row) -> f64| {
-            (
-                name.to_string(),
-                report
-                    .rows
-                    .iter()
-                    .map(|r| (r.concurrency as f64, f(r)))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        super::plot::lines(
-            path,
-            "serve: OTPs per second at one distributor",
-            "concurrent requesters",
-            "requests per second",
-            &[
-                series("otpmesh (durable)", |r| r.otpmesh_per_s),
-                series("plain TCP baseline", |r| r.baseline_per_s),
-            ],
-        )?;
-    }
+    args.out.write_json(&report)?;
+
+    let series = |name: &str, f: fn(&Row) -> f64| {
+        (
+            name.to_string(),
+            report
+                .rows
+                .iter()
+                .map(|r| (r.concurrency as f64, f(r)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    args.out.plot(
+        "serve: OTPs per second at one distributor",
+        "concurrent requesters",
+        "requests per second",
+        &[
+            series("otpmesh (durable)", |r| r.otpmesh_per_s),
+            series("plain TCP baseline", |r| r.baseline_per_s),
+        ],
+    )?;
+
     Ok(())
 }
 
@@ -406,7 +401,7 @@ async fn measure(
     println!(
         "baseline: plain tokio TCP request/response in another process, frames of {} and {} bytes, same connections and time",
         request_frame.len(),
-        response_bytes + 12
+        response_bytes + rpc::FRAME_HEADER_BYTES
     );
     println!(
         "{:>6} {:>11} {:>8} {:>8} {:>7} {:>11} {:>8} {:>8} {:>7}",
@@ -450,7 +445,7 @@ async fn measure(
         suite: "serve",
         seconds: duration.as_secs_f64(),
         request_frame_bytes: request_frame.len(),
-        response_frame_bytes: response_bytes + 12,
+        response_frame_bytes: response_bytes + rpc::FRAME_HEADER_BYTES,
         rows,
     })
 }

@@ -674,15 +674,8 @@ fn check_step(
             requester,
             distributor,
             ..
-        } => {
-            need(
-                requester,
-                &[NodeRole::Requester, NodeRole::Hostile],
-                "requester",
-            )?;
-            need(distributor, &[NodeRole::Distributor], "distributor")?;
         }
-        Step::Verify {
+        | Step::Verify {
             requester,
             distributor,
             ..
