@@ -41,6 +41,9 @@ pub fn human(event: &NodeEvent) -> Option<String> {
         NodeEvent::RequestRejected { peer, reason } => {
             format!("rejected request from {}: {reason}", short(peer))
         }
+        NodeEvent::PeerPenalised { peer, reason } => {
+            format!("penalised {}: {reason}", short(peer))
+        }
         NodeEvent::InputNeeded { round } => format!("round {round}: waiting for your integer"),
         NodeEvent::Role(e) => match e {
             Event::RoundOpened {

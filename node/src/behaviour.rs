@@ -6,11 +6,15 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     gossipsub, identify, identity::Keypair, kad, mdns, ping, request_response, StreamProtocol,
 };
-use otpmesh_protocol::wire::{MAX_GOSSIP_BYTES, RR_PROTOCOL};
+use otpmesh_protocol::wire::{GOSSIP_TOPIC, MAX_GOSSIP_BYTES, PHRASE_TOPIC, RR_PROTOCOL};
 use std::time::Duration;
 
 /// How long an outbound request may take before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a connection is pinged, and how long a ping may take before the connection is
+/// taken for dead and closed.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent request streams per connection.
 pub const MAX_CONCURRENT_STREAMS: usize = 64;
 pub const IDENTIFY_PROTOCOL: &str = "/otpmesh/id/1";
@@ -69,17 +73,75 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, BehaviourError> {
         .map_err(|e| BehaviourError::Gossipsub(e.to_string()))
 }
 
+/// Below this gossip score a peer's messages are ignored and none are sent to it.
+pub const GRAYLIST_THRESHOLD: f64 = -80.0;
+/// Each invalid message a peer delivers costs `INVALID_MESSAGE_WEIGHT × count²`: a second invalid
+/// message (-100) graylists a peer that has earned the most credit there is (+11).
+pub const INVALID_MESSAGE_WEIGHT: f64 = -25.0;
+
+/// Gossipsub v1.1 peer scoring, with every weight chosen for small listed meshes:
+/// - invalid messages (P4, what validation rejects: bad signature, undecodable, from a peer not
+///   listed for that message) are the main signal, decaying slowly (1 % a second), so a peer that
+///   keeps sending junk stays graylisted;
+/// - mesh delivery rates (P3, P3b) are off: rounds are minutes apart, and a quiet honest peer must
+///   not be pruned for it;
+/// - IP colocation (P6) is off: local meshes put every node on 127.0.0.1, and who may do what
+///   comes from the mesh config, not from addresses;
+/// - credit for time in the mesh and first deliveries is capped at +11, so it cannot buy
+///   tolerance for junk;
+/// - the application score carries this node's own verdicts ([`crate::limits`]).
+pub fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 10.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+        invalid_message_deliveries_decay: 0.99,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ip_colocation_factor_weight: 0.0,
+        // Protocol misbehaviour (GRAFT during backoff, broken promises) counts past a few slips.
+        behaviour_penalty_threshold: 6.0,
+        ..Default::default()
+    };
+    for name in [GOSSIP_TOPIC, PHRASE_TOPIC] {
+        params
+            .topics
+            .insert(gossipsub::IdentTopic::new(name).hash(), topic.clone());
+    }
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: GRAYLIST_THRESHOLD,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 5.0,
+    };
+    (params, thresholds)
+}
+
 impl Behaviour {
     /// `kad_server`: serve the DHT (the mesh's generators and distributors). Contributors and
     /// requesters run kad as clients, so they are not handed out as peers to dial: a mesh of k
     /// contributors keeps O(k) connections instead of every node connecting to every other.
     pub fn new(key: &Keypair, mdns: bool, kad_server: bool) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
-        let gossipsub = gossipsub::Behaviour::new(
+        let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossipsub_config()?,
         )
         .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+        let (params, thresholds) = peer_score();
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(BehaviourError::Gossipsub)?;
         let rr = request_response::Behaviour::with_codec(
             WireCodec,
             [(
@@ -120,7 +182,11 @@ impl Behaviour {
             stream: libp2p_stream::Behaviour::new(),
             identify,
             kad,
-            ping: ping::Behaviour::default(),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             mdns: mdns.into(),
         })
     }

@@ -7,9 +7,10 @@
 //! reply in it says "unavailable": nothing is acknowledged that is not durable. Requests that arrive
 //! together on [`rpc`] streams are handled as one batch, so one commit serves many requesters.
 
-use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::behaviour::{Behaviour, BehaviourEvent, GRAYLIST_THRESHOLD};
 use crate::commit::{self, Committer};
 use crate::keys;
+use crate::limits::{Admit, Limiter, MAX_STRIKES, PENALTY_SCORE, STRIKE_WINDOW_MS};
 use crate::rpc;
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
@@ -111,6 +112,10 @@ pub struct EventLoop {
     /// Peers to stay connected to: (peer if known, address).
     pub(crate) keep: Vec<(Option<PeerId>, Multiaddr)>,
     pub(crate) blocked: HashSet<PeerId>,
+    /// Per-peer request rates and penalties.
+    pub(crate) limiter: Limiter,
+    /// Peers whose gossip score fell below the graylist threshold (reported once each).
+    pub(crate) graylisted: HashSet<PeerId>,
     pub(crate) rng: Box<dyn CryptoRngCore + Send>,
     pub(crate) last_redial: Millis,
     pub(crate) redial_backoff: Millis,
@@ -186,6 +191,13 @@ impl EventLoop {
         self.execute(actions);
         if now >= self.last_redial + REDIAL_EVERY_MS {
             self.redial(now);
+        }
+        for peer in self.limiter.expire(now) {
+            info!(%peer, "penalty over");
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .set_application_score(&peer, 0.0);
         }
         // Gossip that found no subscribed peer (or full queues) is tried again, not only when a
         // new subscription arrives.
@@ -548,7 +560,8 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                if self.blocked.contains(&peer_id) {
+                if self.blocked.contains(&peer_id) || self.limiter.is_penalised(&peer_id, now_ms())
+                {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -581,6 +594,17 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Rr(event)) => self.on_rr(event),
+            // A connection that stops answering pings is dead (a cut link sends no FIN): close
+            // it, so the redial and the retries of pending requests start now, not when TCP
+            // gives up. (A peer without ping, such as a bare requester, is left alone.)
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(error @ libp2p::ping::Failure::Timeout),
+            })) => {
+                debug!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -613,7 +637,7 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
-                let verdict = self.judge(&message);
+                let verdict = self.judge(&message, propagation_source);
                 let acceptance = match &verdict {
                     Verdict::Accept => gossipsub::MessageAcceptance::Accept,
                     Verdict::Ignore(reason) => {
@@ -630,11 +654,23 @@ impl EventLoop {
                         gossipsub::MessageAcceptance::Reject
                     }
                 };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                let _ = gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+                let score = gossipsub.peer_score(&propagation_source).unwrap_or(0.0);
+                if score < GRAYLIST_THRESHOLD && self.graylisted.insert(propagation_source) {
+                    let reason = format!("gossip score {score:.0}: its gossip is ignored");
+                    warn!(peer = %propagation_source, %reason, "peer penalised");
+                    self.emit(NodeEvent::PeerPenalised {
+                        peer: propagation_source,
+                        reason,
+                    });
+                } else if score >= GRAYLIST_THRESHOLD {
+                    self.graylisted.remove(&propagation_source);
+                }
             }
             gossipsub::Event::Subscribed { peer_id, .. } => {
                 self.emit(NodeEvent::Subscribed { peer: peer_id });
@@ -644,8 +680,11 @@ impl EventLoop {
         }
     }
 
-    /// Decodes, checks who may send it, and lets the role judge the rest.
-    fn judge(&mut self, message: &gossipsub::Message) -> Verdict {
+    /// Decodes, checks who may send it, and lets the role judge the rest. A relay is blamed (the
+    /// message rejected, which costs the relay gossip score) only for what it could have checked
+    /// itself: the role's verdicts depend on state only this node has (a second phrase, another
+    /// key), so when they reject a message a relay forwarded, the relay is not penalised for it.
+    fn judge(&mut self, message: &gossipsub::Message, relay: PeerId) -> Verdict {
         let Some(mesh) = self.mesh.clone() else {
             return Verdict::Ignore("not following gossip".into());
         };
@@ -661,7 +700,10 @@ impl EventLoop {
                 let (verdict, actions) =
                     self.role.gossip(now_ms(), source, &gossip, &mut *self.rng);
                 self.execute(actions);
-                verdict
+                match verdict {
+                    Verdict::Reject(reason) if relay != source => Verdict::Ignore(reason),
+                    verdict => verdict,
+                }
             }
             other => other,
         }
@@ -671,7 +713,28 @@ impl EventLoop {
     /// (one commit); a request the role did not answer is told so at once.
     fn on_requests(&mut self, batch: Vec<(PeerId, Result<Request, WireError>, Reply)>) {
         let mut actions = Vec::new();
+        let now = now_ms();
         for (peer, request, reply) in batch {
+            if self.limiter.is_penalised(&peer, now) {
+                let refusal = Refusal::Unavailable("penalised for exceeding request limits".into());
+                self.answer(reply, Response::Refused(refusal));
+                continue;
+            }
+            let admit = match &request {
+                Ok(_) => self.limiter.admit(peer, now),
+                Err(_) if self.limiter.strike(peer, now) => Admit::Penalise,
+                Err(_) => Admit::Yes,
+            };
+            if admit == Admit::Penalise {
+                self.penalise(peer, format!("{MAX_STRIKES} refused or undecodable requests within {STRIKE_WINDOW_MS} ms"));
+            }
+            if request.is_ok() && admit != Admit::Yes {
+                let rate = self.limiter.rate_per_s();
+                let refusal =
+                    Refusal::Unavailable(format!("rate limit: {rate} requests a second per peer"));
+                self.answer(reply, Response::Refused(refusal));
+                continue;
+            }
             match request {
                 Ok(request) => {
                     self.next_inbound += 1;
@@ -702,6 +765,17 @@ impl EventLoop {
             }
         }
         self.execute(actions);
+    }
+
+    /// Disconnects `peer`, refuses it for [`limits::PENALTY_MS`] and graylists its gossip.
+    fn penalise(&mut self, peer: PeerId, reason: String) {
+        warn!(%peer, %reason, "peer penalised");
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour
+            .gossipsub
+            .set_application_score(&peer, PENALTY_SCORE);
+        let _ = self.swarm.disconnect_peer_id(peer);
+        self.emit(NodeEvent::PeerPenalised { peer, reason });
     }
 
     fn on_rr(

@@ -13,6 +13,7 @@ pub mod commit;
 pub mod control;
 pub mod event_loop;
 pub mod keys;
+pub mod limits;
 pub mod rpc;
 pub mod store;
 
@@ -132,6 +133,11 @@ pub enum NodeEvent {
         reason: String,
     },
     RequestRejected {
+        peer: PeerId,
+        reason: String,
+    },
+    /// A peer crossed a limit: its requests are refused and its gossip ignored for a while.
+    PeerPenalised {
         peer: PeerId,
         reason: String,
     },
@@ -497,6 +503,8 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         addresses,
         keep,
         blocked: HashSet::new(),
+        limiter: limits::Limiter::new(config.mesh.settings.requests_per_peer_s),
+        graylisted: HashSet::new(),
         rng: match config.seed {
             Some(seed) => {
                 let mut h = blake3::Hasher::new_derive_key("otpmesh/1 seeded node rng");

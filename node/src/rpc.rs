@@ -44,8 +44,9 @@ const ID_BYTES: usize = 8;
 /// A frame's length and id, before its body.
 pub const FRAME_HEADER_BYTES: usize = 4 + ID_BYTES;
 
-/// Reads one frame; `None` at a clean end of stream.
-async fn read_frame<R: AsyncRead + Unpin>(
+/// Reads one frame of at most `max` body bytes; `None` at a clean end of stream. An oversize or
+/// truncated frame is an error (the caller closes the stream).
+pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> io::Result<Option<(u64, Vec<u8>)>> {
@@ -122,12 +123,55 @@ impl Replier {
     }
 }
 
-/// Accepts streams and serves each one until it closes.
+/// Streams open from one peer at a time; more are dropped as they arrive.
+pub const MAX_STREAMS_PER_PEER: usize = 8;
+
+/// Open streams per peer; a stream's [`PeerSlot`] gives its place back when the stream ends.
+type OpenPerPeer = Arc<Mutex<HashMap<PeerId, usize>>>;
+
+struct PeerSlot {
+    peer: PeerId,
+    open: OpenPerPeer,
+    _total: OwnedSemaphorePermit,
+}
+
+impl PeerSlot {
+    fn take(peer: PeerId, open: &OpenPerPeer, total: &Arc<Semaphore>) -> Option<PeerSlot> {
+        let mut counts = open.lock().expect("stream counts are never poisoned");
+        let count = counts.entry(peer).or_default();
+        if *count >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        let total = total.clone().try_acquire_owned().ok()?;
+        *count += 1;
+        Some(PeerSlot {
+            peer,
+            open: open.clone(),
+            _total: total,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().expect("stream counts are never poisoned");
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Accepts streams and serves each one until it closes: at most [`MAX_STREAMS`] in all and
+/// [`MAX_STREAMS_PER_PEER`] from any one peer, so one peer cannot take every slot.
 pub async fn serve(mut incoming: IncomingStreams, inbound: mpsc::Sender<Inbound>) {
-    let slots = Arc::new(Semaphore::new(MAX_STREAMS));
+    let total = Arc::new(Semaphore::new(MAX_STREAMS));
+    let open = OpenPerPeer::default();
     while let Some((peer, stream)) = incoming.next().await {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "{MAX_STREAMS} rpc streams open; stream dropped");
+        let Some(slot) = PeerSlot::take(peer, &open, &total) else {
+            debug!(%peer, "rpc stream limit reached; stream dropped");
             continue;
         };
         tokio::spawn(serve_stream(peer, stream, inbound.clone(), slot));
@@ -138,7 +182,7 @@ async fn serve_stream(
     peer: PeerId,
     stream: Stream,
     inbound: mpsc::Sender<Inbound>,
-    _slot: OwnedSemaphorePermit,
+    _slot: PeerSlot,
 ) {
     let (mut reader, mut writer) = stream.split();
     let (frames, mut queued) = mpsc::channel(MAX_IN_FLIGHT);

@@ -334,7 +334,10 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
         .seal(RoundId(1), ClientId(1), &phrase(1), &mut rng)
         .unwrap();
 
-    hostile
+    // Each peer's second invalid message graylists it (later ones are dropped unread), so the
+    // junk is shared out: the stranger sends two invalid messages, the hostile contributor two
+    // invalid ones and a round number nobody could act on.
+    stranger
         .client
         .publish_raw(b"\xff\x00 not cbor".to_vec())
         .await
@@ -374,16 +377,24 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
         "client id 1 belongs to another peer",
     ];
     let mut seen = Vec::new();
+    let mut penalised = Vec::new();
     let included = generator
         .wait_for("round 1 sealed after every rejection", |e| {
             match e {
                 NodeEvent::GossipRejected { reason, .. } => seen.push(reason.clone()),
                 NodeEvent::Role(Event::PhraseRejected { reason, .. }) => seen.push(reason.clone()),
+                NodeEvent::PeerPenalised { peer, .. } => penalised.push(*peer),
                 _ => {}
             }
             sealed(e, RoundId(1))
         })
         .await;
+    let hostile_peer = identity(&layout.dir("contributor-5"));
+    let stranger_peer = identity(&layout.dir("stranger"));
+    assert!(
+        penalised.contains(&hostile_peer) && penalised.contains(&stranger_peer),
+        "both misbehaving peers are graylisted: {penalised:?}"
+    );
     for want in expected {
         assert!(
             seen.iter().any(|r| r.contains(want)),

@@ -55,6 +55,9 @@ pub struct Settings {
     pub epoch_ms: u64,
     /// TOTP steps accepted on either side of the expected one.
     pub totp_window: u32,
+    /// Requests a node serves per peer per second (bursts of twice that); more are refused, and a
+    /// peer that keeps on is penalised.
+    pub requests_per_peer_s: u32,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             lockout_ms: 900_000,
             epoch_ms: 3_600_000,
             totp_window: 1,
+            requests_per_peer_s: 1_000,
         }
     }
 }
@@ -132,9 +136,19 @@ pub enum MeshError {
     },
     #[error("a mesh needs at least one generator (none listed under [[generators]])")]
     NoGenerator,
+    #[error("{0}")]
+    Syntax(String),
 }
 
 impl MeshConfig {
+    /// Reads a mesh config from its TOML text and checks it.
+    pub fn from_toml(text: &str) -> Result<MeshConfig, MeshError> {
+        let mesh: MeshConfig =
+            toml::from_str(text).map_err(|e| MeshError::Syntax(e.to_string()))?;
+        mesh.validate()?;
+        Ok(mesh)
+    }
+
     /// Checks the config is consistent; every node runs this before it starts.
     pub fn validate(&self) -> Result<(), MeshError> {
         let lists: [(&'static str, usize); 4] = [

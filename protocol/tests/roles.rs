@@ -490,6 +490,36 @@ fn delivery_is_retried_until_the_distributor_is_back() {
     );
 }
 
+#[test]
+fn a_restarted_generator_delivers_the_round_a_distributor_missed() {
+    let (mut sim, ids) = Sim::new(2, |m| m.settings.round_interval_ms = 60_000);
+    sim.down.insert(ids.distributor);
+    sim.advance(3_000);
+    assert_eq!(sim.sealed().len(), 1);
+    let records = sim.records[&ids.generator].clone();
+    let last_sealed = records.iter().rev().find_map(|r| match r {
+        Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
+        _ => None,
+    });
+    // The generator restarts from its store while the distributor is still away, then it is back.
+    let generator = Generator::new(
+        ids.generator,
+        sim.mesh.clone(),
+        key().public().clone(),
+        Some(RoundId(1)),
+        last_sealed,
+    );
+    sim.add(ids.generator, Box::new(generator));
+    sim.advance(500);
+    sim.down.remove(&ids.distributor);
+    sim.advance(3_000);
+    let delivered = sim.find(|peer, e| {
+        matches!(e, Event::RoundStored { round: RoundId(1), .. } if *peer == ids.distributor)
+            .then_some(())
+    });
+    assert_eq!(delivered.len(), 1, "round 1 reached the distributor");
+}
+
 /// What a store would give back from these records (the node's store keeps the same facts).
 fn restore(records: &[Record], rounds: Vec<(Transcript, Secret)>) -> Restored {
     let mut otps: Vec<(otpmesh_protocol::role::OtpRef, u64, bool)> = Vec::new();

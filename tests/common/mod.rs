@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// Picks the events a test waits for.
+pub type Pick<'a> = dyn Fn(&Value) -> bool + 'a;
+
 /// A `mesh up` running in the background, its JSON events read on a thread.
 pub struct Mesh {
     pub child: Child,
@@ -51,6 +54,27 @@ impl Mesh {
                 Ok(v) if pick(&v) => return v,
                 Ok(_) => {}
                 Err(_) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Waits until every one of `wanted` has matched some event, in any order.
+    pub fn wait_for_all(&self, wanted: &[(&str, &Pick<'_>)]) {
+        let end = Instant::now() + WAIT;
+        let mut seen = vec![false; wanted.len()];
+        while seen.contains(&false) {
+            let left = end.saturating_duration_since(Instant::now());
+            let Ok(v) = self.events.recv_timeout(left) else {
+                let missing: Vec<&str> = wanted
+                    .iter()
+                    .zip(&seen)
+                    .filter(|(_, s)| !**s)
+                    .map(|((what, _), _)| *what)
+                    .collect();
+                panic!("within {WAIT:?}, no {missing:?}");
+            };
+            for (i, (_, pick)) in wanted.iter().enumerate() {
+                seen[i] |= pick(&v);
             }
         }
     }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -360,7 +361,10 @@ async fn follow(
             if let Value::Object(map) = &mut tagged {
                 map.insert("node".into(), Value::String(name.clone()));
             }
-            println!("{tagged}");
+            // Whoever reads the events has gone (a closed pipe): stop the mesh, not panic.
+            if writeln!(std::io::stdout(), "{tagged}").is_err() {
+                return Ok(());
+            }
         }
         let round = value.get("round").and_then(Value::as_u64).unwrap_or(0);
         match event_name(&value) {

@@ -104,9 +104,10 @@ impl Generator {
             manual: false,
         };
         // A restart may have cut a delivery short: deliver the chain head again (distributors
-        // acknowledge a round they already hold).
+        // acknowledge a round they already hold). Queued only: the first tick sends it.
         if let Some((transcript, secret)) = last_sealed {
-            generator.queue_delivery(Delivery { transcript, secret }, 0);
+            let _no_distributors_listed =
+                generator.insert_delivery(Delivery { transcript, secret }, 0);
         }
         generator
     }
@@ -269,6 +270,13 @@ impl Generator {
     }
 
     fn queue_delivery(&mut self, delivery: Delivery, now: Millis) -> Vec<Action> {
+        let mut actions = self.insert_delivery(delivery, now);
+        actions.extend(self.send_deliveries(now));
+        actions
+    }
+
+    /// Adds a delivery to the queue (dropping the oldest past the bound); sends nothing.
+    fn insert_delivery(&mut self, delivery: Delivery, now: Millis) -> Vec<Action> {
         let round = delivery.transcript.round;
         let waiting: BTreeSet<PeerId> = self.mesh.distributors.iter().map(|m| m.peer_id).collect();
         if waiting.is_empty() {
@@ -295,7 +303,6 @@ impl Generator {
                 }
             }
         }
-        actions.extend(self.send_deliveries(now));
         actions
     }
 

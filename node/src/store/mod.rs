@@ -3,22 +3,20 @@
 //! ChaCha20-Poly1305 under the data dir's `store.key` (0600); the database file holds no plaintext
 //! secret. redb locks the file, so a second process on the same data dir is refused.
 
+pub mod record;
+
 use crate::keys::{self, KeyFileError};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use libp2p::PeerId;
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{OtpRef, Record};
 use otpmesh_protocol::round::{RoundId, Secret, Transcript};
-use rand_core::{OsRng, RngCore};
+use record::Sealer;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 
 pub const DB_FILE: &str = "node.redb";
 /// Rounds kept in the database; older ones are deleted with their counters.
 pub const MAX_STORED_ROUNDS: u64 = 32;
-/// Largest stored value read back (a sealed round with the largest transcript).
-pub const MAX_VALUE_BYTES: usize = otpmesh_protocol::wire::MAX_REQUEST_BYTES + 64;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
@@ -35,8 +33,6 @@ const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts")
 const ENROLMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("enrolments");
 /// TOTP tokens: requester → sealed CBOR token.
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("totp_tokens");
-/// Largest attempts record read back.
-const MAX_ATTEMPTS_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,7 +51,7 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     path: PathBuf,
-    cipher: ChaCha20Poly1305,
+    sealer: Sealer,
 }
 
 impl std::fmt::Debug for Store {
@@ -84,7 +80,7 @@ impl Store {
         let store = Store {
             db,
             path,
-            cipher: ChaCha20Poly1305::new(Key::from_slice(key.as_ref())),
+            sealer: Sealer::new(&key),
         };
         // Create the tables so reads of a fresh database find them.
         store.write(|txn| {
@@ -134,7 +130,7 @@ impl Store {
             }
             Record::Round { transcript, secret } => {
                 let round = transcript.round.0;
-                let sealed = self.seal(round, transcript, secret);
+                let sealed = self.sealer.seal_round(transcript, secret);
                 {
                     let mut rounds = txn.open_table(ROUNDS)?;
                     rounds.insert(round, sealed.as_slice())?;
@@ -171,9 +167,7 @@ impl Store {
                 locked_until,
             } => {
                 let who = requester.to_bytes();
-                let mut value = Vec::new();
-                ciborium::into_writer(&(failures, locked_until), &mut value)
-                    .expect("writing CBOR into a Vec cannot fail");
+                let value = record::encode_attempts(failures, *locked_until);
                 {
                     let mut table = txn.open_table(ATTEMPTS)?;
                     if failures.is_empty() && *locked_until == 0 {
@@ -186,9 +180,7 @@ impl Store {
             }
             Record::Enrolment { peer, epoch, key } => {
                 let who = peer.to_bytes();
-                let mut plain = zeroize::Zeroizing::new(epoch.to_be_bytes().to_vec());
-                plain.extend_from_slice(key.as_bytes());
-                let sealed = self.encrypt(&Self::enrolment_aad(&who), &plain);
+                let sealed = self.sealer.seal_enrolment(&who, *epoch, key);
                 {
                     txn.open_table(ENROLMENTS)?
                         .insert(who.as_slice(), sealed.as_slice())?;
@@ -197,10 +189,7 @@ impl Store {
             }
             Record::TotpToken { requester, token } => {
                 let who = requester.to_bytes();
-                let mut plain = zeroize::Zeroizing::new(Vec::new());
-                ciborium::into_writer(token, &mut *plain)
-                    .expect("writing CBOR into a Vec cannot fail");
-                let sealed = self.encrypt(&[b"totp/".as_slice(), &who].concat(), &plain);
+                let sealed = self.sealer.seal_token(&who, token);
                 {
                     txn.open_table(TOKENS)?
                         .insert(who.as_slice(), sealed.as_slice())?;
@@ -216,15 +205,14 @@ impl Store {
                     .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
                 // An attempts record that no longer counts (old failures, lockout over) goes too;
                 // one that does not decode is kept for `distributor_state` to report.
-                txn.open_table(ATTEMPTS)?.retain(|_, bytes| {
-                    match ciborium::from_reader::<(Vec<u64>, u64), _>(bytes) {
-                        Ok((failures, locked_until)) => {
+                txn.open_table(ATTEMPTS)?
+                    .retain(|_, bytes| match record::attempts(bytes) {
+                        Some((failures, locked_until)) => {
                             locked_until > *now_ms
                                 || failures.iter().any(|t| *t >= *failures_before_ms)
                         }
-                        Err(_) => true,
-                    }
-                })?;
+                        None => true,
+                    })?;
                 Ok(())
             }
         }
@@ -242,8 +230,7 @@ impl Store {
             let (k, v) = entry.map_err(|e| self.db_err(e))?;
             let (issuer, requester, round, counter) = k.value();
             let (expires_at, used) = v.value();
-            let (Ok(issuer), Ok(requester)) =
-                (PeerId::from_bytes(issuer), PeerId::from_bytes(requester))
+            let (Some(issuer), Some(requester)) = (record::peer(issuer), record::peer(requester))
             else {
                 return Err(StoreError::CorruptRecord { table: "otps" });
             };
@@ -261,14 +248,9 @@ impl Store {
         let attempts = txn.open_table(ATTEMPTS).map_err(|e| self.db_err(e))?;
         for entry in attempts.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = entry.map_err(|e| self.db_err(e))?;
-            let bytes = v.value();
             let corrupt = || StoreError::CorruptRecord { table: "attempts" };
-            if bytes.len() > MAX_ATTEMPTS_BYTES {
-                return Err(corrupt());
-            }
-            let requester = PeerId::from_bytes(k.value()).map_err(|_| corrupt())?;
-            let (failures, locked_until): (Vec<u64>, u64) =
-                ciborium::from_reader(bytes).map_err(|_| corrupt())?;
+            let requester = record::peer(k.value()).ok_or_else(corrupt)?;
+            let (failures, locked_until) = record::attempts(v.value()).ok_or_else(corrupt)?;
             restored.attempts.push((requester, failures, locked_until));
         }
         let enrolments = txn.open_table(ENROLMENTS).map_err(|e| self.db_err(e))?;
@@ -277,18 +259,12 @@ impl Store {
             let corrupt = || StoreError::CorruptRecord {
                 table: "enrolments",
             };
-            let requester = PeerId::from_bytes(k.value()).map_err(|_| corrupt())?;
-            let plain = self
-                .decrypt(&Self::enrolment_aad(k.value()), v.value())
+            let requester = record::peer(k.value()).ok_or_else(corrupt)?;
+            let (epoch, key) = self
+                .sealer
+                .open_enrolment(k.value(), v.value())
                 .ok_or_else(corrupt)?;
-            if plain.len() != 40 {
-                return Err(corrupt());
-            }
-            let epoch = u64::from_be_bytes(plain[..8].try_into().expect("8 bytes"));
-            let key: [u8; 32] = plain[8..].try_into().expect("32 bytes");
-            restored
-                .enrolments
-                .push((requester, epoch, Secret::from_bytes(key)));
+            restored.enrolments.push((requester, epoch, key));
         }
         let tokens = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
         for entry in tokens.iter().map_err(|e| self.db_err(e))? {
@@ -296,63 +272,15 @@ impl Store {
             let corrupt = || StoreError::CorruptRecord {
                 table: "totp_tokens",
             };
-            let requester = PeerId::from_bytes(k.value()).map_err(|_| corrupt())?;
-            let plain = self
-                .decrypt(&[b"totp/".as_slice(), k.value()].concat(), v.value())
+            let requester = record::peer(k.value()).ok_or_else(corrupt)?;
+            let token = self
+                .sealer
+                .open_token(k.value(), v.value())
                 .ok_or_else(corrupt)?;
-            let token = ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
             restored.tokens.push((requester, token));
         }
         restored.counters = self.counters()?;
         Ok(restored)
-    }
-
-    /// ChaCha20-Poly1305 under the store key: nonce ‖ ciphertext, bound to `aad`.
-    fn encrypt(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        OsRng.fill_bytes(&mut nonce);
-        let mut out = nonce.to_vec();
-        let ct = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
-            .expect("ChaCha20-Poly1305 encryption of a bounded message cannot fail");
-        out.extend_from_slice(&ct);
-        out
-    }
-
-    fn decrypt(&self, aad: &[u8], bytes: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-        if bytes.len() < 12 || bytes.len() > MAX_VALUE_BYTES {
-            return None;
-        }
-        let (nonce, ct) = bytes.split_at(12);
-        self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-            .ok()
-            .map(zeroize::Zeroizing::new)
-    }
-
-    fn seal(&self, round: u64, transcript: &Transcript, secret: &Secret) -> Vec<u8> {
-        let mut plain = zeroize::Zeroizing::new(Vec::new());
-        ciborium::into_writer(&(transcript, secret), &mut *plain)
-            .expect("writing CBOR into a Vec cannot fail");
-        self.encrypt(&round.to_be_bytes(), &plain)
-    }
-
-    fn open_sealed(&self, round: u64, bytes: &[u8]) -> Result<(Transcript, Secret), StoreError> {
-        let corrupt = || StoreError::Corrupt { round };
-        let plain = self
-            .decrypt(&round.to_be_bytes(), bytes)
-            .ok_or_else(corrupt)?;
-        let (transcript, secret): (Transcript, Secret) =
-            ciborium::from_reader(plain.as_slice()).map_err(|_| corrupt())?;
-        if transcript.round.0 != round {
-            return Err(corrupt());
-        }
-        Ok((transcript, secret))
-    }
-
-    fn enrolment_aad(requester: &[u8]) -> Vec<u8> {
-        [b"enrolment/".as_slice(), requester].concat()
     }
 
     pub fn last_opened(&self) -> Result<Option<RoundId>, StoreError> {
@@ -371,7 +299,9 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = entry.map_err(|e| self.db_err(e))?;
-            out.push(self.open_sealed(k.value(), v.value())?);
+            let round = k.value();
+            let opened = self.sealer.open_round(round, v.value());
+            out.push(opened.ok_or(StoreError::Corrupt { round })?);
         }
         Ok(out)
     }
@@ -384,7 +314,7 @@ impl Store {
         for entry in table.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = entry.map_err(|e| self.db_err(e))?;
             let (round, who) = k.value();
-            if let Ok(peer) = PeerId::from_bytes(who) {
+            if let Some(peer) = record::peer(who) {
                 out.push((RoundId(round), peer, v.value()));
             }
         }

@@ -1,0 +1,9 @@
+//! The `otpmesh` command line as a library: `main` parses the arguments and hands them to
+//! [`cmd::run`]. A library so that fuzz targets and benches can reach the file parsers
+//! ([`scenario::spec`], the node config) without a process.
+
+mod bench;
+pub mod cli;
+pub mod cmd;
+mod output;
+pub mod scenario;
