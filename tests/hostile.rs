@@ -243,7 +243,15 @@ fn honest_request_and_verify(distributor: &str, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
-    let mesh = Mesh::up(&["--requesters", "2", "--interval-ms", "500"]);
+    // A low request limit, so that the hammer crosses it however slow the machine is.
+    let mesh = Mesh::up(&[
+        "--requesters",
+        "2",
+        "--interval-ms",
+        "500",
+        "--requests-per-peer-s",
+        "100",
+    ]);
     mesh.wait_for("round 1 delivered", |v| {
         v["node"] == "generator-1" && v["event"] == "round_delivered_all"
     });

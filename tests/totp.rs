@@ -145,6 +145,12 @@ fn a_mesh_token_scans_and_oathtool_codes_verify_once() {
         .output()
         .unwrap();
     let uri = json_field(&out, "uri");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&png).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "the QR code carries the secret: private to its owner"
+    );
     let decoded = run(
         zbar,
         &["-q".into(), "--raw".into(), png.display().to_string()],

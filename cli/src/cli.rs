@@ -62,6 +62,12 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench ingest\n  otpmesh bench ingest --phrases 512 --json ingest.json --plot ingest.svg"
     )]
     Ingest(BenchIngestArgs),
+    /// Sustained rounds, OTPs and verifications at a fraction of the measured maximum: passes
+    /// only with zero errors and memory flat after warm-up.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench soak --duration 10m\n  otpmesh bench soak --duration 45s --json soak.json --plot soak.svg"
+    )]
+    Soak(BenchSoakArgs),
     /// The serve suite's baseline server (started by `bench serve`).
     #[command(hide = true)]
     TcpBaseline(TcpBaselineArgs),
@@ -98,6 +104,24 @@ pub struct BenchIngestArgs {
     /// Rounds measured.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    #[command(flatten)]
+    pub out: BenchOutput,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSoakArgs {
+    /// How long the load runs (e.g. 45s, 10m).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// The load as a fraction of the calibrated maximum.
+    #[arg(long, default_value_t = 0.8)]
+    pub load: f64,
+    /// Seconds of back-to-back load that measure the maximum.
+    #[arg(long, default_value_t = 5.0)]
+    pub calibrate_secs: f64,
+    /// Seconds between rounds during the soak.
+    #[arg(long, default_value_t = 5.0)]
+    pub round_every_secs: f64,
     #[command(flatten)]
     pub out: BenchOutput,
 }
@@ -344,6 +368,10 @@ pub struct MeshUpArgs {
     /// Pause between rounds, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub interval_ms: u64,
+    /// Requests a node serves per peer per second (bursts of twice that); a peer that keeps on
+    /// past the limit is penalised.
+    #[arg(long, default_value_t = otpmesh_protocol::mesh::Settings::default().requests_per_peer_s)]
+    pub requests_per_peer_s: u32,
     /// Generator RSA key size.
     #[arg(long, default_value_t = 2048)]
     pub rsa_bits: usize,

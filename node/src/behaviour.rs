@@ -6,7 +6,9 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     gossipsub, identify, identity::Keypair, kad, mdns, ping, request_response, StreamProtocol,
 };
-use otpmesh_protocol::wire::{GOSSIP_TOPIC, MAX_GOSSIP_BYTES, PHRASE_TOPIC, RR_PROTOCOL};
+use otpmesh_protocol::wire::{
+    GOSSIP_TOPIC, MAX_GOSSIP_BYTES, PHRASE_TOPIC, RR_PROTOCOL, USED_TOPIC,
+};
 use std::time::Duration;
 
 /// How long an outbound request may take before it fails.
@@ -112,7 +114,7 @@ pub fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThreshol
         behaviour_penalty_threshold: 6.0,
         ..Default::default()
     };
-    for name in [GOSSIP_TOPIC, PHRASE_TOPIC] {
+    for name in [GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC] {
         params
             .topics
             .insert(gossipsub::IdentTopic::new(name).hash(), topic.clone());

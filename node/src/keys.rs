@@ -6,7 +6,7 @@ use otpmesh_protocol::seal::{KeyError, PrivateKey};
 use rand_core::{OsRng, RngCore};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -41,11 +41,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     }
 }
 
-/// Creates the data dir (0700) if it does not exist.
+/// Creates the data dir if it does not exist, and every missing parent, each 0700.
 pub fn ensure_data_dir(dir: &Path) -> Result<(), KeyFileError> {
     if !dir.exists() {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
     }
     Ok(())
 }
@@ -245,6 +248,45 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create_identity(dir.path()).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn every_secret_file_is_0600_its_dir_0700_and_loose_ones_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node");
+        let distributor = libp2p::PeerId::random();
+        // Each secret file with the call that reads it back.
+        type Load = fn(&Path, &libp2p::PeerId) -> Result<(), KeyFileError>;
+        let files: [(PathBuf, Load); 4] = [
+            (dir.join(IDENTITY_FILE), |d, _| {
+                load_or_create_identity(d).map(|_| ())
+            }),
+            (dir.join(STORE_KEY_FILE), |d, _| {
+                load_or_create_store_key(d).map(|_| ())
+            }),
+            (dir.join(RSA_KEY_FILE), |d, _| {
+                load_or_create_rsa(d, 2048).map(|_| ())
+            }),
+            (enrolment_path(&dir, &distributor), |d, p| {
+                load_enrolment(d, p).map(|_| ())
+            }),
+        ];
+        store_enrolment(&dir, &distributor, 1, &[7; 32]).unwrap();
+        for (path, load) in &files {
+            load(&dir, &distributor).unwrap();
+            let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        let dir_mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        for (path, load) in &files {
+            for loose in [0o640, 0o604] {
+                fs::set_permissions(path, fs::Permissions::from_mode(loose)).unwrap();
+                let err = load(&dir, &distributor).unwrap_err().to_string();
+                assert!(err.contains("chmod 600"), "{}: {err}", path.display());
+            }
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::{self, Event, Role};
 use otpmesh_protocol::round::RoundId;
-use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC};
+use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
 use rand_core::SeedableRng;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -415,8 +415,10 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     if !one_shot {
         topics.push(topic.clone());
     }
-    if matches!(config.role, RoleSpec::Generator) {
-        topics.push(gossipsub::IdentTopic::new(PHRASE_TOPIC));
+    match config.role {
+        RoleSpec::Generator => topics.push(gossipsub::IdentTopic::new(PHRASE_TOPIC)),
+        RoleSpec::Distributor if !one_shot => topics.push(gossipsub::IdentTopic::new(USED_TOPIC)),
+        _ => {}
     }
     for t in &topics {
         swarm

@@ -290,6 +290,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pkcs1_v15_ciphertext_of_a_valid_phrase_does_not_open() {
+        let mut rng = rng();
+        let key = test_key();
+        let phrase = Phrase::build(UserInput(1), ClientId(1), &mut rng).unwrap();
+        let v15 = key
+            .public()
+            .inner
+            .encrypt(&mut rng, rsa::Pkcs1v15Encrypt, phrase.as_bytes())
+            .unwrap();
+        assert_eq!(
+            key.open(RoundId(1), ClientId(1), &v15, &mut rng),
+            Err(Opaque)
+        );
+        let oaep = key
+            .public()
+            .seal(RoundId(1), ClientId(1), &phrase, &mut rng)
+            .unwrap();
+        assert!(key.open(RoundId(1), ClientId(1), &oaep, &mut rng).is_ok());
+    }
+
+    #[test]
     fn keys_round_trip_through_pem_and_spki() {
         let key = test_key();
         let pem = key.to_pkcs8_pem().unwrap();

@@ -14,11 +14,14 @@ use serde::{Deserialize, Serialize};
 
 /// The wire protocol version every message carries.
 pub const VERSION: u16 = 1;
-/// The gossipsub topic every node follows: round announcements, transcripts, use markers.
+/// The gossipsub topic every node follows: round announcements, transcripts, failures.
 pub const GOSSIP_TOPIC: &str = "otpmesh/1";
 /// The topic phrases travel on. Only generators subscribe, so contributors publish to them directly
 /// (fanout) and no contributor relays another's phrase: k phrases cost O(k) messages, not O(k²).
 pub const PHRASE_TOPIC: &str = "otpmesh/1/phrases";
+/// Use markers, which only distributors need: one per accepted OTP, so the busiest topic; kept off
+/// the generator and contributors, whose gossip state would otherwise grow with the OTP rate.
+pub const USED_TOPIC: &str = "otpmesh/1/used";
 /// The request-response protocol name.
 pub const RR_PROTOCOL: &str = "/otpmesh/rr/1";
 /// Largest gossip message (a transcript of [`MAX_ROUND_CONTRIBUTORS`] entries fits).
@@ -98,6 +101,7 @@ impl Gossip {
     pub fn topic(&self) -> &'static str {
         match self {
             Gossip::Phrase(_) => PHRASE_TOPIC,
+            Gossip::Used(_) => USED_TOPIC,
             _ => GOSSIP_TOPIC,
         }
     }

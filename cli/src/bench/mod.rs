@@ -5,11 +5,15 @@ mod mesh;
 mod plot;
 mod round;
 mod serve;
+mod soak;
 
 pub use ingest::ingest;
 pub use mesh::mesh;
 pub use round::round;
 pub use serve::{serve, tcp_baseline};
+pub use soak::soak;
+
+use serve::{enrol, ENROLLED_OTP};
 
 use crate::cli::BenchOutput;
 use crate::scenario::backend::Backend;

@@ -92,13 +92,13 @@ struct Requester {
     key: EpochKey,
 }
 
-const ENROLLED_OTP: Request = Request::Otp(OtpRequest {
+pub(super) const ENROLLED_OTP: Request = Request::Otp(OtpRequest {
     round: None,
     requester_key: [0; 32],
     enrolled: true,
 });
 
-async fn enrol(
+pub(super) async fn enrol(
     endpoint: &rpc::Endpoint,
     me: PeerId,
     distributor: PeerId,

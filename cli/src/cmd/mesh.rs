@@ -112,6 +112,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     mesh.settings.deadline_ms = args.deadline_ms;
     mesh.settings.round_interval_ms = args.interval_ms;
     mesh.settings.rsa_bits = args.rsa_bits;
+    mesh.settings.requests_per_peer_s = args.requests_per_peer_s;
     mesh.settings.quorum = args.quorum.unwrap_or(0);
     let mut entries = Vec::new();
     let mut hubs = Vec::new();

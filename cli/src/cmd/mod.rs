@@ -72,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Bench(BenchCommand::Mesh(args)) => crate::bench::mesh(args).await,
             Command::Bench(BenchCommand::Serve(args)) => crate::bench::serve(args).await,
             Command::Bench(BenchCommand::Ingest(args)) => crate::bench::ingest(args).await,
+            Command::Bench(BenchCommand::Soak(args)) => crate::bench::soak(args).await,
             Command::Bench(BenchCommand::TcpBaseline(args)) => {
                 crate::bench::tcp_baseline(args).await
             }

@@ -52,12 +52,14 @@ fn write_qr_png(code: &qrcode::QrCode, path: &std::path::Path) -> anyhow::Result
             }
         }
     }
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), side as u32, side as u32);
+    let mut png_bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png_bytes, side as u32, side as u32);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.write_header()?.write_image_data(&pixels)?;
+    // The code carries the token's secret: private to its owner, like a key file.
+    otpmesh_node::keys::write_file(path, &png_bytes, 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

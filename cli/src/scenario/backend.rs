@@ -219,6 +219,14 @@ impl Backend {
         Ok(())
     }
 
+    /// The OS process id of node `name`, if it runs as a process.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        match self {
+            Backend::Process(p) => p.children.get(name).and_then(|(c, _)| c.id()),
+            Backend::InProcess(_) => None,
+        }
+    }
+
     /// The OS process ids of the nodes running as processes.
     pub fn pids(&self) -> Vec<u32> {
         match self {

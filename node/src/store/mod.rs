@@ -18,6 +18,9 @@ pub const DB_FILE: &str = "node.redb";
 /// Rounds kept in the database; older ones are deleted with their counters.
 pub const MAX_STORED_ROUNDS: u64 = 32;
 
+/// Memory redb may use to cache pages (its default is 1 GiB).
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 /// Own OTP counters: (round, requester) → next counter. Never compacted (pruned with rounds), so a
@@ -65,7 +68,10 @@ impl Store {
         keys::ensure_data_dir(dir)?;
         let key = keys::load_or_create_store_key(dir)?;
         let path = dir.join(DB_FILE);
-        let db = match Database::create(&path) {
+        let db = match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked { path })
