@@ -23,11 +23,17 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn up(extra: &[&str]) -> Mesh {
+        Mesh::up_with_env(extra, &[])
+    }
+
+    /// `mesh up` with extra environment variables (its nodes inherit them).
+    pub fn up_with_env(extra: &[&str], env: &[(&str, &str)]) -> Mesh {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
             .args(["mesh", "up", "--json", "--deadline-ms", "30000", "--dir"])
             .arg(dir.path())
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

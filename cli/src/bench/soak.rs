@@ -35,12 +35,11 @@ const REQUESTERS: u32 = 16;
 const MAX_DURATION: Duration = Duration::from_secs(3_600);
 /// OTP lifetime in the soak mesh: short, so expiry and compaction happen within the run.
 const OTP_EXPIRY_MS: u64 = 10_000;
-/// Warm-up at least: until the first OTPs have expired and been compacted away, so the database
-/// and caches have reached their steady size.
-const MIN_WARM_UP: Duration = Duration::from_millis(OTP_EXPIRY_MS + COMPACT_EVERY_MS + 10_000);
+/// Warm-up at least: two compactions of expired OTPs, so the database, its cache and the
+/// allocator have reached their steady size (the 10-minute run levels off by then).
+const MIN_WARM_UP: Duration = Duration::from_millis(2 * COMPACT_EVERY_MS + OTP_EXPIRY_MS);
 /// Shortest soak: warm-up plus as long again to judge the memory.
-const MIN_DURATION: Duration =
-    Duration::from_millis(2 * (OTP_EXPIRY_MS + COMPACT_EVERY_MS) + 20_000);
+const MIN_DURATION: Duration = Duration::from_millis(2 * (2 * COMPACT_EVERY_MS + OTP_EXPIRY_MS));
 /// Memory may grow this much after warm-up (MB), or this fraction, whichever is larger.
 const FLAT_MB: f64 = 4.0;
 const FLAT_FRACTION: f64 = 0.10;

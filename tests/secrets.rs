@@ -1,0 +1,190 @@
+//! Secrets never reach the logs. A mesh runs with every otpmesh crate logging at trace level and
+//! everything else at debug; a requester gets an OTP, uses it, enrols and takes a TOTP token; then
+//! every node log, every event line and every command's stderr is searched for every secret the
+//! run handled: contributor inputs, the OTP, the TOTP secret, the enrolment key, the store keys, the
+//! generator's RSA key and the node identities.
+
+mod common;
+
+use common::{json_field, Mesh, BIN};
+use std::path::Path;
+use std::process::Command;
+
+const LOG_FILTER: &str =
+    "debug,otpmesh=trace,otpmesh_cli=trace,otpmesh_node=trace,otpmesh_protocol=trace";
+
+/// Runs `otpmesh ARGS` at the test's log level; returns (stdout, stderr).
+fn run(args: &[&str]) -> (std::process::Output, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", LOG_FILTER)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out, stderr)
+}
+
+/// Whether `text` holds `secret` as a whole token (digits not glued to other digits).
+fn holds(text: &str, secret: &str) -> bool {
+    let digits = secret.chars().all(|c| c.is_ascii_digit());
+    text.match_indices(secret).any(|(i, _)| {
+        !digits || {
+            let before = text[..i].chars().next_back();
+            let after = text[i + secret.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit())
+                && !after.is_some_and(|c| c.is_ascii_digit())
+        }
+    })
+}
+
+fn hex_and_base64(bytes: &[u8]) -> Vec<String> {
+    use data_encoding::{BASE64, BASE64_NOPAD};
+    vec![
+        hex::encode(bytes),
+        hex::encode_upper(bytes),
+        BASE64.encode(bytes),
+        BASE64_NOPAD.encode(bytes),
+    ]
+}
+
+#[test]
+fn no_secret_reaches_the_logs() {
+    let mesh = Mesh::up_with_env(&[], &[("RUST_LOG", LOG_FILTER)]);
+    mesh.wait_for("round 1 delivered", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
+    let json = mesh.mesh_json();
+    let distributor = Mesh::node(&json, "distributor-1")["listen"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let requester = Mesh::node(&json, "requester-1")["data_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut stderrs = Vec::new();
+
+    let (out, err) = run(&[
+        "request",
+        "--json",
+        "--distributor",
+        &distributor,
+        "--data-dir",
+        &requester,
+    ]);
+    stderrs.push(err);
+    let otp = json_field(&out, "otp");
+    // The search finds a secret where it is meant to be: on the requester's own stdout.
+    assert!(holds(&String::from_utf8_lossy(&out.stdout), &otp));
+    let (out, err) = run(&[
+        "verify",
+        "--json",
+        "--distributor",
+        &distributor,
+        "--data-dir",
+        &requester,
+        "--otp",
+        &otp,
+    ]);
+    stderrs.push(err);
+    assert_eq!(json_field(&out, "result"), "accepted");
+    let (out, err) = run(&[
+        "enrol",
+        "--json",
+        "--distributor",
+        &distributor,
+        "--data-dir",
+        &requester,
+    ]);
+    stderrs.push(err);
+    assert!(out.status.success(), "{}", stderrs.last().unwrap());
+    let (out, err) = run(&[
+        "totp",
+        "enrol",
+        "--json",
+        "--distributor",
+        &distributor,
+        "--data-dir",
+        &requester,
+    ]);
+    stderrs.push(err);
+    let uri = json_field(&out, "uri");
+    let totp_secret = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("the URI carries the secret")
+        .to_string();
+
+    // Every secret of the run, in the forms it could be printed in.
+    let mut secrets: Vec<(String, String)> = vec![
+        ("the OTP".into(), otp.clone()),
+        ("the TOTP secret".into(), totp_secret),
+    ];
+    let nodes = json["nodes"].as_array().unwrap();
+    for node in nodes {
+        let name = node["name"].as_str().unwrap();
+        let dir = Path::new(node["data_dir"].as_str().unwrap());
+        if let Ok(input) = std::fs::read_to_string(dir.join("input")) {
+            secrets.push((format!("{name}'s input"), input.trim().to_string()));
+        }
+        for file in ["store.key", "identity.key"] {
+            if let Ok(bytes) = std::fs::read(dir.join(file)) {
+                // The identity file is a protobuf: a 4-byte header, then the Ed25519 secret key
+                // (32 bytes) and its public key (32 bytes).
+                let key = if file == "identity.key" {
+                    &bytes[4..36]
+                } else {
+                    &bytes[..]
+                };
+                for form in hex_and_base64(key) {
+                    secrets.push((format!("{name}'s {file}"), form));
+                }
+            }
+        }
+        if let Ok(pem) = std::fs::read_to_string(dir.join("generator.key.pem")) {
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                secrets.push((format!("{name}'s RSA key"), line.to_string()));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join("enrolments")) {
+            for entry in entries {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                for form in hex_and_base64(&bytes[8..]) {
+                    secrets.push((format!("{name}'s enrolment key"), form));
+                }
+            }
+        }
+    }
+    let kinds: std::collections::BTreeSet<_> = secrets
+        .iter()
+        .map(|(what, _)| what.split('\'').next_back().unwrap_or(what).to_string())
+        .collect();
+    assert!(
+        secrets.len() > 40,
+        "the run handled the secrets it should: {kinds:?}"
+    );
+
+    // Everything the run wrote that an operator would see.
+    let mut logs = stderrs;
+    let events: Vec<String> = mesh.events.try_iter().map(|v| v.to_string()).collect();
+    logs.push(events.join("\n"));
+    assert!(mesh.stop().success());
+    for node in nodes {
+        logs.push(std::fs::read_to_string(node["log"].as_str().unwrap()).unwrap_or_default());
+    }
+    let total: usize = logs.iter().map(String::len).sum();
+    assert!(total > 50_000, "only {total} bytes of logs: is tracing on?");
+    for (what, secret) in &secrets {
+        for log in &logs {
+            assert!(
+                !holds(log, secret),
+                "{what} appears in the logs: …{}…",
+                &log[log.find(secret.as_str()).unwrap().saturating_sub(80)..]
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            );
+        }
+    }
+}
