@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
   log="$scratch/$t.log"
   if cargo +nightly fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
       -max_total_time="$seconds" -max_len=262144 -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1; then
-    stats=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | sed -E 's/^#([0-9]+)[[:space:]]+[A-Z]+[[:space:]]+cov: ([0-9]+).*/\1 execs, cov \2/')
+    stats=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | sed -E 's/^#([0-9]+)[[:space:]]+[A-Z]+[[:space:]]+cov: ([0-9]+).*/\1 execs, cov \2/' || true)
     echo "fuzz $t: ok (${stats:-no stats}) in ${seconds}s"
   else
     echo "fuzz $t: FAILED; last lines:"

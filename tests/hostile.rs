@@ -299,6 +299,15 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
         }
     });
     let (kinds, cut_off) = hammer.await.unwrap();
+    // A penalised peer is refused when it comes back (checked at once: the penalty lasts 60 s).
+    match Endpoint::connect(stolen, &addr(&distributor)).await {
+        Err(_) => {}
+        Ok(endpoint) => match endpoint.session.call(&Request::PublicKey).await {
+            Ok(Response::Refused(r)) => assert!(r.to_string().contains("penalised"), "{r}"),
+            Err(_) => {}
+            Ok(other) => panic!("a penalised peer was served: {other:?}"),
+        },
+    }
     let sent = flood.await.unwrap();
     honest.await.unwrap();
 
@@ -330,7 +339,7 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
                     .is_some_and(|r| r.contains("gossip score"))
         }
     };
-    mesh.wait_for_all(&[
+    let during = mesh.wait_for_all(&[
         ("the hammering requester penalised", &hammerer),
         (
             "the flooder graylisted by the generator",
@@ -341,17 +350,13 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
             &graylisted("distributor-1"),
         ),
     ]);
-    // A penalised peer is refused when it comes back.
-    match Endpoint::connect(stolen, &addr(&distributor)).await {
-        Err(_) => {}
-        Ok(endpoint) => match endpoint.session.call(&Request::PublicKey).await {
-            Ok(Response::Refused(r)) => assert!(r.to_string().contains("penalised"), "{r}"),
-            Err(_) => {}
-            Ok(other) => panic!("a penalised peer was served: {other:?}"),
-        },
-    }
 
-    // Rounds kept sealing: two more after the attacks, none failed.
+    // Rounds kept sealing: none failed during the attacks, and two more sealed after them.
+    let failed: Vec<&Value> = during
+        .iter()
+        .filter(|v| v["node"] == "generator-1" && v["event"] == "round_failed")
+        .collect();
+    assert!(failed.is_empty(), "rounds failed under attack: {failed:?}");
     let mut sealed = 0;
     while sealed < 2 {
         let v = mesh.wait_for("rounds after the attacks", |v| {

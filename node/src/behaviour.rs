@@ -108,6 +108,9 @@ pub fn peer_score() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThreshol
         ..Default::default()
     };
     let mut params = gossipsub::PeerScoreParams {
+        // The credit of all topics together, so that it stays +11 however many topics a peer
+        // delivers on.
+        topic_score_cap: 11.0,
         app_specific_weight: 1.0,
         ip_colocation_factor_weight: 0.0,
         // Protocol misbehaviour (GRAFT during backoff, broken promises) counts past a few slips.

@@ -49,6 +49,8 @@ pub const MAX_ADDRESSED_PEERS: usize = 4096;
 pub const MAX_BATCH: usize = 256;
 /// Peers with a stream dispatcher at once.
 pub const MAX_RPC_PEERS: usize = 256;
+/// How often gossip that found no subscribed peer is tried again.
+pub const FLUSH_EVERY_MS: Millis = 1_000;
 
 async fn recv_commit(
     commits: &mut Option<mpsc::Receiver<commit::Outcome>>,
@@ -116,6 +118,7 @@ pub struct EventLoop {
     pub(crate) limiter: Limiter,
     /// Peers whose gossip score fell below the graylist threshold (reported once each).
     pub(crate) graylisted: HashSet<PeerId>,
+    pub(crate) last_flush: Millis,
     pub(crate) rng: Box<dyn CryptoRngCore + Send>,
     pub(crate) last_redial: Millis,
     pub(crate) redial_backoff: Millis,
@@ -199,9 +202,10 @@ impl EventLoop {
                 .gossipsub
                 .set_application_score(&peer, 0.0);
         }
-        // Gossip that found no subscribed peer (or full queues) is tried again, not only when a
-        // new subscription arrives.
-        if !self.unpublished.is_empty() {
+        // Gossip that found no subscribed peer (or full queues) is tried again once a second
+        // (each try signs it anew), not only when a new subscription arrives.
+        if !self.unpublished.is_empty() && now >= self.last_flush + FLUSH_EVERY_MS {
+            self.last_flush = now;
             self.flush_unpublished();
         }
     }
@@ -530,6 +534,13 @@ impl EventLoop {
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) => debug!(kind = message.kind(), round = %message.round(), "published"),
             Err(gossipsub::PublishError::Duplicate) => {}
+            // A use marker in a mesh with no other distributor has nobody to tell.
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+                if matches!(message, Gossip::Used(_))
+                    && self
+                        .mesh
+                        .as_ref()
+                        .is_some_and(|m| m.distributors.len() <= 1) => {}
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
             | Err(gossipsub::PublishError::AllQueuesFull(_)) => {
                 debug!(kind = message.kind(), "no subscribed peer yet; queued");
@@ -580,6 +591,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, "disconnected");
+                self.graylisted.remove(&peer_id);
                 self.emit(NodeEvent::Disconnected { peer: peer_id });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {

@@ -507,6 +507,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         blocked: HashSet::new(),
         limiter: limits::Limiter::new(config.mesh.settings.requests_per_peer_s),
         graylisted: HashSet::new(),
+        last_flush: 0,
         rng: match config.seed {
             Some(seed) => {
                 let mut h = blake3::Hasher::new_derive_key("otpmesh/1 seeded node rng");

@@ -138,12 +138,14 @@ struct PeerSlot {
 impl PeerSlot {
     fn take(peer: PeerId, open: &OpenPerPeer, total: &Arc<Semaphore>) -> Option<PeerSlot> {
         let mut counts = open.lock().expect("stream counts are never poisoned");
-        let count = counts.entry(peer).or_default();
-        if *count >= MAX_STREAMS_PER_PEER {
+        if counts
+            .get(&peer)
+            .is_some_and(|c| *c >= MAX_STREAMS_PER_PEER)
+        {
             return None;
         }
         let total = total.clone().try_acquire_owned().ok()?;
-        *count += 1;
+        *counts.entry(peer).or_default() += 1;
         Some(PeerSlot {
             peer,
             open: open.clone(),

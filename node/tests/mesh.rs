@@ -336,7 +336,7 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
 
     // Each peer's second invalid message graylists it (later ones are dropped unread), so the
     // junk is shared out: the stranger sends two invalid messages, the hostile contributor two
-    // invalid ones and a round number nobody could act on.
+    // invalid ones (the last one last), a round number nobody could act on and a duplicate.
     stranger
         .client
         .publish_raw(b"\xff\x00 not cbor".to_vec())
@@ -360,6 +360,13 @@ async fn hostile_input_is_rejected_and_the_round_still_seals() {
     hostile
         .client
         .publish_raw(submission(1, 5, fp, valid))
+        .await
+        .unwrap();
+    // Its second invalid message (the duplicate above is said but not penalised: an honest
+    // contributor restarted within a round sends one too).
+    hostile
+        .client
+        .publish_raw(submission(1, 5, fp, vec![8; 200]))
         .await
         .unwrap();
     stranger

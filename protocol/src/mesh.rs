@@ -276,6 +276,12 @@ impl MeshConfig {
                 format!("{} steps is more than 10", s.totp_window),
             );
         }
+        if s.requests_per_peer_s == 0 {
+            return bad(
+                "requests_per_peer_s",
+                "0 would refuse every request; at least 1".into(),
+            );
+        }
         if s.epoch_ms < 1_000 || s.epoch_ms > 30 * 86_400_000 {
             return bad(
                 "epoch_ms",

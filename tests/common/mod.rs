@@ -65,9 +65,11 @@ impl Mesh {
     }
 
     /// Waits until every one of `wanted` has matched some event, in any order.
-    pub fn wait_for_all(&self, wanted: &[(&str, &Pick<'_>)]) {
+    /// Returns every event it read.
+    pub fn wait_for_all(&self, wanted: &[(&str, &Pick<'_>)]) -> Vec<Value> {
         let end = Instant::now() + WAIT;
         let mut seen = vec![false; wanted.len()];
+        let mut read = Vec::new();
         while seen.contains(&false) {
             let left = end.saturating_duration_since(Instant::now());
             let Ok(v) = self.events.recv_timeout(left) else {
@@ -82,7 +84,9 @@ impl Mesh {
             for (i, (_, pick)) in wanted.iter().enumerate() {
                 seen[i] |= pick(&v);
             }
+            read.push(v);
         }
+        read
     }
 
     pub fn mesh_json(&self) -> Value {

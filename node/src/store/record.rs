@@ -107,7 +107,8 @@ fn token_aad(requester: &[u8]) -> Vec<u8> {
 /// The plaintext of a sealed round stored under `round`.
 pub fn round_plain(round: u64, plain: &[u8]) -> Option<(Transcript, Secret)> {
     let (transcript, secret): (Transcript, Secret) = ciborium::from_reader(plain).ok()?;
-    (transcript.round.0 == round).then_some((transcript, secret))
+    let consistent = transcript.round.0 == round && transcript.check(Some(&secret)).is_ok();
+    consistent.then_some((transcript, secret))
 }
 
 /// The plaintext of a sealed enrolment: epoch ‖ key.

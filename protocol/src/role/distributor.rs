@@ -769,7 +769,8 @@ impl Distributor {
         // A marker cannot outlive the OTP it marks (a minute of clock skew allowed).
         if marker.expires_at_ms > now.saturating_add(self.mesh.settings.otp_expiry_ms + 60_000) {
             return (
-                Verdict::Reject("use marker expires later than any OTP can".into()),
+                // Ignored, not penalised: a distributor whose clock runs ahead is not hostile.
+                Verdict::Ignore("use marker expires later than any OTP can".into()),
                 Vec::new(),
             );
         }

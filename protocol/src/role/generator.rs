@@ -186,10 +186,16 @@ impl Generator {
             ));
         }
         if open.slots.contains_key(&p.client) {
-            return reject(format!(
-                "second phrase for client {} in round {}",
-                p.client, p.round
-            ));
+            // Said, but not penalised: a contributor restarted within the round forgets it has
+            // already sent (only this generator knows), and gossip score would graylist it.
+            let reason = format!("second phrase for client {} in round {}", p.client, p.round);
+            let event = Event::PhraseRejected {
+                round: p.round,
+                client: p.client,
+                peer: source,
+                reason: reason.clone(),
+            };
+            return (Verdict::Ignore(reason), vec![Action::Emit(event)]);
         }
         open.slots.insert(
             p.client,
