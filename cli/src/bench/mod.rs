@@ -13,7 +13,7 @@ pub use round::round;
 pub use serve::{serve, tcp_baseline};
 pub use soak::soak;
 
-use serve::{enrol, ENROLLED_OTP};
+use serve::{enrolled, Requester, ENROLLED_OTP};
 
 use crate::cli::BenchOutput;
 use crate::scenario::backend::Backend;

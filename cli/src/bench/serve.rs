@@ -87,9 +87,28 @@ impl Load {
 }
 
 /// An enrolled requester with its stream to the distributor.
-struct Requester {
-    endpoint: rpc::Endpoint,
-    key: EpochKey,
+pub(super) struct Requester {
+    pub endpoint: rpc::Endpoint,
+    pub key: EpochKey,
+}
+
+/// Requesters `r1`…`rN` of `layout`, each connected to `dist` on its own stream and enrolled.
+pub(super) async fn enrolled(
+    layout: &layout::Layout,
+    dist: &layout::Planned,
+    n: u32,
+) -> anyhow::Result<Vec<Requester>> {
+    let mut requesters = Vec::new();
+    for i in 1..=n {
+        let planned = layout.node(&format!("r{i}"));
+        let identity = keys::load_or_create_identity(&planned.data_dir)?;
+        let endpoint = rpc::Endpoint::connect(identity, &dist.addr)
+            .await
+            .map_err(|e| anyhow!("requester r{i}: {e}"))?;
+        let key = enrol(&endpoint, planned.peer_id, dist.peer_id).await?;
+        requesters.push(Requester { endpoint, key });
+    }
+    Ok(requesters)
 }
 
 pub(super) const ENROLLED_OTP: Request = Request::Otp(OtpRequest {
@@ -380,16 +399,7 @@ async fn measure(
 ) -> anyhow::Result<Report> {
     let dist = layout.node("dist");
     let most = levels.iter().copied().max().unwrap_or(1);
-    let mut requesters = Vec::new();
-    for i in 1..=most {
-        let planned = layout.node(&format!("r{i}"));
-        let identity = keys::load_or_create_identity(&planned.data_dir)?;
-        let endpoint = rpc::Endpoint::connect(identity, &dist.addr)
-            .await
-            .map_err(|e| anyhow!("requester r{i}: {e}"))?;
-        let key = enrol(&endpoint, planned.peer_id, dist.peer_id).await?;
-        requesters.push(Requester { endpoint, key });
-    }
+    let requesters = enrolled(layout, dist, most).await?;
     // The frames the baseline copies: a real enrolled OTP request and a real grant.
     let request_frame = frame(&wire::encode_request(&ENROLLED_OTP));
     let response_bytes = match requesters[0].endpoint.session.call(&ENROLLED_OTP).await {

@@ -12,15 +12,13 @@
 //! One operation is a full requester cycle: ask for an OTP, remove its salt, present it
 //! (`accepted`), and for one in ten present it again (`used`). Anything else is an error.
 
-use super::{enrol, memory, percentile, scenario, ENROLLED_OTP};
+use super::{enrolled, memory, percentile, scenario, Requester, ENROLLED_OTP};
 use crate::cli::BenchSoakArgs;
 use crate::cmd::{Failure, Outcome};
 use crate::scenario::backend::Backend;
 use crate::scenario::layout;
 use crate::scenario::runner::Runner;
 use anyhow::{anyhow, bail};
-use otpmesh_node::{keys, rpc};
-use otpmesh_protocol::kx::EpochKey;
 use otpmesh_protocol::otp::Otp;
 use otpmesh_protocol::role::distributor::COMPACT_EVERY_MS;
 use otpmesh_protocol::wire::{Request, Response, VerifyRequest, VerifyResult};
@@ -85,11 +83,6 @@ struct Report {
     memory_flat: bool,
     passed: bool,
     samples: Vec<Sample>,
-}
-
-struct Requester {
-    endpoint: rpc::Endpoint,
-    key: EpochKey,
 }
 
 /// Shared tallies of the load tasks.
@@ -319,17 +312,7 @@ async fn run(
             .ok_or_else(|| anyhow!("{name} runs as no process"))
     };
     let (gen_pid, dist_pid) = (pid("gen")?, pid("dist")?);
-    let mut requesters = Vec::new();
-    for i in 1..=REQUESTERS {
-        let planned = layout.node(&format!("r{i}"));
-        let identity = keys::load_or_create_identity(&planned.data_dir)?;
-        let endpoint = rpc::Endpoint::connect(identity, &dist.addr)
-            .await
-            .map_err(|e| anyhow!("requester r{i}: {e}"))?;
-        let key = enrol(&endpoint, planned.peer_id, dist.peer_id).await?;
-        requesters.push(Requester { endpoint, key });
-    }
-    let requesters = Arc::new(requesters);
+    let requesters = Arc::new(enrolled(layout, dist, REQUESTERS).await?);
 
     // Calibrate: the most the mesh does with these requesters back to back.
     let calibration = Arc::new(Tally::default());
