@@ -149,6 +149,33 @@ fn scenario(k: u32, rounds: usize, requesters: u32) -> Scenario {
     }
 }
 
+/// Plans `s` in a fresh temporary directory (removed when the returned handle drops).
+fn plan(s: &Scenario, seed: u64) -> anyhow::Result<(tempfile::TempDir, layout::Layout)> {
+    let dir = tempfile::Builder::new()
+        .prefix("otpmesh-bench-")
+        .tempdir()?;
+    let layout = layout::plan(s, dir.path(), seed)?;
+    Ok((dir, layout))
+}
+
+/// A runner for a planned bench mesh, its nodes as processes or in this process.
+fn runner<'a>(
+    s: &'a Scenario,
+    layout: &'a layout::Layout,
+    in_process: bool,
+    seed: u64,
+) -> Runner<'a> {
+    let (backend, events) = Backend::new(in_process);
+    Runner {
+        scenario: s,
+        layout,
+        backend,
+        events,
+        state: Default::default(),
+        seed,
+    }
+}
+
 /// What one benchmark mesh measured.
 struct MeshRun {
     form_ms: f64,
@@ -163,19 +190,8 @@ struct MeshRun {
 /// Starts a fresh mesh of `k` contributors, runs `rounds` rounds on it, and stops it.
 async fn run_mesh(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<MeshRun> {
     let s = scenario(k, rounds, 0);
-    let dir = tempfile::Builder::new()
-        .prefix("otpmesh-bench-")
-        .tempdir()?;
-    let layout = layout::plan(&s, dir.path(), k as u64)?;
-    let (backend, events) = Backend::new(in_process);
-    let mut runner = Runner {
-        scenario: &s,
-        layout: &layout,
-        backend,
-        events,
-        state: Default::default(),
-        seed: k as u64,
-    };
+    let (_dir, layout) = plan(&s, k as u64)?;
+    let mut runner = runner(&s, &layout, in_process, k as u64);
     runner.state.arrivals = Some(Vec::new());
     let result = async {
         let t = Instant::now();

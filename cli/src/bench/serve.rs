@@ -7,12 +7,10 @@
 //! (`otpmesh bench tcp-baseline`), answering frames of the same sizes as ours, with the same number
 //! of connections, each one request at a time, for the same time.
 
-use super::{counts, percentile, scenario};
+use super::{counts, percentile, plan, runner, scenario};
 use crate::cli::{BenchServeArgs, TcpBaselineArgs};
 use crate::cmd::Outcome;
-use crate::scenario::backend::Backend;
 use crate::scenario::layout;
-use crate::scenario::runner::Runner;
 use anyhow::{anyhow, bail, Context};
 use libp2p::PeerId;
 use otpmesh_node::{keys, rpc};
@@ -343,19 +341,8 @@ pub async fn serve(args: BenchServeArgs) -> Outcome {
     let most = levels.iter().copied().max().unwrap_or(1);
 
     let s = scenario(1, 1, most);
-    let dir = tempfile::Builder::new()
-        .prefix("otpmesh-bench-")
-        .tempdir()?;
-    let layout = layout::plan(&s, dir.path(), 7)?;
-    let (backend, events) = Backend::new(false);
-    let mut runner = Runner {
-        scenario: &s,
-        layout: &layout,
-        backend,
-        events,
-        state: Default::default(),
-        seed: 7,
-    };
+    let (_dir, layout) = plan(&s, 7)?;
+    let mut runner = runner(&s, &layout, false, 7);
     let result = async {
         runner.start_mesh(Duration::from_secs(60)).await?;
         let judged = runner.run_step(0, &s.steps[0]).await?;

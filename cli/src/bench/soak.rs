@@ -12,10 +12,9 @@
 //! One operation is a full requester cycle: ask for an OTP, remove its salt, present it
 //! (`accepted`), and for one in ten present it again (`used`). Anything else is an error.
 
-use super::{enrolled, memory, percentile, scenario, Requester, ENROLLED_OTP};
+use super::{enrolled, memory, percentile, plan, runner, scenario, Requester, ENROLLED_OTP};
 use crate::cli::BenchSoakArgs;
 use crate::cmd::{Failure, Outcome};
-use crate::scenario::backend::Backend;
 use crate::scenario::layout;
 use crate::scenario::runner::Runner;
 use anyhow::{anyhow, bail};
@@ -237,17 +236,8 @@ pub async fn soak(args: BenchSoakArgs) -> Outcome {
     }
     let mut s = scenario(4, 1, REQUESTERS);
     s.settings.otp_expiry_ms = OTP_EXPIRY_MS;
-    let dir = tempfile::Builder::new().prefix("otpmesh-soak-").tempdir()?;
-    let layout = layout::plan(&s, dir.path(), 11)?;
-    let (backend, events) = Backend::new(false);
-    let mut runner = Runner {
-        scenario: &s,
-        layout: &layout,
-        backend,
-        events,
-        state: Default::default(),
-        seed: 11,
-    };
+    let (_dir, layout) = plan(&s, 11)?;
+    let mut runner = runner(&s, &layout, false, 11);
     let result = run(&args, duration, &mut runner, &layout, &s.steps[0]).await;
     runner.backend.stop_all().await;
     let report = result?;

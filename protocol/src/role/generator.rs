@@ -155,23 +155,9 @@ impl Generator {
         let Some(open) = self.open.as_mut().filter(|o| o.announce.round == p.round) else {
             // Late or early: not necessarily the sender's fault, so no penalty, but say so.
             let reason = format!("phrase for round {}, which is not open", p.round);
-            let event = Event::PhraseRejected {
-                round: p.round,
-                client: p.client,
-                peer: source,
-                reason: reason.clone(),
-            };
-            return (Verdict::Ignore(reason), vec![Action::Emit(event)]);
+            return refused(p, source, Verdict::Ignore(reason));
         };
-        let reject = |reason: String| {
-            let event = Event::PhraseRejected {
-                round: p.round,
-                client: p.client,
-                peer: source,
-                reason: reason.clone(),
-            };
-            (Verdict::Reject(reason), vec![Action::Emit(event)])
-        };
+        let reject = |reason: String| refused(p, source, Verdict::Reject(reason));
         if p.key_fingerprint != self.key.fingerprint() {
             return reject(format!(
                 "sealed under key {}, not this generator's",
@@ -189,13 +175,7 @@ impl Generator {
             // Said, but not penalised: a contributor restarted within the round forgets it has
             // already sent (only this generator knows), and gossip score would graylist it.
             let reason = format!("second phrase for client {} in round {}", p.client, p.round);
-            let event = Event::PhraseRejected {
-                round: p.round,
-                client: p.client,
-                peer: source,
-                reason: reason.clone(),
-            };
-            return (Verdict::Ignore(reason), vec![Action::Emit(event)]);
+            return refused(p, source, Verdict::Ignore(reason));
         }
         open.slots.insert(
             p.client,
@@ -335,6 +315,21 @@ impl Generator {
         }
         actions
     }
+}
+
+/// A phrase turned away with `verdict` (Ignore or Reject), and the event that says why.
+fn refused(p: &PhraseSubmission, source: PeerId, verdict: Verdict) -> (Verdict, Vec<Action>) {
+    let reason = match &verdict {
+        Verdict::Ignore(r) | Verdict::Reject(r) => r.clone(),
+        Verdict::Accept => String::new(),
+    };
+    let event = Event::PhraseRejected {
+        round: p.round,
+        client: p.client,
+        peer: source,
+        reason,
+    };
+    (verdict, vec![Action::Emit(event)])
 }
 
 impl Role for Generator {
