@@ -131,6 +131,22 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                     short(requester)
                 )
             }
+            Event::KdcRegistered {
+                name,
+                peer,
+                replaced,
+            } => {
+                let again = if *replaced { " again" } else { "" };
+                format!("kdc: {name} registered{again} (peer {})", short(peer))
+            }
+            Event::KdcSessionIssued {
+                client,
+                server,
+                expires_at_ms,
+            } => format!(
+                "kdc: session key for {client} → {server}, ticket valid until {}",
+                rfc3339(*expires_at_ms)
+            ),
             Event::OtpVerified { requester, result } => {
                 format!("verification for {}: {}", short(requester), result.as_str())
             }

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(sealer.open_round(round, data).is_none());
     assert!(sealer.open_enrolment(REQUESTER, data).is_none());
     assert!(sealer.open_token(REQUESTER, data).is_none());
+    assert!(sealer.open_kdc_user("alice", data).is_none());
     let _ = record::attempts(data);
     let _ = record::peer(data);
 
@@ -40,6 +41,12 @@ fuzz_target!(|data: &[u8]| {
     if let Some(token) = record::token_plain(data) {
         let sealed = sealer.seal_token(REQUESTER, &token);
         assert!(sealer.open_token(REQUESTER, &sealed).is_some());
+    }
+    if let Some(user) = record::kdc_user_plain("alice", data) {
+        let sealed = sealer.seal_kdc_user(&user);
+        let opened = sealer.open_kdc_user("alice", &sealed).expect("opens");
+        assert_eq!(opened, user);
+        assert!(sealer.open_kdc_user("bob", &sealed).is_none());
     }
     if let Some((failures, locked_until)) = record::attempts(data) {
         let again = record::encode_attempts(&failures, locked_until);

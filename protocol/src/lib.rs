@@ -24,9 +24,10 @@
 //! ```
 //! Modules: [`wire`] (messages and limits), [`phrase`], [`seal`] (RSA-OAEP), [`round`] (secret,
 //! commitment, transcript chain), [`otp`] (issuing and salting), [`kx`] (the salt key exchange),
-//! [`mesh`] (who may do what), [`role`] (the state machines).
+//! [`mesh`] (who may do what), [`role`] (the state machines), [`kdc`] (the key distribution centre).
 
 pub mod digest;
+pub mod kdc;
 pub mod kx;
 pub mod mesh;
 pub mod otp;

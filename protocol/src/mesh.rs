@@ -58,6 +58,12 @@ pub struct Settings {
     /// Requests a node serves per peer per second (bursts of twice that); more are refused, and a
     /// peer that keeps on is penalised.
     pub requests_per_peer_s: u32,
+    /// Key distribution centre: how long a session ticket lasts.
+    pub kdc_ticket_lifetime_ms: u64,
+    /// Key distribution centre: clock skew allowed in a pre-authentication.
+    pub kdc_max_skew_ms: u64,
+    /// Key distribution centre: a session request must carry one of the client's OTPs.
+    pub kdc_require_otp: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +83,9 @@ impl Default for Settings {
             epoch_ms: 3_600_000,
             totp_window: 1,
             requests_per_peer_s: 1_000,
+            kdc_ticket_lifetime_ms: crate::kdc::DEFAULT_TICKET_LIFETIME_MS,
+            kdc_max_skew_ms: crate::kdc::DEFAULT_MAX_SKEW_MS,
+            kdc_require_otp: false,
         }
     }
 }
@@ -280,6 +289,20 @@ impl MeshConfig {
             return bad(
                 "requests_per_peer_s",
                 "0 would refuse every request; at least 1".into(),
+            );
+        }
+        if s.kdc_ticket_lifetime_ms < 1_000
+            || s.kdc_ticket_lifetime_ms > crate::kdc::MAX_TICKET_LIFETIME_MS
+        {
+            return bad(
+                "kdc_ticket_lifetime_ms",
+                format!("{} is outside 1 s to 24 h", s.kdc_ticket_lifetime_ms),
+            );
+        }
+        if s.kdc_max_skew_ms > 3_600_000 {
+            return bad(
+                "kdc_max_skew_ms",
+                format!("{} is more than an hour", s.kdc_max_skew_ms),
             );
         }
         if s.epoch_ms < 1_000 || s.epoch_ms > 30 * 86_400_000 {

@@ -259,6 +259,8 @@ pub enum Request {
     Enrol(EnrolRequest),
     TotpEnrol(TotpEnrolRequest),
     TotpVerify(VerifyRequest),
+    /// To a distributor acting as key distribution centre.
+    Kdc(crate::kdc::message::CentreRequest),
 }
 
 impl Request {
@@ -271,6 +273,9 @@ impl Request {
             Request::Enrol(_) => "enrol",
             Request::TotpEnrol(_) => "totp-enrol",
             Request::TotpVerify(_) => "totp-verify",
+            Request::Kdc(crate::kdc::message::CentreRequest::Register(_)) => "kdc-register",
+            Request::Kdc(crate::kdc::message::CentreRequest::Present(_)) => "kdc-present",
+            Request::Kdc(crate::kdc::message::CentreRequest::Session(_)) => "kdc-session",
         }
     }
 
@@ -289,6 +294,7 @@ impl Request {
                 "code",
                 format!("{} characters, at most {MAX_CODE_CHARS}", v.code.len()),
             )),
+            Request::Kdc(k) => k.check(),
             _ => Ok(()),
         }
     }
@@ -337,6 +343,7 @@ pub enum Response {
     Verified(VerifyResult),
     Enrolled(EnrolGrant),
     TotpEnrolled(TotpGrant),
+    Kdc(crate::kdc::message::CentreResponse),
     Refused(Refusal),
 }
 
@@ -390,7 +397,7 @@ struct Envelope<T> {
     m: T,
 }
 
-fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     let mut out = Vec::new();
     ciborium::into_writer(
         &Envelope {
@@ -403,7 +410,7 @@ fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
     if bytes.len() > max {
         return Err(WireError::TooLarge {
             len: bytes.len(),

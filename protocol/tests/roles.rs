@@ -554,6 +554,7 @@ fn restore(records: &[Record], rounds: Vec<(Transcript, Secret)>) -> Restored {
         counters: counters.into_iter().map(|((r, p), n)| (r, p, n)).collect(),
         enrolments: Vec::new(),
         tokens: Vec::new(),
+        kdc_users: Vec::new(),
     }
 }
 

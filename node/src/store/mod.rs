@@ -36,6 +36,8 @@ const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts")
 const ENROLMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("enrolments");
 /// TOTP tokens: requester → sealed CBOR token.
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("totp_tokens");
+/// Key distribution centre users: name → sealed (name, PeerId, key, registration time).
+const KDC_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("kdc_users");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,6 +99,7 @@ impl Store {
             txn.open_table(ATTEMPTS)?;
             txn.open_table(ENROLMENTS)?;
             txn.open_table(TOKENS)?;
+            txn.open_table(KDC_USERS)?;
             Ok(())
         })?;
         Ok(store)
@@ -202,6 +205,12 @@ impl Store {
                     Ok(())
                 }
             }
+            Record::KdcUser(user) => {
+                let sealed = self.sealer.seal_kdc_user(user);
+                txn.open_table(KDC_USERS)?
+                    .insert(user.name.as_str(), sealed.as_slice())?;
+                Ok(())
+            }
             Record::Compact {
                 expired_before_ms,
                 failures_before_ms,
@@ -284,6 +293,15 @@ impl Store {
                 .open_token(k.value(), v.value())
                 .ok_or_else(corrupt)?;
             restored.tokens.push((requester, token));
+        }
+        let users = txn.open_table(KDC_USERS).map_err(|e| self.db_err(e))?;
+        for entry in users.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            let user = self
+                .sealer
+                .open_kdc_user(k.value(), v.value())
+                .ok_or(StoreError::CorruptRecord { table: "kdc_users" })?;
+            restored.kdc_users.push(user);
         }
         restored.counters = self.counters()?;
         Ok(restored)
@@ -500,6 +518,38 @@ mod tests {
             !raw.windows(32).any(|w| w == [0x5A; 32]),
             "plaintext enrolment key in the file"
         );
+    }
+
+    #[test]
+    fn centre_users_survive_reopen_sealed_and_a_second_registration_replaces_the_first() {
+        use otpmesh_protocol::kdc::{centre::User, Key, Name};
+        let dir = tempfile::tempdir().unwrap();
+        let user = |peer, key: u8, at| User {
+            name: Name::new("alice").unwrap(),
+            peer,
+            key: Key::from_bytes([key; 32]),
+            registered_at_ms: at,
+        };
+        let second = user(PeerId::random(), 0x6B, 2);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .commit(&Record::KdcUser(user(PeerId::random(), 0x6A, 1)))
+                .unwrap();
+            store.commit(&Record::KdcUser(second.clone())).unwrap();
+        }
+        let state = Store::open(dir.path())
+            .unwrap()
+            .distributor_state()
+            .unwrap();
+        assert_eq!(state.kdc_users, vec![second]);
+        let raw = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        for k in [0x6A, 0x6B] {
+            assert!(
+                !raw.windows(32).any(|w| w == [k; 32]),
+                "plaintext user key in the file"
+            );
+        }
     }
 
     #[test]

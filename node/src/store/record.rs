@@ -3,13 +3,14 @@
 //! (`fuzz/fuzz_targets/stored_records.rs`) call directly. Every decoder returns `None` for bytes
 //! that are not a valid value of its kind; none panics.
 //!
-//! Secret values (rounds, enrolment keys, TOTP tokens) are sealed with ChaCha20-Poly1305 under the
+//! Secret values (rounds, enrolment keys, TOTP tokens, centre users' keys) are sealed with ChaCha20-Poly1305 under the
 //! data dir's store key, bound to what they are stored under (AAD), so a value moved to another key
 //! or table does not open.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use libp2p::PeerId;
+use otpmesh_protocol::kdc::centre::User;
 use otpmesh_protocol::round::{Secret, Transcript};
 use otpmesh_protocol::totp;
 use rand_core::{OsRng, RngCore};
@@ -94,6 +95,28 @@ impl Sealer {
         let plain = self.open(&token_aad(requester), bytes)?;
         token_plain(&plain)
     }
+
+    /// A key distribution centre's user, bound to its name.
+    pub fn seal_kdc_user(&self, user: &User) -> Vec<u8> {
+        let mut plain = Zeroizing::new(Vec::new());
+        ciborium::into_writer(user, &mut *plain).expect("writing CBOR into a Vec cannot fail");
+        self.seal(&kdc_user_aad(user.name.as_str()), &plain)
+    }
+
+    pub fn open_kdc_user(&self, name: &str, bytes: &[u8]) -> Option<User> {
+        let plain = self.open(&kdc_user_aad(name), bytes)?;
+        kdc_user_plain(name, &plain)
+    }
+}
+
+fn kdc_user_aad(name: &str) -> Vec<u8> {
+    [b"kdc-user/".as_slice(), name.as_bytes()].concat()
+}
+
+/// The plaintext of a sealed centre user stored under `name`.
+pub fn kdc_user_plain(name: &str, plain: &[u8]) -> Option<User> {
+    let user: User = ciborium::from_reader(plain).ok()?;
+    (user.name.as_str() == name).then_some(user)
 }
 
 fn enrolment_aad(requester: &[u8]) -> Vec<u8> {

@@ -7,12 +7,16 @@
 //!     ─► accepted: Persist(Used) · Publish(Used marker) ─► Verified(accepted)
 //!     ─► wrong: Persist(Attempts) (lock after max_failures in the window) ─► Verified(wrong)
 //! Used marker from another distributor ─► Persist(Used) (its OTP now answers `used` here too)
+//! Kdc(Register | Present | Session) from a listed requester ─► crate::kdc::centre decides
+//!     ─► Persist(KdcUser) ─► Registered · Present (memory only) · Session: [OTP checked as Verify] ─► Grant
 //! ```
 //! Every answer follows the `Persist` it depends on, so the node commits before it replies. OTP values
 //! are never stored: they are recomputed from the round secret, the requester, the issuer and the
 //! counter.
 
 use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
+use crate::kdc::centre::Policy;
+use crate::kdc::message::{CentreRequest, CentreResponse};
 use crate::kx::{Ephemeral, EpochKey};
 use crate::mesh::MeshConfig;
 use crate::otp::{self, SALT_BYTES};
@@ -83,6 +87,8 @@ pub struct Restored {
     pub enrolments: Vec<(PeerId, u64, Secret)>,
     /// (requester, token)
     pub tokens: Vec<(PeerId, totp::Token)>,
+    /// Users registered with the key distribution centre.
+    pub kdc_users: Vec<crate::kdc::centre::User>,
 }
 
 #[derive(Debug)]
@@ -95,6 +101,7 @@ pub struct Distributor {
     attempts: HashMap<PeerId, Attempts>,
     enrolments: HashMap<PeerId, EpochKey>,
     tokens: HashMap<PeerId, totp::Token>,
+    kdc: crate::kdc::centre::Centre,
     last_compact: Millis,
 }
 
@@ -109,8 +116,10 @@ impl Distributor {
             attempts: HashMap::new(),
             enrolments: HashMap::new(),
             tokens: HashMap::new(),
+            kdc: crate::kdc::centre::Centre::new(Vec::new()),
             last_compact: 0,
         };
+        d.kdc = crate::kdc::centre::Centre::new(restored.kdc_users);
         for (transcript, secret) in restored.rounds {
             d.rounds
                 .insert(transcript.round, Held { transcript, secret });
@@ -561,9 +570,30 @@ impl Distributor {
         digits: usize,
         matcher: impl FnOnce(&mut Self, u64) -> Option<(VerifyResult, Vec<Action>)>,
     ) -> Vec<Action> {
+        match self.judge_code(now, peer, code, digits, matcher) {
+            Err(refusal) => refuse(peer, id, request, refusal),
+            Ok((result, mut actions)) => {
+                actions.push(Action::Reply {
+                    to: id,
+                    response: Response::Verified(result),
+                });
+                actions
+            }
+        }
+    }
+
+    /// Judges a code: its records to commit (an acceptance, a failure towards the lockout) and
+    /// the event, without the reply.
+    fn judge_code(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        code: &str,
+        digits: usize,
+        matcher: impl FnOnce(&mut Self, u64) -> Option<(VerifyResult, Vec<Action>)>,
+    ) -> Result<(VerifyResult, Vec<Action>), Refusal> {
         if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
-            let refusal = Refusal::Invalid(format!("a code here is {digits} digits"));
-            return refuse(peer, id, request, refusal);
+            return Err(Refusal::Invalid(format!("a code here is {digits} digits")));
         }
         let code: u64 = code.parse().expect("checked: only digits");
         let s = self.mesh.settings.clone();
@@ -600,15 +630,11 @@ impl Distributor {
                 ),
             }
         };
-        actions.push(Action::Reply {
-            to: id,
-            response: Response::Verified(result),
-        });
         actions.push(Action::Emit(Event::OtpVerified {
             requester: peer,
             result,
         }));
-        actions
+        Ok((result, actions))
     }
 
     fn totp_verify(
@@ -657,6 +683,19 @@ impl Distributor {
     ) -> Vec<Action> {
         let digits = self.mesh.settings.digits.get() as usize;
         self.verify_code(now, peer, id, request, code, digits, |d, code| {
+            d.match_otp(now, peer, code)
+        })
+    }
+
+    /// Finds `code` among the requester's OTPs and judges it.
+    fn match_otp(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        code: u64,
+    ) -> Option<(VerifyResult, Vec<Action>)> {
+        let d = self;
+        {
             // Look at every record, whatever matches, so timing says nothing about which did. Two
             // records can share a value: prefer one this distributor can still accept, then a used
             // one, then an expired one (rank 3, 2, 1).
@@ -675,7 +714,86 @@ impl Distributor {
                 found |= better;
             }
             bool::from(found).then(|| d.verify_match(now, peer, index as usize))
-        })
+        }
+    }
+
+    /// The key distribution centre's requests.
+    fn kdc(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: &Request,
+        ask: &CentreRequest,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let s = &self.mesh.settings;
+        let policy = Policy {
+            ticket_lifetime_ms: s.kdc_ticket_lifetime_ms,
+            max_skew_ms: s.kdc_max_skew_ms,
+            require_otp: s.kdc_require_otp,
+        };
+        let reply = |response| Action::Reply {
+            to: id,
+            response: Response::Kdc(response),
+        };
+        match ask {
+            CentreRequest::Register(r) => match self.kdc.register(now, &self.me, peer, r) {
+                Err(refusal) => refuse(peer, id, request, refusal),
+                Ok((user, replaced)) => vec![
+                    Action::Persist(Record::KdcUser(user)),
+                    reply(CentreResponse::Registered {
+                        name: r.name.clone(),
+                        replaced,
+                    }),
+                    Action::Emit(Event::KdcRegistered {
+                        name: r.name.to_string(),
+                        peer,
+                        replaced,
+                    }),
+                ],
+            },
+            CentreRequest::Present(p) => match self.kdc.present(now, peer, p) {
+                Err(refusal) => refuse(peer, id, request, refusal),
+                Ok(()) => vec![reply(CentreResponse::Present {
+                    name: p.name.clone(),
+                })],
+            },
+            CentreRequest::Session(ask) => {
+                let approved = match self.kdc.check_session(now, &self.me, peer, ask, &policy) {
+                    Ok(a) => a,
+                    Err(refusal) => return refuse(peer, id, request, refusal),
+                };
+                let mut actions = Vec::new();
+                if let Some(code) = &ask.otp {
+                    let digits = self.mesh.settings.digits.get() as usize;
+                    let judged =
+                        self.judge_code(now, peer, code, digits, |d, c| d.match_otp(now, peer, c));
+                    let (result, judged) = match judged {
+                        Ok(j) => j,
+                        Err(refusal) => return refuse(peer, id, request, refusal),
+                    };
+                    actions = judged;
+                    if result != VerifyResult::Accepted {
+                        let refusal = Refusal::Unauthorised(format!(
+                            "the OTP given for pre-authentication is {}",
+                            result.as_str()
+                        ));
+                        actions.extend(refuse(peer, id, request, refusal));
+                        return actions;
+                    }
+                }
+                let expires_at_ms = now + policy.ticket_lifetime_ms;
+                let grant = self.kdc.grant(now, &self.me, approved, &policy, rng);
+                actions.push(reply(CentreResponse::Session(grant)));
+                actions.push(Action::Emit(Event::KdcSessionIssued {
+                    client: ask.client.to_string(),
+                    server: ask.server.to_string(),
+                    expires_at_ms,
+                }));
+                actions
+            }
+        }
     }
 
     fn verify_match(
@@ -858,6 +976,7 @@ impl Role for Distributor {
                 | Request::Enrol(_)
                 | Request::TotpEnrol(_)
                 | Request::TotpVerify(_)
+                | Request::Kdc(_)
         );
         if from_requester && !self.mesh.is_requester(&peer) {
             return refuse(
@@ -876,6 +995,7 @@ impl Role for Distributor {
                 self.totp_enrol(now, peer, id, &request, &e.requester_key, rng)
             }
             Request::TotpVerify(v) => self.totp_verify(now, peer, id, &request, &v.code),
+            Request::Kdc(k) => self.kdc(now, peer, id, &request, k, rng),
             Request::PublicKey => refuse(
                 peer,
                 id,

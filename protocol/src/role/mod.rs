@@ -95,6 +95,8 @@ pub enum Record {
         requester: PeerId,
         token: crate::totp::Token,
     },
+    /// A user registered with the key distribution centre (replaces any older one of that name).
+    KdcUser(crate::kdc::centre::User),
 }
 
 /// Which OTP: who issued it to whom, for which round, with which counter.
@@ -204,6 +206,16 @@ pub enum Event {
     VerifyAnswered {
         distributor: PeerId,
         result: crate::wire::VerifyResult,
+    },
+    KdcRegistered {
+        name: String,
+        peer: PeerId,
+        replaced: bool,
+    },
+    KdcSessionIssued {
+        client: String,
+        server: String,
+        expires_at_ms: Millis,
     },
     OtpReceived {
         round: RoundId,
