@@ -24,7 +24,19 @@ pub const MAX_GROUP: usize = 256;
 pub type Outcome = (u64, Result<(), String>);
 
 pub struct Committer {
-    batches: mpsc::Sender<(u64, Vec<Record>)>,
+    batches: Option<mpsc::Sender<(u64, Vec<Record>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Stopping waits for the thread to finish its last commit and close the store, so a node that
+/// has stopped holds no lock on its database.
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.batches.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Committer {
@@ -32,7 +44,7 @@ impl Committer {
     pub fn spawn(store: Store) -> std::io::Result<(Committer, mpsc::Receiver<Outcome>)> {
         let (batches, mut queued) = mpsc::channel::<(u64, Vec<Record>)>(MAX_QUEUED_BATCHES);
         let (done, outcomes) = mpsc::channel(MAX_QUEUED_BATCHES + MAX_GROUP);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("otpmesh-commit".into())
             .spawn(move || {
                 while let Some(first) = queued.blocking_recv() {
@@ -52,12 +64,21 @@ impl Committer {
                     }
                 }
             })?;
-        Ok((Committer { batches }, outcomes))
+        Ok((
+            Committer {
+                batches: Some(batches),
+                thread: Some(thread),
+            },
+            outcomes,
+        ))
     }
 
     /// Queues `records` as batch `id`; fails at once when the queue is full or the thread is gone.
     pub fn submit(&self, id: u64, records: Vec<Record>) -> Result<(), String> {
-        self.batches.try_send((id, records)).map_err(|e| match e {
+        let Some(batches) = &self.batches else {
+            return Err("storage stopped".to_string());
+        };
+        batches.try_send((id, records)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => "storage busy".to_string(),
             mpsc::error::TrySendError::Closed(_) => "storage stopped".to_string(),
         })

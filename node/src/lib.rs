@@ -12,6 +12,7 @@ pub mod codec;
 pub mod commit;
 pub mod control;
 pub mod event_loop;
+pub mod kdc;
 pub mod keys;
 pub mod limits;
 pub mod rpc;

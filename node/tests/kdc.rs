@@ -1,0 +1,430 @@
+//! The key distribution centre on real sockets: a distributor node in this process as the centre,
+//! two users as [`kdc::User`] endpoints with their own swarms, over 127.0.0.1 TCP + Noise + Yamux,
+//! real Argon2id keys, a real file on disk, the centre's store reopened.
+
+use futures::io::AsyncWriteExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use otpmesh_node::kdc::{self, CentreFailure};
+use otpmesh_node::{rpc, NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_protocol::kdc::client::{self, Credentials};
+use otpmesh_protocol::kdc::exchange::{Receiver, Sender};
+use otpmesh_protocol::kdc::message::{
+    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Present,
+    MAX_EXCHANGE_BYTES,
+};
+use otpmesh_protocol::kdc::{Key, Name};
+use otpmesh_protocol::mesh::{Member, MeshConfig};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A centre (distributor) listing `users` as requesters; its address with /p2p, and its peer.
+async fn centre(dir: &Path, users: &[&Keypair]) -> (Multiaddr, PeerId, Centre) {
+    let member = |peer_id| Member {
+        peer_id,
+        addrs: vec![],
+    };
+    let me = otpmesh_node::keys::load_or_create_identity(dir).unwrap();
+    let mesh = MeshConfig {
+        generators: vec![member(Keypair::generate_ed25519().public().to_peer_id())],
+        distributors: vec![member(me.public().to_peer_id())],
+        requesters: users
+            .iter()
+            .map(|k| member(k.public().to_peer_id()))
+            .collect(),
+        settings: otpmesh_protocol::mesh::Settings {
+            quorum: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let node = otpmesh_node::start(NodeConfig {
+        role: RoleSpec::Distributor,
+        data_dir: dir.to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![],
+        mesh,
+        mdns: false,
+        manual_rounds: false,
+        seed: None,
+    })
+    .expect("centre starts");
+    let (peer, mut events, client) = (node.peer_id, node.events, node.client);
+    let running = tokio::spawn(node.event_loop.run());
+    let addr = timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(NodeEvent::Listening { addr }) => return addr,
+                Some(_) => {}
+                None => panic!("centre stopped"),
+            }
+        }
+    })
+    .await
+    .expect("centre listens");
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (
+        addr.with(Protocol::P2p(peer)),
+        peer,
+        Centre { client, running },
+    )
+}
+
+/// A running centre: stopping it waits until its store is closed.
+struct Centre {
+    client: otpmesh_node::Client,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Centre {
+    async fn stop(self) {
+        self.client.shutdown().await.unwrap();
+        timeout(WAIT, self.running).await.unwrap().unwrap();
+    }
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+struct Party {
+    identity: Keypair,
+    name: Name,
+    key: Key,
+}
+
+impl Party {
+    fn new(who: &str, passphrase: &[u8], centre: &PeerId) -> Party {
+        Party {
+            identity: Keypair::generate_ed25519(),
+            name: name(who),
+            key: Key::derive(passphrase, &name(who), centre).unwrap(),
+        }
+    }
+
+    fn peer(&self) -> PeerId {
+        self.identity.public().to_peer_id()
+    }
+
+    async fn user(&self, listen: bool) -> kdc::User {
+        let addrs: Vec<Multiaddr> = if listen {
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]
+        } else {
+            vec![]
+        };
+        kdc::User::start(self.identity.clone(), &addrs)
+            .await
+            .unwrap()
+    }
+
+    async fn register(
+        &self,
+        centre_addr: &Multiaddr,
+        centre: &PeerId,
+    ) -> Result<CentreResponse, CentreFailure> {
+        let user = self.user(false).await;
+        let r = client::register(
+            centre,
+            &self.peer(),
+            self.name.clone(),
+            self.key.clone(),
+            None,
+        );
+        user.call_centre(centre_addr, CentreRequest::Register(r))
+            .await
+    }
+
+    async fn session(
+        &self,
+        user: &kdc::User,
+        centre_addr: &Multiaddr,
+        centre: &PeerId,
+        server: &str,
+    ) -> Result<Credentials, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let req = client::session_request(
+            centre,
+            &self.key,
+            self.name.clone(),
+            name(server),
+            now,
+            None,
+            &mut rand_core::OsRng,
+        );
+        match user
+            .call_centre(centre_addr, CentreRequest::Session(req.clone()))
+            .await
+        {
+            Ok(CentreResponse::Session(grant)) => {
+                client::open_grant(centre, &self.key, &req, grant, now).map_err(|e| e.to_string())
+            }
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Starts bob's receiver: announces it to the centre, then serves until a file arrives. Refused
+/// attempts come out of the returned channel.
+async fn receive(
+    bob: &Party,
+    centre_addr: &Multiaddr,
+    centre: PeerId,
+    dir: &Path,
+    out: &Path,
+) -> (
+    tokio::task::JoinHandle<Result<kdc::ReceivedFile, String>>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let user = bob.user(true).await;
+    let addrs = user.listen_addrs().await.unwrap();
+    let present = Present {
+        name: bob.name.clone(),
+        addrs: addrs.iter().map(|a| a.to_string()).collect(),
+    };
+    assert!(matches!(
+        user.call_centre(centre_addr, CentreRequest::Present(present))
+            .await,
+        Ok(CentreResponse::Present { .. })
+    ));
+    let mut incoming = user.accept().unwrap();
+    let receiver = Receiver {
+        centre,
+        name: bob.name.clone(),
+        key: bob.key.clone(),
+        max_skew_ms: otpmesh_protocol::kdc::DEFAULT_MAX_SKEW_MS,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (dir, out) = (dir.to_path_buf(), out.to_path_buf());
+    let task = tokio::spawn(async move {
+        let _user = user;
+        kdc::receive_file(&mut incoming, &receiver, &dir, &out, |_, reason| {
+            let _ = tx.send(reason);
+        })
+        .await
+    });
+    (task, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registered_users_exchange_a_file_byte_for_byte() {
+    let (centre_dir, bob_dir, files) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let centre_identity = otpmesh_node::keys::load_or_create_identity(centre_dir.path()).unwrap();
+    let centre_peer = centre_identity.public().to_peer_id();
+    let alice = Party::new("alice", b"alice's passphrase", &centre_peer);
+    let bob = Party::new("bob", b"bob's passphrase!", &centre_peer);
+    let (addr, centre_peer, centre_task) =
+        centre(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    assert!(alice.register(&addr, &centre_peer).await.is_ok());
+    assert!(bob.register(&addr, &centre_peer).await.is_ok());
+    // The name is taken now: a second registration without the old passphrase is refused.
+    let err = Party {
+        identity: bob.identity.clone(),
+        name: name("alice"),
+        key: bob.key.clone(),
+    }
+    .register(&addr, &centre_peer)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("taken"), "{err}");
+
+    // The centre restarts: registrations are durable.
+    centre_task.stop().await;
+    let (addr, centre_peer, _centre_task) = timeout(
+        WAIT,
+        centre(centre_dir.path(), &[&alice.identity, &bob.identity]),
+    )
+    .await
+    .unwrap();
+
+    let file: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let input = files.path().join("input.bin");
+    std::fs::write(&input, &file).unwrap();
+    let out = files.path().join("received.bin");
+    let (receiving, mut refusals) = receive(&bob, &addr, centre_peer, bob_dir.path(), &out).await;
+
+    let sender = alice.user(false).await;
+    let creds = alice
+        .session(&sender, &addr, &centre_peer, "bob")
+        .await
+        .unwrap();
+    assert_eq!(creds.server_peer, bob.peer());
+    let sent = timeout(WAIT, sender.send_file(&centre_peer, &creds, &input))
+        .await
+        .unwrap()
+        .unwrap();
+    let received = timeout(WAIT, receiving).await.unwrap().unwrap().unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), file, "byte-identical");
+    assert_eq!(sent.bytes, file.len() as u64);
+    assert_eq!(received.blake3, *blake3::hash(&file).as_bytes());
+    assert_eq!(sent.blake3, received.blake3);
+    assert_eq!(received.from, "alice");
+    assert_eq!(received.from_peer, alice.peer());
+    assert!(refusals.try_recv().is_err(), "nothing was refused");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o600);
+    assert_eq!(mode(&bob_dir.path().join(kdc::REPLAY_CACHE_FILE)), 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(files.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A wrong passphrase and an unknown name, each named by the centre.
+    let wrong = Party {
+        key: Key::derive(b"not alice's passphrase", &name("alice"), &centre_peer).unwrap(),
+        identity: alice.identity.clone(),
+        name: name("alice"),
+    };
+    let err = wrong
+        .session(&sender, &addr, &centre_peer, "bob")
+        .await
+        .unwrap_err();
+    assert!(err.contains("wrong passphrase for alice"), "{err}");
+    let err = alice
+        .session(&sender, &addr, &centre_peer, "carol")
+        .await
+        .unwrap_err();
+    assert!(err.contains("no user named carol"), "{err}");
+}
+
+async fn write_frame(stream: &mut libp2p::Stream, seq: u64, frame: &Exchange) {
+    let mut buf = Vec::new();
+    rpc::push_frame(&mut buf, seq, &encode_exchange(frame));
+    stream.write_all(&buf).await.unwrap();
+    stream.flush().await.unwrap();
+}
+
+async fn read_frame(stream: &mut libp2p::Stream) -> Exchange {
+    let (_, body) = timeout(WAIT, rpc::read_frame(stream, MAX_EXCHANGE_BYTES))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a frame");
+    decode_exchange(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
+    let (centre_dir, bob_dir, files) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let centre_peer = otpmesh_node::keys::load_or_create_identity(centre_dir.path())
+        .unwrap()
+        .public()
+        .to_peer_id();
+    let alice = Party::new("alice", b"alice's passphrase", &centre_peer);
+    let bob = Party::new("bob", b"bob's passphrase!", &centre_peer);
+    let (addr, centre_peer, _centre) =
+        centre(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    alice.register(&addr, &centre_peer).await.unwrap();
+    bob.register(&addr, &centre_peer).await.unwrap();
+    let out = files.path().join("out.bin");
+    let (receiving, mut refusals) = receive(&bob, &addr, centre_peer, bob_dir.path(), &out).await;
+    let sender = alice.user(false).await;
+    let creds = alice
+        .session(&sender, &addr, &centre_peer, "bob")
+        .await
+        .unwrap();
+
+    // Alice's first Hello, sent by hand on a raw stream: welcomed. The stream then ends early.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (_, hello) = Sender::hello(&creds, &centre_peer, now, 5, &mut rand_core::OsRng);
+    let mut swarm = rpc::bare_swarm(alice.identity.clone()).unwrap();
+    let mut control = swarm.behaviour().new_control();
+    let bob_addr: Multiaddr = creds.server_addrs[0].parse().unwrap();
+    swarm
+        .dial(bob_addr.with(Protocol::P2p(bob.peer())))
+        .unwrap();
+    let _swarm = tokio::spawn(async move {
+        use futures::StreamExt;
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let mut first = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
+        .await
+        .unwrap()
+        .unwrap();
+    write_frame(&mut first, 0, &hello).await;
+    assert!(matches!(read_frame(&mut first).await, Exchange::Welcome(_)));
+    first.close().await.unwrap();
+    let reason = timeout(WAIT, refusals.recv()).await.unwrap().unwrap();
+    assert!(reason.contains("closed"), "{reason}");
+
+    // The same Hello again: a replay.
+    let mut second = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
+        .await
+        .unwrap()
+        .unwrap();
+    write_frame(&mut second, 0, &hello).await;
+    match read_frame(&mut second).await {
+        Exchange::Refused(reason) => assert!(reason.contains("replay"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let reason = timeout(WAIT, refusals.recv()).await.unwrap().unwrap();
+    assert!(reason.contains("replay"), "{reason}");
+
+    // Mallory (another peer) presenting alice's Hello: the ticket names alice's PeerId.
+    let mut swarm = rpc::bare_swarm(Keypair::generate_ed25519()).unwrap();
+    let mut control = swarm.behaviour().new_control();
+    swarm
+        .dial(
+            creds.server_addrs[0]
+                .parse::<Multiaddr>()
+                .unwrap()
+                .with(Protocol::P2p(bob.peer())),
+        )
+        .unwrap();
+    let _mallory = tokio::spawn(async move {
+        use futures::StreamExt;
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let mut third = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
+        .await
+        .unwrap()
+        .unwrap();
+    write_frame(&mut third, 0, &hello).await;
+    match read_frame(&mut third).await {
+        Exchange::Refused(reason) => assert!(reason.contains("connection comes from"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let reason = timeout(WAIT, refusals.recv()).await.unwrap().unwrap();
+    assert!(reason.contains("connection comes from"), "{reason}");
+
+    // The receiver still serves an honest sender.
+    let input = files.path().join("in.bin");
+    std::fs::write(&input, b"after the replay").unwrap();
+    let sent = timeout(WAIT, sender.send_file(&centre_peer, &creds, &input)).await;
+    if !matches!(sent, Ok(Ok(_))) {
+        let receiver_end = timeout(WAIT, receiving).await;
+        panic!(
+            "{sent:?}; the receiver said {:?}, ended {receiver_end:?}",
+            refusals.try_recv()
+        );
+    }
+    timeout(WAIT, receiving).await.unwrap().unwrap().unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), b"after the replay");
+}
