@@ -1,6 +1,7 @@
 //! Each subcommand: parse into a config, build, run, print.
 
 pub mod enrol;
+pub mod kdc;
 pub mod mesh;
 pub mod node;
 pub mod request;
@@ -9,7 +10,9 @@ pub mod verify;
 
 pub use mesh::free_ports as mesh_ports;
 
-use crate::cli::{BenchCommand, Cli, Command, MeshCommand, ScenarioCommand, TotpCommand};
+use crate::cli::{
+    BenchCommand, Cli, Command, KdcCommand, MeshCommand, ScenarioCommand, TotpCommand,
+};
 use std::process::ExitCode;
 
 /// An error with the exit code it should end the process with.
@@ -44,7 +47,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let default_log = match &cli.command {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
         // A one-shot request says what went wrong in its error; logs would repeat it.
-        Command::Request(_) | Command::Verify(_) | Command::Enrol(_) | Command::Totp(_) => "error",
+        Command::Request(_)
+        | Command::Verify(_)
+        | Command::Enrol(_)
+        | Command::Totp(_)
+        | Command::Kdc(_) => "error",
         _ => "warn",
     };
     init_logs(default_log);
@@ -68,6 +75,9 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Totp(TotpCommand::Code(args)) => totp::code(args),
             Command::Totp(TotpCommand::Enrol(args)) => totp::enrol(args).await,
             Command::Totp(TotpCommand::Verify(args)) => totp::verify(args).await,
+            Command::Kdc(KdcCommand::Register(args)) => kdc::register(args).await,
+            Command::Kdc(KdcCommand::Send(args)) => kdc::send(args).await,
+            Command::Kdc(KdcCommand::Receive(args)) => kdc::receive(args).await,
             Command::Bench(BenchCommand::Round(args)) => crate::bench::round(args).await,
             Command::Bench(BenchCommand::Mesh(args)) => crate::bench::mesh(args).await,
             Command::Bench(BenchCommand::Serve(args)) => crate::bench::serve(args).await,
