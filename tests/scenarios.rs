@@ -108,6 +108,27 @@ fn hostile_passes() {
 }
 
 #[test]
+fn kdc_passes_with_every_failure_named() {
+    let report = assert_passes("kdc");
+    let steps = report["steps"].as_array().unwrap();
+    let outcome = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("step {name}"))["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(outcome("alice sends bob a file").contains("byte-identical"));
+    let refused = steps
+        .iter()
+        .filter(|s| s["outcome"].as_str().unwrap_or("").starts_with("refused"))
+        .count();
+    assert_eq!(refused, 6, "every failure case ran and was refused");
+}
+
+#[test]
 fn scale_passes() {
     let report = assert_passes("scale");
     assert_eq!(report["otps"].as_array().unwrap().len(), 16);

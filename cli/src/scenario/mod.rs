@@ -6,6 +6,7 @@
 //! ```
 
 pub mod backend;
+pub mod kdc;
 pub mod layout;
 pub mod runner;
 pub mod spec;

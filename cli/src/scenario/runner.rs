@@ -445,6 +445,78 @@ impl Runner<'_> {
                 .await
             }
             Step::Expect(totals) => Ok(self.totals(totals)),
+            Step::KdcRegister {
+                user,
+                distributor,
+                kdc_name,
+                passphrase,
+                old_passphrase,
+                expect,
+            } => {
+                let r = super::kdc::register(
+                    self.layout.node(user),
+                    self.layout.node(distributor),
+                    kdc_name.as_deref().unwrap_or(user),
+                    passphrase,
+                    old_passphrase.as_deref(),
+                    expect,
+                )
+                .await?;
+                Ok(Judged {
+                    outcome: r.outcome,
+                    expected: r.expected,
+                    passed: r.passed,
+                })
+            }
+            Step::KdcSend {
+                from,
+                to,
+                distributor,
+                to_name,
+                bytes,
+                passphrase,
+                receiver_passphrase,
+                otp,
+                expect,
+            } => {
+                use rand::{RngCore, SeedableRng};
+                let mut file = vec![0u8; *bytes as usize];
+                rand_chacha::ChaCha20Rng::seed_from_u64(layout::derive_u64(
+                    self.seed,
+                    &format!("kdc/{index}"),
+                ))
+                .fill_bytes(&mut file);
+                let code = match otp {
+                    false => None,
+                    true => Some(
+                        self.state
+                            .otps
+                            .iter()
+                            .rev()
+                            .find(|o| o.requester == *from && o.distributor == *distributor)
+                            .ok_or_else(|| anyhow!("{from} has no OTP from {distributor} to use"))?
+                            .otp
+                            .clone(),
+                    ),
+                };
+                let r = super::kdc::send(
+                    self.layout.node(from),
+                    self.layout.node(to),
+                    self.layout.node(distributor),
+                    to_name.as_deref().unwrap_or(to),
+                    &file,
+                    passphrase,
+                    receiver_passphrase,
+                    code.as_deref(),
+                    expect,
+                )
+                .await?;
+                Ok(Judged {
+                    outcome: r.outcome,
+                    expected: r.expected,
+                    passed: r.passed,
+                })
+            }
         }
     }
 

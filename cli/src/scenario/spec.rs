@@ -278,6 +278,58 @@ pub enum Step {
         expect: RoundExpect,
     },
     Expect(Totals),
+    /// `otpmesh kdc register` as `user` (a requester).
+    KdcRegister {
+        user: String,
+        distributor: String,
+        /// The name to register (default: the node's name).
+        kdc_name: Option<String>,
+        passphrase: String,
+        old_passphrase: Option<String>,
+        #[serde(default)]
+        expect: KdcExpect,
+    },
+    /// `otpmesh kdc receive` as `to`, then `otpmesh kdc send` from `from`: a file of `bytes`
+    /// bytes drawn from the seed, compared byte for byte on arrival.
+    KdcSend {
+        from: String,
+        to: String,
+        distributor: String,
+        /// The name the sender asks for (default: `to`'s node name).
+        to_name: Option<String>,
+        #[serde(default = "default_kdc_bytes")]
+        bytes: u64,
+        passphrase: String,
+        receiver_passphrase: String,
+        /// Send the sender's last OTP from `distributor` as pre-authentication.
+        #[serde(default)]
+        otp: bool,
+        #[serde(default)]
+        expect: KdcExpect,
+    },
+}
+
+fn default_kdc_bytes() -> u64 {
+    100_000
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KdcOutcome {
+    /// Registered, or the file arrived byte for byte (the default).
+    #[default]
+    Ok,
+    /// The command failed.
+    Refused,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdcExpect {
+    #[serde(default)]
+    pub outcome: KdcOutcome,
+    /// Text the failure's message contains.
+    pub reason: Option<String>,
 }
 
 impl Step {
@@ -293,6 +345,8 @@ impl Step {
             Step::Inject { .. } => "inject",
             Step::Wait { .. } => "wait",
             Step::Expect(_) => "expect",
+            Step::KdcRegister { .. } => "kdc_register",
+            Step::KdcSend { .. } => "kdc_send",
         }
     }
 }
@@ -753,6 +807,47 @@ fn check_step(
             }
         }
         Step::Expect(_) => {}
+        Step::KdcRegister {
+            user,
+            distributor,
+            kdc_name,
+            ..
+        } => {
+            need(user, &[NodeRole::Requester], "requester")?;
+            need(distributor, &[NodeRole::Distributor], "distributor")?;
+            let name = kdc_name.as_deref().unwrap_or(user);
+            if let Err(e) = otpmesh_protocol::kdc::Name::new(name) {
+                return Err(c.err(
+                    at,
+                    format!("{e}"),
+                    Some("set `kdc_name` to a lowercase name".into()),
+                ));
+            }
+        }
+        Step::KdcSend {
+            from,
+            to,
+            distributor,
+            to_name,
+            bytes,
+            ..
+        } => {
+            need(from, &[NodeRole::Requester], "requester")?;
+            need(to, &[NodeRole::Requester], "requester")?;
+            need(distributor, &[NodeRole::Distributor], "distributor")?;
+            for name in [from.as_str(), to.as_str(), to_name.as_deref().unwrap_or(to)] {
+                if let Err(e) = otpmesh_protocol::kdc::Name::new(name) {
+                    return Err(c.err(at, format!("{e}"), Some("use lowercase names".into())));
+                }
+            }
+            if *bytes > 64 << 20 {
+                return Err(c.err(
+                    at,
+                    format!("bytes = {bytes}: a scenario sends at most 64 MiB"),
+                    None,
+                ));
+            }
+        }
     }
     Ok(())
 }
