@@ -11,8 +11,7 @@ use otpmesh_node::{rpc, NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::kdc::client::{self, Credentials};
 use otpmesh_protocol::kdc::exchange::{Receiver, Sender};
 use otpmesh_protocol::kdc::message::{
-    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Present,
-    MAX_EXCHANGE_BYTES,
+    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, MAX_EXCHANGE_BYTES,
 };
 use otpmesh_protocol::kdc::{Key, Name};
 use otpmesh_protocol::mesh::{Member, MeshConfig};
@@ -86,6 +85,13 @@ impl Centre {
         self.client.shutdown().await.unwrap();
         timeout(WAIT, self.running).await.unwrap().unwrap();
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn name(s: &str) -> Name {
@@ -186,10 +192,14 @@ async fn receive(
 ) {
     let user = bob.user(true).await;
     let addrs = user.listen_addrs().await.unwrap();
-    let present = Present {
-        name: bob.name.clone(),
-        addrs: addrs.iter().map(|a| a.to_string()).collect(),
-    };
+    let present = client::present(
+        &centre,
+        &bob.key,
+        bob.name.clone(),
+        addrs.iter().map(|a| a.to_string()).collect(),
+        now_ms(),
+        &mut rand_core::OsRng,
+    );
     assert!(matches!(
         user.call_centre(centre_addr, CentreRequest::Present(present))
             .await,

@@ -9,8 +9,7 @@ use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::kdc::client::{self, Credentials};
 use otpmesh_protocol::kdc::exchange::{ExchangeError, Incoming, Receiver, ReplayCache, Sender};
 use otpmesh_protocol::kdc::message::{
-    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Hello, Present,
-    CHUNK_BYTES,
+    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Hello, CHUNK_BYTES,
 };
 use otpmesh_protocol::kdc::{KdcError, Key, Name, Sealed};
 use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
@@ -656,24 +655,40 @@ fn an_otp_can_be_required_and_is_used_up_by_the_session_request() {
 
 #[test]
 fn presence_tells_senders_where_the_receiver_listens() {
-    let (mut w, ka, _kb, creds) = World::registered();
+    let (mut w, ka, kb, creds) = World::registered();
     assert!(creds.server_addrs.is_empty());
     let addrs = vec!["/ip4/127.0.0.1/tcp/4001".to_string()];
-    let present = |n: &str| {
-        CentreRequest::Present(Present {
-            name: name(n),
-            addrs: addrs.clone(),
-        })
+    let present = |w: &mut World, key: &Key, addrs: Vec<String>| {
+        CentreRequest::Present(client::present(
+            &w.centre,
+            key,
+            name("bob"),
+            addrs,
+            T0,
+            &mut w.rng,
+        ))
     };
-    // Only bob's peer may say where bob is.
-    assert!(w.kdc(w.mallory, present("bob"), T0).is_err());
-    assert!(w.kdc(w.bob, present("bob"), T0).is_ok());
+    // Only bob's peer, with bob's key, may say where bob is.
+    let ask = present(&mut w, &kb, addrs.clone());
+    let err = w.kdc(w.mallory, ask, T0).unwrap_err();
+    assert!(
+        err.to_string().contains("registered to another peer"),
+        "{err}"
+    );
+    let ask = present(&mut w, &ka, addrs.clone());
+    let err = w.kdc(w.bob, ask, T0).unwrap_err();
+    assert!(
+        err.to_string().contains("wrong passphrase for bob"),
+        "{err}"
+    );
+    let ask = present(&mut w, &kb, addrs.clone());
+    let err = w.kdc(w.bob, ask, T0 + SKEW + 1).unwrap_err();
+    assert!(err.to_string().contains("ms off"), "{err}");
+    let ask = present(&mut w, &kb, addrs.clone());
+    assert!(w.kdc(w.bob, ask, T0).is_ok());
     let creds = w.session(w.alice, &ka, "alice", "bob", T0, None).unwrap();
     assert_eq!(creds.server_addrs, addrs);
-    let too_many = CentreRequest::Present(Present {
-        name: name("bob"),
-        addrs: vec![addrs[0].clone(); 5],
-    });
+    let too_many = present(&mut w, &kb, vec![addrs[0].clone(); 5]);
     assert!(
         otpmesh_protocol::wire::decode_request(&otpmesh_protocol::wire::encode_request(
             &Request::Kdc(too_many)

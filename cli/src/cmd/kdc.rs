@@ -7,7 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use otpmesh_node::kdc::{self, CentreFailure, User};
 use otpmesh_protocol::kdc::client;
 use otpmesh_protocol::kdc::exchange::Receiver;
-use otpmesh_protocol::kdc::message::{CentreRequest, CentreResponse, Present, MAX_PRESENCE_ADDRS};
+use otpmesh_protocol::kdc::message::{CentreRequest, CentreResponse, MAX_PRESENCE_ADDRS};
 use otpmesh_protocol::kdc::{Key, Name, MAX_PASSPHRASE_BYTES};
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -308,10 +308,14 @@ pub async fn receive(args: KdcReceiveArgs) -> Outcome {
             .map(|a| a.to_string())
             .take(MAX_PRESENCE_ADDRS)
             .collect();
-        let present = Present {
-            name: ctx.name.clone(),
-            addrs: addrs.clone(),
-        };
+        let present = client::present(
+            &ctx.centre,
+            &key,
+            ctx.name.clone(),
+            addrs.clone(),
+            now_ms(),
+            &mut rand_core::OsRng,
+        );
         user.call_centre(&ctx.centre_addr, CentreRequest::Present(present))
             .await
             .map_err(centre_failure)?;

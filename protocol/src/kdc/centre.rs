@@ -117,9 +117,24 @@ impl Centre {
         Ok((user, replaced))
     }
 
-    /// Records where a registered user's receiver listens.
-    pub fn present(&mut self, now: Millis, peer: PeerId, p: &Present) -> Result<(), Refusal> {
+    /// Records where a registered user's receiver listens (from its peer, with its key).
+    pub fn present(
+        &mut self,
+        now: Millis,
+        me: &PeerId,
+        peer: PeerId,
+        p: &Present,
+        policy: &Policy,
+    ) -> Result<(), Refusal> {
         let user = self.registered_to(&p.name, &peer)?;
+        check_preauth(
+            &user.key,
+            &present_context(me, &p.name),
+            &p.proof,
+            now,
+            policy,
+            &p.name,
+        )?;
         if p.addrs.is_empty()
             || p.addrs.len() > MAX_PRESENCE_ADDRS
             || p.addrs.iter().any(|a| a.len() > MAX_ADDR_BYTES)
@@ -160,27 +175,14 @@ impl Centre {
         policy: &Policy,
     ) -> Result<Approved, Refusal> {
         let client = self.registered_to(&req.client, &peer)?;
-        let preauth: Option<Preauth> = client
-            .key
-            .open(
-                Purpose::Preauth,
-                &preauth_context(me, &req.client, &req.server, &req.nonce),
-                &req.preauth,
-            )
-            .and_then(|plain| message::from_plain(&plain));
-        let Some(preauth) = preauth else {
-            return Err(unauthorised(format!(
-                "wrong passphrase for {} (its pre-authentication does not open)",
-                req.client
-            )));
-        };
-        if preauth.ctime_ms.abs_diff(now) > policy.max_skew_ms {
-            return Err(unauthorised(format!(
-                "the client's clock is {} ms off this centre's, more than the {} ms allowed",
-                preauth.ctime_ms.abs_diff(now),
-                policy.max_skew_ms
-            )));
-        }
+        check_preauth(
+            &client.key,
+            &preauth_context(me, &req.client, &req.server, &req.nonce),
+            &req.preauth,
+            now,
+            policy,
+            &req.client,
+        )?;
         if !self.users.contains_key(&req.server) {
             return Err(invalid(format!(
                 "no user named {} is registered here",
@@ -251,6 +253,33 @@ impl Centre {
     }
 }
 
+/// Opens a pre-authentication under `key` and checks its time against the clock skew.
+fn check_preauth(
+    key: &Key,
+    context: &[u8],
+    sealed: &super::Sealed,
+    now: Millis,
+    policy: &Policy,
+    name: &Name,
+) -> Result<(), Refusal> {
+    let preauth: Option<Preauth> = key
+        .open(Purpose::Preauth, context, sealed)
+        .and_then(|plain| message::from_plain(&plain));
+    let Some(preauth) = preauth else {
+        return Err(unauthorised(format!(
+            "wrong passphrase for {name} (its pre-authentication does not open)"
+        )));
+    };
+    let off = preauth.ctime_ms.abs_diff(now);
+    if off > policy.max_skew_ms {
+        return Err(unauthorised(format!(
+            "{name}'s clock is {off} ms off this centre's, more than the {} ms allowed",
+            policy.max_skew_ms
+        )));
+    }
+    Ok(())
+}
+
 /// The proof of the current key that re-registering a name needs.
 pub fn reregister_proof(
     old: &Key,
@@ -282,6 +311,10 @@ pub(crate) fn preauth_context(
         server.as_str().as_bytes(),
         nonce,
     ])
+}
+
+pub(crate) fn present_context(centre: &PeerId, name: &Name) -> Vec<u8> {
+    context(&[&centre.to_bytes(), name.as_str().as_bytes(), b"present"])
 }
 
 pub(crate) fn for_client_context(centre: &PeerId, client: &Name, nonce: &[u8]) -> Vec<u8> {

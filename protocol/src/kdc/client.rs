@@ -1,7 +1,7 @@
 //! A user's side of the centre: registering, asking for a session key, opening the answer.
 
-use super::centre::{for_client_context, preauth_context, reregister_proof};
-use super::message::{ForClient, Grant, Preauth, Register, SessionRequest};
+use super::centre::{for_client_context, preauth_context, present_context, reregister_proof};
+use super::message::{ForClient, Grant, Preauth, Present, Register, SessionRequest};
 use super::{message, KdcError, Key, Name, Purpose, Sealed};
 use crate::role::Millis;
 use libp2p_identity::PeerId;
@@ -12,6 +12,24 @@ use rand_core::CryptoRngCore;
 pub fn register(centre: &PeerId, me: &PeerId, name: Name, key: Key, old: Option<&Key>) -> Register {
     let proof = old.map(|old| reregister_proof(old, centre, &name, &key, me));
     Register { name, key, proof }
+}
+
+/// The presence announcement of `name` (holding `key`), listening at `addrs`.
+pub fn present(
+    centre: &PeerId,
+    key: &Key,
+    name: Name,
+    addrs: Vec<String>,
+    now: Millis,
+    rng: &mut dyn CryptoRngCore,
+) -> Present {
+    let proof = key.seal(
+        Purpose::Preauth,
+        &present_context(centre, &name),
+        &message::to_plain(&Preauth { ctime_ms: now }),
+        rng,
+    );
+    Present { name, addrs, proof }
 }
 
 /// A session request from `client` (holding `key`) for `server`, with a fresh nonce.

@@ -30,11 +30,14 @@ pub struct Register {
     pub proof: Option<[u8; 32]>,
 }
 
-/// A receiver tells the centre where it listens, so senders can reach it.
+/// A receiver tells the centre where it listens, so senders can reach it. `proof` is a
+/// [`Preauth`] sealed under the name's key ([`super::client::present`]): a receiver started with
+/// the wrong passphrase learns it at once, not when its first ticket fails to open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Present {
     pub name: Name,
     pub addrs: Vec<String>,
+    pub proof: Sealed,
 }
 
 /// A asks for a session key to talk to `server`.

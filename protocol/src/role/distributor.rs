@@ -753,7 +753,7 @@ impl Distributor {
                     }),
                 ],
             },
-            CentreRequest::Present(p) => match self.kdc.present(now, peer, p) {
+            CentreRequest::Present(p) => match self.kdc.present(now, &self.me, peer, p, &policy) {
                 Err(refusal) => refuse(peer, id, request, refusal),
                 Ok(()) => vec![reply(CentreResponse::Present {
                     name: p.name.clone(),
