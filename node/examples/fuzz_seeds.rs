@@ -231,5 +231,114 @@ fn main() -> std::io::Result<()> {
         "input",
         br#"{"cmd":"input","round":3,"value":"-170141183460469231731687303715884105728"}"#,
     )?;
-    Ok(())
+    kdc(out)
+}
+
+/// Key distribution centre: requests to the centre, a stored user, and exchange frames made with
+/// the keys the `kdc_exchange` target's receiver holds (so its Hellos pass every check).
+fn kdc(out: &Path) -> std::io::Result<()> {
+    use otpmesh_protocol::kdc::centre::{Centre, Policy, User};
+    use otpmesh_protocol::kdc::client;
+    use otpmesh_protocol::kdc::exchange::Sender;
+    use otpmesh_protocol::kdc::message::{CentreRequest, Exchange};
+    use otpmesh_protocol::kdc::{Key, Name};
+    use rand::SeedableRng;
+    const NOW: u64 = 1_700_000_000_000;
+    let peer = |seed: u8| {
+        libp2p::identity::Keypair::ed25519_from_bytes([seed; 32])
+            .expect("32 bytes")
+            .public()
+            .to_peer_id()
+    };
+    let (centre, alice, bob) = (peer(7), peer(8), peer(9));
+    let name = |s: &str| Name::new(s).expect("a valid name");
+    let (ka, kb) = (Key::from_bytes([0x22; 32]), Key::from_bytes([0x11; 32]));
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+    let session = client::session_request(
+        &centre,
+        &ka,
+        name("alice"),
+        name("bob"),
+        NOW,
+        Some("12345678".into()),
+        &mut rng,
+    );
+    let requests = [
+        (
+            "kdc_register",
+            CentreRequest::Register(client::register(
+                &centre,
+                &alice,
+                name("alice"),
+                ka.clone(),
+                Some(&kb),
+            )),
+        ),
+        (
+            "kdc_present",
+            CentreRequest::Present(client::present(
+                &centre,
+                &kb,
+                name("bob"),
+                vec!["/ip4/127.0.0.1/tcp/4001".into()],
+                NOW,
+                &mut rng,
+            )),
+        ),
+        ("kdc_session", CentreRequest::Session(session.clone())),
+    ];
+    for (label, ask) in requests {
+        write(out, "request", label, &encode_request(&Request::Kdc(ask)))?;
+    }
+    let user = |n: &str, peer, key: &Key| User {
+        name: name(n),
+        peer,
+        key: key.clone(),
+        registered_at_ms: NOW,
+    };
+    let centre_state = Centre::new(vec![user("alice", alice, &ka), user("bob", bob, &kb)]);
+    let policy = Policy {
+        ticket_lifetime_ms: 3_600_000,
+        max_skew_ms: 300_000,
+        require_otp: false,
+    };
+    let approved = centre_state
+        .check_session(NOW, &centre, alice, &session, &policy)
+        .expect("a valid session request");
+    let grant = centre_state.grant(NOW, &centre, approved, &policy, &mut rng);
+    write(
+        out,
+        "response",
+        "kdc_session",
+        &encode_response(&Response::Kdc(
+            otpmesh_protocol::kdc::message::CentreResponse::Session(grant.clone()),
+        )),
+    )?;
+    let creds = client::open_grant(&centre, &ka, &session, grant, NOW).expect("opens");
+    let (mut sender, hello) = Sender::hello(&creds, &centre, NOW, 5, &mut rng);
+    let frames = [
+        ("hello", hello),
+        ("chunk", sender.chunk(b"hello", true)),
+        ("refused", Exchange::Refused("busy".into())),
+        (
+            "welcome",
+            Exchange::Welcome(ka.seal(
+                otpmesh_protocol::kdc::Purpose::ApReply,
+                b"",
+                b"x",
+                &mut rng,
+            )),
+        ),
+    ];
+    for (label, frame) in frames {
+        write(
+            out,
+            "kdc_exchange",
+            label,
+            &otpmesh_protocol::kdc::message::encode_exchange(&frame),
+        )?;
+    }
+    let mut plain = Vec::new();
+    ciborium::into_writer(&user("alice", alice, &ka), &mut plain).expect("CBOR into a Vec");
+    write(out, "stored_records", "kdc_user", &plain)
 }
