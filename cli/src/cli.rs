@@ -62,7 +62,7 @@ pub enum KdcCommand {
     /// Receive one file as --name: tells the centre where this receiver listens, accepts the first
     /// exchange whose ticket and authenticator check out (refusing others), writes --out (0600).
     #[command(
-        after_help = "Examples:\n  otpmesh kdc receive --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-2 --name bob --out report.pdf\n\nWith --json, one line per event: ready, refused, received.\nExit codes: 0 received, 2 bad input, 3 unreachable or timed out, 4 refused by the centre."
+        after_help = "Examples:\n  otpmesh kdc receive --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-2 --name bob --out report.pdf\n\nWith --json, one line per event: ready, refused, received.\nExit codes: 0 received, 1 stopped or failed (a signal, the disk), 2 bad input, 3 unreachable or timed out, 4 refused by the centre (e.g. wrong passphrase)."
     )]
     Receive(KdcReceiveArgs),
 }
@@ -124,7 +124,7 @@ pub struct KdcReceiveArgs {
     /// Where to listen for the sender.
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     pub listen: String,
-    /// Clock skew allowed between sender and receiver (and ticket expiry grace).
+    /// Clock skew allowed between sender and receiver (and ticket expiry grace); at most 1h.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_skew: std::time::Duration,
 }

@@ -95,8 +95,10 @@ pub struct EventLoop {
     pub(crate) mesh: Option<Arc<MeshConfig>>,
     pub(crate) topic: gossipsub::IdentTopic,
     /// The store's write side, on its own thread (generators and distributors).
-    pub(crate) committer: Option<Committer>,
+    /// Declared before `committer` so it drops first: the commit thread, joined when the committer
+    /// drops, never waits on a full outcome channel nobody reads.
     pub(crate) commits: Option<mpsc::Receiver<commit::Outcome>>,
+    pub(crate) committer: Option<Committer>,
     /// Batches whose actions wait for their commit (or for an earlier batch's), oldest first.
     pub(crate) parked: VecDeque<Parked>,
     pub(crate) next_batch: u64,
@@ -153,6 +155,10 @@ impl EventLoop {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { done }) => {
                         self.drain_commits().await;
+                        // Close the store before saying so: the outcome channel first, so the
+                        // commit thread can never block on it, then the thread itself (joined).
+                        drop(self.commits.take());
+                        drop(self.committer.take());
                         let _ = done.send(());
                         break;
                     }

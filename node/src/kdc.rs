@@ -22,9 +22,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{identity::Keypair, Multiaddr, PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
 use otpmesh_protocol::kdc::client::Credentials;
-use otpmesh_protocol::kdc::exchange::{Receiver, ReplayCache, Sender};
+use otpmesh_protocol::kdc::exchange::{Incoming, Receiver, ReplayCache, Sender};
 use otpmesh_protocol::kdc::message::{
-    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, CHUNK_BYTES,
+    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Hello, CHUNK_BYTES,
     MAX_EXCHANGE_BYTES, MAX_FILE_BYTES,
 };
 use otpmesh_protocol::wire::{Request, Response};
@@ -428,9 +428,40 @@ fn save_replay_cache(data_dir: &Path, cache: &ReplayCache) -> Result<(), String>
     .map_err(|e| e.to_string())
 }
 
-/// Serves exchange streams one at a time until a file arrives whole and checked; each refused
-/// attempt is reported to `refused` and the wait goes on. The replay cache in `data_dir` is saved
-/// before an exchange is acknowledged.
+/// Streams waiting for their Hello to be read and judged; more are turned away on arrival.
+pub const MAX_PENDING_HELLOS: usize = 16;
+/// How long a new stream has to send its Hello once the receiver reads it.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Pending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (PeerId, Frames<Stream>, Result<Hello, String>)> + Send>,
+>;
+
+/// Reads a stream's first frame, which must be a Hello (within [`HELLO_TIMEOUT`] of being polled).
+fn read_hello(peer: PeerId, stream: Stream) -> Pending {
+    Box::pin(async move {
+        let mut frames = Frames::new(stream);
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+            Err(_) => Err(format!("no hello within {HELLO_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Exchange::Hello(h))) => Ok(h),
+            Ok(Ok(other)) => Err(unexpected(&other)),
+        };
+        (peer, frames, hello)
+    })
+}
+
+/// Ends a stream with a refusal, without holding up the caller.
+fn refuse_later(mut frames: Frames<Stream>, reason: String) {
+    tokio::spawn(async move { frames.refuse(&reason).await });
+}
+
+/// Serves exchange streams until a file arrives whole and checked; each refused attempt is
+/// reported to `refused` and the wait goes on. Streams are read concurrently up to their Hello (at
+/// most [`MAX_PENDING_HELLOS`], so a peer that opens streams and sends nothing holds up nobody),
+/// and judged in the order their Hellos arrive; one exchange runs at a time, and Hellos that arrive
+/// meanwhile wait for it. The replay cache in `data_dir` is saved before an exchange is
+/// acknowledged.
 pub async fn receive_file(
     incoming: &mut IncomingStreams,
     receiver: &Receiver,
@@ -439,24 +470,63 @@ pub async fn receive_file(
     mut refused: impl FnMut(PeerId, String),
 ) -> Result<ReceivedFile, String> {
     let mut cache = load_replay_cache(data_dir)?;
+    let mut hellos: futures::stream::FuturesUnordered<Pending> =
+        futures::stream::FuturesUnordered::new();
+    let admit = |peer: PeerId,
+                 stream: Stream,
+                 hellos: &mut futures::stream::FuturesUnordered<Pending>,
+                 refused: &mut dyn FnMut(PeerId, String)| {
+        if hellos.len() >= MAX_PENDING_HELLOS {
+            refused(peer, "turned away: too many exchanges waiting".into());
+            refuse_later(
+                Frames::new(stream),
+                "busy: too many exchanges waiting to start; try again".into(),
+            );
+        } else {
+            hellos.push(read_hello(peer, stream));
+        }
+    };
     loop {
-        let Some((peer, stream)) = incoming.next().await else {
-            return Err("the endpoint stopped".into());
+        let (peer, frames, hello) = tokio::select! {
+            next = incoming.next() => {
+                let Some((peer, stream)) = next else {
+                    return Err("the endpoint stopped".into());
+                };
+                admit(peer, stream, &mut hellos, &mut refused);
+                continue;
+            }
+            Some(read) = hellos.next(), if !hellos.is_empty() => read,
         };
-        let exchange = receive_one(peer, stream, receiver, &mut cache, data_dir, out);
-        tokio::pin!(exchange);
-        // One exchange at a time; a stream that comes meanwhile is told so at once rather than
-        // left unanswered (libp2p-stream drops inbound streams nobody is ready to take).
+        let hello = match hello {
+            Ok(h) => h,
+            Err(reason) => {
+                refused(peer, reason.clone());
+                refuse_later(frames, reason);
+                continue;
+            }
+        };
+        let (exchange, welcome) =
+            match receiver.hello(now_ms(), &peer, &hello, &mut cache, &mut OsRng) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    refused(peer, e.to_string());
+                    refuse_later(frames, e.to_string());
+                    continue;
+                }
+            };
+        if let Err(e) = save_replay_cache(data_dir, &cache) {
+            let reason = format!("cannot save the replay cache: {e}");
+            refused(peer, reason.clone());
+            refuse_later(frames, reason);
+            continue;
+        }
+        let run = run_exchange(frames, exchange, welcome, out);
+        tokio::pin!(run);
         let outcome = loop {
             tokio::select! {
-                outcome = &mut exchange => break outcome,
+                outcome = &mut run => break outcome,
                 Some((other, stream)) = incoming.next() => {
-                    refused(other, "refused: another exchange is in progress".into());
-                    tokio::spawn(async move {
-                        Frames::new(stream)
-                            .refuse("busy: another exchange is in progress; try again")
-                            .await
-                    });
+                    admit(other, stream, &mut hellos, &mut refused);
                 }
             }
         };
@@ -467,46 +537,30 @@ pub async fn receive_file(
     }
 }
 
-async fn receive_one(
-    peer: PeerId,
-    stream: Stream,
-    receiver: &Receiver,
-    cache: &mut ReplayCache,
-    data_dir: &Path,
+/// An accepted exchange: Welcome, the chunks into a temporary file, the file into place, the
+/// receipt.
+async fn run_exchange(
+    mut frames: Frames<Stream>,
+    mut incoming: Incoming,
+    welcome: Exchange,
     out: &Path,
 ) -> Result<ReceivedFile, String> {
-    let mut frames = Frames::new(stream);
-    let hello = match frames.next().await? {
-        Exchange::Hello(h) => h,
-        other => {
-            let reason = unexpected(&other);
-            frames.refuse(&reason).await;
-            return Err(reason);
-        }
-    };
-    let (mut incoming, welcome) = match receiver.hello(now_ms(), &peer, &hello, cache, &mut OsRng) {
-        Ok(ok) => ok,
-        Err(e) => {
-            frames.refuse(&e.to_string()).await;
-            return Err(e.to_string());
-        }
-    };
-    if let Err(e) = save_replay_cache(data_dir, cache) {
-        let reason = format!("cannot save the replay cache: {e}");
-        frames.refuse(&reason).await;
-        return Err(reason);
-    }
     frames.send(&welcome).await?;
-    let partial = Partial::create(out)?;
+    let partial = match Partial::create(out) {
+        Ok(p) => p,
+        Err(e) => {
+            frames.refuse("the receiver cannot store the file").await;
+            return Err(e);
+        }
+    };
     loop {
-        let (index, last, data) = match frames.next().await {
-            Ok(Exchange::Chunk { index, last, data }) => (index, last, data),
-            Ok(other) => {
+        let (index, last, data) = match frames.next().await? {
+            Exchange::Chunk { index, last, data } => (index, last, data),
+            other => {
                 let reason = unexpected(&other);
                 frames.refuse(&reason).await;
                 return Err(reason);
             }
-            Err(e) => return Err(e),
         };
         let plain = match incoming.chunk(index, last, &data) {
             Ok(p) => p,
@@ -515,12 +569,21 @@ async fn receive_one(
                 return Err(e.to_string());
             }
         };
-        partial.write(&plain)?;
+        if let Err(e) = partial.write(&plain) {
+            frames.refuse("the receiver cannot store the file").await;
+            return Err(e);
+        }
         if incoming.is_done() {
             break;
         }
     }
-    let path = partial.finish(out)?;
+    let path = match partial.finish(out) {
+        Ok(p) => p,
+        Err(e) => {
+            frames.refuse("the receiver cannot store the file").await;
+            return Err(e);
+        }
+    };
     frames.send(&incoming.receipt(&mut OsRng)).await?;
     frames.flush().await?;
     // The sender closes once it has read the receipt: waiting for that means the receipt is not

@@ -329,6 +329,20 @@ fn registration_is_unique_and_a_second_one_needs_the_old_passphrase() {
 }
 
 #[test]
+fn one_peer_holds_at_most_four_names() {
+    let mut w = World::new(false);
+    let key = Key::random(&mut w.rng);
+    for n in ["m1", "m2", "m3", "m4"] {
+        w.register(w.mallory, n, &key, None).unwrap();
+    }
+    let err = w.register(w.mallory, "m5", &key, None).unwrap_err();
+    assert!(err.to_string().contains("holds 4 names already"), "{err}");
+    // Re-registering one it holds is not a fifth.
+    let r = client::register(&w.centre, &w.mallory, name("m1"), key.clone(), Some(&key));
+    assert!(w.kdc(w.mallory, CentreRequest::Register(r), T0).is_ok());
+}
+
+#[test]
 fn a_wrong_passphrase_is_named_and_gets_nothing() {
     let (mut w, _ka, _kb, _) = World::registered();
     let wrong = Key::derive(b"not alices passphrase", &name("alice"), &w.centre).unwrap();
@@ -565,6 +579,13 @@ fn tampered_reordered_or_truncated_chunks_fail_and_a_fake_receiver_cannot_prove_
     assert_eq!(
         i.chunk(idx, true, &data).unwrap_err(),
         ExchangeError::BadChunk(0)
+    );
+    // A chunk that is neither full nor the last (a sender dribbling the file to hold the receiver).
+    let (mut s, mut i, _) = start(&mut w);
+    let (idx, last, data) = chunk(s.chunk(&file[..10], false));
+    assert_eq!(
+        i.chunk(idx, last, &data).unwrap_err(),
+        ExchangeError::ShortChunk(0)
     );
     // A last chunk that leaves the file short of its announced length.
     let (mut s, mut i, _) = start(&mut w);

@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use libp2p::{Multiaddr, PeerId};
 use otpmesh_node::kdc::{self, CentreFailure, User};
 use otpmesh_protocol::kdc::client;
-use otpmesh_protocol::kdc::exchange::Receiver;
+use otpmesh_protocol::kdc::exchange::{Receiver, MAX_SKEW_MS};
 use otpmesh_protocol::kdc::message::{CentreRequest, CentreResponse, MAX_PRESENCE_ADDRS};
 use otpmesh_protocol::kdc::{Key, Name, MAX_PASSPHRASE_BYTES};
 use std::io::{IsTerminal, Read};
@@ -134,6 +134,19 @@ async fn within<T>(
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
         .map_err(|_| failure(3, anyhow!("{what}: no answer within {secs} s")))?
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming which.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "Ctrl-C";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 pub async fn register(args: KdcRegisterArgs) -> Outcome {
@@ -287,6 +300,14 @@ pub async fn receive(args: KdcReceiveArgs) -> Outcome {
             args.out.display()
         )));
     }
+    let max_skew_ms = args.max_skew.as_millis() as u64;
+    if max_skew_ms > MAX_SKEW_MS {
+        return Err(bad_input(anyhow!(
+            "--max-skew {}: at most {} ms (an hour)",
+            humantime::format_duration(args.max_skew),
+            MAX_SKEW_MS
+        )));
+    }
     let prompt = format!("passphrase for {}: ", ctx.name);
     let key = ctx
         .key(passphrase(
@@ -332,9 +353,9 @@ pub async fn receive(args: KdcReceiveArgs) -> Outcome {
             centre: ctx.centre,
             name: ctx.name.clone(),
             key,
-            max_skew_ms: args.max_skew.as_millis() as u64,
+            max_skew_ms,
         };
-        let got = kdc::receive_file(
+        let receiving = kdc::receive_file(
             &mut incoming,
             &receiver,
             &args.user.data_dir,
@@ -349,9 +370,14 @@ pub async fn receive(args: KdcReceiveArgs) -> Outcome {
                     eprintln!("refused an exchange from {peer}: {reason}");
                 }
             },
-        )
-        .await
-        .map_err(|e| anyhow!(e))?;
+        );
+        // On Ctrl-C or SIGTERM the exchange is dropped, which removes a partly written file.
+        let got = tokio::select! {
+            got = receiving => got.map_err(|e| anyhow!(e))?,
+            signal = stop_signal() => {
+                return Err(anyhow!("stopped by {signal} before a file arrived").into())
+            }
+        };
         if json {
             println!(
                 "{}",

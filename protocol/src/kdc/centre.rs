@@ -19,6 +19,8 @@ use subtle::ConstantTimeEq;
 
 /// Users a centre holds.
 pub const MAX_USERS: usize = 65_536;
+/// Names one peer may hold, so one requester cannot take every name.
+pub const MAX_NAMES_PER_PEER: usize = 4;
 /// A receiver's announced addresses are forgotten after this long.
 pub const PRESENCE_TTL_MS: Millis = 24 * 3_600_000;
 
@@ -106,6 +108,16 @@ impl Centre {
                 true
             }
         };
+        let held = self
+            .users
+            .values()
+            .filter(|u| u.peer == peer && u.name != r.name)
+            .count();
+        if held >= MAX_NAMES_PER_PEER {
+            return Err(unauthorised(format!(
+                "{peer} holds {held} names already, the most one peer may"
+            )));
+        }
         let user = User {
             name: r.name.clone(),
             peer,

@@ -22,6 +22,10 @@ use zeroize::Zeroizing;
 
 /// Authenticators a receiver remembers at once; when full of live entries, new ones are refused.
 pub const MAX_REPLAY_ENTRIES: usize = 65_536;
+/// The largest clock skew a receiver may allow. Replay-cache entries are kept for this long past
+/// their authenticator's time whatever the skew of the run that wrote them, so a later run with a
+/// larger skew still recognises them.
+pub const MAX_SKEW_MS: Millis = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
@@ -60,6 +64,8 @@ pub enum ExchangeError {
     OutOfOrder { expected: u64, got: u64 },
     #[error("chunk {0} does not open under the file key: tampered with or cut short")]
     BadChunk(u64),
+    #[error("chunk {0} is short: every chunk but the last is full")]
+    ShortChunk(u64),
     #[error("{received} bytes arrived for a file announced as {announced} bytes")]
     LengthMismatch { announced: u64, received: u64 },
     #[error("the receiver did not prove it holds the session key")]
@@ -296,7 +302,7 @@ impl Receiver {
         if server != &self.name {
             return Err(ExchangeError::WrongServer(server.clone()));
         }
-        let skew = self.max_skew_ms;
+        let skew = self.max_skew_ms.min(MAX_SKEW_MS);
         let ticket: Ticket = self
             .key
             .open(
@@ -355,7 +361,11 @@ impl Receiver {
             &auth.ctime_ms.to_be_bytes(),
             &auth.nonce,
         ]));
-        cache.insert(now, *id.as_bytes(), auth.ctime_ms.saturating_add(skew))?;
+        cache.insert(
+            now,
+            *id.as_bytes(),
+            auth.ctime_ms.saturating_add(MAX_SKEW_MS),
+        )?;
         let welcome = ticket.session_key.seal(
             Purpose::ApReply,
             &auth.nonce,
@@ -421,6 +431,9 @@ impl Incoming {
             .decrypt(Nonce::from_slice(&chunk_nonce(index, last)), data)
             .map(Zeroizing::new)
             .map_err(|_| ExchangeError::BadChunk(index))?;
+        if !last && plain.len() != super::message::CHUNK_BYTES {
+            return Err(ExchangeError::ShortChunk(index));
+        }
         self.next += 1;
         self.received += plain.len() as u64;
         let mismatch = ExchangeError::LengthMismatch {

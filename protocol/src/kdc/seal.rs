@@ -52,9 +52,19 @@ impl Purpose {
     }
 }
 
-/// A 32-byte symmetric key (long-term, session or file key). Zeroized on drop, never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// A 32-byte symmetric key (long-term, session or file key). Zeroized on drop, never printed,
+/// compared in constant time.
+#[derive(Clone)]
 pub struct Key(Zeroizing<[u8; 32]>);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(other.0.as_ref()).into()
+    }
+}
+
+impl Eq for Key {}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
