@@ -323,6 +323,45 @@ async fn next_refusal(refusals: &mut tokio::sync::mpsc::UnboundedReceiver<String
     }
 }
 
+/// Sends `hello` on a new stream to `bob`: both the answer and the receiver's report must be a
+/// refusal naming `why`.
+async fn hello_is_refused(
+    control: &mut libp2p_stream::Control,
+    bob: PeerId,
+    hello: &Exchange,
+    refusals: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    why: &str,
+) {
+    let mut stream = timeout(WAIT, control.open_stream(bob, kdc::PROTOCOL))
+        .await
+        .unwrap()
+        .unwrap();
+    write_frame(&mut stream, 0, hello).await;
+    match read_frame(&mut stream).await {
+        Exchange::Refused(reason) => assert!(reason.contains(why), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let reason = next_refusal(refusals).await;
+    assert!(reason.contains(why), "{reason}");
+}
+
+/// A bare peer as `identity`, dialling `addr`: its stream control, and the task driving its swarm.
+fn raw_peer(
+    identity: Keypair,
+    addr: &Multiaddr,
+) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    let mut swarm = rpc::bare_swarm(identity).unwrap();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(addr.clone()).unwrap();
+    let task = tokio::spawn(async move {
+        use futures::StreamExt;
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (control, task)
+}
+
 async fn write_frame(stream: &mut libp2p::Stream, seq: u64, frame: &Exchange) {
     let mut buf = Vec::new();
     rpc::push_frame(&mut buf, seq, &encode_exchange(frame));
@@ -365,22 +404,11 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
         .unwrap();
 
     // A peer that opens streams and sends nothing holds up nobody.
-    let mut idle_swarm = rpc::bare_swarm(Keypair::generate_ed25519()).unwrap();
-    let mut idle_control = idle_swarm.behaviour().new_control();
-    idle_swarm
-        .dial(
-            creds.server_addrs[0]
-                .parse::<Multiaddr>()
-                .unwrap()
-                .with(Protocol::P2p(bob.peer())),
-        )
-        .unwrap();
-    let _idle_swarm = tokio::spawn(async move {
-        use futures::StreamExt;
-        loop {
-            idle_swarm.select_next_some().await;
-        }
-    });
+    let bob_addr = creds.server_addrs[0]
+        .parse::<Multiaddr>()
+        .unwrap()
+        .with(Protocol::P2p(bob.peer()));
+    let (mut idle_control, _idle_swarm) = raw_peer(Keypair::generate_ed25519(), &bob_addr);
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(
@@ -397,18 +425,7 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
         .unwrap()
         .as_millis() as u64;
     let (_, hello) = Sender::hello(&creds, &centre_peer, now, 5, &mut rand_core::OsRng);
-    let mut swarm = rpc::bare_swarm(alice.identity.clone()).unwrap();
-    let mut control = swarm.behaviour().new_control();
-    let bob_addr: Multiaddr = creds.server_addrs[0].parse().unwrap();
-    swarm
-        .dial(bob_addr.with(Protocol::P2p(bob.peer())))
-        .unwrap();
-    let _swarm = tokio::spawn(async move {
-        use futures::StreamExt;
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
+    let (mut control, _swarm) = raw_peer(alice.identity.clone(), &bob_addr);
     let mut first = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
         .await
         .unwrap()
@@ -420,46 +437,12 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
     assert!(reason.contains("closed"), "{reason}");
 
     // The same Hello again: a replay.
-    let mut second = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
-        .await
-        .unwrap()
-        .unwrap();
-    write_frame(&mut second, 0, &hello).await;
-    match read_frame(&mut second).await {
-        Exchange::Refused(reason) => assert!(reason.contains("replay"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
-    let reason = next_refusal(&mut refusals).await;
-    assert!(reason.contains("replay"), "{reason}");
+    hello_is_refused(&mut control, bob.peer(), &hello, &mut refusals, "replay").await;
 
     // Mallory (another peer) presenting alice's Hello: the ticket names alice's PeerId.
-    let mut swarm = rpc::bare_swarm(Keypair::generate_ed25519()).unwrap();
-    let mut control = swarm.behaviour().new_control();
-    swarm
-        .dial(
-            creds.server_addrs[0]
-                .parse::<Multiaddr>()
-                .unwrap()
-                .with(Protocol::P2p(bob.peer())),
-        )
-        .unwrap();
-    let _mallory = tokio::spawn(async move {
-        use futures::StreamExt;
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    let mut third = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
-        .await
-        .unwrap()
-        .unwrap();
-    write_frame(&mut third, 0, &hello).await;
-    match read_frame(&mut third).await {
-        Exchange::Refused(reason) => assert!(reason.contains("connection comes from"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
-    let reason = next_refusal(&mut refusals).await;
-    assert!(reason.contains("connection comes from"), "{reason}");
+    let (mut control, _mallory) = raw_peer(Keypair::generate_ed25519(), &bob_addr);
+    let why = "connection comes from";
+    hello_is_refused(&mut control, bob.peer(), &hello, &mut refusals, why).await;
 
     // The receiver still serves an honest sender.
     let input = files.path().join("in.bin");

@@ -168,6 +168,25 @@ impl World {
         }
     }
 
+    /// Alice starts an exchange of a `len`-byte file with `creds`; bob (holding `kb`) accepts it.
+    fn accept(&mut self, creds: &Credentials, kb: &Key, len: u64) -> (Sender, Incoming, Exchange) {
+        let (sender, frame) = Sender::hello(creds, &self.centre, T0, len, &mut self.rng);
+        let Exchange::Hello(hello) = frame else {
+            unreachable!("Sender::hello makes a Hello")
+        };
+        let (incoming, welcome) = self
+            .receiver(kb)
+            .hello(
+                T0,
+                &self.alice,
+                &hello,
+                &mut ReplayCache::default(),
+                &mut self.rng,
+            )
+            .unwrap();
+        (sender, incoming, welcome)
+    }
+
     /// Alice and bob registered; alice holds credentials for bob.
     fn registered() -> (World, Key, Key, Credentials) {
         let mut w = World::new(false);
@@ -259,18 +278,7 @@ fn two_users_exchange_a_file_with_mutual_authentication() {
 #[test]
 fn an_empty_file_is_one_empty_last_chunk() {
     let (mut w, _ka, kb, creds) = World::registered();
-    let (mut sender, hello) = Sender::hello(&creds, &w.centre, T0, 0, &mut w.rng);
-    let (s, t, a) = hello_parts(&hello);
-    let (mut incoming, _) = w
-        .receiver(&kb)
-        .hello(
-            T0,
-            &w.alice,
-            &h(&s, &t, &a),
-            &mut ReplayCache::default(),
-            &mut w.rng,
-        )
-        .unwrap();
+    let (mut sender, mut incoming, _) = w.accept(&creds, &kb, 0);
     assert_eq!(transfer(&mut sender, &mut incoming, &[]).unwrap(), b"");
     assert!(incoming.is_done());
 }
@@ -535,21 +543,7 @@ fn the_receiver_refuses_tampered_foreign_expired_and_replayed_tickets() {
 fn tampered_reordered_or_truncated_chunks_fail_and_a_fake_receiver_cannot_prove_itself() {
     let (mut w, _ka, kb, creds) = World::registered();
     let file = vec![5u8; CHUNK_BYTES + 10];
-    let start = |w: &mut World| {
-        let (sender, frame) = Sender::hello(&creds, &w.centre, T0, file.len() as u64, &mut w.rng);
-        let (s, t, a) = hello_parts(&frame);
-        let (incoming, welcome) = w
-            .receiver(&kb)
-            .hello(
-                T0,
-                &w.alice,
-                &h(&s, &t, &a),
-                &mut ReplayCache::default(),
-                &mut w.rng,
-            )
-            .unwrap();
-        (sender, incoming, welcome)
-    };
+    let start = |w: &mut World| w.accept(&creds, &kb, file.len() as u64);
     let chunk = |frame: Exchange| match frame {
         Exchange::Chunk { index, last, data } => (index, last, data),
         _ => unreachable!(),

@@ -68,6 +68,27 @@ impl Context {
         })
     }
 
+    /// The user's key (from its passphrase) and a started endpoint listening on `listen`.
+    async fn start(
+        &self,
+        args: &KdcUserArgs,
+        prompt: &str,
+        confirm: bool,
+        listen: &[Multiaddr],
+    ) -> Result<(Key, User), Failure> {
+        let key = self
+            .key(passphrase(
+                args.passphrase_file.as_deref(),
+                prompt,
+                confirm,
+            )?)
+            .await?;
+        let user = User::start(self.identity.clone(), listen)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        Ok((key, user))
+    }
+
     fn me(&self) -> PeerId {
         self.identity.public().to_peer_id()
     }
@@ -152,16 +173,7 @@ async fn stop_signal() -> &'static str {
 pub async fn register(args: KdcRegisterArgs) -> Outcome {
     let ctx = Context::new(&args.user)?;
     let prompt = format!("new passphrase for {}: ", ctx.name);
-    let key = ctx
-        .key(passphrase(
-            args.user.passphrase_file.as_deref(),
-            &prompt,
-            true,
-        )?)
-        .await?;
-    let user = User::start(ctx.identity.clone(), &[])
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let (key, user) = ctx.start(&args.user, &prompt, true, &[]).await?;
     let ask = |old: Option<&Key>| {
         CentreRequest::Register(client::register(
             &ctx.centre,
@@ -226,16 +238,7 @@ pub async fn send(args: KdcSendArgs) -> Outcome {
         )));
     }
     let prompt = format!("passphrase for {}: ", ctx.name);
-    let key = ctx
-        .key(passphrase(
-            args.user.passphrase_file.as_deref(),
-            &prompt,
-            false,
-        )?)
-        .await?;
-    let user = User::start(ctx.identity.clone(), &[])
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let (key, user) = ctx.start(&args.user, &prompt, false, &[]).await?;
     within(args.user.timeout_secs, "sending", async {
         let now = now_ms();
         let request = client::session_request(
@@ -309,16 +312,7 @@ pub async fn receive(args: KdcReceiveArgs) -> Outcome {
         )));
     }
     let prompt = format!("passphrase for {}: ", ctx.name);
-    let key = ctx
-        .key(passphrase(
-            args.user.passphrase_file.as_deref(),
-            &prompt,
-            false,
-        )?)
-        .await?;
-    let user = User::start(ctx.identity.clone(), &[listen])
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let (key, user) = ctx.start(&args.user, &prompt, false, &[listen]).await?;
     let json = args.user.json;
     within(args.user.timeout_secs, "receiving", async {
         let addrs: Vec<String> = user

@@ -3,6 +3,7 @@
 //! the scenario's directory.
 
 use super::layout::Planned;
+use super::runner::Judged;
 use super::spec::{KdcExpect, KdcOutcome};
 use anyhow::{anyhow, Context};
 use serde_json::Value;
@@ -13,13 +14,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How long one kdc command may take (Argon2id, a session, the exchange).
 pub const KDC_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a kdc step came to: a line for the report, and whether it matched `expect`.
-pub struct KdcResult {
-    pub outcome: String,
-    pub expected: String,
-    pub passed: bool,
-}
 
 fn work_dir(user: &Planned) -> PathBuf {
     user.data_dir
@@ -80,7 +74,7 @@ async fn output(mut c: tokio::process::Command) -> anyhow::Result<std::process::
         .map_err(Into::into)
 }
 
-fn judge(expect: &KdcExpect, ok: Result<String, String>) -> KdcResult {
+fn judge(expect: &KdcExpect, ok: Result<String, String>) -> Judged {
     let expected = match (&expect.outcome, &expect.reason) {
         (KdcOutcome::Ok, _) => "ok".to_string(),
         (KdcOutcome::Refused, None) => "refused".to_string(),
@@ -95,7 +89,7 @@ fn judge(expect: &KdcExpect, ok: Result<String, String>) -> KdcResult {
         Ok(s) => s,
         Err(e) => format!("refused: {e}"),
     };
-    KdcResult {
+    Judged {
         outcome,
         expected,
         passed,
@@ -109,7 +103,7 @@ pub async fn register(
     passphrase: &str,
     old_passphrase: Option<&str>,
     expect: &KdcExpect,
-) -> anyhow::Result<KdcResult> {
+) -> anyhow::Result<Judged> {
     let pass = passphrase_file(user, "new", passphrase)?;
     let mut c = kdc_command("register", user, centre, name, &pass)?;
     if let Some(old) = old_passphrase {
@@ -140,7 +134,7 @@ pub async fn send(
     receiver_passphrase: &str,
     otp: Option<&str>,
     expect: &KdcExpect,
-) -> anyhow::Result<KdcResult> {
+) -> anyhow::Result<Judged> {
     let dir = work_dir(from);
     std::fs::create_dir_all(&dir)?;
     let input = dir.join(format!("{}-to-{}.bin", from.name, to.name));
