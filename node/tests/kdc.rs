@@ -7,85 +7,20 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use otpmesh_node::kdc::{self, CentreFailure};
-use otpmesh_node::{rpc, NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_node::rpc;
 use otpmesh_protocol::kdc::client::{self, Credentials};
 use otpmesh_protocol::kdc::exchange::{Receiver, Sender};
 use otpmesh_protocol::kdc::message::{
     decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, MAX_EXCHANGE_BYTES,
 };
 use otpmesh_protocol::kdc::{Key, Name};
-use otpmesh_protocol::mesh::{Member, MeshConfig};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
 
-/// A centre (distributor) listing `users` as requesters; its address with /p2p, and its peer.
-async fn centre(dir: &Path, users: &[&Keypair]) -> (Multiaddr, PeerId, Centre) {
-    let member = |peer_id| Member {
-        peer_id,
-        addrs: vec![],
-    };
-    let me = otpmesh_node::keys::load_or_create_identity(dir).unwrap();
-    let mesh = MeshConfig {
-        generators: vec![member(Keypair::generate_ed25519().public().to_peer_id())],
-        distributors: vec![member(me.public().to_peer_id())],
-        requesters: users
-            .iter()
-            .map(|k| member(k.public().to_peer_id()))
-            .collect(),
-        settings: otpmesh_protocol::mesh::Settings {
-            quorum: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let node = otpmesh_node::start(NodeConfig {
-        role: RoleSpec::Distributor,
-        data_dir: dir.to_path_buf(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        peers: vec![],
-        mesh,
-        mdns: false,
-        manual_rounds: false,
-        seed: None,
-    })
-    .expect("centre starts");
-    let (peer, mut events, client) = (node.peer_id, node.events, node.client);
-    let running = tokio::spawn(node.event_loop.run());
-    let addr = timeout(WAIT, async {
-        loop {
-            match events.recv().await {
-                Some(NodeEvent::Listening { addr }) => return addr,
-                Some(_) => {}
-                None => panic!("centre stopped"),
-            }
-        }
-    })
-    .await
-    .expect("centre listens");
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    (
-        addr.with(Protocol::P2p(peer)),
-        peer,
-        Centre { client, running },
-    )
-}
-
-/// A running centre: stopping it waits until its store is closed.
-struct Centre {
-    client: otpmesh_node::Client,
-    running: tokio::task::JoinHandle<()>,
-}
-
-impl Centre {
-    async fn stop(self) {
-        self.client.shutdown().await.unwrap();
-        timeout(WAIT, self.running).await.unwrap().unwrap();
-    }
-}
+use common::{Distributor, WAIT};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -235,8 +170,8 @@ async fn two_registered_users_exchange_a_file_byte_for_byte() {
     let centre_peer = centre_identity.public().to_peer_id();
     let alice = Party::new("alice", b"alice's passphrase", &centre_peer);
     let bob = Party::new("bob", b"bob's passphrase!", &centre_peer);
-    let (addr, centre_peer, centre_task) =
-        centre(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    let centre = Distributor::start(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    let (addr, centre_peer) = (centre.addr.clone(), centre.peer);
     assert!(alice.register(&addr, &centre_peer).await.is_ok());
     assert!(bob.register(&addr, &centre_peer).await.is_ok());
     // The name is taken now: a second registration without the old passphrase is refused.
@@ -251,13 +186,9 @@ async fn two_registered_users_exchange_a_file_byte_for_byte() {
     assert!(err.to_string().contains("taken"), "{err}");
 
     // The centre restarts: registrations are durable.
-    centre_task.stop().await;
-    let (addr, centre_peer, _centre_task) = timeout(
-        WAIT,
-        centre(centre_dir.path(), &[&alice.identity, &bob.identity]),
-    )
-    .await
-    .unwrap();
+    centre.stop().await;
+    let centre = Distributor::start(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    let addr = centre.addr.clone();
 
     let file: Vec<u8> = (0..300_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -391,8 +322,8 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
         .to_peer_id();
     let alice = Party::new("alice", b"alice's passphrase", &centre_peer);
     let bob = Party::new("bob", b"bob's passphrase!", &centre_peer);
-    let (addr, centre_peer, _centre) =
-        centre(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    let centre = Distributor::start(centre_dir.path(), &[&alice.identity, &bob.identity]).await;
+    let (addr, centre_peer) = (centre.addr.clone(), centre.peer);
     alice.register(&addr, &centre_peer).await.unwrap();
     bob.register(&addr, &centre_peer).await.unwrap();
     let out = files.path().join("out.bin");

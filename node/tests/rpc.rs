@@ -3,72 +3,15 @@
 
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
-use otpmesh_node::{rpc, NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_node::{rpc, NodeConfig, RoleSpec};
 use otpmesh_protocol::mesh::{Member, MeshConfig};
 use otpmesh_protocol::wire::{self, EnrolRequest, OtpRequest, Refusal, Request, Response};
-use std::time::Duration;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
 
-/// A distributor with no round yet, listing `requesters`; returns its address with /p2p.
-async fn distributor(dir: &std::path::Path, requesters: &[&Keypair]) -> Multiaddr {
-    let member = |peer_id| Member {
-        peer_id,
-        addrs: vec![],
-    };
-    let me = otpmesh_node::keys::load_or_create_identity(dir).unwrap();
-    let mesh = MeshConfig {
-        // A generator that never runs: this distributor holds no round.
-        generators: vec![member(Keypair::generate_ed25519().public().to_peer_id())],
-        distributors: vec![member(me.public().to_peer_id())],
-        requesters: requesters
-            .iter()
-            .map(|k| Member {
-                peer_id: k.public().to_peer_id(),
-                addrs: vec![],
-            })
-            .collect(),
-        settings: otpmesh_protocol::mesh::Settings {
-            quorum: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let node = otpmesh_node::start(NodeConfig {
-        role: RoleSpec::Distributor,
-        data_dir: dir.to_path_buf(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        peers: vec![],
-        mesh,
-        mdns: false,
-        manual_rounds: false,
-        seed: None,
-    })
-    .expect("distributor starts");
-    let (peer, mut events) = (node.peer_id, node.events);
-    tokio::spawn(node.event_loop.run());
-    // Keep the client alive with the loop: dropping every handle stops it.
-    let client = node.client;
-    let addr = timeout(WAIT, async {
-        loop {
-            match events.recv().await {
-                Some(NodeEvent::Listening { addr }) => return addr,
-                Some(_) => {}
-                None => panic!("distributor stopped"),
-            }
-        }
-    })
-    .await
-    .expect("distributor listens");
-    tokio::spawn(async move {
-        let _client = client;
-        while events.recv().await.is_some() {}
-    });
-    addr.with(Protocol::P2p(peer))
-}
+use common::{Distributor, WAIT};
 
 fn otp() -> Request {
     Request::Otp(OtpRequest {
@@ -88,7 +31,8 @@ fn enrol() -> Request {
 async fn pipelined_requests_each_get_their_own_reply() {
     let dir = tempfile::tempdir().unwrap();
     let requester = Keypair::generate_ed25519();
-    let addr = distributor(dir.path(), &[&requester]).await;
+    let distributor = Distributor::start(dir.path(), &[&requester]).await;
+    let addr = distributor.addr.clone();
     let endpoint = timeout(WAIT, rpc::Endpoint::connect(requester, &addr))
         .await
         .expect("connects in time")
@@ -120,7 +64,8 @@ async fn pipelined_requests_each_get_their_own_reply() {
 async fn unlisted_requesters_and_bad_frames_get_answers_not_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let listed = Keypair::generate_ed25519();
-    let addr = distributor(dir.path(), &[&listed]).await;
+    let distributor = Distributor::start(dir.path(), &[&listed]).await;
+    let addr = distributor.addr.clone();
 
     let stranger = rpc::Endpoint::connect(Keypair::generate_ed25519(), &addr)
         .await
