@@ -9,7 +9,8 @@ use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::kdc::client::{self, Credentials};
 use otpmesh_protocol::kdc::exchange::{ExchangeError, Incoming, Receiver, ReplayCache, Sender};
 use otpmesh_protocol::kdc::message::{
-    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Hello, CHUNK_BYTES,
+    decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Hello,
+    SessionRequest, CHUNK_BYTES,
 };
 use otpmesh_protocol::kdc::{KdcError, Key, Name, Sealed};
 use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
@@ -166,6 +167,19 @@ impl World {
             key: key.clone(),
             max_skew_ms: SKEW,
         }
+    }
+
+    /// Alice's session request for bob at T0, made with `key`.
+    fn alice_asks_for_bob(&mut self, key: &Key) -> SessionRequest {
+        client::session_request(
+            &self.centre,
+            key,
+            name("alice"),
+            name("bob"),
+            T0,
+            None,
+            &mut self.rng,
+        )
     }
 
     /// Alice starts an exchange of a `len`-byte file with `creds`; bob (holding `kb`) accepts it.
@@ -382,15 +396,7 @@ fn unknown_names_and_foreign_peers_are_refused() {
         .unwrap_err();
     assert!(err.contains("registered to another peer"), "{err}");
     // A client whose clock is off by more than the skew.
-    let req = client::session_request(
-        &w.centre,
-        &ka,
-        name("alice"),
-        name("bob"),
-        T0,
-        None,
-        &mut w.rng,
-    );
+    let req = w.alice_asks_for_bob(&ka);
     let err = w
         .kdc(w.alice, CentreRequest::Session(req), T0 + SKEW + 1)
         .unwrap_err();
@@ -405,15 +411,7 @@ fn unknown_names_and_foreign_peers_are_refused() {
 #[test]
 fn a_tampered_box_or_an_answer_to_another_request_is_refused_by_the_client() {
     let (mut w, ka, _kb, _) = World::registered();
-    let req = client::session_request(
-        &w.centre,
-        &ka,
-        name("alice"),
-        name("bob"),
-        T0,
-        None,
-        &mut w.rng,
-    );
+    let req = w.alice_asks_for_bob(&ka);
     let Ok(CentreResponse::Session(grant)) =
         w.kdc(w.alice, CentreRequest::Session(req.clone()), T0)
     else {
@@ -426,15 +424,7 @@ fn a_tampered_box_or_an_answer_to_another_request_is_refused_by_the_client() {
         KdcError::GrantUnreadable(name("alice"))
     );
     // The same answer presented for another request (another nonce) does not open.
-    let other = client::session_request(
-        &w.centre,
-        &ka,
-        name("alice"),
-        name("bob"),
-        T0,
-        None,
-        &mut w.rng,
-    );
+    let other = w.alice_asks_for_bob(&ka);
     assert!(client::open_grant(&w.centre, &ka, &other, grant.clone(), T0).is_err());
     // An answer opened after its expiry.
     assert!(matches!(
