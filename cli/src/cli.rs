@@ -42,6 +42,31 @@ pub enum Command {
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  otpmesh completions bash > ~/.local/share/bash-completion/completions/otpmesh\n  otpmesh completions zsh > ~/.zfunc/_otpmesh\n  otpmesh completions fish > ~/.config/fish/completions/otpmesh.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  otpmesh man | man -l -\n  otpmesh man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write otpmesh.1 and one otpmesh-COMMAND.1 page per subcommand here instead of printing
+    /// the top page.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

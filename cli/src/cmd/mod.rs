@@ -5,6 +5,7 @@ pub mod kdc;
 pub mod mesh;
 pub mod node;
 pub mod request;
+pub mod shell;
 pub mod totp;
 pub mod verify;
 
@@ -88,6 +89,8 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
+            Command::Completions(args) => shell::completions(args),
+            Command::Man(args) => shell::man(args),
         }
     });
     // Blocking readers (a terminal prompt) must not hold the process open.
