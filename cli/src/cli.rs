@@ -13,6 +13,19 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text or as JSON objects (one a line); RUST_LOG filters them.
+    #[arg(long, global = true, value_enum, env = "OTPMESH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +55,9 @@ pub enum Command {
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Node configuration: check a config file, or show what a node would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  otpmesh completions bash > ~/.local/share/bash-completion/completions/otpmesh\n  otpmesh completions zsh > ~/.zfunc/_otpmesh\n  otpmesh completions fish > ~/.config/fish/completions/otpmesh.fish"
@@ -52,6 +68,30 @@ pub enum Command {
         after_help = "Examples:\n  otpmesh man | man -l -\n  otpmesh man --dir /usr/local/share/man/man1"
     )]
     Man(ManArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a node config file: its keys and values, the addresses in it and the mesh config
+    /// it names. Errors name the file, line and column.
+    #[command(
+        after_help = "Examples:\n  otpmesh config check node.toml\n  otpmesh config check node.toml --json\n\nExit codes: 0 valid, 2 not (the error says where)."
+    )]
+    Check(ConfigCheckArgs),
+    /// Print the settings `otpmesh node` would run with, given these flags, the OTPMESH_*
+    /// variables and the --config file, each with where it came from (a valid config file).
+    #[command(
+        after_help = "Examples:\n  otpmesh config show --config node.toml\n  OTPMESH_ROLE=distributor otpmesh config show --config node.toml --listen /ip4/0.0.0.0/tcp/4001"
+    )]
+    Show(NodeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigCheckArgs {
+    /// The node config file (TOML).
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -395,56 +435,66 @@ pub enum Role {
 
 #[derive(Args, Debug, Default)]
 #[command(
-    after_help = "Examples:\n  otpmesh node --role generator --data-dir gen --mesh mesh.toml --listen /ip4/0.0.0.0/tcp/4001\n  otpmesh node --role contributor --data-dir c1 --mesh mesh.toml --client-id 1 --peer /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW…\n\nA contributor without --input or --input-file asks for an integer on the terminal each round."
+    after_help = "Examples:\n  otpmesh node --role generator --data-dir gen --mesh mesh.toml --listen /ip4/0.0.0.0/tcp/4001\n  otpmesh node --role contributor --data-dir c1 --mesh mesh.toml --client-id 1 --peer /ip4/10.0.0.5/tcp/4001/p2p/12D3KooW…\n  otpmesh node --config node.toml\n\nEvery setting can come from a flag, an OTPMESH_* variable (named beside each flag; lists\ncomma-separated) or the --config file (the key is the variable's name without OTPMESH_, in\nlower case); in that order of precedence, then the default. `otpmesh config show` prints the\nresult and where each value came from.\n\nA contributor without --input or --input-file asks for an integer on the terminal each round."
 )]
 pub struct NodeArgs {
     /// The role this node plays.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "OTPMESH_ROLE")]
     pub role: Option<Role>,
     /// Keys, database and state of this node (created 0700 if missing).
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address to listen on (repeatable). Default: /ip4/127.0.0.1/tcp/0.
-    #[arg(long = "listen")]
+    #[arg(long = "listen", env = "OTPMESH_LISTEN", value_delimiter = ',')]
     pub listen: Vec<String>,
     /// Peer to dial and stay connected to, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… (repeatable).
-    #[arg(long = "peer")]
+    #[arg(long = "peer", env = "OTPMESH_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
     /// The mesh config: who may do what, shared settings (TOML).
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_MESH")]
     pub mesh: Option<PathBuf>,
-    /// A node config file (TOML) with any of these flags as keys; flags win over it.
-    #[arg(long)]
+    /// A node config file (TOML) with any of these settings as keys; flags and variables win
+    /// over it.
+    #[arg(long, env = "OTPMESH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Contributor: this node's client id.
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_CLIENT_ID")]
     pub client_id: Option<u32>,
     /// Contributor: the integer to contribute every round.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        env = "OTPMESH_INPUT",
+        hide_env_values = true
+    )]
     pub input: Option<String>,
     /// Contributor: read the integer from this file (keeps it out of the process list).
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_INPUT_FILE")]
     pub input_file: Option<PathBuf>,
     /// Requester: distributor PeerIds to ask (default: every listed distributor).
-    #[arg(long = "distributor")]
+    #[arg(
+        long = "distributor",
+        env = "OTPMESH_DISTRIBUTORS",
+        value_delimiter = ','
+    )]
     pub distributors: Vec<String>,
     /// Admit unlisted requesters and contributors (open membership).
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_OPEN")]
     pub open: bool,
     /// Discover peers on the local network with mDNS.
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_MDNS")]
     pub mdns: bool,
     /// Print events as JSON lines.
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_JSON")]
     pub json: bool,
     /// Read control instructions as JSON lines on stdin (how `scenario run` steers its nodes).
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_CONTROL_STDIN")]
     pub control_stdin: bool,
     /// Generator: open rounds only when told to on the control channel.
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_MANUAL_ROUNDS")]
     pub manual_rounds: bool,
     /// Draw every random choice from this seed (reproducible replays; never for real secrets).
-    #[arg(long)]
+    #[arg(long, env = "OTPMESH_SEED")]
     pub seed: Option<u64>,
 }
 

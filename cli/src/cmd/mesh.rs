@@ -256,6 +256,14 @@ pub fn spawn(
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info,libp2p_gossipsub=warn");
     }
+    // A node here is configured by its argv alone (the restart line in mesh.json): the caller's
+    // OTPMESH_* settings (a config file, a role) are not for every child. Logging is.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("OTPMESH_") && key != "OTPMESH_LOG_FORMAT" {
+            command.env_remove(&*key);
+        }
+    }
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", entry.name))?;

@@ -1,5 +1,6 @@
 //! Each subcommand: parse into a config, build, run, print.
 
+pub mod config;
 pub mod enrol;
 pub mod kdc;
 pub mod mesh;
@@ -12,8 +13,10 @@ pub mod verify;
 pub use mesh::free_ports as mesh_ports;
 
 use crate::cli::{
-    BenchCommand, Cli, Command, KdcCommand, MeshCommand, ScenarioCommand, TotpCommand,
+    BenchCommand, Cli, Command, ConfigCommand, KdcCommand, LogFormat, MeshCommand, ScenarioCommand,
+    TotpCommand,
 };
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 /// An error with the exit code it should end the process with.
@@ -34,17 +37,44 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type Outcome = Result<(), Failure>;
 
-fn init_logs(default: &str) {
+fn init_logs(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
 }
 
-pub fn run(cli: Cli) -> ExitCode {
+/// Parses the process's arguments and runs the command: what `main` does.
+pub fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => run(cli, &matches),
+        Err(e) => e.exit(),
+    }
+}
+
+/// The matches of the node settings (`node`, `config show`), for where each value came from.
+fn node_matches(matches: &ArgMatches) -> Option<&ArgMatches> {
+    match matches.subcommand() {
+        Some(("node", m)) => Some(m),
+        Some(("config", m)) => m.subcommand_matches("show"),
+        _ => None,
+    }
+}
+
+fn fail(code: u8, error: anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(code)
+}
+
+pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     let default_log = match &cli.command {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
         // A one-shot request says what went wrong in its error; logs would repeat it.
@@ -55,7 +85,26 @@ pub fn run(cli: Cli) -> ExitCode {
         | Command::Kdc(_) => "error",
         _ => "warn",
     };
-    init_logs(default_log);
+    // Node settings are resolved (flags, variables, config file) before logging starts: the
+    // file may set the log format.
+    let mut log_format = cli.log_format;
+    let command = match cli.command {
+        Command::Node(args) | Command::Config(ConfigCommand::Show(args)) => {
+            let show = matches.subcommand_name() == Some("config");
+            let empty = ArgMatches::default();
+            let node = node_matches(matches).unwrap_or(&empty);
+            match config::resolve(args, log_format, node) {
+                Ok(resolved) if show => return finish(config::show(resolved)),
+                Ok(resolved) => {
+                    log_format = resolved.log_format;
+                    Command::Node(resolved.args)
+                }
+                Err(e) => return fail(2, e),
+            }
+        }
+        other => other,
+    };
+    init_logs(default_log, log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,7 +116,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Node(args) => node::run(args).await,
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
@@ -89,17 +138,20 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
+            Command::Config(ConfigCommand::Check(args)) => config::check(args),
+            Command::Config(ConfigCommand::Show(_)) => unreachable!("resolved above"),
             Command::Completions(args) => shell::completions(args),
             Command::Man(args) => shell::man(args),
         }
     });
     // Blocking readers (a terminal prompt) must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    finish(outcome)
+}
+
+fn finish(outcome: Outcome) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { code, error }) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(code)
-        }
+        Err(Failure { code, error }) => fail(code, error),
     }
 }

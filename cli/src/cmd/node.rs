@@ -9,42 +9,11 @@ use otpmesh_node::{NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::round::RoundId;
-use serde::Deserialize;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Largest config, mesh or input file read.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// The keys a node config file may hold: the flags of `otpmesh node`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    role: Option<Role>,
-    data_dir: Option<PathBuf>,
-    #[serde(default)]
-    listen: Vec<String>,
-    #[serde(default)]
-    peers: Vec<String>,
-    mesh: Option<PathBuf>,
-    client_id: Option<u32>,
-    input: Option<String>,
-    input_file: Option<PathBuf>,
-    #[serde(default)]
-    distributors: Vec<String>,
-    #[serde(default)]
-    open: bool,
-    #[serde(default)]
-    mdns: bool,
-    #[serde(default)]
-    json: bool,
-}
-
-impl FileConfig {
-    pub fn from_toml(text: &str) -> Result<FileConfig, toml::de::Error> {
-        toml::from_str(text)
-    }
-}
 
 /// Reads a small text file, refusing anything larger than a config can be.
 pub fn read_bounded(path: &Path) -> anyhow::Result<String> {
@@ -86,37 +55,41 @@ fn read_input(args: &NodeArgs) -> anyhow::Result<Option<UserInput>> {
     Ok(Some(text.parse::<UserInput>().context("--input")?))
 }
 
-/// Flags win over the config file; relative paths in the file are relative to it.
-fn merge(mut args: NodeArgs) -> anyhow::Result<NodeArgs> {
-    let Some(path) = args.config.clone() else {
-        return Ok(args);
-    };
-    let text = read_bounded(&path)?;
-    let file = FileConfig::from_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
-    args.role = args.role.or(file.role);
-    args.data_dir = args.data_dir.or(file.data_dir.map(rel));
-    args.mesh = args.mesh.or(file.mesh.map(rel));
-    args.client_id = args.client_id.or(file.client_id);
-    args.input = args.input.or(file.input);
-    args.input_file = args.input_file.or(file.input_file.map(rel));
-    for (flag, from_file) in [
-        (&mut args.listen, file.listen),
-        (&mut args.peers, file.peers),
-        (&mut args.distributors, file.distributors),
-    ] {
-        if flag.is_empty() {
-            *flag = from_file;
-        }
-    }
-    args.open |= file.open;
-    args.mdns |= file.mdns;
-    args.json |= file.json;
-    Ok(args)
+/// The parts of a node's settings that stand on their own: addresses, PeerIds, the input, the
+/// mesh config.
+pub struct Parts {
+    pub listen: Vec<Multiaddr>,
+    pub peers: Vec<Multiaddr>,
+    pub distributors: Vec<PeerId>,
+    pub input: Option<UserInput>,
+    pub mesh: Option<MeshConfig>,
 }
 
-fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
+pub fn parse_parts(args: &NodeArgs) -> anyhow::Result<Parts> {
+    let mut listen = parse_addrs("--listen", &args.listen)?;
+    if listen.is_empty() {
+        listen.push("/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"));
+    }
+    let distributors = args
+        .distributors
+        .iter()
+        .map(|t| {
+            t.parse::<PeerId>()
+                .map_err(|e| anyhow!("--distributor {t:?} is not a PeerId: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Parts {
+        listen,
+        peers: parse_addrs("--peer", &args.peers)?,
+        distributors,
+        input: read_input(args)?,
+        mesh: args.mesh.as_deref().map(load_mesh).transpose()?,
+    })
+}
+
+/// The node's config, and whether a contributor has no input and must ask its user.
+pub fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
+    let parts = parse_parts(args)?;
     let role = args.role.ok_or_else(|| {
         anyhow!("--role is required (contributor, generator, distributor or requester)")
     })?;
@@ -124,59 +97,39 @@ fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
         .data_dir
         .clone()
         .ok_or_else(|| anyhow!("--data-dir is required"))?;
-    let mesh_path = args
+    let mut mesh = parts
         .mesh
-        .as_ref()
         .ok_or_else(|| anyhow!("--mesh FILE is required: the mesh config says who may do what"))?;
-    let mut mesh = load_mesh(mesh_path)?;
     mesh.open |= args.open;
-    let mut prompt = false;
+    let mut ask = false;
     let role = match role {
         Role::Contributor => {
             let client = args
                 .client_id
                 .ok_or_else(|| anyhow!("a contributor needs --client-id N"))?;
-            let input = read_input(args)?;
-            if input.is_none() && !args.control_stdin {
-                if !std::io::stdin().is_terminal() {
-                    bail!("a contributor needs an integer each round: pass --input N or --input-file FILE, or run it on a terminal to be asked");
-                }
-                prompt = true;
-            }
+            ask = parts.input.is_none() && !args.control_stdin;
             RoleSpec::Contributor {
                 client: ClientId(client),
-                input,
+                input: parts.input,
             }
         }
         Role::Generator => RoleSpec::Generator,
         Role::Distributor => RoleSpec::Distributor,
-        Role::Requester => {
-            let distributors = args
-                .distributors
-                .iter()
-                .map(|t| {
-                    t.parse::<PeerId>()
-                        .map_err(|e| anyhow!("--distributor {t:?} is not a PeerId: {e}"))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            RoleSpec::Requester { distributors }
-        }
+        Role::Requester => RoleSpec::Requester {
+            distributors: parts.distributors,
+        },
     };
-    let mut listen = parse_addrs("--listen", &args.listen)?;
-    if listen.is_empty() {
-        listen.push("/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"));
-    }
     let config = NodeConfig {
         role,
         data_dir,
-        listen,
-        peers: parse_addrs("--peer", &args.peers)?,
+        listen: parts.listen,
+        peers: parts.peers,
         mesh,
         mdns: args.mdns,
         manual_rounds: args.manual_rounds,
         seed: args.seed,
     };
-    Ok((config, prompt))
+    Ok((config, ask))
 }
 
 /// Asks the user for the integer for `round` until one parses (or stdin closes).
@@ -229,8 +182,11 @@ async fn read_control(client: otpmesh_node::Client) {
 }
 
 pub async fn run(args: NodeArgs) -> Outcome {
-    let args = merge(args)?;
-    let (config, can_prompt) = build(&args)?;
+    let bad = |error| Failure { code: 2, error };
+    let (config, can_prompt) = build(&args).map_err(bad)?;
+    if can_prompt && !std::io::stdin().is_terminal() {
+        return Err(bad(anyhow!("a contributor needs an integer each round: pass --input N or --input-file FILE, or run it on a terminal to be asked")));
+    }
     let role = config.role.name();
     let node = otpmesh_node::start(config).map_err(|e| Failure::from(anyhow!(e)))?;
     let (client, mut events) = (node.client.clone(), node.events);
