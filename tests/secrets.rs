@@ -1,8 +1,8 @@
-//! Secrets never reach the logs. A mesh runs with every otpmesh crate logging at trace level and
-//! everything else at debug; a requester gets an OTP, uses it, enrols and takes a TOTP token; then
-//! every node log, every event line and every command's stderr is searched for every secret the
-//! run handled: contributor inputs, the OTP, the TOTP secret, the enrolment key, the store keys, the
-//! generator's RSA key and the node identities.
+//! Secrets never reach the logs or the metrics. A mesh runs with every otpmesh crate logging at
+//! trace level and everything else at debug, in JSON; a requester gets an OTP, uses it, enrols and
+//! takes a TOTP token; then every node log, every event line, every node's metrics and every
+//! command's stderr is searched for every secret the run handled: contributor inputs, the OTP, the
+//! TOTP secret, the enrolment key, the store keys, the generator's RSA key and the node identities.
 
 mod common;
 
@@ -49,7 +49,11 @@ fn hex_and_base64(bytes: &[u8]) -> Vec<String> {
 
 #[test]
 fn no_secret_reaches_the_logs() {
-    let mesh = Mesh::up_with_env(&[], &[("RUST_LOG", LOG_FILTER)]);
+    // JSON logs (fields as they are, unformatted) and metrics: both are searched.
+    let mesh = Mesh::up_with_env(
+        &["--metrics"],
+        &[("RUST_LOG", LOG_FILTER), ("OTPMESH_LOG_FORMAT", "json")],
+    );
     mesh.wait_for("round 1 delivered", |v| {
         v["node"] == "generator-1" && v["event"] == "round_delivered_all"
     });
@@ -169,9 +173,20 @@ fn no_secret_reaches_the_logs() {
     let mut logs = stderrs;
     let events: Vec<String> = mesh.events.try_iter().map(|v| v.to_string()).collect();
     logs.push(events.join("\n"));
+    for node in nodes {
+        let (status, metrics) = common::http("GET", node["metrics"].as_str().unwrap());
+        assert_eq!(status, 200);
+        logs.push(metrics);
+    }
     assert!(mesh.stop().success());
     for node in nodes {
-        logs.push(std::fs::read_to_string(node["log"].as_str().unwrap()).unwrap_or_default());
+        let log = std::fs::read_to_string(node["log"].as_str().unwrap()).unwrap_or_default();
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(v["level"].is_string(), "{line}");
+        }
+        logs.push(log);
     }
     let total: usize = logs.iter().map(String::len).sum();
     assert!(total > 50_000, "only {total} bytes of logs: is tracing on?");

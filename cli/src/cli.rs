@@ -83,7 +83,7 @@ pub enum ConfigCommand {
     #[command(
         after_help = "Examples:\n  otpmesh config show --config node.toml\n  OTPMESH_ROLE=distributor otpmesh config show --config node.toml --listen /ip4/0.0.0.0/tcp/4001"
     )]
-    Show(NodeArgs),
+    Show(Box<NodeArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -496,6 +496,9 @@ pub struct NodeArgs {
     /// Draw every random choice from this seed (reproducible replays; never for real secrets).
     #[arg(long, env = "OTPMESH_SEED")]
     pub seed: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0: any).
+    #[arg(long, env = "OTPMESH_METRICS", value_name = "IP:PORT")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -545,6 +548,9 @@ pub struct MeshUpArgs {
     /// Print mesh events as JSON lines instead of progress.
     #[arg(long)]
     pub json: bool,
+    /// Every node serves Prometheus metrics on a port of its own (mesh.json lists the URLs).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 #[derive(Args, Debug)]

@@ -67,6 +67,7 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                 client,
                 peer,
                 reason,
+                ..
             } => {
                 format!(
                     "round {round}: phrase for client {client} from {} rejected: {reason}",
@@ -150,6 +151,14 @@ pub fn human(event: &NodeEvent) -> Option<String> {
             Event::OtpVerified { requester, result } => {
                 format!("verification for {}: {}", short(requester), result.as_str())
             }
+            Event::LockedOut {
+                requester,
+                until_ms,
+            } => format!(
+                "{} locked out until {} (too many wrong codes)",
+                short(requester),
+                rfc3339(*until_ms)
+            ),
             Event::UseReplicated {
                 issuer,
                 round,

@@ -1,6 +1,7 @@
 //! The libp2p behaviours a node runs, and how each is configured for small meshes.
 
 use crate::codec::WireCodec;
+use libp2p::metrics::Registry;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
@@ -136,13 +137,23 @@ impl Behaviour {
     /// `kad_server`: serve the DHT (the mesh's generators and distributors). Contributors and
     /// requesters run kad as clients, so they are not handed out as peers to dial: a mesh of k
     /// contributors keeps O(k) connections instead of every node connecting to every other.
-    pub fn new(key: &Keypair, mdns: bool, kad_server: bool) -> Result<Behaviour, BehaviourError> {
+    /// Gossipsub's own metrics (mesh and topic health) go into `registry` under `gossipsub_`.
+    pub fn new(
+        key: &Keypair,
+        mdns: bool,
+        kad_server: bool,
+        registry: &mut Registry,
+    ) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossipsub_config()?,
         )
-        .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+        .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?
+        .with_metrics(
+            registry.sub_registry_with_prefix("gossipsub"),
+            gossipsub::MetricsConfig::default(),
+        );
         let (params, thresholds) = peer_score();
         gossipsub
             .with_peer_score(params, thresholds)

@@ -14,6 +14,7 @@
 
 use crate::store::Store;
 use otpmesh_protocol::role::Record;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 
 /// Batches waiting for the commit thread; more fail at once as "storage busy".
@@ -41,7 +42,11 @@ impl Drop for Committer {
 
 impl Committer {
     /// Starts the commit thread; outcomes arrive on the returned receiver, in submission order.
-    pub fn spawn(store: Store) -> std::io::Result<(Committer, mpsc::Receiver<Outcome>)> {
+    /// Each transaction's duration goes into `timing`.
+    pub fn spawn(
+        store: Store,
+        timing: Histogram,
+    ) -> std::io::Result<(Committer, mpsc::Receiver<Outcome>)> {
         let (batches, mut queued) = mpsc::channel::<(u64, Vec<Record>)>(MAX_QUEUED_BATCHES);
         let (done, outcomes) = mpsc::channel(MAX_QUEUED_BATCHES + MAX_GROUP);
         let thread = std::thread::Builder::new()
@@ -56,7 +61,9 @@ impl Committer {
                         }
                     }
                     let records: Vec<&Record> = group.iter().flat_map(|(_, r)| r).collect();
+                    let started = std::time::Instant::now();
                     let result = store.commit_all(&records).map_err(|e| e.to_string());
+                    timing.observe(started.elapsed().as_secs_f64());
                     for (id, _) in &group {
                         if done.blocking_send((*id, result.clone())).is_err() {
                             return;

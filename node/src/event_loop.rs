@@ -12,6 +12,7 @@ use crate::commit::{self, Committer};
 use crate::keys;
 use crate::limits::{Admit, Limiter, MAX_STRIKES, PENALTY_SCORE, STRIKE_WINDOW_MS};
 use crate::rpc;
+use crate::{http, metrics};
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -24,7 +25,9 @@ use otpmesh_protocol::role::{
     self, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Verdict,
 };
 use otpmesh_protocol::seal::PrivateKey;
-use otpmesh_protocol::wire::{self, Gossip, Refusal, Request, Response, WireError};
+use otpmesh_protocol::wire::{
+    self, Gossip, Refusal, Request, Response, WireError, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC,
+};
 use rand_core::CryptoRngCore;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -132,6 +135,10 @@ pub struct EventLoop {
     pub(crate) rpc_peers: HashMap<PeerId, mpsc::Sender<(Tag, Request)>>,
     pub(crate) rpc_done_tx: mpsc::Sender<rpc::Done>,
     pub(crate) rpc_done: mpsc::Receiver<rpc::Done>,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
+    /// The `/metrics` listener and what it serves, until `run` starts serving.
+    pub(crate) metrics_server: Option<(tokio::net::TcpListener, Arc<libp2p::metrics::Registry>)>,
 }
 
 impl EventLoop {
@@ -144,6 +151,11 @@ impl EventLoop {
         if let Some(incoming) = self.rpc_incoming.take() {
             tokio::spawn(rpc::serve(incoming, self.rpc_inbound_tx.clone()));
         }
+        // Serves until the loop ends.
+        let _metrics_server = self
+            .metrics_server
+            .take()
+            .map(|(listener, registry)| http::Serving::spawn(listener, registry));
         let actions = self.role.start(now_ms(), &mut *self.rng);
         self.execute(actions);
         self.redial(now_ms());
@@ -485,6 +497,7 @@ impl EventLoop {
     }
 
     fn emit_role_event(&mut self, event: Event) {
+        self.metrics.role_event(&event, now_ms());
         match &event {
             // The requester's own OTP is its user's output, never a log line.
             Event::OtpReceived {
@@ -492,6 +505,7 @@ impl EventLoop {
             } => info!(%round, %distributor, "otp received"),
             Event::TotpReceived { distributor, .. } => info!(%distributor, "totp token received"),
             Event::PhraseRejected { .. }
+            | Event::LockedOut { .. }
             | Event::RequestRefused { .. }
             | Event::RequestFailed { .. } => {
                 warn!(event = %serde_json::to_string(&event).unwrap_or_default(), "rejected")
@@ -566,6 +580,7 @@ impl EventLoop {
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
@@ -648,6 +663,23 @@ impl EventLoop {
         }
     }
 
+    /// libp2p's own metrics, and the peer count.
+    fn record(&mut self, event: &SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.libp2p_metrics.record(event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.libp2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.libp2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.libp2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.libp2p_metrics.record(e),
+            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
+                let peers = self.swarm.connected_peers().count();
+                self.metrics.peers.set(peers as i64);
+            }
+            _ => {}
+        }
+    }
+
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
         match event {
             gossipsub::Event::Message {
@@ -656,6 +688,21 @@ impl EventLoop {
                 message,
             } => {
                 let verdict = self.judge(&message, propagation_source);
+                let topic = match message.topic.as_str() {
+                    GOSSIP_TOPIC => GOSSIP_TOPIC,
+                    PHRASE_TOPIC => PHRASE_TOPIC,
+                    USED_TOPIC => USED_TOPIC,
+                    _ => "other",
+                };
+                let result = match &verdict {
+                    Verdict::Accept => "accept",
+                    Verdict::Ignore(_) => "ignore",
+                    Verdict::Reject(_) => "reject",
+                };
+                self.metrics
+                    .gossip
+                    .get_or_create(&metrics::Gossip { topic, result })
+                    .inc();
                 let acceptance = match &verdict {
                     Verdict::Accept => gossipsub::MessageAcceptance::Accept,
                     Verdict::Ignore(reason) => {
@@ -681,6 +728,7 @@ impl EventLoop {
                 let score = gossipsub.peer_score(&propagation_source).unwrap_or(0.0);
                 if score < GRAYLIST_THRESHOLD && self.graylisted.insert(propagation_source) {
                     let reason = format!("gossip score {score:.0}: its gossip is ignored");
+                    self.metrics.penalties.inc();
                     warn!(peer = %propagation_source, %reason, "peer penalised");
                     self.emit(NodeEvent::PeerPenalised {
                         peer: propagation_source,
@@ -734,6 +782,7 @@ impl EventLoop {
         let now = now_ms();
         for (peer, request, reply) in batch {
             if self.limiter.is_penalised(&peer, now) {
+                self.metrics.refused("penalised");
                 let refusal = Refusal::Unavailable("penalised for exceeding request limits".into());
                 self.answer(reply, Response::Refused(refusal));
                 continue;
@@ -747,6 +796,7 @@ impl EventLoop {
                 self.penalise(peer, format!("{MAX_STRIKES} refused or undecodable requests within {STRIKE_WINDOW_MS} ms"));
             }
             if request.is_ok() && admit != Admit::Yes {
+                self.metrics.refused("rate_limit");
                 let rate = self.limiter.rate_per_s();
                 let refusal =
                     Refusal::Unavailable(format!("rate limit: {rate} requests a second per peer"));
@@ -772,6 +822,7 @@ impl EventLoop {
                     actions.extend(answers);
                 }
                 Err(e) => {
+                    self.metrics.refused("undecodable");
                     warn!(%peer, error = %e, "undecodable request");
                     self.emit(NodeEvent::RequestRejected {
                         peer,
@@ -788,6 +839,7 @@ impl EventLoop {
     /// Disconnects `peer`, refuses it for [`limits::PENALTY_MS`] and graylists its gossip.
     fn penalise(&mut self, peer: PeerId, reason: String) {
         warn!(%peer, %reason, "peer penalised");
+        self.metrics.penalties.inc();
         let behaviour = self.swarm.behaviour_mut();
         behaviour
             .gossipsub

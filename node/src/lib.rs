@@ -12,9 +12,11 @@ pub mod codec;
 pub mod commit;
 pub mod control;
 pub mod event_loop;
+pub mod http;
 pub mod kdc;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod rpc;
 pub mod store;
 
@@ -111,6 +113,8 @@ pub struct NodeConfig {
     /// Draw every random choice from a generator seeded by this and the PeerId, so a replay is
     /// reproducible. For tests and scenario replays only: a seeded node's secrets are guessable.
     pub seed: Option<u64>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What a node tells its owner.
@@ -191,6 +195,8 @@ pub enum NodeError {
     Behaviour(#[from] behaviour::BehaviourError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Metrics { addr: String, reason: String },
     #[error("bad address {addr:?} for {peer} in the mesh config: {reason}")]
     MeshAddr {
         peer: String,
@@ -260,6 +266,8 @@ impl Client {
 /// A started node: spawn `event_loop.run()`, read `events`, steer with `client`.
 pub struct Node {
     pub peer_id: PeerId,
+    /// Where `/metrics` is served (with [`NodeConfig::metrics`]).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub client: Client,
     pub events: mpsc::Receiver<NodeEvent>,
     pub event_loop: EventLoop,
@@ -378,6 +386,29 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             ),
         };
 
+    // Bound first: a taken metrics port is an error before anything else starts.
+    let metrics_listener = match config.metrics {
+        Some(addr) => {
+            let fail = |e: std::io::Error| NodeError::Metrics {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            };
+            let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
+            listener.set_nonblocking(true).map_err(fail)?;
+            Some(tokio::net::TcpListener::from_std(listener).map_err(fail)?)
+        }
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| NodeError::Metrics {
+            addr: format!("{:?}", config.metrics),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    let mut registry = libp2p::metrics::Registry::default();
+    let node_metrics = metrics::Metrics::new(&mut registry);
+
     let kad_server = matches!(config.role, RoleSpec::Generator | RoleSpec::Distributor);
     let mut swarm = SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
@@ -388,13 +419,15 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         )
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_quic()
+        .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key| {
-            Behaviour::new(key, config.mdns, kad_server)
+            Behaviour::new(key, config.mdns, kad_server, &mut registry)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
         .build();
+    let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
 
     // Every node but a one-shot requester answers requests on long-lived streams too.
     let rpc_incoming = match one_shot {
@@ -475,7 +508,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         mpsc::channel(otpmesh_protocol::round::MAX_ROUND_CONTRIBUTORS);
     let (committer, commits) = match store {
         Some(store) => {
-            let (c, rx) = commit::Committer::spawn(store)
+            let (c, rx) = commit::Committer::spawn(store, node_metrics.commit_seconds.clone())
                 .map_err(|e| NodeError::Transport(format!("starting the commit thread: {e}")))?;
             (Some(c), Some(rx))
         }
@@ -529,9 +562,13 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         rpc_peers: HashMap::new(),
         rpc_done_tx,
         rpc_done,
+        metrics: node_metrics,
+        libp2p_metrics,
+        metrics_server: metrics_listener.map(|l| (l, Arc::new(registry))),
     };
     Ok(Node {
         peer_id,
+        metrics_addr,
         client: Client {
             commands: commands_tx,
         },

@@ -67,6 +67,7 @@ async fn spawn(role: RoleSpec, dir: PathBuf, mesh: &MeshConfig, peers: Vec<Multi
         mdns: false,
         manual_rounds: false,
         seed: None,
+        metrics: None,
     };
     let node = otpmesh_node::start(config).expect("node starts");
     let (peer, client, mut events) = (node.peer_id, node.client, node.events);

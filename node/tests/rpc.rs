@@ -165,6 +165,7 @@ async fn a_taken_port_is_an_error_not_a_shared_listener() {
         mdns: false,
         manual_rounds: false,
         seed: None,
+        metrics: None,
     });
     match result {
         Err(e) => assert!(e.to_string().contains(&port.to_string()), "{e}"),

@@ -165,3 +165,54 @@ pub fn json_field(out: &Output, field: &str) -> String {
         .unwrap_or_else(|| panic!("no string {field:?} in the output"))
         .to_string()
 }
+
+/// `GET url` (http://IP:PORT/PATH) over a plain socket: (status, body).
+pub fn http(method: &str, url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name` (with its labels, as printed) in Prometheus text; 0 if absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Scrapes `url` until `pick` holds for the text (the counters move asynchronously).
+pub fn scrape_until(url: &str, what: &str, pick: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (status, body) = http("GET", url);
+        assert_eq!(status, 200, "{body}");
+        if pick(&body) {
+            return body;
+        }
+        assert!(Instant::now() < end, "no {what} within {WAIT:?}:\n{body}");
+        // Polling an endpoint that has no push: a short pause between scrapes, bounded by WAIT.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -36,6 +36,7 @@ pub struct FileConfig {
     control_stdin: Option<bool>,
     manual_rounds: Option<bool>,
     seed: Option<u64>,
+    metrics: Option<String>,
     log_format: Option<LogFormat>,
 }
 
@@ -141,6 +142,7 @@ pub fn resolve(
     setting!(control_stdin, |b| b);
     setting!(manual_rounds, |b| b);
     setting!(seed, Some);
+    setting!(metrics, Some);
     let log_format = match (given("log_format"), file.log_format) {
         (Some(source), _) => {
             sources.push(("log_format", source));
@@ -191,7 +193,11 @@ impl Resolved {
                 "json" => Some(Value::from(a.json)),
                 "control_stdin" => Some(Value::from(a.control_stdin)),
                 "manual_rounds" => Some(Value::from(a.manual_rounds)),
-                "seed" => a.seed.map(|s| Value::from(s.to_string())),
+                // TOML integers are i64: a larger seed can only be a flag.
+                "seed" => a.seed.map(|s| {
+                    i64::try_from(s).map_or_else(|_| Value::from(s.to_string()), Value::from)
+                }),
+                "metrics" => a.metrics.as_ref().map(|m| Value::from(m.as_str())),
                 "log_format" => Some(Value::from(format!("{:?}", self.log_format).to_lowercase())),
                 _ => None,
             };

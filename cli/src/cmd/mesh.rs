@@ -43,6 +43,9 @@ pub struct NodeEntry {
     pub pid: Option<u32>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// `http://127.0.0.1:PORT/metrics`, with `mesh up --metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     pub restart: Vec<String>,
 }
 
@@ -131,7 +134,9 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     names.extend((1..=args.distributors).map(|i| ("distributor", format!("distributor-{i}"))));
     names.extend((1..=args.contributors).map(|i| ("contributor", format!("contributor-{i}"))));
     names.extend((1..=args.requesters).map(|i| ("requester", format!("requester-{i}"))));
-    let (tcp, udp) = free_ports(names.len())?;
+    // With metrics, a second TCP port per node serves them.
+    let (tcp, udp) = free_ports(names.len() * if args.metrics { 2 } else { 1 })?;
+    let metrics_ports = &tcp[names.len()..];
 
     let mut mesh = MeshConfig::default();
     mesh.settings.deadline_ms = args.deadline_ms;
@@ -201,6 +206,10 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
                 input_file.display().to_string(),
             ]);
         }
+        let metrics = metrics_ports.get(i).map(|port| format!("127.0.0.1:{port}"));
+        if let Some(addr) = &metrics {
+            argv.extend(["--metrics".into(), addr.clone()]);
+        }
         let log = data_dir.join("node.log");
         entries.push(NodeEntry {
             name: name.clone(),
@@ -210,6 +219,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
             pid: None,
             data_dir,
             log,
+            metrics: metrics.map(|addr| format!("http://{addr}/metrics")),
             restart: argv,
         });
     }

@@ -61,12 +61,14 @@ pub fn main() -> ExitCode {
 }
 
 /// The matches of the node settings (`node`, `config show`), for where each value came from.
-fn node_matches(matches: &ArgMatches) -> Option<&ArgMatches> {
-    match matches.subcommand() {
+fn node_settings(matches: &ArgMatches) -> &ArgMatches {
+    static NONE: std::sync::OnceLock<ArgMatches> = std::sync::OnceLock::new();
+    let found = match matches.subcommand() {
         Some(("node", m)) => Some(m),
         Some(("config", m)) => m.subcommand_matches("show"),
         _ => None,
-    }
+    };
+    found.unwrap_or_else(|| NONE.get_or_init(ArgMatches::default))
 }
 
 fn fail(code: u8, error: anyhow::Error) -> ExitCode {
@@ -89,18 +91,18 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     // file may set the log format.
     let mut log_format = cli.log_format;
     let command = match cli.command {
-        Command::Node(args) | Command::Config(ConfigCommand::Show(args)) => {
-            let show = matches.subcommand_name() == Some("config");
-            let empty = ArgMatches::default();
-            let node = node_matches(matches).unwrap_or(&empty);
-            match config::resolve(args, log_format, node) {
-                Ok(resolved) if show => return finish(config::show(resolved)),
-                Ok(resolved) => {
-                    log_format = resolved.log_format;
-                    Command::Node(resolved.args)
-                }
-                Err(e) => return fail(2, e),
+        Command::Node(args) => match config::resolve(args, log_format, node_settings(matches)) {
+            Ok(resolved) => {
+                log_format = resolved.log_format;
+                Command::Node(resolved.args)
             }
+            Err(e) => return fail(2, e),
+        },
+        Command::Config(ConfigCommand::Show(args)) => {
+            return match config::resolve(*args, log_format, node_settings(matches)) {
+                Ok(resolved) => finish(config::show(resolved)),
+                Err(e) => fail(2, e),
+            };
         }
         other => other,
     };

@@ -63,6 +63,7 @@ pub struct Parts {
     pub distributors: Vec<PeerId>,
     pub input: Option<UserInput>,
     pub mesh: Option<MeshConfig>,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn parse_parts(args: &NodeArgs) -> anyhow::Result<Parts> {
@@ -84,6 +85,14 @@ pub fn parse_parts(args: &NodeArgs) -> anyhow::Result<Parts> {
         distributors,
         input: read_input(args)?,
         mesh: args.mesh.as_deref().map(load_mesh).transpose()?,
+        metrics: args
+            .metrics
+            .as_deref()
+            .map(|t| {
+                t.parse()
+                    .map_err(|e| anyhow!("--metrics {t:?} is not an IP:PORT address: {e}"))
+            })
+            .transpose()?,
     })
 }
 
@@ -128,6 +137,7 @@ pub fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
         mdns: args.mdns,
         manual_rounds: args.manual_rounds,
         seed: args.seed,
+        metrics: parts.metrics,
     };
     Ok((config, ask))
 }
@@ -191,13 +201,17 @@ pub async fn run(args: NodeArgs) -> Outcome {
     let node = otpmesh_node::start(config).map_err(|e| Failure::from(anyhow!(e)))?;
     let (client, mut events) = (node.client.clone(), node.events);
     tracing::info!(peer_id = %node.peer_id, role, "node started");
+    let metrics = node.metrics_addr.map(|a| format!("http://{a}/metrics"));
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"event": "started", "peer_id": node.peer_id.to_string(), "role": role})
+            serde_json::json!({"event": "started", "peer_id": node.peer_id.to_string(), "role": role, "metrics": metrics})
         );
     } else {
         println!("{role} {} starting", node.peer_id);
+        if let Some(url) = metrics {
+            println!("metrics at {url}");
+        }
     }
     let running = tokio::spawn(node.event_loop.run());
     if args.control_stdin {

@@ -68,6 +68,7 @@ pub async fn ask_once<T>(
         mdns: false,
         manual_rounds: false,
         seed,
+        metrics: None,
     };
     let node = otpmesh_node::start(config).map_err(|e| anyhow!(e))?;
     let (client, mut events) = (node.client.clone(), node.events);

@@ -94,6 +94,7 @@ async fn one_shot<T>(
         mdns: false,
         manual_rounds: false,
         seed,
+        metrics: None,
     };
     let node = otpmesh_node::start(config)?;
     let (client, mut events) = (node.client, node.events);
@@ -167,6 +168,7 @@ impl Backend {
                     pid: None,
                     data_dir: node.data_dir.clone(),
                     log: node.data_dir.join("node.log"),
+                    metrics: None,
                     restart: node.argv.clone(),
                 };
                 let mut child = spawn(&entry, p.tx.clone(), true)?;

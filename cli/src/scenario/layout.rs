@@ -171,6 +171,7 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
             mdns: false,
             manual_rounds: p.role == NodeRole::Generator,
             seed: Some(seed),
+            metrics: None,
         });
     }
     Ok(Layout {

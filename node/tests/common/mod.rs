@@ -52,6 +52,7 @@ impl Distributor {
             mdns: false,
             manual_rounds: false,
             seed: None,
+            metrics: None,
         })
         .expect("distributor starts");
         let (peer, mut events, client) = (node.peer_id, node.events, node.client);

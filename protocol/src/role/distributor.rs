@@ -842,9 +842,14 @@ impl Distributor {
     ) -> (VerifyResult, Vec<Action>) {
         attempts.failures.retain(|t| t + window > now);
         attempts.failures.push_back(now);
+        let mut events = Vec::new();
         if attempts.failures.len() >= max_failures as usize {
             attempts.locked_until = now + lockout;
             attempts.failures.clear();
+            events.push(Action::Emit(Event::LockedOut {
+                requester: peer,
+                until_ms: attempts.locked_until,
+            }));
         }
         let record = Record::Attempts {
             requester: peer,
@@ -853,9 +858,11 @@ impl Distributor {
         };
         if self.attempts.contains_key(&peer) || self.attempts.len() < MAX_TRACKED_REQUESTERS {
             self.attempts.insert(peer, attempts);
-            return (VerifyResult::Wrong, vec![Action::Persist(record)]);
+            let mut actions = vec![Action::Persist(record)];
+            actions.extend(events);
+            return (VerifyResult::Wrong, actions);
         }
-        (VerifyResult::Wrong, Vec::new())
+        (VerifyResult::Wrong, events)
     }
 
     fn on_marker(

@@ -8,7 +8,8 @@
 //! ```
 
 use super::{
-    refuse, Action, Control, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Tags, Verdict,
+    refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
+    Tag, Tags, Verdict,
 };
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
@@ -155,27 +156,33 @@ impl Generator {
         let Some(open) = self.open.as_mut().filter(|o| o.announce.round == p.round) else {
             // Late or early: not necessarily the sender's fault, so no penalty, but say so.
             let reason = format!("phrase for round {}, which is not open", p.round);
-            return refused(p, source, Verdict::Ignore(reason));
+            return refused(p, source, PhraseRefusal::NotOpen, Verdict::Ignore(reason));
         };
-        let reject = |reason: String| refused(p, source, Verdict::Reject(reason));
+        let reject = |kind, reason: String| refused(p, source, kind, Verdict::Reject(reason));
         if p.key_fingerprint != self.key.fingerprint() {
-            return reject(format!(
-                "sealed under key {}, not this generator's",
-                p.key_fingerprint
-            ));
+            return reject(
+                PhraseRefusal::WrongKey,
+                format!(
+                    "sealed under key {}, not this generator's",
+                    p.key_fingerprint
+                ),
+            );
         }
         if p.ciphertext.len() != self.key.ciphertext_len() {
-            return reject(format!(
-                "ciphertext is {} bytes; this generator's key takes {}",
-                p.ciphertext.len(),
-                self.key.ciphertext_len()
-            ));
+            return reject(
+                PhraseRefusal::WrongLength,
+                format!(
+                    "ciphertext is {} bytes; this generator's key takes {}",
+                    p.ciphertext.len(),
+                    self.key.ciphertext_len()
+                ),
+            );
         }
         if open.slots.contains_key(&p.client) {
             // Said, but not penalised: a contributor restarted within the round forgets it has
             // already sent (only this generator knows), and gossip score would graylist it.
             let reason = format!("second phrase for client {} in round {}", p.client, p.round);
-            return refused(p, source, Verdict::Ignore(reason));
+            return refused(p, source, PhraseRefusal::Duplicate, Verdict::Ignore(reason));
         }
         open.slots.insert(
             p.client,
@@ -318,7 +325,12 @@ impl Generator {
 }
 
 /// A phrase turned away with `verdict` (Ignore or Reject), and the event that says why.
-fn refused(p: &PhraseSubmission, source: PeerId, verdict: Verdict) -> (Verdict, Vec<Action>) {
+fn refused(
+    p: &PhraseSubmission,
+    source: PeerId,
+    kind: PhraseRefusal,
+    verdict: Verdict,
+) -> (Verdict, Vec<Action>) {
     let reason = match &verdict {
         Verdict::Ignore(r) | Verdict::Reject(r) => r.clone(),
         Verdict::Accept => String::new(),
@@ -327,6 +339,7 @@ fn refused(p: &PhraseSubmission, source: PeerId, verdict: Verdict) -> (Verdict, 
         round: p.round,
         client: p.client,
         peer: source,
+        kind,
         reason,
     };
     (verdict, vec![Action::Emit(event)])
@@ -474,6 +487,7 @@ impl Role for Generator {
                     round: job.round,
                     client: job.client,
                     peer,
+                    kind: PhraseRefusal::DidNotOpen,
                     reason: "phrase did not open".into(),
                 }
             }

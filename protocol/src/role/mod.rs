@@ -108,6 +108,34 @@ pub struct OtpRef {
     pub counter: u64,
 }
 
+/// Why a generator turned a phrase away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhraseRefusal {
+    /// For a round that is not open (late or early).
+    NotOpen,
+    /// Sealed under another key.
+    WrongKey,
+    /// A ciphertext of the wrong size for the key.
+    WrongLength,
+    /// A second phrase for the client in the round.
+    Duplicate,
+    /// It did not decrypt to a phrase of the round and client.
+    DidNotOpen,
+}
+
+impl PhraseRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhraseRefusal::NotOpen => "not_open",
+            PhraseRefusal::WrongKey => "wrong_key",
+            PhraseRefusal::WrongLength => "wrong_length",
+            PhraseRefusal::Duplicate => "duplicate",
+            PhraseRefusal::DidNotOpen => "did_not_open",
+        }
+    }
+}
+
 /// Something that happened, for the user, the logs and the tools. Never carries a secret except
 /// the requester's own OTP in [`Event::OtpReceived`], which is that user's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -131,6 +159,8 @@ pub enum Event {
         round: RoundId,
         client: ClientId,
         peer: PeerId,
+        /// Which check turned it away, as a stable label (metrics count by it).
+        kind: PhraseRefusal,
         reason: String,
     },
     RoundSealed {
@@ -182,6 +212,11 @@ pub enum Event {
     OtpVerified {
         requester: PeerId,
         result: crate::wire::VerifyResult,
+    },
+    /// Too many wrong codes: `requester` is locked out until then.
+    LockedOut {
+        requester: PeerId,
+        until_ms: Millis,
     },
     UseReplicated {
         issuer: PeerId,
