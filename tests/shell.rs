@@ -16,6 +16,8 @@ const SUBCOMMANDS: &[&str] = &[
     "totp",
     "kdc",
     "bench",
+    "status",
+    "config",
     "completions",
     "man",
 ];

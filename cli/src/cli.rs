@@ -55,6 +55,11 @@ pub enum Command {
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Ask running nodes how they are doing (over the control socket in their data dir).
+    #[command(
+        after_help = "Examples:\n  otpmesh status --data-dir otpmesh-mesh/distributor-1\n  otpmesh status --mesh otpmesh-mesh --json\n\nExit codes: 0 every node answered, 2 bad input, 3 a node did not answer (not running?)."
+    )]
+    Status(StatusArgs),
     /// Node configuration: check a config file, or show what a node would run with.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -68,6 +73,18 @@ pub enum Command {
         after_help = "Examples:\n  otpmesh man | man -l -\n  otpmesh man --dir /usr/local/share/man/man1"
     )]
     Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A node's data dir (repeatable).
+    #[arg(long = "data-dir", required_unless_present = "mesh")]
+    pub data_dirs: Vec<PathBuf>,
+    /// Every node of a `mesh up` directory (its mesh.json).
+    #[arg(long)]
+    pub mesh: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

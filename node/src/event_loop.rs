@@ -12,7 +12,7 @@ use crate::commit::{self, Committer};
 use crate::keys;
 use crate::limits::{Admit, Limiter, MAX_STRIKES, PENALTY_SCORE, STRIKE_WINDOW_MS};
 use crate::rpc;
-use crate::{http, metrics};
+use crate::{http, metrics, status};
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -139,6 +139,14 @@ pub struct EventLoop {
     pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
     /// The `/metrics` listener and what it serves, until `run` starts serving.
     pub(crate) metrics_server: Option<(tokio::net::TcpListener, Arc<libp2p::metrics::Registry>)>,
+    pub(crate) metrics_url: Option<String>,
+    /// The control socket, until `run` serves it; status asks arrive on `status_asks`.
+    pub(crate) control_socket: Option<status::Socket>,
+    pub(crate) status_asks: mpsc::Receiver<status::Ask>,
+    pub(crate) status_tx: mpsc::Sender<status::Ask>,
+    pub(crate) rounds: status::Rounds,
+    pub(crate) role_name: &'static str,
+    pub(crate) started_at: std::time::Instant,
 }
 
 impl EventLoop {
@@ -156,6 +164,10 @@ impl EventLoop {
             .metrics_server
             .take()
             .map(|(listener, registry)| http::Serving::spawn(listener, registry));
+        let _control_socket = self
+            .control_socket
+            .take()
+            .map(|socket| status::Serving::spawn(socket, self.status_tx.clone()));
         let actions = self.role.start(now_ms(), &mut *self.rng);
         self.execute(actions);
         self.redial(now_ms());
@@ -200,10 +212,38 @@ impl EventLoop {
                     let actions = self.role.response(now_ms(), done.peer, done.tag, done.result, &mut *self.rng);
                     self.execute(actions);
                 }
+                Some(ask) = self.status_asks.recv() => {
+                    let _ = ask.send(self.status());
+                }
                 _ = tick.tick() => self.on_tick(),
             }
         }
         debug!("event loop stopped");
+    }
+
+    fn status(&self) -> status::Status {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let storage_bytes = std::fs::metadata(self.data_dir.join(crate::store::DB_FILE))
+            .ok()
+            .filter(|_| self.committer.is_some())
+            .map(|m| m.len());
+        status::Status {
+            role: self.role_name.to_string(),
+            peer_id: self.peer_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            listen: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            peers: peers.len(),
+            peer_ids: peers
+                .iter()
+                .take(status::MAX_LISTED_PEERS)
+                .map(|p| p.to_string())
+                .collect(),
+            current_round: self.rounds.current.map(|r| r.0),
+            last_sealed: self.rounds.to_sealed(),
+            storage_bytes,
+            uptime_s: self.started_at.elapsed().as_secs(),
+            metrics: self.metrics_url.clone(),
+        }
     }
 
     fn on_tick(&mut self) {
@@ -499,6 +539,14 @@ impl EventLoop {
     fn emit_role_event(&mut self, event: Event) {
         self.metrics.role_event(&event, now_ms());
         match &event {
+            Event::RoundOpened { round, .. } => self.rounds.opened(*round),
+            Event::RoundSealed {
+                round, commitment, ..
+            }
+            | Event::RoundStored { round, commitment } => self.rounds.sealed(*round, *commitment),
+            _ => {}
+        }
+        match &event {
             // The requester's own OTP is its user's output, never a log line.
             Event::OtpReceived {
                 round, distributor, ..
@@ -766,6 +814,13 @@ impl EventLoop {
                 let (verdict, actions) =
                     self.role.gossip(now_ms(), source, &gossip, &mut *self.rng);
                 self.execute(actions);
+                if verdict == Verdict::Accept {
+                    match &gossip {
+                        Gossip::Open(open) => self.rounds.opened(open.round),
+                        Gossip::Sealed(t) => self.rounds.sealed(t.round, t.commitment),
+                        _ => {}
+                    }
+                }
                 match verdict {
                     Verdict::Reject(reason) if relay != source => Verdict::Ignore(reason),
                     verdict => verdict,

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod rpc;
+pub mod status;
 pub mod store;
 
 pub use event_loop::EventLoop;
@@ -195,6 +196,8 @@ pub enum NodeError {
     Behaviour(#[from] behaviour::BehaviourError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error(transparent)]
+    ControlSocket(#[from] status::SocketError),
     #[error("cannot serve metrics on {addr}: {reason}")]
     Metrics { addr: String, reason: String },
     #[error("bad address {addr:?} for {peer} in the mesh config: {reason}")]
@@ -322,9 +325,17 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let identity = keys::load_or_create_identity(&config.data_dir)?;
     let peer_id = identity.public().to_peer_id();
     let mesh = Arc::new(config.mesh.clone());
+    // First, so that a second node on this data dir is told so before anything else fails.
+    // One-shot commands share a requester's data dir with its running node: they serve no status.
+    let control_socket = match one_shot {
+        true => None,
+        false => status::bind(&config.data_dir)?,
+    };
 
     let mut rsa = None;
     let mut store = None;
+    // What the store says of the rounds, for the status until new ones come.
+    let mut rounds = status::Rounds::default();
     let role: Box<dyn Role + Send> =
         match &config.role {
             RoleSpec::Contributor { client, input } => {
@@ -337,11 +348,18 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 )?);
                 let db = store::Store::open(&config.data_dir)?;
                 let last_sealed = db.rounds()?.pop();
+                let last_opened = db.last_opened()?;
+                if let Some(round) = last_opened {
+                    rounds.opened(round);
+                }
+                if let Some((t, _)) = &last_sealed {
+                    rounds.sealed(t.round, t.commitment);
+                }
                 let mut generator = role::Generator::new(
                     peer_id,
                     mesh.clone(),
                     key.public().clone(),
-                    db.last_opened()?,
+                    last_opened,
                     last_sealed,
                 );
                 if config.manual_rounds {
@@ -353,8 +371,11 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             }
             RoleSpec::Distributor => {
                 let db = store::Store::open(&config.data_dir)?;
-                let distributor =
-                    role::Distributor::new(peer_id, mesh.clone(), db.distributor_state()?);
+                let state = db.distributor_state()?;
+                if let Some((t, _)) = state.rounds.last() {
+                    rounds.sealed(t.round, t.commitment);
+                }
+                let distributor = role::Distributor::new(peer_id, mesh.clone(), state);
                 store = Some(db);
                 Box::new(distributor)
             }
@@ -503,6 +524,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     }
 
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (status_tx, status_asks) = mpsc::channel(status::MAX_CLIENTS);
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let (decrypted_tx, decrypted_rx) =
         mpsc::channel(otpmesh_protocol::round::MAX_ROUND_CONTRIBUTORS);
@@ -565,6 +587,13 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         metrics: node_metrics,
         libp2p_metrics,
         metrics_server: metrics_listener.map(|l| (l, Arc::new(registry))),
+        metrics_url: metrics_addr.map(|a| format!("http://{a}/metrics")),
+        control_socket,
+        status_asks,
+        status_tx,
+        rounds,
+        role_name: config.role.name(),
+        started_at: std::time::Instant::now(),
     };
     Ok(Node {
         peer_id,

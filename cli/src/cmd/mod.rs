@@ -7,6 +7,7 @@ pub mod mesh;
 pub mod node;
 pub mod request;
 pub mod shell;
+pub mod status;
 pub mod totp;
 pub mod verify;
 
@@ -141,6 +142,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
             Command::Config(ConfigCommand::Check(args)) => config::check(args),
+            Command::Status(args) => status::run(args).await,
             Command::Config(ConfigCommand::Show(_)) => unreachable!("resolved above"),
             Command::Completions(args) => shell::completions(args),
             Command::Man(args) => shell::man(args),
