@@ -52,6 +52,11 @@ pub const MAX_ADDRESSED_PEERS: usize = 4096;
 pub const MAX_BATCH: usize = 256;
 /// Peers with a stream dispatcher at once.
 pub const MAX_RPC_PEERS: usize = 256;
+/// How long a stopping node gives the requests in flight (commit and reply) before it closes.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping node keeps its connections open at least, answering "stopping" to what
+/// arrives, so that a requester mid-request hears why rather than a closed connection.
+pub const STOP_LINGER: Duration = Duration::from_millis(200);
 /// How often gossip that found no subscribed peer is tried again.
 pub const FLUSH_EVERY_MS: Millis = 1_000;
 
@@ -147,6 +152,12 @@ pub struct EventLoop {
     pub(crate) rounds: status::Rounds,
     pub(crate) role_name: &'static str,
     pub(crate) started_at: std::time::Instant,
+    /// The swarm's listeners, closed first when the node stops.
+    pub(crate) listeners: Vec<libp2p::core::transport::ListenerId>,
+    /// Set once stopping: requests are refused, gossip ignored, the role hears nothing more.
+    pub(crate) stopping: bool,
+    /// Replies handed to stream writers and not yet written.
+    pub(crate) unwritten: Arc<rpc::Owed>,
 }
 
 impl EventLoop {
@@ -156,9 +167,15 @@ impl EventLoop {
 
     /// Runs until the client asks it to stop (or every client handle is dropped).
     pub async fn run(mut self) {
-        if let Some(incoming) = self.rpc_incoming.take() {
-            tokio::spawn(rpc::serve(incoming, self.rpc_inbound_tx.clone()));
-        }
+        // Stream serving stops (no new streams) when the node starts stopping.
+        let rpc_serving = self.rpc_incoming.take().map(|incoming| {
+            let serving = rpc::serve(
+                incoming,
+                self.rpc_inbound_tx.clone(),
+                self.unwritten.clone(),
+            );
+            tokio::spawn(serving).abort_handle()
+        });
         // Serves until the loop ends.
         let _metrics_server = self
             .metrics_server
@@ -178,11 +195,15 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm(event),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { done }) => {
-                        self.drain_commits().await;
+                        if let Some(serving) = &rpc_serving {
+                            serving.abort();
+                        }
+                        self.stop().await;
                         // Close the store before saying so: the outcome channel first, so the
                         // commit thread can never block on it, then the thread itself (joined).
                         drop(self.commits.take());
                         drop(self.committer.take());
+                        info!("stopped");
                         let _ = done.send(());
                         break;
                     }
@@ -437,13 +458,63 @@ impl EventLoop {
         }
     }
 
-    /// Waits (boundedly) for the commits in flight, so a stopping node answers what it committed.
-    async fn drain_commits(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.parked.iter().any(|p| p.failed.is_none()) {
-            match tokio::time::timeout_at(deadline, recv_commit(&mut self.commits)).await {
-                Ok(Some((batch, result))) => self.committed(batch, result),
-                _ => break,
+    /// Stops gracefully, within [`STOP_GRACE`]: no new connections, streams or requests (those
+    /// that come for at least [`STOP_LINGER`] are refused as "stopping"); the role hears nothing
+    /// more (no round opens or seals); the requests already received are answered once their
+    /// records are durable, and their replies written; then the swarm's queued messages are
+    /// handed to the connections.
+    async fn stop(&mut self) {
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        // Only a node that serves others lingers (not a one-shot command).
+        let serves = !self.listeners.is_empty();
+        for id in std::mem::take(&mut self.listeners) {
+            self.swarm.remove_listener(id);
+        }
+        // What arrived before the stop is served as usual; what comes after is refused.
+        let mut received = Vec::new();
+        while let Ok(inbound) = self.rpc_inbound.try_recv() {
+            received.push((inbound.peer, inbound.request, Reply::Rpc(inbound.replier)));
+        }
+        let in_flight = received.len() + self.parked.len();
+        info!(
+            in_flight,
+            "stopping: answering the requests in flight, accepting no more"
+        );
+        if !received.is_empty() {
+            self.on_requests(received);
+        }
+        self.stopping = true;
+        let unwritten = self.unwritten.clone();
+        let linger =
+            tokio::time::Instant::now() + if serves { STOP_LINGER } else { Duration::ZERO };
+        loop {
+            let owed = self.parked.iter().any(|p| p.failed.is_none()) || unwritten.count() > 0;
+            if !owed && tokio::time::Instant::now() >= linger {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(linger), if !owed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(
+                        uncommitted = self.parked.len(),
+                        unwritten = unwritten.count(),
+                        "stopping: grace period over with work in flight"
+                    );
+                    break;
+                }
+                Some((batch, result)) = recv_commit(&mut self.commits) => self.committed(batch, result),
+                _ = unwritten.written(), if unwritten.count() > 0 => {}
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                Some(first) = self.rpc_inbound.recv() => {
+                    self.on_requests(vec![(first.peer, first.request, Reply::Rpc(first.replier))]);
+                }
+            }
+        }
+        // Hand what the swarm has queued (replies, use markers) to the connections.
+        for _ in 0..MAX_BATCH {
+            match futures::FutureExt::now_or_never(self.swarm.select_next_some()) {
+                Some(event) => self.on_swarm(event),
+                None => break,
             }
         }
     }
@@ -802,6 +873,9 @@ impl EventLoop {
         let Some(mesh) = self.mesh.clone() else {
             return Verdict::Ignore("not following gossip".into());
         };
+        if self.stopping {
+            return Verdict::Ignore("stopping".into());
+        }
         let Some(source) = message.source else {
             return Verdict::Reject("unsigned message".into());
         };
@@ -836,6 +910,12 @@ impl EventLoop {
         let mut actions = Vec::new();
         let now = now_ms();
         for (peer, request, reply) in batch {
+            if self.stopping {
+                self.metrics.refused("stopping");
+                let refusal = Refusal::Unavailable("the node is stopping".into());
+                self.answer(reply, Response::Refused(refusal));
+                continue;
+            }
             if self.limiter.is_penalised(&peer, now) {
                 self.metrics.refused("penalised");
                 let refusal = Refusal::Unavailable("penalised for exceeding request limits".into());

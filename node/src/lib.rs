@@ -482,14 +482,16 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             .subscribe(t)
             .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
     }
+    let mut listeners = Vec::new();
     for addr in &config.listen {
         probe_tcp_port(addr)?;
-        swarm
+        let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Listen {
                 addr: addr.to_string(),
                 reason: e.to_string(),
             })?;
+        listeners.push(id);
     }
 
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -594,6 +596,9 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         rounds,
         role_name: config.role.name(),
         started_at: std::time::Instant::now(),
+        listeners,
+        stopping: false,
+        unwritten: Arc::default(),
     };
     Ok(Node {
         peer_id,

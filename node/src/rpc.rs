@@ -96,6 +96,52 @@ async fn write_frames<W: AsyncWrite + Unpin, T>(
     Ok(())
 }
 
+/// Replies handed to stream writers and not yet written: a stopping node waits for none to be
+/// left ([`Owed::written`]).
+#[derive(Default)]
+pub struct Owed {
+    count: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Owed {
+    fn owe(self: &Arc<Owed>) -> Owing {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Owing(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns once every reply handed over so far is written (or its stream gone).
+    pub async fn written(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One reply owed; dropped once written, or once its stream is gone.
+struct Owing(Arc<Owed>);
+
+impl Drop for Owing {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.notify.notify_waiters();
+        }
+    }
+}
+
 /// A request that arrived on a stream, for the event loop.
 pub struct Inbound {
     pub peer: PeerId,
@@ -106,16 +152,22 @@ pub struct Inbound {
 /// Answers one inbound request, exactly once.
 pub struct Replier {
     id: u64,
-    frames: mpsc::Sender<(u64, Vec<u8>, OwnedSemaphorePermit)>,
+    frames: mpsc::Sender<(u64, Vec<u8>, (OwnedSemaphorePermit, Owing))>,
     permit: OwnedSemaphorePermit,
+    owed: Arc<Owed>,
 }
 
 impl Replier {
     pub fn send(self, response: &Response) {
         // Never full: the queue holds MAX_IN_FLIGHT and each entry carries one of that many permits.
+        let owing = self.owed.owe();
         if self
             .frames
-            .try_send((self.id, wire::encode_response(response), self.permit))
+            .try_send((
+                self.id,
+                wire::encode_response(response),
+                (self.permit, owing),
+            ))
             .is_err()
         {
             debug!("requester closed its stream before the reply");
@@ -168,7 +220,7 @@ impl Drop for PeerSlot {
 
 /// Accepts streams and serves each one until it closes: at most [`MAX_STREAMS`] in all and
 /// [`MAX_STREAMS_PER_PEER`] from any one peer, so one peer cannot take every slot.
-pub async fn serve(mut incoming: IncomingStreams, inbound: mpsc::Sender<Inbound>) {
+pub async fn serve(mut incoming: IncomingStreams, inbound: mpsc::Sender<Inbound>, owed: Arc<Owed>) {
     let total = Arc::new(Semaphore::new(MAX_STREAMS));
     let open = OpenPerPeer::default();
     while let Some((peer, stream)) = incoming.next().await {
@@ -176,7 +228,13 @@ pub async fn serve(mut incoming: IncomingStreams, inbound: mpsc::Sender<Inbound>
             debug!(%peer, "rpc stream limit reached; stream dropped");
             continue;
         };
-        tokio::spawn(serve_stream(peer, stream, inbound.clone(), slot));
+        tokio::spawn(serve_stream(
+            peer,
+            stream,
+            inbound.clone(),
+            owed.clone(),
+            slot,
+        ));
     }
 }
 
@@ -184,6 +242,7 @@ async fn serve_stream(
     peer: PeerId,
     stream: Stream,
     inbound: mpsc::Sender<Inbound>,
+    unwritten: Arc<Owed>,
     _slot: PeerSlot,
 ) {
     let (mut reader, mut writer) = stream.split();
@@ -205,6 +264,7 @@ async fn serve_stream(
                     id,
                     frames: frames.clone(),
                     permit,
+                    owed: unwritten.clone(),
                 };
                 let request = wire::decode_request(&body);
                 if inbound

@@ -30,8 +30,9 @@ use tokio::sync::mpsc;
 pub const MAX_NODES: u32 = 512;
 /// Longest event line read from a child.
 const MAX_EVENT_LINE: usize = 64 * 1024;
-/// How long a child has to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a child has to stop after SIGTERM before it is killed: longer than a node takes to
+/// stop on its own.
+const STOP_GRACE: Duration = super::node::STOP_BOUND.saturating_add(Duration::from_secs(2));
 
 /// One planned node.
 #[derive(Debug, Clone, Serialize)]
@@ -309,8 +310,10 @@ pub async fn stop_all(children: &mut HashMap<String, Child>) {
             );
         }
     }
+    // One deadline for all: they stop side by side.
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for (name, child) in children.iter_mut() {
-        if tokio::time::timeout(STOP_GRACE, child.wait())
+        if tokio::time::timeout_at(deadline, child.wait())
             .await
             .is_err()
         {

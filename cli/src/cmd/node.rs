@@ -12,6 +12,11 @@ use otpmesh_protocol::round::RoundId;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
+/// A node told to stop has this long (its grace for in-flight work, and some) before the process
+/// gives up on stopping cleanly.
+pub const STOP_BOUND: std::time::Duration =
+    otpmesh_node::event_loop::STOP_GRACE.saturating_add(std::time::Duration::from_secs(3));
+
 /// Largest config, mesh or input file read.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -199,7 +204,7 @@ pub async fn run(args: NodeArgs) -> Outcome {
     }
     let role = config.role.name();
     let node = otpmesh_node::start(config).map_err(|e| Failure::from(anyhow!(e)))?;
-    let (client, mut events) = (node.client.clone(), node.events);
+    let (client, mut events, peer_id) = (node.client.clone(), node.events, node.peer_id);
     tracing::info!(peer_id = %node.peer_id, role, "node started");
     let metrics = node.metrics_addr.map(|a| format!("http://{a}/metrics"));
     if args.json {
@@ -249,7 +254,34 @@ pub async fn run(args: NodeArgs) -> Outcome {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let _ = client.shutdown().await;
+    // Stop gracefully (in-flight requests answered, storage closed), within a bound; a second
+    // signal stops at once.
+    let stopped = tokio::select! {
+        stopped = tokio::time::timeout(STOP_BOUND, client.shutdown()) => stopped.is_ok(),
+        _ = sigterm.recv() => false,
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    // What the node said while stopping, then that it stopped.
+    while let Ok(event) = events.try_recv() {
+        let line = if args.json {
+            Some(output::json(&event))
+        } else {
+            output::human(&event)
+        };
+        if let Some(line) = line {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if !stopped {
+        let _ = out.flush();
+        return Err(anyhow!("stopped before the requests in flight were answered").into());
+    }
     let _ = running.await;
+    if args.json {
+        let _ = writeln!(out, "{}", serde_json::json!({"event": "stopped"}));
+    } else {
+        let _ = writeln!(out, "{role} {peer_id} stopped");
+    }
+    let _ = out.flush();
     Ok(())
 }

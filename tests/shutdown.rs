@@ -1,0 +1,231 @@
+//! Graceful shutdown on real processes: a distributor told to stop (SIGTERM) while a requester
+//! keeps 64 OTP requests in flight on one stream answers what it received, tells what comes
+//! later that it is stopping, exits 0 within its bound, says it stopped, and starts again on the
+//! same store with everything in place.
+
+use libp2p::Multiaddr;
+use otpmesh_protocol::wire::{OtpRequest, Refusal, Request, Response};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
+/// Requests kept in flight.
+const IN_FLIGHT: usize = 64;
+/// OTPs answered before the signal.
+const BUSY: usize = 256;
+/// Requests sent at most (the load stops by itself).
+const MAX_REQUESTS: usize = 20_000;
+
+#[derive(Default, Debug)]
+struct Outcomes {
+    otps_before: usize,
+    otps_after: usize,
+    stopping: usize,
+    closed: usize,
+    other: Vec<String>,
+}
+
+/// A node started from its argv: the process, its events, and its log once it exits.
+type Started = (
+    std::process::Child,
+    std::sync::mpsc::Receiver<Value>,
+    std::thread::JoinHandle<String>,
+);
+
+/// Starts a node from its argv; returns once it listens.
+fn start(argv: &[String]) -> Started {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, events) = std::sync::mpsc::channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let end = Instant::now() + Duration::from_secs(60);
+    while events
+        .recv_timeout(end.saturating_duration_since(Instant::now()))
+        .expect("the node listens")["event"]
+        != "listening"
+    {}
+    (child, events, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_what_is_in_flight_and_exits_zero_in_time() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let out = Command::new(BIN)
+        .args([
+            "mesh",
+            "up",
+            "--rounds",
+            "1",
+            "--contributors",
+            "2",
+            "--dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mesh.json")).unwrap()).unwrap();
+    let node = |name: &str| {
+        json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let distributor = node("distributor-1");
+    let argv: Vec<String> = distributor["restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let addr: Multiaddr = distributor["listen"][0].as_str().unwrap().parse().unwrap();
+    let requester_dir = std::path::PathBuf::from(node("requester-1")["data_dir"].as_str().unwrap());
+
+    // The distributor alone.
+    let (mut child, events, log) = start(&argv);
+
+    // 64 requests in flight on one stream, each answered one replaced by the next.
+    let identity = otpmesh_node::keys::load_or_create_identity(&requester_dir).unwrap();
+    let endpoint = otpmesh_node::rpc::Endpoint::connect(identity, &addr)
+        .await
+        .unwrap();
+    let session = endpoint.session.clone();
+    let signalled = Arc::new(AtomicBool::new(false));
+    let (busy_tx, mut busy) = tokio::sync::mpsc::channel::<()>(1);
+    let load = {
+        let signalled = signalled.clone();
+        tokio::spawn(async move {
+            let mut outcomes = Outcomes::default();
+            let mut calls = futures::stream::FuturesUnordered::new();
+            let request = Request::Otp(OtpRequest {
+                round: None,
+                requester_key: [9; 32],
+                enrolled: false,
+            });
+            let mut sent = 0;
+            let mut open = true;
+            loop {
+                while open && calls.len() < IN_FLIGHT && sent < MAX_REQUESTS {
+                    let (session, request) = (session.clone(), request.clone());
+                    calls.push(async move { session.call(&request).await });
+                    sent += 1;
+                }
+                let Some(result) = futures::StreamExt::next(&mut calls).await else {
+                    return outcomes;
+                };
+                let after = signalled.load(Ordering::SeqCst);
+                match result {
+                    Ok(Response::Otp(_)) if after => outcomes.otps_after += 1,
+                    Ok(Response::Otp(_)) => {
+                        outcomes.otps_before += 1;
+                        if outcomes.otps_before == BUSY {
+                            let _ = busy_tx.try_send(());
+                        }
+                    }
+                    Ok(Response::Refused(Refusal::Unavailable(r))) if r.contains("stopping") => {
+                        outcomes.stopping += 1;
+                        open = false;
+                    }
+                    Err(e)
+                        if e.contains("connection closed") || e.contains("connection failed") =>
+                    {
+                        outcomes.closed += 1;
+                        open = false;
+                    }
+                    other => {
+                        outcomes.other.push(format!("{other:?}"));
+                        open = false;
+                    }
+                }
+            }
+        })
+    };
+
+    // Once the load runs at full tilt, SIGTERM.
+    tokio::time::timeout(Duration::from_secs(60), busy.recv())
+        .await
+        .expect("OTPs are issued")
+        .expect("the load runs");
+    signalled.store(true, Ordering::SeqCst);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let took = stopping.elapsed();
+    let outcomes = tokio::time::timeout(Duration::from_secs(30), load)
+        .await
+        .expect("every call ends")
+        .unwrap();
+    let log = log.join().unwrap();
+    eprintln!("stopped in {took:?}: {outcomes:?}");
+
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(took < Duration::from_secs(8), "took {took:?} to stop");
+    let last = events.try_iter().last().expect("events after the signal");
+    assert_eq!(last["event"], "stopped", "{last}");
+    assert!(
+        log.contains("stopping: answering the requests in flight"),
+        "{log}"
+    );
+    assert!(!log.contains("grace period over"), "{log}");
+    // Nothing but OTPs, "stopping" and (for what came after the connection closed) a closed
+    // connection: no timeout, no storage failure.
+    assert!(outcomes.other.is_empty(), "{:?}", outcomes.other);
+    assert!(outcomes.otps_before > 0);
+    // What was in flight when the signal came was answered: an OTP or "stopping", not a cut.
+    assert!(
+        outcomes.otps_after + outcomes.stopping > 0,
+        "nothing in flight was answered after SIGTERM: {outcomes:?}"
+    );
+    drop(endpoint);
+
+    // The store closed cleanly: the distributor starts again and serves.
+    let (mut child, _events, _log) = start(&argv);
+    let out = Command::new(BIN)
+        .args(["request", "--json", "--timeout-secs", "30", "--distributor"])
+        .arg(distributor["listen"][0].as_str().unwrap())
+        .arg("--data-dir")
+        .arg(&requester_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
