@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{json_field, request, verify_json, Mesh};
+use common::{json_field, metric, request, verify_json, Mesh};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
@@ -251,6 +251,7 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
         "500",
         "--requests-per-peer-s",
         "100",
+        "--metrics",
     ]);
     mesh.wait_for("round 1 delivered", |v| {
         v["node"] == "generator-1" && v["event"] == "round_delivered_all"
@@ -367,6 +368,62 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
         sealed += 1;
     }
     honest_request_and_verify(&distributor_addr, Path::new(&honest_dir));
+
+    // The metrics counted it, and every rejection was logged with its reason and the peer.
+    let (_, metrics) = common::http("GET", distributor["metrics"].as_str().unwrap());
+    assert!(
+        metric(&metrics, "otpmesh_penalties_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "otpmesh_requests_refused_total{reason=\"rate_limit\"}"
+        ) > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "otpmesh_lockouts_total") >= 1.0,
+        "{metrics}"
+    );
+    let (_, metrics) = common::http("GET", generator["metrics"].as_str().unwrap());
+    let rejected: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("otpmesh_gossip_messages_total{") && l.contains("result=\"reject\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(rejected > 0.0, "{metrics}");
+    for node in [&generator, &distributor] {
+        let log = std::fs::read_to_string(node["log"].as_str().unwrap()).unwrap();
+        let rejections: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains(" WARN ")
+                    && ["rejected", "penalised", "undecodable"]
+                        .iter()
+                        .any(|w| l.contains(w))
+            })
+            .collect();
+        assert!(
+            !rejections.is_empty(),
+            "{}: no rejection logged",
+            node["name"]
+        );
+        for line in &rejections {
+            assert!(
+                line.contains("peer") && (line.contains("reason") || line.contains("error")),
+                "a rejection without its peer or reason: {line}"
+            );
+        }
+    }
+    let log = std::fs::read_to_string(distributor["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("peer penalised") && l.contains(&stolen_peer)),
+        "the hammering requester's penalty is not logged with its peer id"
+    );
 
     for ((name, pid), rss) in pids.iter().zip(before) {
         let peak = proc_kb(*pid, "VmHWM:");

@@ -623,12 +623,30 @@ impl EventLoop {
                 round, distributor, ..
             } => info!(%round, %distributor, "otp received"),
             Event::TotpReceived { distributor, .. } => info!(%distributor, "totp token received"),
-            Event::PhraseRejected { .. }
-            | Event::LockedOut { .. }
-            | Event::RequestRefused { .. }
-            | Event::RequestFailed { .. } => {
-                warn!(event = %serde_json::to_string(&event).unwrap_or_default(), "rejected")
+            // Every rejection: what, why, and the peer.
+            Event::PhraseRejected {
+                round,
+                client,
+                peer,
+                kind,
+                reason,
+            } => warn!(%peer, %reason, %round, %client, kind = kind.as_str(), "phrase rejected"),
+            Event::LockedOut {
+                requester,
+                until_ms,
+            } => {
+                warn!(peer = %requester, reason = "too many wrong codes", until_ms, "requester locked out")
             }
+            Event::RequestRefused {
+                peer,
+                request,
+                reason,
+            } => warn!(%peer, %reason, %request, "request refused"),
+            Event::RequestFailed {
+                peer,
+                request,
+                reason,
+            } => warn!(%peer, %reason, %request, "request failed"),
             // One per request: a server's access log, for debug level (the event stream has it).
             Event::OtpIssued { .. } | Event::OtpVerified { .. } => {
                 debug!(event = %serde_json::to_string(&event).unwrap_or_default())
