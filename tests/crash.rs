@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
+mod common;
+
+use common::{mesh_once, restart_argv, Mesh, BIN};
 const KILLS: usize = 20;
 const WORKERS: usize = 8;
 
@@ -99,52 +101,17 @@ fn start(argv: &[String]) -> Child {
 
 #[test]
 fn sigkill_loses_no_acknowledged_write() {
-    let root = tempfile::tempdir().unwrap();
+    let (root, json) = mesh_once(&["--contributors", "2", "--requesters", "9"]);
     let dir = root.path();
-    let out = Command::new(BIN)
-        .args([
-            "mesh",
-            "up",
-            "--rounds",
-            "1",
-            "--contributors",
-            "2",
-            "--requesters",
-            "9",
-            "--dir",
-        ])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // Long-lived OTPs, so that nothing expires during the test on a slow machine.
     let mesh_toml = dir.join("mesh.toml");
     let text = std::fs::read_to_string(&mesh_toml)
         .unwrap()
         .replace("otp_expiry_ms = 120000", "otp_expiry_ms = 3600000");
     std::fs::write(&mesh_toml, text).unwrap();
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("mesh.json")).unwrap()).unwrap();
-    let node = |name: &str| {
-        json["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let node = |name: &str| Mesh::node(&json, name).clone();
     let distributor = node("distributor-1");
-    let argv: Vec<String> = distributor["restart"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let argv = restart_argv(&distributor);
     let addr = distributor["listen"][0].as_str().unwrap().to_string();
     let dirs: Vec<PathBuf> = (1..=9)
         .map(|i| {

@@ -109,21 +109,7 @@ fn every_shell_gets_a_script_naming_every_command() {
 
 /// `groff`, or None when missing outside CI (`.ci/run` installs groff-base).
 fn groff() -> Option<&'static str> {
-    let found = Command::new("groff")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "groff is missing in CI: .ci/run must install groff-base"
-        );
-        eprintln!(
-            "groff is not installed (apt-get install groff-base): pages are not rendered here"
-        );
-        return None;
-    }
-    Some("groff")
+    common::tool("groff", "groff-base")
 }
 
 /// Renders a roff page as text, failing on any warning.

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_otpmesh");
+mod common;
+
+use common::{mesh_once, restart_argv, Mesh, BIN};
 /// Requests kept in flight.
 const IN_FLIGHT: usize = 64;
 /// OTPs answered before the signal.
@@ -67,44 +69,10 @@ fn start(argv: &[String]) -> Started {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_what_is_in_flight_and_exits_zero_in_time() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path();
-    let out = Command::new(BIN)
-        .args([
-            "mesh",
-            "up",
-            "--rounds",
-            "1",
-            "--contributors",
-            "2",
-            "--dir",
-        ])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("mesh.json")).unwrap()).unwrap();
-    let node = |name: &str| {
-        json["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let (_dir, json) = mesh_once(&["--contributors", "2"]);
+    let node = |name: &str| Mesh::node(&json, name).clone();
     let distributor = node("distributor-1");
-    let argv: Vec<String> = distributor["restart"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let argv = restart_argv(&distributor);
     let addr: Multiaddr = distributor["listen"][0].as_str().unwrap().parse().unwrap();
     let requester_dir = std::path::PathBuf::from(node("requester-1")["data_dir"].as_str().unwrap());
 

@@ -85,12 +85,7 @@ fn every_role_answers_and_a_stopped_node_is_named() {
     // A second node on a running node's data dir is refused, naming why.
     let requester = Mesh::node(&json, "requester-1");
     // Its own argv, listening elsewhere.
-    let mut argv: Vec<String> = requester["restart"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let mut argv = common::restart_argv(requester);
     for i in 1..argv.len() {
         if argv[i - 1] == "--listen" {
             argv[i] = "/ip4/127.0.0.1/tcp/0".into();

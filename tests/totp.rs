@@ -3,27 +3,9 @@
 
 mod common;
 
-use common::{json_field, Mesh, BIN};
+use common::{json_field, tool, Mesh, BIN};
 use rand::{Rng, SeedableRng};
 use std::process::Command;
-
-/// A Debian tool the interop tests need, or None when missing outside CI (CI installs them, so
-/// there a missing tool is a failure).
-fn tool(name: &'static str, package: &str) -> Option<&'static str> {
-    let found = Command::new(name)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is missing in CI: .ci/run must install {package}"
-        );
-        eprintln!("{name} is not installed (apt-get install {package}): this interop check does not run here");
-        return None;
-    }
-    Some(name)
-}
 
 fn oathtool() -> Option<&'static str> {
     tool("oathtool", "oathtool")

@@ -216,3 +216,55 @@ pub fn scrape_until(url: &str, what: &str, pick: impl Fn(&str) -> bool) -> Strin
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `mesh up --rounds 1 EXTRA` to its end: a mesh with one round delivered, every node
+/// stopped, its data kept. Returns the dir and mesh.json.
+pub fn mesh_once(extra: &[&str]) -> (tempfile::TempDir, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["mesh", "up", "--rounds", "1"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("mesh.json")).unwrap())
+            .unwrap();
+    (dir, json)
+}
+
+/// A node's restart argv from mesh.json (the binary first).
+pub fn restart_argv(node: &Value) -> Vec<String> {
+    node["restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A Debian tool some tests need, or None when missing outside CI (`.ci/run` installs them, so
+/// there a missing tool is a failure).
+pub fn tool(name: &'static str, package: &str) -> Option<&'static str> {
+    let found = Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing in CI: .ci/run must install {package}"
+        );
+        eprintln!(
+            "{name} is not installed (apt-get install {package}): this check does not run here"
+        );
+        return None;
+    }
+    Some(name)
+}
