@@ -74,7 +74,7 @@ fn flags_beat_variables_beat_the_file_beat_defaults() {
     let env = [
         ("OTPMESH_CLIENT_ID", "5"),
         ("OTPMESH_OPEN", "false"),
-        ("OTPMESH_MDNS", "true"),
+        ("OTPMESH_MDNS", "1"),
         (
             "OTPMESH_LISTEN",
             "/ip4/127.0.0.1/tcp/5001,/ip4/127.0.0.1/udp/5001/quic-v1",
@@ -139,14 +139,36 @@ fn flags_beat_variables_beat_the_file_beat_defaults() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("424242"));
-    // What show prints is itself a valid config file.
-    std::fs::write(d.join("conf/shown.toml"), &out.stdout).unwrap();
-    let check = otpmesh(d, &["config", "check", "conf/shown.toml"], &[]);
+    // What show prints is itself a config file, which means the same wherever it is saved.
+    std::fs::write(d.join("shown.toml"), &out.stdout).unwrap();
+    let check = otpmesh(d, &["config", "check", "shown.toml"], &[]);
     assert!(
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    let again = otpmesh(d, &["config", "show", "--config", "shown.toml"], &[]);
+    assert_eq!(shown(&again, "data_dir"), (data_dir.clone(), "file".into()));
+
+    // The input comes whole from one layer: a flag for the file hides the file's integer
+    // (unquoted in TOML), instead of "both given".
+    std::fs::write(d.join("conf/input.toml"), "client_id = 1\ninput = 42\n").unwrap();
+    let out = otpmesh(
+        d,
+        &[
+            "config",
+            "show",
+            "--config",
+            "conf/input.toml",
+            "--input-file",
+            "secret",
+        ],
+        &[],
+    );
+    assert_eq!(shown(&out, "input"), ("".into(), "default".into()));
+    assert!(shown(&out, "input_file").0.ends_with(r#"/secret""#));
+    let out = otpmesh(d, &["config", "show", "--config", "conf/input.toml"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# input = <hidden>  # file"));
 }
 
 #[test]
@@ -212,6 +234,21 @@ fn a_bad_file_is_refused_naming_file_line_and_column() {
             assert!(args[0] == "node" || err.contains(place), "{args:?}: {err}");
             assert!(!err.contains("panicked"), "{err}");
         }
+    }
+    // A bad input is refused without repeating it (it is the contributor's secret).
+    std::fs::write(d.join("input.toml"), "input = [424242]\n").unwrap();
+    for args in [
+        vec!["config", "check", "input.toml"],
+        vec!["node", "--config", "input.toml"],
+    ] {
+        let out = otpmesh(d, &args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("input.toml:1:9: input must be an integer"),
+            "{err}"
+        );
+        assert!(!err.contains("424242"), "{err}");
     }
     // A valid file missing what only a flag may give says so, and passes.
     std::fs::write(d.join("partial.toml"), "client_id = 2\n").unwrap();

@@ -413,7 +413,7 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
         );
         for line in &rejections {
             assert!(
-                line.contains("peer") && (line.contains("reason") || line.contains("error")),
+                line.contains("peer=") && (line.contains("reason=") || line.contains("error=")),
                 "a rejection without its peer or reason: {line}"
             );
         }

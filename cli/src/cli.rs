@@ -1,5 +1,6 @@
 //! The command line, as clap sees it.
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -496,19 +497,19 @@ pub struct NodeArgs {
     )]
     pub distributors: Vec<String>,
     /// Admit unlisted requesters and contributors (open membership).
-    #[arg(long, env = "OTPMESH_OPEN")]
+    #[arg(long, env = "OTPMESH_OPEN", value_parser = BoolishValueParser::new())]
     pub open: bool,
     /// Discover peers on the local network with mDNS.
-    #[arg(long, env = "OTPMESH_MDNS")]
+    #[arg(long, env = "OTPMESH_MDNS", value_parser = BoolishValueParser::new())]
     pub mdns: bool,
     /// Print events as JSON lines.
-    #[arg(long, env = "OTPMESH_JSON")]
+    #[arg(long, env = "OTPMESH_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
     /// Read control instructions as JSON lines on stdin (how `scenario run` steers its nodes).
-    #[arg(long, env = "OTPMESH_CONTROL_STDIN")]
+    #[arg(long, env = "OTPMESH_CONTROL_STDIN", value_parser = BoolishValueParser::new())]
     pub control_stdin: bool,
     /// Generator: open rounds only when told to on the control channel.
-    #[arg(long, env = "OTPMESH_MANUAL_ROUNDS")]
+    #[arg(long, env = "OTPMESH_MANUAL_ROUNDS", value_parser = BoolishValueParser::new())]
     pub manual_rounds: bool,
     /// Draw every random choice from this seed (reproducible replays; never for real secrets).
     #[arg(long, env = "OTPMESH_SEED")]

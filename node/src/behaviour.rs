@@ -26,7 +26,10 @@ pub const KAD_PROTOCOL: &str = "/otpmesh/kad/1";
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     /// Round announcements, phrases and transcripts, signed by their author and validated by us.
-    pub gossipsub: gossipsub::Behaviour,
+    /// Peers' subscriptions to any other topic are ignored: a stranger cannot make this node
+    /// track (or count in its metrics) topics of its choosing.
+    pub gossipsub:
+        gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>,
     /// Public key fetches and round deliveries (and OTP requests from older peers).
     pub rr: request_response::Behaviour<WireCodec>,
     /// Long-lived pipelined streams for the OTP path ([`crate::rpc`]).
@@ -145,9 +148,14 @@ impl Behaviour {
         registry: &mut Registry,
     ) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
-        let mut gossipsub = gossipsub::Behaviour::new(
+        let topics = [GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC]
+            .into_iter()
+            .map(|t| gossipsub::IdentTopic::new(t).hash())
+            .collect();
+        let mut gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossipsub_config()?,
+            gossipsub::WhitelistSubscriptionFilter(topics),
         )
         .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?
         .with_metrics(

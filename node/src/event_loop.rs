@@ -462,7 +462,7 @@ impl EventLoop {
     /// that come for at least [`STOP_LINGER`] are refused as "stopping"); the role hears nothing
     /// more (no round opens or seals); the requests already received are answered once their
     /// records are durable, and their replies written; then the swarm's queued messages are
-    /// handed to the connections.
+    /// handed to the connections, and the connections closed (which flushes them).
     async fn stop(&mut self) {
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         // Only a node that serves others lingers (not a one-shot command).
@@ -515,6 +515,18 @@ impl EventLoop {
             match futures::FutureExt::now_or_never(self.swarm.select_next_some()) {
                 Some(event) => self.on_swarm(event),
                 None => break,
+            }
+        }
+        // A reply written to a stream may still sit in the connection's muxer: close every
+        // connection (closing flushes it) and wait for them to close, within the grace.
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                event = self.swarm.select_next_some() => self.on_swarm(event),
             }
         }
     }
@@ -800,13 +812,21 @@ impl EventLoop {
         }
     }
 
-    /// libp2p's own metrics, and the peer count.
+    /// libp2p's own metrics, and the peer count. Not what a peer chooses freely and the recorder
+    /// would keep as label values: the external addresses identify reports (an observed address
+    /// is whatever a peer says it saw) and identify's per-peer protocols and addresses.
     fn record(&mut self, event: &SwarmEvent<BehaviourEvent>) {
         use libp2p::metrics::Recorder;
-        self.libp2p_metrics.record(event);
+        if !matches!(
+            event,
+            SwarmEvent::NewExternalAddrCandidate { .. }
+                | SwarmEvent::ExternalAddrConfirmed { .. }
+                | SwarmEvent::ExternalAddrExpired { .. }
+        ) {
+            self.libp2p_metrics.record(event);
+        }
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.libp2p_metrics.record(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.libp2p_metrics.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.libp2p_metrics.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.libp2p_metrics.record(e),
             SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
@@ -1024,6 +1044,9 @@ impl EventLoop {
                     },
                 ..
             } => {
+                if self.stopping {
+                    return;
+                }
                 if let Some((tag, _)) = self.outbound.remove(&request_id) {
                     let response = response.map_err(|e| format!("undecodable response: {e}"));
                     let actions = self
@@ -1038,6 +1061,9 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                if self.stopping {
+                    return;
+                }
                 if let Some((tag, _)) = self.outbound.remove(&request_id) {
                     let actions = self.role.response(
                         now_ms(),

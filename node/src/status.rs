@@ -121,10 +121,15 @@ pub fn bind(data_dir: &Path) -> Result<Option<Socket>, SocketError> {
         reason: e.to_string(),
     };
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(SocketError::InUse(data_dir.to_path_buf()));
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(_) => return Err(SocketError::InUse(data_dir.to_path_buf())),
+            // Nobody listens: a node that died left it.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(&path).map_err(io)?
+            }
+            // Anything else (not ours to read, not a socket): leave it be, and say so.
+            Err(e) => return Err(io(e)),
         }
-        std::fs::remove_file(&path).map_err(io)?;
     }
     let listener = match std::os::unix::net::UnixListener::bind(&path) {
         Ok(l) => l,

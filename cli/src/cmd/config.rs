@@ -26,6 +26,7 @@ pub struct FileConfig {
     peers: Option<Vec<String>>,
     mesh: Option<PathBuf>,
     client_id: Option<u32>,
+    #[serde(default, deserialize_with = "input_text")]
     input: Option<String>,
     input_file: Option<PathBuf>,
     #[serde(alias = "distributor")]
@@ -38,6 +39,24 @@ pub struct FileConfig {
     seed: Option<u64>,
     metrics: Option<String>,
     log_format: Option<LogFormat>,
+}
+
+/// The contributor's input, as an integer or a string of digits. A bad value's error never
+/// repeats it: it is the contributor's secret, and errors go to logs.
+fn input_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Input {
+        Integer(i64),
+        Text(String),
+    }
+    match Input::deserialize(d) {
+        Ok(Input::Integer(i)) => Ok(Some(i.to_string())),
+        Ok(Input::Text(t)) => Ok(Some(t)),
+        Err(_) => Err(serde::de::Error::custom(
+            "input must be an integer or a string of digits (the value is not repeated here)",
+        )),
+    }
 }
 
 impl FileConfig {
@@ -133,6 +152,12 @@ pub fn resolve(
     setting!(mesh, |p| Some(rel(p)));
     sources.push(("config", given("config").unwrap_or(Source::Default)));
     setting!(client_id, Some);
+    // The input comes whole from one layer: a flag or variable for either of the pair hides the
+    // file's (else `--input-file` over a file's `input` would be "both given").
+    if given("input").is_some() || given("input_file").is_some() {
+        file.input = None;
+        file.input_file = None;
+    }
     setting!(input, Some);
     setting!(input_file, |p| Some(rel(p)));
     setting!(distributors, |v| v);
@@ -170,7 +195,13 @@ impl Resolved {
     pub fn to_toml(&self) -> String {
         use toml::Value;
         let a = &self.args;
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::from(p.display().to_string()));
+        // Absolute, so that the output means the same wherever it is saved.
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref().map(|p| {
+                let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                Value::from(p.display().to_string())
+            })
+        };
         let list = |v: &Vec<String>| {
             (!v.is_empty())
                 .then(|| Value::Array(v.iter().map(|s| Value::from(s.as_str())).collect()))
@@ -194,9 +225,7 @@ impl Resolved {
                 "control_stdin" => Some(Value::from(a.control_stdin)),
                 "manual_rounds" => Some(Value::from(a.manual_rounds)),
                 // TOML integers are i64: a larger seed can only be a flag.
-                "seed" => a.seed.map(|s| {
-                    i64::try_from(s).map_or_else(|_| Value::from(s.to_string()), Value::from)
-                }),
+                "seed" => a.seed.and_then(|s| i64::try_from(s).ok()).map(Value::from),
                 "metrics" => a.metrics.as_ref().map(|m| Value::from(m.as_str())),
                 "log_format" => Some(Value::from(format!("{:?}", self.log_format).to_lowercase())),
                 _ => None,
@@ -211,6 +240,11 @@ impl Resolved {
                     out.push_str(&format!("# input = <hidden>  # {source}\n"))
                 }
                 Some(v) => out.push_str(&format!("{key} = {v}  # {source}\n")),
+                // TOML integers are i64: a larger seed can only be a flag or variable.
+                None if *key == "seed" && a.seed.is_some() => out.push_str(&format!(
+                    "# seed = {}  # {source} (beyond a TOML integer)\n",
+                    a.seed.unwrap_or_default()
+                )),
                 None => out.push_str(&format!("# {key}: not set\n")),
             }
         }

@@ -263,6 +263,9 @@ pub fn spawn(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
+        // Its own process group: a Ctrl-C on the terminal reaches `mesh up` alone, which then
+        // stops every node with one SIGTERM (a node takes a second signal as "stop at once").
+        .process_group(0)
         .kill_on_drop(true);
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info,libp2p_gossipsub=warn");

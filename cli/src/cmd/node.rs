@@ -254,12 +254,18 @@ pub async fn run(args: NodeArgs) -> Outcome {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    // Stop gracefully (in-flight requests answered, storage closed), within a bound; a second
-    // signal stops at once.
+    // Stop gracefully (in-flight requests answered, storage closed), within a bound. A second
+    // Ctrl-C stops at once; another SIGTERM (a supervisor repeating itself, or `mesh up` after
+    // the terminal's Ctrl-C reached its whole process group) does not.
     let stopped = tokio::select! {
-        stopped = tokio::time::timeout(STOP_BOUND, client.shutdown()) => stopped.is_ok(),
-        _ = sigterm.recv() => false,
-        _ = tokio::signal::ctrl_c() => false,
+        stopped = tokio::time::timeout(STOP_BOUND, client.shutdown()) => match stopped {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow!("the node failed before it could stop cleanly: {e}")),
+            Err(_) => Err(anyhow!("the node did not stop within {STOP_BOUND:?}")),
+        },
+        _ = tokio::signal::ctrl_c() => {
+            Err(anyhow!("stopped at once (Ctrl-C again) before the requests in flight were answered"))
+        }
     };
     // What the node said while stopping, then that it stopped.
     while let Ok(event) = events.try_recv() {
@@ -272,11 +278,14 @@ pub async fn run(args: NodeArgs) -> Outcome {
             let _ = writeln!(out, "{line}");
         }
     }
-    if !stopped {
+    if let Err(e) = stopped {
         let _ = out.flush();
-        return Err(anyhow!("stopped before the requests in flight were answered").into());
+        return Err(e.into());
     }
-    let _ = running.await;
+    if let Err(e) = running.await {
+        let _ = out.flush();
+        return Err(anyhow!("the node's event loop failed: {e}").into());
+    }
     if args.json {
         let _ = writeln!(out, "{}", serde_json::json!({"event": "stopped"}));
     } else {
