@@ -240,6 +240,12 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench soak --duration 10m\n  otpmesh bench soak --duration 45s --json soak.json --plot soak.svg"
     )]
     Soak(BenchSoakArgs),
+    /// Threshold mode's cryptography (partial evaluation, the requester's combination for
+    /// several t, round setup) beside single mode's work for the same jobs, same run.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench threshold\n  otpmesh bench threshold --t 3,9,33 --contributors 64 --generators 16 --json threshold.json"
+    )]
+    Threshold(BenchThresholdArgs),
     /// The serve suite's baseline server (started by `bench serve`).
     #[command(hide = true)]
     TcpBaseline(TcpBaselineArgs),
@@ -294,6 +300,21 @@ pub struct BenchSoakArgs {
     /// Seconds between rounds during the soak.
     #[arg(long, default_value_t = 5.0)]
     pub round_every_secs: f64,
+    #[command(flatten)]
+    pub out: BenchOutput,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchThresholdArgs {
+    /// Thresholds for the requester's combination (n = 2t − 1 each), comma-separated.
+    #[arg(long, default_value = "3,9,33")]
+    pub t: String,
+    /// Contributors in the round-setup measurement.
+    #[arg(long, default_value_t = 64)]
+    pub contributors: u32,
+    /// Generators (n) in the round-setup measurement; t = n/2 + 1.
+    #[arg(long, default_value_t = 16)]
+    pub generators: u32,
     #[command(flatten)]
     pub out: BenchOutput,
 }

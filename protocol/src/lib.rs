@@ -24,7 +24,8 @@
 //! ```
 //! Modules: [`wire`] (messages and limits), [`phrase`], [`seal`] (RSA-OAEP), [`round`] (secret,
 //! commitment, transcript chain), [`otp`] (issuing and salting), [`kx`] (the salt key exchange),
-//! [`mesh`] (who may do what), [`role`] (the state machines), [`kdc`] (the key distribution centre).
+//! [`mesh`] (who may do what), [`role`] (the state machines), [`kdc`] (the key distribution centre),
+//! [`threshold`] (threshold mode's building blocks: sharing, DKG, partial evaluation with proofs).
 
 pub mod digest;
 pub mod kdc;
@@ -35,6 +36,7 @@ pub mod phrase;
 pub mod role;
 pub mod round;
 pub mod seal;
+pub mod threshold;
 pub mod totp;
 pub mod wire;
 

@@ -6,12 +6,14 @@ mod plot;
 mod round;
 mod serve;
 mod soak;
+mod threshold;
 
 pub use ingest::ingest;
 pub use mesh::mesh;
 pub use round::round;
 pub use serve::{serve, tcp_baseline};
 pub use soak::soak;
+pub use threshold::threshold;
 
 use serve::{enrolled, Requester, ENROLLED_OTP};
 

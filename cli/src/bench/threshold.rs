@@ -1,0 +1,221 @@
+//! `otpmesh bench threshold`: the cryptography of threshold mode (partial evaluation with proof,
+//! the requester's combination for several t, round setup) beside single mode's work for the same
+//! jobs (issuing one OTP, combining a round's phrases), measured in the same run on one core.
+
+use crate::cli::BenchThresholdArgs;
+use crate::cmd::Outcome;
+use anyhow::anyhow;
+use curve25519_dalek::scalar::Scalar;
+use otpmesh_protocol::digest::Digest32;
+use otpmesh_protocol::mesh::Settings;
+use otpmesh_protocol::otp::{self, Digits};
+use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
+use otpmesh_protocol::round::{self, RoundId};
+use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
+use otpmesh_protocol::threshold::eval::{Input, KeyShare, PublicKey};
+use otpmesh_protocol::threshold::poly::Commitments;
+use otpmesh_protocol::threshold::{Index, Params};
+use rand::SeedableRng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Each measurement runs this long at most (and at least a few times).
+const BUDGET: Duration = Duration::from_millis(400);
+
+#[derive(Serialize)]
+struct Row {
+    mode: &'static str,
+    what: String,
+    micros: f64,
+}
+
+/// Median µs of `f` over repeated runs within [`BUDGET`] (at least 5, at most 1000).
+fn time(mut f: impl FnMut()) -> f64 {
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed() < BUDGET && samples.len() < 1000) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// A round set up by `contributors` dealers for `params`: the public key and every share.
+fn setup(
+    params: Params,
+    contributors: u32,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> (PublicKey, Vec<KeyShare>) {
+    let dealings: Vec<Dealing> = (1..=contributors)
+        .map(|c| Dealing::new(dkg::contribution_scalar(b"bench", 1, c), params, rng))
+        .collect();
+    let qualified: Vec<u32> = (1..=contributors).collect();
+    let shares = params
+        .indices()
+        .map(|j| dkg::key_share(j, &received(j, &dealings), &qualified))
+        .collect();
+    let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
+    let public = dkg::public_key(params, &commitments).expect("honest dealings");
+    (public, shares)
+}
+
+fn received(j: Index, dealings: &[Dealing]) -> Vec<Received> {
+    dealings
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Received {
+            client: i as u32 + 1,
+            commitments: d.commitments.clone(),
+            share: *d.share(j).expect("j is a shareholder"),
+        })
+        .collect()
+}
+
+pub fn threshold(args: BenchThresholdArgs) -> Outcome {
+    let ts = super::counts(&args.t, "t", 1..=128)?;
+    if !(1..=1024).contains(&args.contributors) {
+        return Err(anyhow!("--contributors {}: between 1 and 1024", args.contributors).into());
+    }
+    let setup_params = Params::new(args.generators / 2 + 1, args.generators)
+        .map_err(|e| anyhow!("--generators {}: {e}", args.generators))?;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let digits = Digits::new(8).map_err(|e| anyhow!("{e}"))?;
+    let requester = libp2p::PeerId::random();
+    let x = Input {
+        domain: "otp".into(),
+        requester: requester.to_bytes(),
+        round: 1,
+        counter: 1,
+    };
+    let mut rows = Vec::new();
+    let mut row = |mode: &'static str, what: String, micros: f64| {
+        println!("{mode:<10} {what:<58} {micros:>12.1}");
+        rows.push(Row { mode, what, micros });
+    };
+    println!("{:<10} {:<58} {:>12}", "mode", "operation (one core)", "µs");
+
+    // Single mode, the baseline: one distributor issues an OTP from the round secret; the
+    // generator combines k phrases into it.
+    let settings = Settings::default();
+    let phrases: BTreeMap<ClientId, Phrase> = (1..=args.contributors)
+        .map(|c| {
+            let phrase = Phrase::build(UserInput(i128::from(c)), ClientId(c), &mut rng)?;
+            Ok((ClientId(c), phrase))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let secret = round::derive_secret(RoundId(1), &Digest32([0; 32]), &phrases, 1);
+    let issuer = libp2p::PeerId::random();
+    row(
+        "single",
+        "distributor: issue one OTP".into(),
+        time(|| {
+            std::hint::black_box(otp::issue(
+                &secret,
+                RoundId(1),
+                &requester,
+                &issuer,
+                1,
+                digits,
+            ));
+        }),
+    );
+    row(
+        "single",
+        format!(
+            "generator: combine {} phrases ({} hash iterations)",
+            args.contributors, settings.hash_iterations
+        ),
+        time(|| {
+            std::hint::black_box(round::derive_secret(
+                RoundId(1),
+                &Digest32([0; 32]),
+                &phrases,
+                settings.hash_iterations,
+            ));
+        }),
+    );
+
+    // Threshold mode: per OTP, one distributor's partial with its proof, and the requester's
+    // whole job (check t proofs, combine, derive) for each t, with n = 2t − 1.
+    for &t in &ts {
+        let params = Params::new(t, 2 * t - 1).map_err(|e| anyhow!("{e}"))?;
+        let (public, shares) = setup(params, 4, &mut rng);
+        if t == ts[0] {
+            row(
+                "threshold",
+                "distributor: partial evaluation + DLEQ proof".into(),
+                time(|| {
+                    std::hint::black_box(shares[0].evaluate(&x, &mut rng));
+                }),
+            );
+        }
+        let partials: Vec<_> = shares[..t as usize]
+            .iter()
+            .map(|s| s.evaluate(&x, &mut rng))
+            .collect();
+        row(
+            "threshold",
+            format!(
+                "requester: check {t} proofs, combine, derive (t = {t}, n = {})",
+                params.n
+            ),
+            time(|| {
+                let (y, _) = public.combine(&partials, &x).expect("valid partials");
+                std::hint::black_box(otpmesh_protocol::threshold::eval::otp(&y, &x, digits));
+            }),
+        );
+    }
+
+    // Round setup for the contributors and generators asked for.
+    let c = args.contributors;
+    let (n, t) = (setup_params.n, setup_params.t);
+    row(
+        "threshold",
+        format!("contributor: deal to n = {n} (t = {t}): split + commitments"),
+        time(|| {
+            std::hint::black_box(Dealing::new(Scalar::from(7u64), setup_params, &mut rng));
+        }),
+    );
+    let dealings: Vec<Dealing> = (1..=c)
+        .map(|i| {
+            Dealing::new(
+                dkg::contribution_scalar(b"bench", 1, i),
+                setup_params,
+                &mut rng,
+            )
+        })
+        .collect();
+    let at_one = received(Index(1), &dealings);
+    let qualified: Vec<u32> = (1..=c).collect();
+    row(
+        "threshold",
+        format!("generator: check {c} shares at once + key share"),
+        time(|| {
+            assert!(dkg::complaints(Index(1), setup_params, &at_one).is_empty());
+            std::hint::black_box(dkg::key_share(Index(1), &at_one, &qualified));
+        }),
+    );
+    let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
+    row(
+        "threshold",
+        format!("anyone: round public key from {c} dealings"),
+        time(|| {
+            std::hint::black_box(dkg::public_key(setup_params, &commitments).expect("honest"));
+        }),
+    );
+    let total = rows
+        .iter()
+        .filter(|r| r.what.starts_with("contributor") || r.what.starts_with("generator: check"))
+        .map(|r| r.micros)
+        .sum::<f64>();
+    println!(
+        "round setup critical path ≈ {:.1} ms (one dealing + one generator's checks; dealings run in parallel on the contributors)",
+        total / 1000.0
+    );
+    args.out
+        .write_json(&serde_json::json!({ "suite": "threshold", "rows": rows }))?;
+    Ok(())
+}

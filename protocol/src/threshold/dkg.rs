@@ -1,0 +1,117 @@
+//! Round setup: a Joint-Feldman DKG fed by the contributors.
+//!
+//! Each contributor deals a Shamir sharing of its scalar s_i with Feldman commitments; generator
+//! j checks what it received ([`complaints`]: one aggregate check, per-dealing checks only to name
+//! cheaters), the generators agree on the qualified set Q (every dealing no generator complained
+//! about), and then j holds k_j = Σ_{i∈Q} f_i(j) ([`key_share`]) while everyone can compute K and
+//! every K_j from the commitments alone ([`public_key`]).
+
+use super::eval::{KeyShare, PublicKey};
+use super::poly::{Commitments, Polynomial};
+use super::{framed, tags, Index, Params, ThresholdError};
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+use curve25519_dalek::scalar::Scalar;
+use rand_core::CryptoRngCore;
+use sha2::Sha512;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// s_i, derived from the contributor's phrase (which carries 32 fresh random bytes, so G·s_i,
+/// which is public, cannot be searched for a low-entropy input), bound to the round and client.
+pub fn contribution_scalar(phrase: &[u8], round: u64, client: u32) -> Scalar {
+    Scalar::hash_from_bytes::<Sha512>(&framed(
+        tags::CONTRIBUTION_SCALAR,
+        &[phrase, &round.to_be_bytes(), &client.to_be_bytes()],
+    ))
+}
+
+/// A contributor's dealing: public commitments, and the share for each generator 1 ..= n.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Dealing {
+    #[zeroize(skip)]
+    pub commitments: Commitments,
+    shares: Vec<Scalar>,
+}
+
+impl Dealing {
+    pub fn new(secret: Scalar, params: Params, rng: &mut dyn CryptoRngCore) -> Dealing {
+        let polynomial = Polynomial::random(secret, params, rng);
+        Dealing {
+            commitments: polynomial.commit(),
+            shares: polynomial.shares(params),
+        }
+    }
+
+    /// f_i(j), for generator j only.
+    pub fn share(&self, j: Index) -> Option<&Scalar> {
+        self.shares.get((j.0 as usize).checked_sub(1)?)
+    }
+}
+
+/// What generator j received from one contributor.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Received {
+    #[zeroize(skip)]
+    pub client: u32,
+    #[zeroize(skip)]
+    pub commitments: Commitments,
+    pub share: Scalar,
+}
+
+/// The contributors whose share to generator `j` does not match their commitments (or whose
+/// commitments have the wrong degree). All shares are checked at once, G·Σ share = Σ C_i(j);
+/// only if that fails is each checked, to name the cheaters.
+pub fn complaints(j: Index, params: Params, received: &[Received]) -> Vec<u32> {
+    let (mut well_formed, mut bad): (Vec<&Received>, Vec<u32>) = (Vec::new(), Vec::new());
+    for r in received {
+        match r.commitments.check_degree(params) {
+            Ok(()) => well_formed.push(r),
+            Err(_) => bad.push(r.client),
+        }
+    }
+    let sum: Scalar = well_formed.iter().map(|r| r.share).sum();
+    // Σ_i C_i(j) = (Σ_i C_i)(j): add the commitments coefficient by coefficient, evaluate once.
+    let expected = well_formed
+        .iter()
+        .map(|r| r.commitments.clone())
+        .reduce(|a, b| a.add(&b))
+        .map(|c| c.evaluate(j))
+        .unwrap_or_default();
+    if G * sum != expected {
+        bad.extend(
+            well_formed
+                .iter()
+                .filter(|r| !r.commitments.verify(j, &r.share))
+                .map(|r| r.client),
+        );
+    }
+    bad.sort_unstable();
+    bad
+}
+
+/// k_j = Σ f_i(j) over the qualified contributors.
+pub fn key_share(j: Index, received: &[Received], qualified: &[u32]) -> KeyShare {
+    let k = received
+        .iter()
+        .filter(|r| qualified.contains(&r.client))
+        .map(|r| r.share)
+        .sum();
+    KeyShare::new(j, k)
+}
+
+/// The round's public key from the qualified dealings' commitments: K = Σ C_i0, K_j = Σ C_i(j).
+pub fn public_key(params: Params, qualified: &[&Commitments]) -> Result<PublicKey, ThresholdError> {
+    let mut sum: Option<Commitments> = None;
+    for c in qualified {
+        c.check_degree(params)?;
+        sum = Some(match sum {
+            None => (*c).clone(),
+            Some(s) => s.add(c),
+        });
+    }
+    let commitments = sum.ok_or(ThresholdError::Quorum {
+        valid: 0,
+        needed: 1,
+        bad: Vec::new(),
+    })?;
+    Ok(PublicKey::new(params, commitments))
+}

@@ -1,0 +1,174 @@
+//! Issuance in threshold mode: partial evaluations with proofs, their combination, the OTP.
+
+use super::poly::{lagrange_at_zero, Commitments};
+use super::{dleq, framed, tags, Index, Params, ThresholdError};
+use crate::otp::{truncate, Digits};
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use hmac::{Hmac, Mac};
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha512};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// What an OTP is evaluated at: x = (domain, requester, round, counter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    pub domain: String,
+    pub requester: Vec<u8>,
+    pub round: u64,
+    pub counter: u64,
+}
+
+impl Input {
+    pub fn bytes(&self) -> Vec<u8> {
+        framed(
+            b"",
+            &[
+                self.domain.as_bytes(),
+                &self.requester,
+                &self.round.to_be_bytes(),
+                &self.counter.to_be_bytes(),
+            ],
+        )
+    }
+
+    /// H(x), in the group.
+    pub fn point(&self) -> RistrettoPoint {
+        RistrettoPoint::hash_from_bytes::<Sha512>(&framed(tags::HASH_TO_GROUP, &[&self.bytes()]))
+    }
+}
+
+/// Shareholder `index`'s share k_j of the round key. Zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct KeyShare {
+    #[zeroize(skip)]
+    pub index: Index,
+    pub(crate) k: Scalar,
+}
+
+impl KeyShare {
+    pub fn new(index: Index, k: Scalar) -> KeyShare {
+        KeyShare { index, k }
+    }
+
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.k.to_bytes())
+    }
+
+    pub fn from_bytes(index: Index, bytes: [u8; 32]) -> Option<KeyShare> {
+        Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).map(|k| KeyShare { index, k })
+    }
+
+    /// y_j = k_j·H(x), with a proof that it used the k_j behind K_j = G·k_j.
+    pub fn evaluate(&self, input: &Input, rng: &mut dyn CryptoRngCore) -> Partial {
+        let h = input.point();
+        let y = h * self.k;
+        let proof = dleq::prove(&self.k, &h, &input.bytes(), rng);
+        Partial {
+            index: self.index,
+            y: y.compress().to_bytes(),
+            proof,
+        }
+    }
+}
+
+/// One shareholder's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    pub index: Index,
+    pub y: [u8; 32],
+    pub proof: dleq::Proof,
+}
+
+/// The round key's public side: K = G·k and every K_j = G·k_j, from the aggregated commitments
+/// (the K_j computed once, here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    pub params: Params,
+    pub commitments: Commitments,
+    share_keys: Vec<RistrettoPoint>,
+}
+
+impl PublicKey {
+    pub fn new(params: Params, commitments: Commitments) -> PublicKey {
+        let share_keys = params.indices().map(|j| commitments.evaluate(j)).collect();
+        PublicKey {
+            params,
+            commitments,
+            share_keys,
+        }
+    }
+
+    pub fn key(&self) -> RistrettoPoint {
+        self.commitments.public()
+    }
+
+    /// K_j (the identity for an index that is not a shareholder's).
+    pub fn share_key(&self, index: Index) -> RistrettoPoint {
+        let i = (index.0 as usize).wrapping_sub(1);
+        self.share_keys.get(i).copied().unwrap_or_default()
+    }
+
+    /// Whether `partial` is shareholder `partial.index`'s true evaluation at `input`.
+    pub fn check(&self, partial: &Partial, input: &Input) -> Option<RistrettoPoint> {
+        self.params.check(partial.index).ok()?;
+        let y = CompressedRistretto(partial.y).decompress()?;
+        let ok = dleq::verify(
+            &partial.proof,
+            &self.share_key(partial.index),
+            &input.point(),
+            &y,
+            &input.bytes(),
+        );
+        ok.then_some(y)
+    }
+
+    /// Y = k·H(x) from the first t valid partials (Lagrange at 0). Bad proofs are skipped and
+    /// named; a second partial from one shareholder is ignored.
+    pub fn combine(
+        &self,
+        partials: &[Partial],
+        input: &Input,
+    ) -> Result<(RistrettoPoint, Vec<Index>), ThresholdError> {
+        let mut valid: Vec<(Index, RistrettoPoint)> = Vec::new();
+        let mut bad = Vec::new();
+        for p in partials {
+            if valid.len() == self.params.t as usize {
+                break;
+            }
+            if valid.iter().any(|(i, _)| *i == p.index) || bad.contains(&p.index) {
+                continue;
+            }
+            match self.check(p, input) {
+                Some(y) => valid.push((p.index, y)),
+                None => bad.push(p.index),
+            }
+        }
+        if valid.len() < self.params.t as usize {
+            return Err(ThresholdError::Quorum {
+                valid: valid.len(),
+                needed: self.params.t,
+                bad,
+            });
+        }
+        let indices: Vec<Index> = valid.iter().map(|(i, _)| *i).collect();
+        let y = valid
+            .iter()
+            .map(|(i, y)| y * lagrange_at_zero(&indices, *i))
+            .sum();
+        Ok((y, bad))
+    }
+}
+
+/// The OTP: RFC 4226 truncation of HMAC-SHA256(key = SHA-256(tag ‖ Y ‖ x), x).
+pub fn otp(y: &RistrettoPoint, input: &Input, digits: Digits) -> u64 {
+    let x = input.bytes();
+    let key: Zeroizing<[u8; 32]> = Zeroizing::new(
+        Sha256::digest(framed(tags::OTP_KEY, &[&y.compress().to_bytes(), &x])).into(),
+    );
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_slice()).expect("HMAC accepts any key length");
+    mac.update(&x);
+    truncate(&mac.finalize().into_bytes(), digits)
+}
