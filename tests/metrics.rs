@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{http, json_field, metric, request, scrape_until, verify_json, Mesh};
+use common::{http, json_field, metric, request, verify_json, Mesh};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -63,9 +63,12 @@ fn counters_move_when_a_mesh_runs() {
         assert!(body.contains("otpmesh_peers"), "{name}");
     }
     let distributor_url = url(&json, "distributor-1");
-    let stored = scrape_until(distributor_url, "a stored round", |t| {
-        metric(t, "otpmesh_rounds_total{event=\"stored\"}") >= 1.0
+    // A node counts before it tells: once its event is out, the counter has moved.
+    mesh.wait_for("the round stored", |v| {
+        v["node"] == "distributor-1" && v["event"] == "round_stored"
     });
+    let (_, stored) = http("GET", distributor_url);
+    assert!(metric(&stored, "otpmesh_rounds_total{event=\"stored\"}") >= 1.0);
     let issued = metric(&stored, "otpmesh_otps_issued_total");
 
     // An OTP: issued moves; used once: accepted moves; wrong codes: a lockout.
@@ -78,9 +81,9 @@ fn counters_move_when_a_mesh_runs() {
         .unwrap()
         .to_string();
     let otp = json_field(&request(&distributor, requester.as_ref()), "otp");
-    scrape_until(distributor_url, "the OTP counted", |t| {
-        metric(t, "otpmesh_otps_issued_total") > issued
-    });
+    // Counted before the reply left (and likewise every verification below).
+    let (_, counted) = http("GET", distributor_url);
+    assert!(metric(&counted, "otpmesh_otps_issued_total") > issued);
     let verify = |code: &str| {
         verify_json(&[
             "verify",
@@ -103,9 +106,11 @@ fn counters_move_when_a_mesh_runs() {
         assert_eq!(verify(wrong).1, "wrong");
     }
     assert_eq!(verify(wrong).1, "locked");
-    let after = scrape_until(distributor_url, "the verifications counted", |t| {
-        metric(t, "otpmesh_verifications_total{result=\"locked\"}") >= 1.0
-    });
+    let (_, after) = http("GET", distributor_url);
+    assert_eq!(
+        metric(&after, "otpmesh_verifications_total{result=\"locked\"}"),
+        1.0
+    );
     assert_eq!(
         metric(&after, "otpmesh_verifications_total{result=\"accepted\"}"),
         1.0

@@ -202,21 +202,6 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Scrapes `url` until `pick` holds for the text (the counters move asynchronously).
-pub fn scrape_until(url: &str, what: &str, pick: impl Fn(&str) -> bool) -> String {
-    let end = Instant::now() + WAIT;
-    loop {
-        let (status, body) = http("GET", url);
-        assert_eq!(status, 200, "{body}");
-        if pick(&body) {
-            return body;
-        }
-        assert!(Instant::now() < end, "no {what} within {WAIT:?}:\n{body}");
-        // Polling an endpoint that has no push: a short pause between scrapes, bounded by WAIT.
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Runs `mesh up --rounds 1 EXTRA` to its end: a mesh with one round delivered, every node
 /// stopped, its data kept. Returns the dir and mesh.json.
 pub fn mesh_once(extra: &[&str]) -> (tempfile::TempDir, Value) {

@@ -418,21 +418,23 @@ impl Distributor {
             expires_at_ms,
             epoch,
         };
+        // The event before the reply (both after the commit): whoever holds the OTP can count
+        // on the node having counted it.
         actions.extend([
             Action::Persist(Record::Issued {
                 otp: otp_ref,
                 expires_at_ms,
             }),
-            Action::Reply {
-                to: id,
-                response: Response::Otp(grant),
-            },
             Action::Emit(Event::OtpIssued {
                 round,
                 requester: peer,
                 counter: used,
                 expires_at_ms,
             }),
+            Action::Reply {
+                to: id,
+                response: Response::Otp(grant),
+            },
         ]);
         actions
     }
