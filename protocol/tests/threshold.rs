@@ -43,11 +43,7 @@ fn received_by(j: Index, dealings: &[Dealing]) -> Vec<Received> {
     dealings
         .iter()
         .enumerate()
-        .map(|(i, d)| Received {
-            client: i as u32 + 1,
-            commitments: d.commitments.clone(),
-            share: *d.share(j).unwrap(),
-        })
+        .map(|(i, d)| d.received_by(i as u32 + 1, j).unwrap())
         .collect()
 }
 

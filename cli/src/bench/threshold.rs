@@ -66,11 +66,7 @@ fn received(j: Index, dealings: &[Dealing]) -> Vec<Received> {
     dealings
         .iter()
         .enumerate()
-        .map(|(i, d)| Received {
-            client: i as u32 + 1,
-            commitments: d.commitments.clone(),
-            share: *d.share(j).expect("j is a shareholder"),
-        })
+        .map(|(i, d)| d.received_by(i as u32 + 1, j).expect("j is a shareholder"))
         .collect()
 }
 

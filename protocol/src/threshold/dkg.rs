@@ -45,6 +45,16 @@ impl Dealing {
     pub fn share(&self, j: Index) -> Option<&Scalar> {
         self.shares.get((j.0 as usize).checked_sub(1)?)
     }
+
+    /// What generator `j` receives of this dealing from contributor `client`, handed over in one
+    /// process (tests, benches; on the network the share travels sealed to j's key).
+    pub fn received_by(&self, client: u32, j: Index) -> Option<Received> {
+        Some(Received {
+            client,
+            commitments: self.commitments.clone(),
+            share: *self.share(j)?,
+        })
+    }
 }
 
 /// What generator j received from one contributor.
