@@ -129,6 +129,33 @@ fn kdc_passes_with_every_failure_named() {
 }
 
 #[test]
+fn threshold_passes_and_a_quorum_decides() {
+    let report = assert_passes("threshold");
+    let steps = report["steps"].as_array().unwrap();
+    let outcome = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("step {name}"))["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(outcome("erin logs in through d3, d4, d5").ends_with("accepted"));
+    assert!(outcome("the same OTP through d1, d2, d3").ends_with("used"));
+    let unavailable = outcome("frank asks with three down");
+    assert!(
+        unavailable.starts_with("quorum_unavailable: quorum unavailable: 2 of 5"),
+        "{unavailable}"
+    );
+    assert_eq!(
+        report["rounds"][1]["included"].as_array().unwrap().len(),
+        4,
+        "round 2 sealed with two distributors down"
+    );
+}
+
+#[test]
 fn scale_passes() {
     let report = assert_passes("scale");
     assert_eq!(report["otps"].as_array().unwrap().len(), 16);

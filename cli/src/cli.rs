@@ -615,9 +615,20 @@ pub struct EnrolArgs {
     after_help = "Examples:\n  otpmesh verify --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1 --otp 48213377\n  otpmesh verify … --json   # {\"result\":\"accepted\",…}\n\nResults: accepted (exit 0), used, expired, wrong, locked (exit 1); 3 unreachable, 4 not authorised."
 )]
 pub struct VerifyArgs {
-    /// The distributor that issued the OTP, ending in /p2p/<peer id>.
+    /// The distributor that issued the OTP, ending in /p2p/<peer id>. With --threshold, every
+    /// distributor of the mesh (repeat the flag).
+    #[arg(long, required = true)]
+    pub distributor: Vec<String>,
+    /// Threshold mode: gather a quorum of partials for (--round, --counter) and compare. Each
+    /// distributor marks the OTP used before it answers, so an OTP is accepted at most once.
+    #[arg(long, requires_all = ["round", "counter"])]
+    pub threshold: bool,
+    /// Threshold mode: the OTP's round, as `otpmesh request --threshold` printed it.
     #[arg(long)]
-    pub distributor: String,
+    pub round: Option<u64>,
+    /// Threshold mode: the OTP's counter, as `otpmesh request --threshold` printed it.
+    #[arg(long)]
+    pub counter: Option<u64>,
     /// The requester's data dir (the OTP is checked for this identity).
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -633,12 +644,16 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1\n  otpmesh request --distributor … --data-dir … --json   # {\"otp\":\"…\",\"round\":3,\"expires_at\":\"…\",…}\n\nExit codes: 0 OTP printed; 3 distributor unreachable; 4 not authorised; 5 no round sealed yet; 1 other errors."
+    after_help = "Examples:\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1\n  otpmesh request --distributor … --data-dir … --json   # {\"otp\":\"…\",\"round\":3,\"expires_at\":\"…\",…}\n\nThreshold mode:\n  otpmesh request --threshold --distributor A --distributor B --distributor C … --data-dir …\n\nExit codes: 0 OTP printed; 3 distributor unreachable; 4 not authorised; 5 no round sealed yet; 6 quorum unavailable (threshold mode); 1 other errors."
 )]
 pub struct RequestArgs {
-    /// The distributor's address, ending in /p2p/<peer id> (mesh.json lists them).
+    /// The distributor's address, ending in /p2p/<peer id> (mesh.json lists them). With
+    /// --threshold, name every distributor of the mesh (repeat the flag).
+    #[arg(long, required = true)]
+    pub distributor: Vec<String>,
+    /// Threshold mode: ask every --distributor for a partial and combine a quorum of them.
     #[arg(long)]
-    pub distributor: String,
+    pub threshold: bool,
     /// The requester's data dir (its identity.key is used; created if missing).
     #[arg(long)]
     pub data_dir: PathBuf,

@@ -191,6 +191,58 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                     rfc3339(*expires_at_ms)
                 )
             }
+            Event::Complained {
+                round,
+                index,
+                against,
+            } => format!(
+                "round {round}: generator {index} complains about the dealings of clients {:?}",
+                against.iter().map(|c| c.0).collect::<Vec<_>>()
+            ),
+            Event::ComplaintAnswered {
+                round,
+                client,
+                index,
+            } => format!(
+                "round {round}: client {client} published its share for generator {index} (a complaint)"
+            ),
+            Event::DealingExcluded {
+                round,
+                client,
+                reason,
+            } => format!("round {round}: client {client}'s dealing left out: {reason}"),
+            Event::ShareHeld { round, index } => {
+                format!("round {round}: key share {index} held, handing it to distributor {index}")
+            }
+            Event::ShareUnavailable { round, reason } => {
+                format!("round {round}: this generator cannot take part: {reason}")
+            }
+            Event::PartialIssued {
+                round,
+                requester,
+                verification,
+                ..
+            } => {
+                let what = if *verification {
+                    "verification partial (OTP now used)"
+                } else {
+                    "partial"
+                };
+                format!("round {round}: {what} for {}", short(requester))
+            }
+            Event::ThresholdOtpReceived {
+                round,
+                counter,
+                otp,
+                expires_at_ms,
+                ..
+            } => format!(
+                "round {round}: OTP {otp} (counter {counter}, expires {})",
+                rfc3339(*expires_at_ms)
+            ),
+            Event::ThresholdVerified { result, .. } => {
+                format!("verification by quorum: {}", result.as_str())
+            }
             Event::RequestRefused {
                 peer,
                 request,

@@ -30,6 +30,7 @@ fn transcript(round: u64, contributors: u32) -> Transcript {
         prev_commitment: Digest32::ZERO,
         commitment: secret.commitment(RoundId(round)),
         sealed_at_ms: 1_700_000_000_000,
+        threshold: None,
     }
 }
 

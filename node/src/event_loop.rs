@@ -96,6 +96,12 @@ fn by_stream(request: &Request) -> bool {
     !matches!(request, Request::PublicKey | Request::Deliver(_))
 }
 
+/// What a decryption job came to: a phrase (single mode) or a key share (threshold mode).
+pub(crate) enum Opened {
+    Phrase(Option<Phrase>),
+    Share(Option<zeroize::Zeroizing<[u8; 32]>>),
+}
+
 pub struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) role: Box<dyn Role + Send>,
@@ -112,8 +118,8 @@ pub struct EventLoop {
     pub(crate) next_batch: u64,
     pub(crate) rsa: Option<Arc<PrivateKey>>,
     pub(crate) decrypt_slots: Arc<Semaphore>,
-    pub(crate) decrypted_tx: mpsc::Sender<(DecryptJob, Option<Phrase>)>,
-    pub(crate) decrypted_rx: mpsc::Receiver<(DecryptJob, Option<Phrase>)>,
+    pub(crate) decrypted_tx: mpsc::Sender<(DecryptJob, Opened)>,
+    pub(crate) decrypted_rx: mpsc::Receiver<(DecryptJob, Opened)>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<NodeEvent>,
     pub(crate) replies: HashMap<u64, Reply>,
@@ -210,8 +216,11 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((job, phrase)) = self.decrypted_rx.recv() => {
-                    let actions = self.role.decrypted(now_ms(), job, phrase);
+                Some((job, opened)) = self.decrypted_rx.recv() => {
+                    let actions = match opened {
+                        Opened::Phrase(phrase) => self.role.decrypted(now_ms(), job, phrase),
+                        Opened::Share(share) => self.role.share_decrypted(now_ms(), job, share),
+                    };
                     self.execute(actions);
                 }
                 Some(first) = self.rpc_inbound.recv() => {
@@ -680,15 +689,15 @@ impl EventLoop {
                 return;
             };
             let result = tokio::task::spawn_blocking(move || {
-                let phrase = key
-                    .open(
-                        job.round,
-                        job.client,
-                        &job.ciphertext,
-                        &mut rand_core::OsRng,
-                    )
-                    .ok();
-                (job, phrase)
+                let (round, client, rng) = (job.round, job.client, &mut rand_core::OsRng);
+                let opened = match job.share {
+                    Some(index) => Opened::Share(
+                        key.open_share(round, client, index, &job.ciphertext, rng)
+                            .ok(),
+                    ),
+                    None => Opened::Phrase(key.open(round, client, &job.ciphertext, rng).ok()),
+                };
+                (job, opened)
             })
             .await;
             if let Ok(result) = result {

@@ -82,6 +82,17 @@ pub enum RoleSpec {
         distributor: PeerId,
         code: String,
     },
+    /// Threshold mode: asks every one of `distributors` once for its partial and combines them.
+    OneShotThresholdRequest {
+        distributors: Vec<PeerId>,
+    },
+    /// Threshold mode: presents `code` for (`round`, `counter`) to a quorum of `distributors`.
+    OneShotThresholdVerify {
+        distributors: Vec<PeerId>,
+        round: otpmesh_protocol::round::RoundId,
+        counter: u64,
+        code: String,
+    },
 }
 
 impl RoleSpec {
@@ -95,7 +106,9 @@ impl RoleSpec {
             | RoleSpec::OneShotVerify { .. }
             | RoleSpec::OneShotEnrol { .. }
             | RoleSpec::OneShotTotpEnrol { .. }
-            | RoleSpec::OneShotTotpVerify { .. } => "requester",
+            | RoleSpec::OneShotTotpVerify { .. }
+            | RoleSpec::OneShotThresholdRequest { .. }
+            | RoleSpec::OneShotThresholdVerify { .. } => "requester",
         }
     }
 }
@@ -200,6 +213,9 @@ pub enum NodeError {
     ControlSocket(#[from] status::SocketError),
     #[error("cannot serve metrics on {addr}: {reason}")]
     Metrics { addr: String, reason: String },
+    /// The role cannot run with this mesh config.
+    #[error("{0}")]
+    Role(String),
     #[error("bad address {addr:?} for {peer} in the mesh config: {reason}")]
     MeshAddr {
         peer: String,
@@ -318,6 +334,8 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             | RoleSpec::OneShotEnrol { .. }
             | RoleSpec::OneShotTotpEnrol { .. }
             | RoleSpec::OneShotTotpVerify { .. }
+            | RoleSpec::OneShotThresholdRequest { .. }
+            | RoleSpec::OneShotThresholdVerify { .. }
     );
     if !one_shot {
         config.mesh.validate()?;
@@ -339,7 +357,10 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let role: Box<dyn Role + Send> =
         match &config.role {
             RoleSpec::Contributor { client, input } => {
-                Box::new(role::Contributor::new(*client, *input))
+                match role::threshold::Contributor::new(*client, *input, mesh.clone()) {
+                    Some(dealer) => Box::new(dealer),
+                    None => Box::new(role::Contributor::new(*client, *input)),
+                }
             }
             RoleSpec::Generator => {
                 let key = Arc::new(keys::load_or_create_rsa(
@@ -355,19 +376,35 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 if let Some((t, _)) = &last_sealed {
                     rounds.sealed(t.round, t.commitment);
                 }
-                let mut generator = role::Generator::new(
-                    peer_id,
-                    mesh.clone(),
-                    key.public().clone(),
-                    last_opened,
-                    last_sealed,
-                );
-                if config.manual_rounds {
-                    generator = generator.manual();
-                }
+                let generator: Box<dyn Role + Send> = if mesh.threshold().is_some() {
+                    let g = role::threshold::Generator::new(
+                        peer_id,
+                        mesh.clone(),
+                        key.public().clone(),
+                        last_opened,
+                        last_sealed,
+                    )
+                    .map_err(|e| NodeError::Role(e.to_string()))?;
+                    match config.manual_rounds {
+                        true => Box::new(g.manual()),
+                        false => Box::new(g),
+                    }
+                } else {
+                    let g = role::Generator::new(
+                        peer_id,
+                        mesh.clone(),
+                        key.public().clone(),
+                        last_opened,
+                        last_sealed,
+                    );
+                    match config.manual_rounds {
+                        true => Box::new(g.manual()),
+                        false => Box::new(g),
+                    }
+                };
                 rsa = Some(key);
                 store = Some(db);
-                Box::new(generator)
+                generator
             }
             RoleSpec::Distributor => {
                 let db = store::Store::open(&config.data_dir)?;
@@ -378,6 +415,13 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 let distributor = role::Distributor::new(peer_id, mesh.clone(), state);
                 store = Some(db);
                 Box::new(distributor)
+            }
+            RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
+                return Err(NodeError::Role(
+                    "a requester node that follows rounds serves single-generator meshes; in \
+                     threshold mode ask with `otpmesh request --threshold`"
+                        .into(),
+                ))
             }
             RoleSpec::Requester { distributors } => {
                 let targets = if distributors.is_empty() {
@@ -405,6 +449,30 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             RoleSpec::OneShotVerify { distributor, code } => Box::new(
                 role::Requester::verify_once(peer_id, *distributor, code.clone()),
             ),
+            RoleSpec::OneShotThresholdRequest { distributors } => {
+                let mut enrolments = std::collections::HashMap::new();
+                for d in distributors {
+                    if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
+                        enrolments.insert(*d, key);
+                    }
+                }
+                Box::new(
+                    role::threshold::Requester::issue_once(peer_id, distributors.clone())
+                        .with_enrolments(enrolments),
+                )
+            }
+            RoleSpec::OneShotThresholdVerify {
+                distributors,
+                round,
+                counter,
+                code,
+            } => Box::new(role::threshold::Requester::verify_once(
+                peer_id,
+                distributors.clone(),
+                *round,
+                *counter,
+                code.clone(),
+            )),
         };
 
     // Bound first: a taken metrics port is an error before anything else starts.

@@ -17,7 +17,8 @@
 use crate::otp::Digits;
 use crate::phrase::ClientId;
 use crate::round::{MAX_HASH_ITERATIONS, MAX_ROUND_CONTRIBUTORS};
-use crate::seal::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS};
+use crate::seal::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS, MAX_CIPHERTEXT_BYTES};
+use crate::threshold::{Index, Params};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,51 @@ pub struct Settings {
     pub kdc_max_skew_ms: u64,
     /// Key distribution centre: a session request must carry one of the client's OTPs.
     pub kdc_require_otp: bool,
+    /// Threshold mode, "T/N": N generators deal key shares to N distributors (generator j to
+    /// distributor j, both in list order) and any T distributors evaluate an OTP together. T must be
+    /// more than N/2. Absent: single-generator mode.
+    pub threshold: Option<Threshold>,
+    /// Threshold mode: how long generators have to complain about a dealing, and contributors to
+    /// answer, after the first generator proposes the round's dealings.
+    pub complaint_ms: u64,
+}
+
+/// A `T/N` threshold setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Threshold(pub Params);
+
+impl TryFrom<String> for Threshold {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Threshold, String> {
+        let parse = |s: &str| s.trim().parse::<u32>().ok();
+        let (t, n) = text
+            .split_once('/')
+            .and_then(|(t, n)| Some((parse(t)?, parse(n)?)))
+            .ok_or_else(|| format!("threshold {text:?} is not of the form T/N (e.g. 3/5)"))?;
+        Params::new(t, n).map(Threshold).map_err(|e| e.to_string())
+    }
+}
+
+impl From<Threshold> for String {
+    fn from(t: Threshold) -> String {
+        t.to_string()
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0.t, self.0.n)
+    }
+}
+
+impl std::str::FromStr for Threshold {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Threshold, String> {
+        Threshold::try_from(s.to_string())
+    }
 }
 
 impl Default for Settings {
@@ -86,6 +132,8 @@ impl Default for Settings {
             kdc_ticket_lifetime_ms: crate::kdc::DEFAULT_TICKET_LIFETIME_MS,
             kdc_max_skew_ms: crate::kdc::DEFAULT_MAX_SKEW_MS,
             kdc_require_otp: false,
+            threshold: None,
+            complaint_ms: 3_000,
         }
     }
 }
@@ -317,7 +365,90 @@ impl MeshConfig {
                 format!("{} is not one of 2048, 3072, 4096", s.rsa_bits),
             );
         }
+        if s.complaint_ms < 100 || s.complaint_ms > 3_600_000 {
+            return bad(
+                "complaint_ms",
+                format!("{} is outside 100 ms to 1 h", s.complaint_ms),
+            );
+        }
+        if let Some(Threshold(params)) = s.threshold {
+            self.check_threshold(params)?;
+        }
         Ok(())
+    }
+
+    fn check_threshold(&self, Params { t, n }: Params) -> Result<(), MeshError> {
+        let bad = |problem: String| {
+            Err(MeshError::Setting {
+                field: "threshold",
+                problem,
+            })
+        };
+        if 2 * t <= n {
+            return bad(format!(
+                "{t}/{n}: T must be more than N/2, so that any two quorums share a distributor \
+                 (single use needs it)"
+            ));
+        }
+        let (g, d) = (self.generators.len(), self.distributors.len());
+        if g != n as usize || d != n as usize {
+            return bad(format!(
+                "{t}/{n} needs {n} generators and {n} distributors; the config lists {g} and {d}"
+            ));
+        }
+        let peers: BTreeSet<PeerId> = self
+            .generators
+            .iter()
+            .chain(&self.distributors)
+            .map(|m| m.peer_id)
+            .collect();
+        if peers.len() != 2 * n as usize {
+            return bad(
+                "a peer is listed twice among generators and distributors: no node may hold two \
+                 shares of a round"
+                    .into(),
+            );
+        }
+        let dealing = n as usize * (self.settings.rsa_bits / 8) + t as usize * 32 + 1024;
+        if dealing > crate::wire::MAX_GOSSIP_BYTES
+            || self.settings.rsa_bits / 8 > MAX_CIPHERTEXT_BYTES
+        {
+            return bad(format!(
+                "a dealing to {n} generators with {}-bit keys would be {dealing} bytes, more than a \
+                 gossip message's {} bytes",
+                self.settings.rsa_bits,
+                crate::wire::MAX_GOSSIP_BYTES
+            ));
+        }
+        Ok(())
+    }
+
+    /// The threshold, in threshold mode.
+    pub fn threshold(&self) -> Option<Params> {
+        self.settings.threshold.map(|t| t.0)
+    }
+
+    /// Generator `peer`'s shareholder index (its place in the list, from 1).
+    pub fn generator_index(&self, peer: &PeerId) -> Option<Index> {
+        position(&self.generators, peer)
+    }
+
+    /// Distributor `peer`'s shareholder index.
+    pub fn distributor_index(&self, peer: &PeerId) -> Option<Index> {
+        position(&self.distributors, peer)
+    }
+
+    pub fn generator_at(&self, index: Index) -> Option<PeerId> {
+        at(&self.generators, index)
+    }
+
+    pub fn distributor_at(&self, index: Index) -> Option<PeerId> {
+        at(&self.distributors, index)
+    }
+
+    /// Threshold mode's coordinator: the first listed generator opens and closes rounds.
+    pub fn coordinator(&self) -> Option<PeerId> {
+        self.generators.first().map(|m| m.peer_id)
     }
 
     /// The effective quorum.
@@ -383,6 +514,16 @@ impl MeshConfig {
             )
             .collect()
     }
+}
+
+fn position(list: &[Member], peer: &PeerId) -> Option<Index> {
+    let i = list.iter().position(|m| &m.peer_id == peer)?;
+    Some(Index(i as u32 + 1))
+}
+
+fn at(list: &[Member], index: Index) -> Option<PeerId> {
+    let i = (index.0 as usize).checked_sub(1)?;
+    list.get(i).map(|m| m.peer_id)
 }
 
 /// Why the mesh config refuses a peer.

@@ -127,6 +127,50 @@ pub struct Transcript {
     pub prev_commitment: Digest32,
     pub commitment: Digest32,
     pub sealed_at_ms: u64,
+    /// Threshold mode: the round key's public side. Then each inclusion's `ciphertext_hash` is the
+    /// digest of that contributor's commitments, and `commitment` is [`ThresholdKey::commitment`]:
+    /// no node holds a round secret to commit to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdKey>,
+}
+
+/// A threshold round key's public record: what lets anyone check a distributor's partial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdKey {
+    pub params: crate::threshold::Params,
+    /// Σ of the qualified dealings' Feldman commitments (T points): K = G·k is the first, and
+    /// K_j = G·k_j follows for every distributor j.
+    pub public: crate::threshold::poly::WireCommitments,
+}
+
+impl ThresholdKey {
+    /// The transcript commitment of a threshold round: the round, its predecessor, the qualified
+    /// dealings (client and commitments digest) and the public key.
+    pub fn commitment(&self, round: RoundId, prev: &Digest32, included: &[Inclusion]) -> Digest32 {
+        let (round_bytes, t, n) = (
+            round.0.to_be_bytes(),
+            self.params.t.to_be_bytes(),
+            self.params.n.to_be_bytes(),
+        );
+        let clients: Vec<[u8; 4]> = included.iter().map(|i| i.client.0.to_be_bytes()).collect();
+        let mut parts: Vec<&[u8]> = vec![&round_bytes, &prev.0, &t, &n];
+        for (client, inclusion) in clients.iter().zip(included) {
+            parts.push(client);
+            parts.push(&inclusion.ciphertext_hash.0);
+        }
+        parts.extend(self.public.0.iter().map(|p| p.as_slice()));
+        digest::tagged("otpmesh/1/threshold-commitment", &parts)
+    }
+
+    /// The public key, decoded.
+    pub fn key(&self) -> Option<crate::threshold::eval::PublicKey> {
+        let commitments = crate::threshold::poly::Commitments::from_wire(&self.public).ok()?;
+        commitments.check_degree(self.params).ok()?;
+        Some(crate::threshold::eval::PublicKey::new(
+            self.params,
+            commitments,
+        ))
+    }
 }
 
 impl Transcript {
@@ -152,6 +196,18 @@ impl Transcript {
         }
         if !self.included.windows(2).all(|w| w[0].client < w[1].client) {
             return Err(ChainError::Order { round: self.round });
+        }
+        if let Some(key) = &self.threshold {
+            // The secret, if any, is a key share: the distributor checks it against K_j.
+            let well_formed = key.public.0.len() == key.params.t as usize
+                && crate::threshold::Params::new(key.params.t, key.params.n).is_ok();
+            if !well_formed
+                || key.commitment(self.round, &self.prev_commitment, &self.included)
+                    != self.commitment
+            {
+                return Err(ChainError::Commitment { round: self.round });
+            }
+            return Ok(());
         }
         if let Some(secret) = secret {
             if secret.commitment(self.round) != self.commitment {
@@ -235,6 +291,7 @@ mod tests {
             prev_commitment: prev,
             commitment: secret.commitment(RoundId(round)),
             sealed_at_ms: 0,
+            threshold: None,
         }
     }
 

@@ -13,6 +13,7 @@
 use crate::digest::{self, Digest32};
 use crate::phrase::{ClientId, Phrase};
 use crate::round::RoundId;
+use crate::threshold::Index;
 use rand_core::CryptoRngCore;
 use rsa::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
@@ -120,6 +121,28 @@ impl PrivateKey {
             .map_err(|_| Opaque)?;
         Phrase::from_decrypted(Zeroizing::new(plain), client).ok_or(Opaque)
     }
+
+    /// Opens a threshold key share dealt by `client` for shareholder `index` in `round`: 32 bytes.
+    /// Blinded; any failure is [`Opaque`].
+    pub fn open_share(
+        &self,
+        round: RoundId,
+        client: ClientId,
+        index: Index,
+        ciphertext: &[u8],
+        mut rng: &mut dyn CryptoRngCore,
+    ) -> Result<Zeroizing<[u8; 32]>, Opaque> {
+        if ciphertext.len() != self.inner.size() {
+            return Err(Opaque);
+        }
+        let plain = Zeroizing::new(
+            self.inner
+                .decrypt_blinded(&mut rng, share_oaep(round, client, index), ciphertext)
+                .map_err(|_| Opaque)?,
+        );
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| Opaque)?;
+        Ok(Zeroizing::new(bytes))
+    }
 }
 
 /// A generator's public key with its SPKI encoding and fingerprint.
@@ -207,6 +230,30 @@ impl PublicKey {
             .encrypt(&mut rng, oaep(round, client), phrase.as_bytes())
             .map_err(|e| KeyError::Encrypt(e.to_string()))
     }
+}
+
+impl PublicKey {
+    /// Seals a 32-byte key share for shareholder `index` (RSA-OAEP-SHA256, labelled with round,
+    /// dealer and shareholder, so a share cannot be replayed into another slot).
+    pub fn seal_share(
+        &self,
+        round: RoundId,
+        client: ClientId,
+        index: Index,
+        share: &[u8; 32],
+        mut rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.inner
+            .encrypt(&mut rng, share_oaep(round, client, index), share)
+            .map_err(|e| KeyError::Encrypt(e.to_string()))
+    }
+}
+
+fn share_oaep(round: RoundId, client: ClientId, index: Index) -> Oaep {
+    Oaep::new_with_label::<Sha256, _>(format!(
+        "otpmesh/1/threshold-share round={} client={} shareholder={}",
+        round.0, client.0, index.0
+    ))
 }
 
 /// The fingerprint of a key: a tagged hash of its SPKI DER.

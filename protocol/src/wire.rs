@@ -7,8 +7,11 @@
 use crate::digest::Digest32;
 use crate::otp::{Digits, SALT_BYTES};
 use crate::phrase::ClientId;
-use crate::round::{RoundId, Secret, Transcript, MAX_ROUND_CONTRIBUTORS};
+use crate::round::{Inclusion, RoundId, Secret, ThresholdKey, Transcript, MAX_ROUND_CONTRIBUTORS};
 use crate::seal::{MAX_CIPHERTEXT_BYTES, MAX_SPKI_BYTES};
+use crate::threshold::eval::Partial;
+use crate::threshold::poly::WireCommitments;
+use crate::threshold::{Index, MAX_SHAREHOLDERS};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +31,8 @@ pub const RR_PROTOCOL: &str = "/otpmesh/rr/1";
 pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
 /// Largest request (a delivery carries a transcript).
 pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
-/// Largest response.
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024;
+/// Largest response (a threshold partial carries the round's public key: T points).
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
 /// Longest free-text reason in a message.
 pub const MAX_REASON_BYTES: usize = 256;
 
@@ -87,6 +90,45 @@ pub struct UseMarker {
     pub expires_at_ms: u64,
 }
 
+/// Threshold mode: a contributor's dealing. Feldman commitments to its polynomial, and share j
+/// RSA-OAEP-sealed to generator j's key, for every generator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deal {
+    pub round: RoundId,
+    pub client: ClientId,
+    pub commitments: WireCommitments,
+    pub shares: Vec<serde_bytes::ByteBuf>,
+}
+
+/// Threshold mode: the coordinator's list of the dealings in a round (client, commitments digest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub round: RoundId,
+    pub dealings: Vec<Inclusion>,
+}
+
+/// Threshold mode: generator `index` names the proposed dealings whose share to it is missing or
+/// does not match the commitments. Published even when empty: it says the generator is ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Complaints {
+    pub round: RoundId,
+    pub index: Index,
+    pub against: Vec<ClientId>,
+}
+
+/// Threshold mode: a contributor answers a complaint by publishing the share in question; anyone
+/// checks it against the commitments. A dealing whose complaint goes unanswered, or is answered
+/// with a share that does not match, is left out of the round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Justification {
+    pub round: RoundId,
+    pub client: ClientId,
+    pub index: Index,
+    #[serde(with = "serde_bytes")]
+    pub share: [u8; 32],
+    pub commitments: WireCommitments,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gossip {
     Open(RoundOpen),
@@ -94,13 +136,17 @@ pub enum Gossip {
     Sealed(Transcript),
     Failed(RoundFailure),
     Used(UseMarker),
+    Deal(Deal),
+    Proposal(Proposal),
+    Complaints(Complaints),
+    Justification(Justification),
 }
 
 impl Gossip {
     /// The topic this message is published on.
     pub fn topic(&self) -> &'static str {
         match self {
-            Gossip::Phrase(_) => PHRASE_TOPIC,
+            Gossip::Phrase(_) | Gossip::Deal(_) => PHRASE_TOPIC,
             Gossip::Used(_) => USED_TOPIC,
             _ => GOSSIP_TOPIC,
         }
@@ -113,6 +159,10 @@ impl Gossip {
             Gossip::Sealed(_) => "sealed",
             Gossip::Failed(_) => "failed",
             Gossip::Used(_) => "used",
+            Gossip::Deal(_) => "deal",
+            Gossip::Proposal(_) => "proposal",
+            Gossip::Complaints(_) => "complaints",
+            Gossip::Justification(_) => "justification",
         }
     }
 
@@ -123,6 +173,10 @@ impl Gossip {
             Gossip::Sealed(m) => m.round,
             Gossip::Failed(m) => m.round,
             Gossip::Used(m) => m.round,
+            Gossip::Deal(m) => m.round,
+            Gossip::Proposal(m) => m.round,
+            Gossip::Complaints(m) => m.round,
+            Gossip::Justification(m) => m.round,
         }
     }
 
@@ -143,14 +197,39 @@ impl Gossip {
                     m.ciphertext.len()
                 ),
             )),
-            Gossip::Sealed(t) if t.included.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
-                "included",
+            Gossip::Sealed(t) => check_transcript(t),
+            Gossip::Failed(m) => check_reason(&m.reason),
+            Gossip::Deal(m) => {
+                check_points("commitments", &m.commitments)?;
+                if m.shares.len() > MAX_SHAREHOLDERS as usize {
+                    return Err(field(
+                        "shares",
+                        format!("{} entries, at most {MAX_SHAREHOLDERS}", m.shares.len()),
+                    ));
+                }
+                match m.shares.iter().find(|c| c.len() > MAX_CIPHERTEXT_BYTES) {
+                    Some(c) => Err(field(
+                        "shares",
+                        format!("a {} byte share, at most {MAX_CIPHERTEXT_BYTES}", c.len()),
+                    )),
+                    None => Ok(()),
+                }
+            }
+            Gossip::Proposal(m) if m.dealings.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
+                "dealings",
                 format!(
                     "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
-                    t.included.len()
+                    m.dealings.len()
                 ),
             )),
-            Gossip::Failed(m) => check_reason(&m.reason),
+            Gossip::Complaints(m) if m.against.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
+                "against",
+                format!(
+                    "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
+                    m.against.len()
+                ),
+            )),
+            Gossip::Justification(m) => check_points("commitments", &m.commitments),
             _ => Ok(()),
         }
     }
@@ -261,6 +340,69 @@ pub enum Request {
     TotpVerify(VerifyRequest),
     /// To a distributor acting as key distribution centre.
     Kdc(crate::kdc::message::CentreRequest),
+    /// Threshold mode: generator j hands its key share of a round to distributor j.
+    Handover(Box<Handover>),
+    /// Threshold mode: a requester asks for a distributor's partial evaluation of its OTP.
+    Partial(PartialRequest),
+    /// Threshold mode: a verifier asks for a partial of an OTP being presented; the distributor
+    /// marks it used first, so what it reveals is already spent.
+    VerifyPartial(VerifyPartialRequest),
+}
+
+/// Threshold mode: a round's transcript and generator j's key share k_j, for distributor j only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub transcript: Transcript,
+    pub index: Index,
+    pub share: Secret,
+}
+
+/// Threshold mode: the partial for x = ("otp", requester, round, counter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialRequest {
+    /// The newest round this distributor holds if absent.
+    pub round: Option<RoundId>,
+    /// Chosen by the requester: see [`crate::threshold::counter`].
+    pub counter: u64,
+    #[serde(with = "serde_bytes")]
+    pub requester_key: [u8; 32],
+    #[serde(default)]
+    pub enrolled: bool,
+}
+
+/// Threshold mode: the partial for an OTP being verified (the requester's own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyPartialRequest {
+    pub round: RoundId,
+    pub counter: u64,
+}
+
+/// Threshold mode: distributor j's partial y_j = k_j·H(x), its point masked for the requester
+/// (as single mode salts an OTP), its proof in clear, and the round's public key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialGrant {
+    pub round: RoundId,
+    pub counter: u64,
+    pub digits: Digits,
+    pub index: Index,
+    #[serde(with = "serde_bytes")]
+    pub masked_y: [u8; 32],
+    pub proof: crate::threshold::dleq::Proof,
+    #[serde(with = "serde_bytes")]
+    pub salt: [u8; SALT_BYTES],
+    #[serde(with = "serde_bytes")]
+    pub distributor_key: [u8; 32],
+    pub epoch: Option<u64>,
+    pub expires_at_ms: u64,
+    pub key: ThresholdKey,
+}
+
+/// Threshold mode: a partial released for verification (the OTP is already marked used).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyPartialGrant {
+    pub partial: Partial,
+    pub digits: Digits,
+    pub key: ThresholdKey,
 }
 
 impl Request {
@@ -276,25 +418,21 @@ impl Request {
             Request::Kdc(crate::kdc::message::CentreRequest::Register(_)) => "kdc-register",
             Request::Kdc(crate::kdc::message::CentreRequest::Present(_)) => "kdc-present",
             Request::Kdc(crate::kdc::message::CentreRequest::Session(_)) => "kdc-session",
+            Request::Handover(_) => "handover",
+            Request::Partial(_) => "partial",
+            Request::VerifyPartial(_) => "verify-partial",
         }
     }
 
     fn check(&self) -> Result<(), WireError> {
         match self {
-            Request::Deliver(d) if d.transcript.included.len() > MAX_ROUND_CONTRIBUTORS => {
-                Err(field(
-                    "included",
-                    format!(
-                        "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
-                        d.transcript.included.len()
-                    ),
-                ))
-            }
+            Request::Deliver(d) => check_transcript(&d.transcript),
             Request::Verify(v) if v.code.len() > MAX_CODE_CHARS => Err(field(
                 "code",
                 format!("{} characters, at most {MAX_CODE_CHARS}", v.code.len()),
             )),
             Request::Kdc(k) => k.check(),
+            Request::Handover(h) => check_transcript(&h.transcript),
             _ => Ok(()),
         }
     }
@@ -345,6 +483,8 @@ pub enum Response {
     TotpEnrolled(TotpGrant),
     Kdc(crate::kdc::message::CentreResponse),
     Refused(Refusal),
+    Partial(Box<PartialGrant>),
+    VerifyPartial(Box<VerifyPartialGrant>),
 }
 
 impl Response {
@@ -360,8 +500,37 @@ impl Response {
                 | Refusal::Invalid(s)
                 | Refusal::Unavailable(s),
             ) => check_reason(s),
+            Response::Partial(g) => check_points("public", &g.key.public),
+            Response::VerifyPartial(g) => check_points("public", &g.key.public),
             _ => Ok(()),
         }
+    }
+}
+
+fn check_points(name: &'static str, points: &WireCommitments) -> Result<(), WireError> {
+    match points.0.len() {
+        0 => Err(field(name, "no points".into())),
+        n if n > MAX_SHAREHOLDERS as usize => Err(field(
+            name,
+            format!("{n} points, at most {MAX_SHAREHOLDERS}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_transcript(t: &Transcript) -> Result<(), WireError> {
+    if t.included.len() > MAX_ROUND_CONTRIBUTORS {
+        return Err(field(
+            "included",
+            format!(
+                "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
+                t.included.len()
+            ),
+        ));
+    }
+    match &t.threshold {
+        Some(key) => check_points("public", &key.public),
+        None => Ok(()),
     }
 }
 
@@ -462,7 +631,6 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::round::Inclusion;
     use libp2p_identity::PeerId;
     use proptest::prelude::*;
 
@@ -480,6 +648,7 @@ mod tests {
             prev_commitment: Digest32([3; 32]),
             commitment: Digest32([4; 32]),
             sealed_at_ms: 1,
+            threshold: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! `otpmesh request`: one OTP from one distributor.
+//! `otpmesh request`: one OTP from one distributor, or in threshold mode (`--threshold`) from a
+//! quorum of them.
 
 use super::{Failure, Outcome};
 use crate::cli::RequestArgs;
@@ -15,9 +16,11 @@ fn fail(code: u8, error: anyhow::Error) -> Failure {
 }
 
 /// The exit code `--help` documents for a failure reason: 4 not authorised, 5 no round yet,
-/// 3 unreachable, 1 anything else.
+/// 6 quorum unavailable, 3 unreachable, 1 anything else.
 pub fn exit_code_for(reason: &str) -> u8 {
-    if reason.starts_with("not authorised") {
+    if reason.starts_with("quorum unavailable") {
+        6
+    } else if reason.starts_with("not authorised") {
         4
     } else if reason.contains("no round has been sealed") {
         5
@@ -35,6 +38,7 @@ fn classify(address: &str, reason: String) -> Failure {
         4 => anyhow!("the distributor refused this requester: {reason}"),
         5 => anyhow!("no round sealed yet: {reason}"),
         3 => anyhow!("could not reach the distributor at {address}: {reason}"),
+        6 => anyhow!("{reason}"),
         _ => anyhow!("the request failed: {reason}"),
     };
     fail(code, error)
@@ -48,22 +52,54 @@ pub async fn ask_once<T>(
     seed: Option<u64>,
     timeout_secs: u64,
     role: impl FnOnce(libp2p::PeerId) -> RoleSpec,
+    pick: impl FnMut(NodeEvent) -> Option<Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let one = [distributor.to_string()];
+    let role = |peers: Vec<libp2p::PeerId>| role(peers[0]);
+    ask(&one, data_dir, seed, timeout_secs, role, pick).await
+}
+
+/// The PeerIds of `distributors` (multiaddrs ending in /p2p/…).
+fn parse_distributors(
+    distributors: &[String],
+) -> Result<Vec<(Multiaddr, libp2p::PeerId)>, Failure> {
+    distributors
+        .iter()
+        .map(|d| {
+            let addr: Multiaddr = d
+                .parse()
+                .map_err(|e| anyhow!("--distributor {d:?} is not a multiaddr: {e}"))?;
+            match split_peer(&addr) {
+                (Some(peer), _) => Ok((addr, peer)),
+                _ => Err(anyhow!(
+                    "--distributor {addr} must end with /p2p/<peer id> so the distributor can be authenticated (mesh.json lists such addresses)"
+                )
+                .into()),
+            }
+        })
+        .collect()
+}
+
+/// [`ask_once`] aimed at several distributors at once (threshold mode).
+pub async fn ask<T>(
+    distributors: &[String],
+    data_dir: &std::path::Path,
+    seed: Option<u64>,
+    timeout_secs: u64,
+    role: impl FnOnce(Vec<libp2p::PeerId>) -> RoleSpec,
     mut pick: impl FnMut(NodeEvent) -> Option<Result<T, Failure>>,
 ) -> Result<T, Failure> {
-    let addr: Multiaddr = distributor
-        .parse()
-        .map_err(|e| anyhow!("--distributor {distributor:?} is not a multiaddr: {e}"))?;
-    let (Some(peer), _) = split_peer(&addr) else {
-        return Err(anyhow!(
-            "--distributor {addr} must end with /p2p/<peer id> so the distributor can be authenticated (mesh.json lists such addresses)"
-        )
-        .into());
-    };
+    let targets = parse_distributors(distributors)?;
+    if targets.is_empty() {
+        return Err(anyhow!("name at least one --distributor").into());
+    }
+    let distributor = distributors.join(", ");
+    let distributor = distributor.as_str();
     let config = NodeConfig {
-        role: role(peer),
+        role: role(targets.iter().map(|(_, p)| *p).collect()),
         data_dir: data_dir.to_path_buf(),
         listen: Vec::new(),
-        peers: vec![addr],
+        peers: targets.into_iter().map(|(a, _)| a).collect(),
         mesh: MeshConfig::default(),
         mdns: false,
         manual_rounds: false,
@@ -96,8 +132,18 @@ pub async fn ask_once<T>(
 }
 
 pub async fn run(args: RequestArgs) -> Outcome {
+    if args.threshold {
+        return run_threshold(args).await;
+    }
+    let [distributor] = args.distributor.as_slice() else {
+        return Err(anyhow!(
+            "{} --distributor given: several need --threshold (a threshold mesh)",
+            args.distributor.len()
+        )
+        .into());
+    };
     let (otp, round, expires_at_ms, distributor) = ask_once(
-        &args.distributor,
+        distributor,
         &args.data_dir,
         args.seed,
         args.timeout_secs,
@@ -127,6 +173,52 @@ pub async fn run(args: RequestArgs) -> Outcome {
             "OTP {otp}  (round {round}, expires {})",
             output::rfc3339(expires_at_ms)
         );
+    }
+    Ok(())
+}
+
+/// Threshold mode: every distributor is asked for its partial; t valid ones make the OTP.
+async fn run_threshold(args: RequestArgs) -> Outcome {
+    let (round, counter, otp, expires_at_ms, from, bad) = ask(
+        &args.distributor,
+        &args.data_dir,
+        args.seed,
+        args.timeout_secs,
+        |distributors| RoleSpec::OneShotThresholdRequest { distributors },
+        |event| match event {
+            NodeEvent::Role(Event::ThresholdOtpReceived {
+                round,
+                counter,
+                otp,
+                expires_at_ms,
+                from,
+                bad,
+            }) => Some(Ok((round, counter, otp, expires_at_ms, from, bad))),
+            _ => None,
+        },
+    )
+    .await?;
+    let bad: Vec<String> = bad.iter().map(|p| p.to_string()).collect();
+    if args.json {
+        let value = serde_json::json!({
+            "otp": otp,
+            "round": round.0,
+            "counter": counter.to_string(),
+            "expires_at": output::rfc3339(expires_at_ms),
+            "expires_at_unix_ms": expires_at_ms,
+            "shareholders": from,
+            "bad_partials_from": bad,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "OTP {otp}  (round {round}, counter {counter}, expires {}; from distributors {:?})",
+            output::rfc3339(expires_at_ms),
+            from
+        );
+        for peer in bad {
+            println!("warning: distributor {peer} sent a partial whose proof failed");
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `otpmesh verify`: present an OTP to the distributor that issued it.
 
-use super::request::ask_once;
+use super::request::{ask, ask_once};
 use super::{Failure, Outcome};
 use crate::cli::VerifyArgs;
 use anyhow::anyhow;
@@ -49,12 +49,62 @@ pub async fn present(
 
 pub async fn run(args: VerifyArgs) -> Outcome {
     let code = args.otp.trim().to_string();
+    if args.threshold {
+        return run_threshold(args, code).await;
+    }
+    let [distributor] = args.distributor.as_slice() else {
+        return Err(anyhow!(
+            "{} --distributor given: several need --threshold (a threshold mesh)",
+            args.distributor.len()
+        )
+        .into());
+    };
     present(
-        &args.distributor,
+        distributor,
         &args.data_dir,
         args.timeout_secs,
         args.json,
         |distributor| RoleSpec::OneShotVerify { distributor, code },
     )
     .await
+}
+
+/// Threshold mode: a quorum of verification partials, combined and compared here.
+async fn run_threshold(args: VerifyArgs, code: String) -> Outcome {
+    let (Some(round), Some(counter)) = (args.round, args.counter) else {
+        return Err(anyhow!("--threshold needs --round and --counter").into());
+    };
+    let round = otpmesh_protocol::round::RoundId(round);
+    let result = ask(
+        &args.distributor,
+        &args.data_dir,
+        None,
+        args.timeout_secs,
+        |distributors| RoleSpec::OneShotThresholdVerify {
+            distributors,
+            round,
+            counter,
+            code,
+        },
+        |event| match event {
+            NodeEvent::Role(Event::ThresholdVerified { result, .. }) => Some(Ok(result)),
+            _ => None,
+        },
+    )
+    .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "result": result.as_str(), "round": round.0, "counter": counter.to_string() })
+        );
+    } else {
+        println!("{}", result.as_str());
+    }
+    match result {
+        VerifyResult::Accepted => Ok(()),
+        other => Err(Failure {
+            code: 1,
+            error: anyhow!("the code was not accepted: {}", other.as_str()),
+        }),
+    }
 }

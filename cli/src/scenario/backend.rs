@@ -31,6 +31,8 @@ pub struct RequestResult {
     pub outcome: RequestOutcome,
     pub otp: Option<String>,
     pub round: Option<u64>,
+    /// Threshold mode: the OTP's counter (verification names it).
+    pub counter: Option<u64>,
     pub detail: String,
 }
 
@@ -41,12 +43,14 @@ impl RequestResult {
             3 => RequestOutcome::Unreachable,
             4 => RequestOutcome::Unauthorised,
             5 => RequestOutcome::NoRound,
+            6 => RequestOutcome::QuorumUnavailable,
             _ => RequestOutcome::Refused,
         };
         RequestResult {
             outcome,
             otp: None,
             round: None,
+            counter: None,
             detail,
         }
     }
@@ -58,12 +62,22 @@ async fn run_cli(
     requester: &Planned,
     distributor: &Planned,
 ) -> anyhow::Result<std::process::Output> {
+    run_cli_with(args, requester, &[distributor]).await
+}
+
+/// [`run_cli`] with one `--distributor` per distributor.
+async fn run_cli_with(
+    args: &[&str],
+    requester: &Planned,
+    distributors: &[&Planned],
+) -> anyhow::Result<std::process::Output> {
     let exe = std::env::current_exe()?;
-    let run = tokio::process::Command::new(exe)
-        .args(args)
-        .arg("--json")
-        .arg("--distributor")
-        .arg(distributor.addr.to_string())
+    let mut command = tokio::process::Command::new(exe);
+    command.args(args).arg("--json");
+    for d in distributors {
+        command.arg("--distributor").arg(d.addr.to_string());
+    }
+    let run = command
         .arg("--data-dir")
         .arg(&requester.data_dir)
         .arg("--timeout-secs")
@@ -83,13 +97,24 @@ async fn one_shot<T>(
     requester: &Planned,
     distributor: &Planned,
     seed: Option<u64>,
+    pick: impl FnMut(NodeEvent) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
+    one_shot_with(role, requester, &[distributor], seed, pick).await
+}
+
+/// [`one_shot`] connected to several distributors.
+async fn one_shot_with<T>(
+    role: RoleSpec,
+    requester: &Planned,
+    distributors: &[&Planned],
+    seed: Option<u64>,
     mut pick: impl FnMut(NodeEvent) -> Option<T>,
 ) -> anyhow::Result<Option<T>> {
     let config = NodeConfig {
         role,
         data_dir: requester.data_dir.clone(),
         listen: Vec::new(),
-        peers: vec![distributor.addr.clone()],
+        peers: distributors.iter().map(|d| d.addr.clone()).collect(),
         mesh: MeshConfig::default(),
         mdns: false,
         manual_rounds: false,
@@ -307,6 +332,7 @@ impl Backend {
                     outcome: RequestOutcome::Otp,
                     otp: v["otp"].as_str().map(str::to_string),
                     round: v["round"].as_u64(),
+                    counter: None,
                     detail: String::new(),
                 });
             }
@@ -323,6 +349,7 @@ impl Backend {
                 outcome: RequestOutcome::Otp,
                 otp: Some(otp),
                 round: Some(round.0),
+                counter: None,
                 detail: String::new(),
             }),
             NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
@@ -354,6 +381,99 @@ impl Backend {
         };
         let answer = one_shot(role, requester, distributor, None, |e| match e {
             NodeEvent::Role(Event::VerifyAnswered { result, .. }) => Some(Ok(result)),
+            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
+            _ => None,
+        })
+        .await?;
+        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+    }
+
+    /// Threshold mode: one OTP for `requester` from a quorum of `distributors`.
+    pub async fn threshold_request(
+        &mut self,
+        requester: &Planned,
+        distributors: &[&Planned],
+        seed: u64,
+    ) -> anyhow::Result<RequestResult> {
+        if let Backend::Process(_) = self {
+            let args = ["request", "--threshold", "--seed", &seed.to_string()];
+            let out = run_cli_with(&args, requester, distributors).await?;
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout)
+                    .context("reading otpmesh request's JSON")?;
+                return Ok(RequestResult {
+                    outcome: RequestOutcome::Otp,
+                    otp: v["otp"].as_str().map(str::to_string),
+                    round: v["round"].as_u64(),
+                    counter: v["counter"].as_str().and_then(|c| c.parse().ok()),
+                    detail: String::new(),
+                });
+            }
+            return Ok(RequestResult::from_failure(
+                out.status.code().unwrap_or(1) as u8,
+                last_error(&out.stderr),
+            ));
+        }
+        let role = RoleSpec::OneShotThresholdRequest {
+            distributors: distributors.iter().map(|d| d.peer_id).collect(),
+        };
+        let answer = one_shot_with(role, requester, distributors, Some(seed), |e| match e {
+            NodeEvent::Role(Event::ThresholdOtpReceived {
+                otp,
+                round,
+                counter,
+                ..
+            }) => Some(RequestResult {
+                outcome: RequestOutcome::Otp,
+                otp: Some(otp),
+                round: Some(round.0),
+                counter: Some(counter),
+                detail: String::new(),
+            }),
+            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
+                RequestResult::from_failure(crate::cmd::request::exit_code_for(&reason), reason),
+            ),
+            _ => None,
+        })
+        .await?;
+        Ok(answer.unwrap_or_else(|| RequestResult::from_failure(3, "no answer in time".into())))
+    }
+
+    /// Threshold mode: `requester` presents `code` for (round, counter) to a quorum.
+    pub async fn threshold_verify(
+        &mut self,
+        requester: &Planned,
+        distributors: &[&Planned],
+        round: u64,
+        counter: u64,
+        code: &str,
+    ) -> anyhow::Result<Result<VerifyResult, String>> {
+        if let Backend::Process(_) = self {
+            let (round_text, counter_text) = (round.to_string(), counter.to_string());
+            let args = [
+                "verify",
+                "--threshold",
+                "--round",
+                &round_text,
+                "--counter",
+                &counter_text,
+                "--otp",
+                code,
+            ];
+            let out = run_cli_with(&args, requester, distributors).await?;
+            let parsed: Option<VerifyResult> = serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["result"].clone()).ok());
+            return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
+        }
+        let role = RoleSpec::OneShotThresholdVerify {
+            distributors: distributors.iter().map(|d| d.peer_id).collect(),
+            round: otpmesh_protocol::round::RoundId(round),
+            counter,
+            code: code.to_string(),
+        };
+        let answer = one_shot_with(role, requester, distributors, None, |e| match e {
+            NodeEvent::Role(Event::ThresholdVerified { result, .. }) => Some(Ok(result)),
             NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
             _ => None,
         })

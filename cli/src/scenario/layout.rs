@@ -88,9 +88,15 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
         };
         match spec.role {
             NodeRole::Generator => {
-                let key = PrivateKey::generate(scenario.settings.rsa_bits, &mut rng(seed, "rsa"))?;
+                // Threshold mode has several generators, each with a key of its own.
+                let purpose = match generator_key {
+                    None => "rsa".to_string(),
+                    Some(_) => format!("rsa/{}", spec.name),
+                };
+                let key =
+                    PrivateKey::generate(scenario.settings.rsa_bits, &mut rng(seed, &purpose))?;
                 keys::store_rsa(&data_dir, &key)?;
-                generator_key = Some(key.public().clone());
+                generator_key.get_or_insert_with(|| key.public().clone());
                 mesh.generators.push(member);
             }
             NodeRole::Distributor => mesh.distributors.push(member),

@@ -39,10 +39,16 @@ pub struct SealedRound {
 #[derive(Clone, Debug, Serialize)]
 pub struct IssuedOtp {
     pub requester: String,
+    /// The distributor asked, or [`QUORUM`] in threshold mode.
     pub distributor: String,
     pub round: u64,
     pub otp: String,
+    /// Threshold mode: the OTP's counter.
+    pub counter: Option<u64>,
 }
+
+/// Who answered a threshold-mode request: a quorum of the distributors.
+pub const QUORUM: &str = "a quorum";
 
 #[derive(Default)]
 pub struct State {
@@ -50,6 +56,8 @@ pub struct State {
     pub sealed: BTreeMap<u64, SealedRound>,
     failed: BTreeMap<u64, String>,
     delivered: BTreeSet<u64>,
+    /// Threshold mode: which distributors stored each round.
+    stored: BTreeMap<u64, BTreeSet<String>>,
     listening: HashSet<String>,
     subscribed: HashSet<String>,
     rejections: Vec<(String, String)>,
@@ -95,6 +103,15 @@ fn clients(v: &Value) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every distributor of the scenario (threshold requests ask them all; the down ones fail).
+fn distributors(layout: &layout::Layout) -> Vec<&layout::Planned> {
+    layout
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Distributor)
+        .collect()
 }
 
 fn short(hex: &str) -> &str {
@@ -170,8 +187,23 @@ impl Runner<'_> {
             "round_failed" if from_generator => {
                 self.state.failed.insert(round, str_of(&v, "reason").into());
             }
-            "round_delivered_all" if from_generator => {
+            "round_delivered_all"
+                if from_generator && self.scenario.settings.threshold.is_none() =>
+            {
                 self.state.delivered.insert(round);
+            }
+            // Threshold mode: delivered once every live distributor holds its key share.
+            "round_stored" if self.scenario.settings.threshold.is_some() => {
+                let stored = self.state.stored.entry(round).or_default();
+                stored.insert(name);
+                let live = self
+                    .scenario
+                    .nodes_with(NodeRole::Distributor)
+                    .filter(|n| !self.state.down.contains(&n.name))
+                    .all(|n| stored.contains(&n.name));
+                if live {
+                    self.state.delivered.insert(round);
+                }
             }
             "gossip_rejected" | "phrase_rejected" | "request_refused" | "control_refused"
                 if self.state.rejections.len() < MAX_REJECTIONS =>
@@ -271,14 +303,21 @@ impl Runner<'_> {
                 expect,
             } => {
                 let seed = layout::derive_u64(self.seed, &format!("request/{index}"));
-                let result = self
-                    .backend
-                    .request(
-                        self.layout.node(requester),
-                        self.layout.node(distributor),
-                        seed,
-                    )
-                    .await?;
+                let distributor = distributor.clone().unwrap_or_else(|| QUORUM.into());
+                let result = if self.scenario.settings.threshold.is_some() {
+                    let all = distributors(self.layout);
+                    self.backend
+                        .threshold_request(self.layout.node(requester), &all, seed)
+                        .await?
+                } else {
+                    self.backend
+                        .request(
+                            self.layout.node(requester),
+                            self.layout.node(&distributor),
+                            seed,
+                        )
+                        .await?
+                };
                 let want = expect.outcome.unwrap_or(RequestOutcome::Otp);
                 let mut passed = result.outcome == want;
                 let outcome = match (&result.otp, result.round) {
@@ -288,13 +327,14 @@ impl Runner<'_> {
                             distributor: distributor.clone(),
                             round,
                             otp: otp.clone(),
+                            counter: result.counter,
                         });
                         passed &= expect.round.is_none_or(|r| r == round);
                         format!("OTP {otp} for round {round}")
                     }
-                    _ => format!("{:?}: {}", result.outcome, result.detail).to_lowercase(),
+                    _ => format!("{}: {}", result.outcome.as_str(), result.detail),
                 };
-                let mut expected = format!("{want:?}").to_lowercase();
+                let mut expected = want.as_str().to_string();
                 if let Some(r) = expect.round {
                     expected.push_str(&format!(" for round {r}"));
                 }
@@ -310,14 +350,16 @@ impl Runner<'_> {
                 otp,
                 expect,
             } => {
+                let distributor = distributor.clone().unwrap_or_else(|| QUORUM.into());
                 let last = self
                     .state
                     .otps
                     .iter()
                     .rev()
-                    .find(|o| o.requester == *requester && o.distributor == *distributor);
+                    .find(|o| o.requester == *requester && o.distributor == distributor)
+                    .cloned();
                 let digits = self.scenario.settings.digits.get() as usize;
-                let code = match (otp, last) {
+                let code = match (otp, &last) {
                     (CodeChoice::Last, Some(o)) => o.otp.clone(),
                     (CodeChoice::Last, None) => {
                         bail!("{requester} has no OTP from {distributor} to verify yet")
@@ -328,14 +370,37 @@ impl Runner<'_> {
                     }
                     (CodeChoice::Wrong, None) => "0".repeat(digits),
                 };
-                let result = self
-                    .backend
-                    .verify(
-                        self.layout.node(requester),
-                        self.layout.node(distributor),
-                        &code,
-                    )
-                    .await?;
+                let result = match (&last, self.scenario.settings.threshold.is_some()) {
+                    (
+                        Some(IssuedOtp {
+                            round,
+                            counter: Some(counter),
+                            ..
+                        }),
+                        true,
+                    ) => {
+                        let all = distributors(self.layout);
+                        self.backend
+                            .threshold_verify(
+                                self.layout.node(requester),
+                                &all,
+                                *round,
+                                *counter,
+                                &code,
+                            )
+                            .await?
+                    }
+                    (_, true) => bail!("{requester} has no threshold OTP to verify yet"),
+                    (_, false) => {
+                        self.backend
+                            .verify(
+                                self.layout.node(requester),
+                                self.layout.node(&distributor),
+                                &code,
+                            )
+                            .await?
+                    }
+                };
                 let want = expect.result.unwrap_or(VerifyResult::Accepted);
                 let outcome = match &result {
                     Ok(r) => format!("{} → {}", code, r.as_str()),

@@ -126,6 +126,22 @@ pub enum RequestOutcome {
     NoRound,
     Unreachable,
     Refused,
+    /// Threshold mode: too few distributors answered with a valid partial.
+    QuorumUnavailable,
+}
+
+impl RequestOutcome {
+    /// As a scenario file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Otp => "otp",
+            RequestOutcome::Unauthorised => "unauthorised",
+            RequestOutcome::NoRound => "no_round",
+            RequestOutcome::Unreachable => "unreachable",
+            RequestOutcome::Refused => "refused",
+            RequestOutcome::QuorumUnavailable => "quorum_unavailable",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -234,13 +250,17 @@ pub enum Step {
     },
     Request {
         requester: String,
-        distributor: String,
+        /// Single mode: the distributor asked. Threshold mode: left out (every distributor is asked).
+        #[serde(default)]
+        distributor: Option<String>,
         #[serde(default)]
         expect: RequestExpect,
     },
     Verify {
         requester: String,
-        distributor: String,
+        /// As for `request`.
+        #[serde(default)]
+        distributor: Option<String>,
         /// Which code: the requester's last OTP from that distributor (default), or a wrong one.
         #[serde(default)]
         otp: CodeChoice,
@@ -559,7 +579,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, SpecError> {
             };
             c.err(at, format!("step {} ({}): {}", i + 1, if kind.is_empty() { "no kind" } else { &kind }, e.message()), hint)
         })?;
-        check_step(&c, at, &step, &nodes, &names)?;
+        check_step(&c, at, &step, &nodes, &names, settings.threshold.is_some())?;
         steps.push(StepSpec {
             line: c.line(at),
             name,
@@ -589,7 +609,7 @@ fn check_nodes(
     settings: &Settings,
 ) -> Result<(), SpecError> {
     let count = |role| nodes.iter().filter(|n| n.role == role).count();
-    if count(NodeRole::Generator) != 1 {
+    if settings.threshold.is_none() && count(NodeRole::Generator) != 1 {
         let hint = Some("add a [[nodes]] table with role = \"generator\"".to_string());
         return Err(c.err(
             0,
@@ -668,10 +688,14 @@ fn check_nodes(
         settings: settings.clone(),
         ..Default::default()
     };
-    mesh.generators.push(otpmesh_protocol::mesh::Member {
+    let member = || otpmesh_protocol::mesh::Member {
         peer_id: libp2p::PeerId::random(),
         addrs: vec![],
-    });
+    };
+    mesh.generators = (0..count(NodeRole::Generator)).map(|_| member()).collect();
+    mesh.distributors = (0..count(NodeRole::Distributor))
+        .map(|_| member())
+        .collect();
     for n in nodes.iter().filter(|n| n.is_listed()) {
         if let (Some(id), NodeRole::Contributor | NodeRole::Hostile) = (n.client_id, n.role) {
             mesh.contributors.push(otpmesh_protocol::mesh::Contributor {
@@ -691,6 +715,7 @@ fn check_step(
     step: &Step,
     nodes: &[NodeSpec],
     names: &BTreeSet<&str>,
+    threshold: bool,
 ) -> Result<(), SpecError> {
     let need = |name: &str, roles: &[NodeRole], what: &str| -> Result<(), SpecError> {
         match nodes.iter().find(|n| n.name == name) {
@@ -739,7 +764,24 @@ fn check_step(
                 &[NodeRole::Requester, NodeRole::Hostile],
                 "requester",
             )?;
-            need(distributor, &[NodeRole::Distributor], "distributor")?;
+            match (threshold, distributor) {
+                (false, Some(d)) => need(d, &[NodeRole::Distributor], "distributor")?,
+                (false, None) => {
+                    return Err(c.err(
+                        at,
+                        "this step needs the distributor to ask",
+                        Some("add distributor = \"NAME\"".into()),
+                    ))
+                }
+                (true, Some(_)) => {
+                    return Err(c.err(
+                        at,
+                        "in threshold mode every distributor is asked: leave `distributor` out",
+                        None,
+                    ))
+                }
+                (true, None) => {}
+            }
         }
         Step::Kill { node } | Step::Heal { node } => need(node, &[], "node")?,
         Step::Restart { node, timeout_ms } => {

@@ -366,6 +366,7 @@ mod tests {
             prev_commitment: Digest32::ZERO,
             commitment: secret.commitment(RoundId(n)),
             sealed_at_ms: 0,
+            threshold: None,
         };
         (t, secret)
     }

@@ -91,10 +91,18 @@ pub struct Restored {
     pub kdc_users: Vec<crate::kdc::centre::User>,
 }
 
+/// How an answer is salted, and what must be stored before it is sent.
+pub(crate) struct Salting {
+    pub(crate) key: otp::SaltKey,
+    pub(crate) distributor_key: [u8; 32],
+    pub(crate) epoch: Option<u64>,
+    pub(crate) actions: Vec<Action>,
+}
+
 #[derive(Debug)]
 pub struct Distributor {
-    me: PeerId,
-    mesh: Arc<MeshConfig>,
+    pub(super) me: PeerId,
+    pub(super) mesh: Arc<MeshConfig>,
     rounds: BTreeMap<RoundId, Held>,
     counters: HashMap<(RoundId, PeerId), u64>,
     known: HashMap<PeerId, Vec<Known>>,
@@ -103,6 +111,8 @@ pub struct Distributor {
     tokens: HashMap<PeerId, totp::Token>,
     kdc: crate::kdc::centre::Centre,
     last_compact: Millis,
+    /// Threshold mode: this distributor's key shares and spent OTP inputs.
+    pub(super) shares: Option<super::threshold::distributor::Shares>,
 }
 
 impl Distributor {
@@ -118,9 +128,23 @@ impl Distributor {
             tokens: HashMap::new(),
             kdc: crate::kdc::centre::Centre::new(Vec::new()),
             last_compact: 0,
+            shares: None,
         };
+        if let (Some(params), Some(index)) = (d.mesh.threshold(), d.mesh.distributor_index(&me)) {
+            let shares = super::threshold::distributor::Shares::restore(
+                me,
+                index,
+                params,
+                &restored.rounds,
+                &restored.otps,
+            );
+            d.shares = Some(shares);
+        }
         d.kdc = crate::kdc::centre::Centre::new(restored.kdc_users);
         for (transcript, secret) in restored.rounds {
+            if transcript.threshold.is_some() {
+                continue;
+            }
             d.rounds
                 .insert(transcript.round, Held { transcript, secret });
         }
@@ -160,7 +184,10 @@ impl Distributor {
     }
 
     pub fn latest_round(&self) -> Option<RoundId> {
-        self.rounds.keys().next_back().copied()
+        match &self.shares {
+            Some(shares) => shares.latest_round(),
+            None => self.rounds.keys().next_back().copied(),
+        }
     }
 
     fn prune_rounds(&mut self) {
@@ -350,36 +377,15 @@ impl Distributor {
                 Refusal::Unavailable("too many requesters with live OTPs; try later".into());
             return refuse(peer, id, request, refusal);
         }
-        let mut actions = Vec::new();
-        let (salt_key, distributor_key, epoch) = if ask.enrolled {
-            let Some(enrolment) = self.enrolments.get(&peer) else {
-                let refusal = Refusal::Invalid(
-                    "not enrolled with this distributor: run otpmesh enrol".into(),
-                );
-                return refuse(peer, id, request, refusal);
-            };
-            let epoch = (now / self.mesh.settings.epoch_ms).max(enrolment.epoch());
-            let key = match enrolment.at(epoch) {
-                Ok(k) => k,
-                Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
-            };
-            if key.epoch() != enrolment.epoch() {
-                // Move on and forget the older epoch's key, durably, before anything is salted with it.
-                let record = Record::Enrolment {
-                    peer,
-                    epoch,
-                    key: Secret::from_bytes(*key.bytes()),
-                };
-                actions.push(Action::Persist(record));
-                self.enrolments.insert(peer, key.clone());
-            }
-            (key.salt_key(), [0u8; 32], Some(epoch))
-        } else {
-            let ephemeral = Ephemeral::new(rng);
-            match ephemeral.salt_key(&ask.requester_key, &peer, &self.me) {
-                Ok(k) => (k, ephemeral.public(), None),
-                Err(e) => return refuse(peer, id, request, Refusal::Invalid(e.to_string())),
-            }
+        let salting = self.salting(now, peer, ask.enrolled, &ask.requester_key, rng);
+        let Salting {
+            key: salt_key,
+            distributor_key,
+            epoch,
+            mut actions,
+        } = match salting {
+            Ok(s) => s,
+            Err(refusal) => return refuse(peer, id, request, refusal),
         };
         let digits = self.mesh.settings.digits;
         let secret = &self.rounds[&round].secret;
@@ -439,7 +445,57 @@ impl Distributor {
         actions
     }
 
-    fn enrol(
+    /// The key an answer to `peer` is salted under: its enrolment's current epoch key (moving the
+    /// epoch on durably first), or a fresh exchange with `requester_key`.
+    pub(crate) fn salting(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        enrolled: bool,
+        requester_key: &[u8; 32],
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Salting, Refusal> {
+        let mut actions = Vec::new();
+        if !enrolled {
+            let ephemeral = Ephemeral::new(rng);
+            let key = ephemeral
+                .salt_key(requester_key, &peer, &self.me)
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            return Ok(Salting {
+                key,
+                distributor_key: ephemeral.public(),
+                epoch: None,
+                actions,
+            });
+        }
+        let Some(enrolment) = self.enrolments.get(&peer) else {
+            return Err(Refusal::Invalid(
+                "not enrolled with this distributor: run otpmesh enrol".into(),
+            ));
+        };
+        let epoch = (now / self.mesh.settings.epoch_ms).max(enrolment.epoch());
+        let key = enrolment
+            .at(epoch)
+            .map_err(|e| Refusal::Invalid(e.to_string()))?;
+        if key.epoch() != enrolment.epoch() {
+            // Move on and forget the older epoch's key, durably, before anything is salted with it.
+            let record = Record::Enrolment {
+                peer,
+                epoch,
+                key: Secret::from_bytes(*key.bytes()),
+            };
+            actions.push(Action::Persist(record));
+            self.enrolments.insert(peer, key.clone());
+        }
+        Ok(Salting {
+            key: key.salt_key(),
+            distributor_key: [0u8; 32],
+            epoch: Some(epoch),
+            actions,
+        })
+    }
+
+    pub(super) fn enrol(
         &mut self,
         now: Millis,
         peer: PeerId,
@@ -949,6 +1005,9 @@ impl Role for Distributor {
         }
         self.last_compact = now;
         let before = self.compact_memory(now);
+        if let Some(shares) = &mut self.shares {
+            shares.compact(before);
+        }
         let failures_before_ms = now.saturating_sub(self.mesh.settings.failure_window_ms);
         vec![Action::Persist(Record::Compact {
             expired_before_ms: before,
@@ -981,6 +1040,8 @@ impl Role for Distributor {
         let from_requester = matches!(
             request,
             Request::Otp(_)
+                | Request::Partial(_)
+                | Request::VerifyPartial(_)
                 | Request::Verify(_)
                 | Request::Enrol(_)
                 | Request::TotpEnrol(_)
@@ -995,6 +1056,9 @@ impl Role for Distributor {
                 Refusal::Unauthorised(format!("{peer} is not a listed requester")),
             );
         }
+        if self.shares.is_some() {
+            return self.threshold_request(now, peer, id, request, rng);
+        }
         match &request {
             Request::Deliver(d) => self.deliver(peer, id, &request, d),
             Request::Otp(ask) => self.issue(now, peer, id, &request, ask, rng),
@@ -1005,7 +1069,10 @@ impl Role for Distributor {
             }
             Request::TotpVerify(v) => self.totp_verify(now, peer, id, &request, &v.code),
             Request::Kdc(k) => self.kdc(now, peer, id, &request, k, rng),
-            Request::PublicKey => refuse(
+            Request::PublicKey
+            | Request::Handover(_)
+            | Request::Partial(_)
+            | Request::VerifyPartial(_) => refuse(
                 peer,
                 id,
                 &request,

@@ -192,6 +192,7 @@ impl Generator {
             round: p.round,
             client: p.client,
             ciphertext: p.ciphertext.clone(),
+            share: None,
         };
         (Verdict::Accept, vec![Action::Decrypt(job)])
     }
@@ -226,6 +227,7 @@ impl Generator {
             prev_commitment: self.head,
             commitment: secret.commitment(round),
             sealed_at_ms: now,
+            threshold: None,
         };
         self.head = transcript.commitment;
         self.next_open_at = now + self.mesh.settings.round_interval_ms;

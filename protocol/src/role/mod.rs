@@ -11,6 +11,7 @@ pub mod contributor;
 pub mod distributor;
 pub mod generator;
 pub mod requester;
+pub mod threshold;
 
 pub use contributor::Contributor;
 pub use distributor::Distributor;
@@ -54,6 +55,8 @@ pub struct DecryptJob {
     pub round: RoundId,
     pub client: ClientId,
     pub ciphertext: Vec<u8>,
+    /// Threshold mode: a key share dealt to this shareholder, not a phrase.
+    pub share: Option<crate::threshold::Index>,
 }
 
 /// What a role asks the node to store. The node commits before it carries out the next action.
@@ -258,6 +261,58 @@ pub enum Event {
         otp: String,
         expires_at_ms: Millis,
     },
+    /// Threshold mode: generator `index` complains about these dealings' shares to it.
+    Complained {
+        round: RoundId,
+        index: u32,
+        against: Vec<ClientId>,
+    },
+    /// Threshold mode: a contributor published its share for generator `index` (a complaint).
+    ComplaintAnswered {
+        round: RoundId,
+        client: ClientId,
+        index: u32,
+    },
+    /// Threshold mode: the coordinator left a dealing out of the round.
+    DealingExcluded {
+        round: RoundId,
+        client: ClientId,
+        reason: String,
+    },
+    /// Threshold mode: this generator holds its key share of the round.
+    ShareHeld {
+        round: RoundId,
+        index: u32,
+    },
+    /// Threshold mode: this generator cannot take part in the round.
+    ShareUnavailable {
+        round: RoundId,
+        reason: String,
+    },
+    /// Threshold mode: a distributor released its partial for an OTP.
+    PartialIssued {
+        round: RoundId,
+        requester: PeerId,
+        counter: u64,
+        verification: bool,
+    },
+    /// Threshold mode: the requester's own OTP, combined from `from` (shareholder indices); `bad`
+    /// names distributors whose partial failed its proof.
+    ThresholdOtpReceived {
+        round: RoundId,
+        counter: u64,
+        otp: String,
+        expires_at_ms: Millis,
+        from: Vec<u32>,
+        bad: Vec<PeerId>,
+    },
+    /// Threshold mode: what a quorum verification came to.
+    ThresholdVerified {
+        round: RoundId,
+        counter: u64,
+        result: crate::wire::VerifyResult,
+        bad: Vec<PeerId>,
+    },
     RequestRefused {
         peer: PeerId,
         request: String,
@@ -350,6 +405,16 @@ pub trait Role {
         Vec::new()
     }
 
+    /// Threshold mode: a key share opened (`None`: it did not open).
+    fn share_decrypted(
+        &mut self,
+        _now: Millis,
+        _job: DecryptJob,
+        _share: Option<zeroize::Zeroizing<[u8; 32]>>,
+    ) -> Vec<Action> {
+        Vec::new()
+    }
+
     fn user_input(
         &mut self,
         _now: Millis,
@@ -409,6 +474,23 @@ pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Ver
         Gossip::Sealed(t) => match t.check(None) {
             Ok(()) => Verdict::Accept,
             Err(e) => Verdict::Reject(format!("malformed transcript: {e}")),
+        },
+        Gossip::Proposal(_) if mesh.coordinator() != Some(*source) => Verdict::Reject(format!(
+            "proposal from {source}, which is not the coordinator (the first listed generator)"
+        )),
+        Gossip::Complaints(c) if mesh.generator_at(c.index) != Some(*source) => Verdict::Reject(
+            format!("complaints as generator {} from {source}", c.index.0),
+        ),
+        Gossip::Deal(d) => match mesh.may_contribute(source, d.client) {
+            Ok(()) if d.shares.iter().any(|c| ![256, 384, 512].contains(&c.len())) => {
+                Verdict::Reject("a share ciphertext fits no allowed RSA key size".into())
+            }
+            Ok(()) => Verdict::Accept,
+            Err(denied) => Verdict::Reject(format!("dealing from {source}: {denied}")),
+        },
+        Gossip::Justification(j) => match mesh.may_contribute(source, j.client) {
+            Ok(()) => Verdict::Accept,
+            Err(denied) => Verdict::Reject(format!("justification from {source}: {denied}")),
         },
         Gossip::Phrase(p) => match mesh.may_contribute(source, p.client) {
             Ok(()) if ![256, 384, 512].contains(&p.ciphertext.len()) => Verdict::Reject(format!(

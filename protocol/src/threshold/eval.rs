@@ -52,6 +52,11 @@ impl KeyShare {
         KeyShare { index, k }
     }
 
+    /// K_j = G·k_j.
+    pub fn public(&self) -> RistrettoPoint {
+        curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT * self.k
+    }
+
     pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.k.to_bytes())
     }

@@ -19,5 +19,6 @@ pub fn round_one(generator: PeerId, key_fingerprint: Digest32, secret: &Secret) 
         prev_commitment: Default::default(),
         commitment: secret.commitment(RoundId(1)),
         sealed_at_ms: 0,
+        threshold: None,
     }
 }

@@ -1,0 +1,409 @@
+//! A distributor in threshold mode: holds its key share k_j of each round and answers with partial
+//! evaluations, never with an OTP (it cannot compute one).
+//!
+//! ```text
+//! Handover(transcript, k_j) from generator j ─► G·k_j == K_j? ─► Persist(Round) ─► Delivered
+//! Partial(x) from a listed requester ─► counter current, not answered before
+//!     ─► Persist(Issued x) ─► y_j masked under the requester's salt key + DLEQ proof ─► Partial
+//! VerifyPartial(x) from its requester ─► used? ─► Verified(used) · expired? ─► Verified(expired)
+//!     ─► Persist(Used x) ─► y_j + proof, in clear (the OTP it reveals is already spent)
+//! Enrol ─► as in single mode (the enrolment key salts partials)
+//! ```
+//! Single use without replication: a verification needs t partials, each distributor marks x used
+//! before it releases one, and with t > n/2 any two sets of t distributors share one.
+
+use crate::mesh::MeshConfig;
+use crate::role::distributor::{Distributor, MAX_HELD_ROUNDS};
+use crate::role::{refuse, Action, Event, InboundId, Millis, OtpRef, Record};
+use crate::round::{RoundId, Secret, Transcript};
+use crate::threshold::counter;
+use crate::threshold::eval::KeyShare;
+use crate::threshold::{Index, Params};
+use crate::wire::{
+    Handover, PartialGrant, PartialRequest, Refusal, Request, Response, VerifyPartialGrant,
+    VerifyPartialRequest, VerifyResult,
+};
+use libp2p_identity::PeerId;
+use rand_core::CryptoRngCore;
+use std::collections::{BTreeMap, HashMap};
+
+/// OTP inputs remembered (answered or used, until they expire).
+pub const MAX_SPENT: usize = 1 << 20;
+
+struct Held {
+    transcript: Transcript,
+    share: KeyShare,
+}
+
+#[derive(Clone, Copy)]
+struct Spent {
+    expires_at: Millis,
+    used: bool,
+}
+
+/// A threshold distributor's state: its key shares, and the inputs it has answered.
+pub struct Shares {
+    index: Index,
+    params: Params,
+    rounds: BTreeMap<RoundId, Held>,
+    spent: HashMap<(PeerId, RoundId, u64), Spent>,
+}
+
+impl std::fmt::Debug for Shares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Shares(index {}, {} rounds, {} spent)",
+            self.index.0,
+            self.rounds.len(),
+            self.spent.len()
+        )
+    }
+}
+
+impl Shares {
+    /// From the store: rounds whose share does not match their public key are dropped.
+    pub fn restore(
+        me: PeerId,
+        index: Index,
+        params: Params,
+        rounds: &[(Transcript, Secret)],
+        otps: &[(OtpRef, Millis, bool)],
+    ) -> Shares {
+        let mut shares = Shares {
+            index,
+            params,
+            rounds: BTreeMap::new(),
+            spent: HashMap::new(),
+        };
+        for (transcript, secret) in rounds {
+            if let Ok(held) = shares.check(transcript, secret) {
+                shares.rounds.insert(transcript.round, held);
+            }
+        }
+        shares.prune();
+        for (otp, expires_at, used) in otps.iter().filter(|(o, _, _)| o.issuer == me) {
+            shares.spent.insert(
+                (otp.requester, otp.round, otp.counter),
+                Spent {
+                    expires_at: *expires_at,
+                    used: *used,
+                },
+            );
+        }
+        shares
+    }
+
+    pub fn latest_round(&self) -> Option<RoundId> {
+        self.rounds.keys().next_back().copied()
+    }
+
+    /// Forgets inputs that expired before `before`.
+    pub fn compact(&mut self, before: Millis) {
+        self.spent.retain(|_, s| s.expires_at >= before);
+    }
+
+    fn prune(&mut self) {
+        while self.rounds.len() > MAX_HELD_ROUNDS {
+            self.rounds.pop_first();
+        }
+    }
+
+    /// The share, checked against the transcript's public key at this distributor's index.
+    fn check(&self, transcript: &Transcript, share: &Secret) -> Result<Held, String> {
+        let Some(public) = &transcript.threshold else {
+            return Err("not a threshold round".into());
+        };
+        if public.params != self.params {
+            return Err(format!(
+                "the round is {}/{}; this mesh is {}/{}",
+                public.params.t, public.params.n, self.params.t, self.params.n
+            ));
+        }
+        transcript.check(None).map_err(|e| e.to_string())?;
+        let key = public
+            .key()
+            .ok_or_else(|| "the round's public key is not valid".to_string())?;
+        let share = KeyShare::from_bytes(self.index, *share.as_bytes())
+            .ok_or_else(|| "the key share is not a scalar".to_string())?;
+        if share.public() != key.share_key(self.index) {
+            return Err(format!(
+                "the key share does not match the round's public key K_{}",
+                self.index.0
+            ));
+        }
+        Ok(Held {
+            transcript: transcript.clone(),
+            share,
+        })
+    }
+}
+
+impl Distributor {
+    pub(crate) fn threshold_request(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: Request,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let result = match &request {
+            Request::Handover(h) => self.handover(peer, id, h),
+            Request::Partial(p) => self.partial(now, peer, id, p, rng),
+            Request::VerifyPartial(v) => self.verify_partial(now, peer, id, v, rng),
+            Request::Enrol(e) => return self.enrol(now, peer, id, &request, &e.requester_key, rng),
+            other => Err(Refusal::WrongRole(format!(
+                "{} (this mesh runs in threshold mode)",
+                other.kind()
+            ))),
+        };
+        result.unwrap_or_else(|refusal| refuse(peer, id, &request, refusal))
+    }
+
+    fn shares(&mut self) -> &mut Shares {
+        self.shares
+            .as_mut()
+            .expect("threshold requests are routed here only in threshold mode")
+    }
+
+    fn handover(
+        &mut self,
+        peer: PeerId,
+        id: InboundId,
+        h: &Handover,
+    ) -> Result<Vec<Action>, Refusal> {
+        let index = self.shares().index;
+        let mesh: &MeshConfig = &self.mesh;
+        if mesh.generator_index(&peer) != Some(index) || h.index != index {
+            return Err(Refusal::Unauthorised(format!(
+                "only generator {} hands its key share to this distributor",
+                index.0
+            )));
+        }
+        let t = &h.transcript;
+        if Some(t.generator) != mesh.coordinator() {
+            return Err(Refusal::Invalid(
+                "the transcript was not sealed by the coordinator".into(),
+            ));
+        }
+        let held = self.shares().check(t, &h.share).map_err(Refusal::Invalid)?;
+        let ack = Action::Reply {
+            to: id,
+            response: Response::Delivered(t.round),
+        };
+        let record = Action::Persist(Record::Round {
+            transcript: t.clone(),
+            secret: h.share.clone(),
+        });
+        let shares = self.shares();
+        match shares.rounds.get(&t.round) {
+            // Perhaps not on disk yet: write again (idempotent) before acknowledging.
+            Some(old) if old.transcript.commitment == t.commitment => return Ok(vec![record, ack]),
+            Some(_) => {
+                return Err(Refusal::Invalid(format!(
+                    "round {} is already held with another commitment",
+                    t.round
+                )))
+            }
+            None => {}
+        }
+        shares.rounds.insert(t.round, held);
+        shares.prune();
+        Ok(vec![
+            record,
+            ack,
+            Action::Emit(Event::RoundStored {
+                round: t.round,
+                commitment: t.commitment,
+            }),
+        ])
+    }
+
+    fn partial(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        ask: &PartialRequest,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<Action>, Refusal> {
+        let expiry = self.mesh.settings.otp_expiry_ms;
+        let digits = self.mesh.settings.digits;
+        let shares = self.shares();
+        let round = match ask.round {
+            Some(r) if shares.rounds.contains_key(&r) => r,
+            Some(r) => return Err(Refusal::UnknownRound(r)),
+            None => shares.latest_round().ok_or(Refusal::NoRound)?,
+        };
+        if !counter::is_current(ask.counter, now) {
+            return Err(Refusal::Invalid(format!(
+                "the counter's time is more than {} s from this distributor's clock",
+                counter::MAX_SKEW_MS / 1000
+            )));
+        }
+        let expires_at_ms = check_counter(ask.counter, now, expiry)?;
+        let slot = (peer, round, ask.counter);
+        if shares.spent.contains_key(&slot) {
+            return Err(Refusal::Invalid(
+                "this counter was already answered for this requester and round; take a fresh one"
+                    .into(),
+            ));
+        }
+        if shares.spent.len() >= MAX_SPENT {
+            shares.compact(now.saturating_sub(expiry));
+            if shares.spent.len() >= MAX_SPENT {
+                return Err(Refusal::Unavailable("too many live OTPs; try later".into()));
+            }
+        }
+        let salting = self.salting(now, peer, ask.enrolled, &ask.requester_key, rng)?;
+        let me = self.me;
+        let shares = self.shares();
+        let held = &shares.rounds[&round];
+        let input = super::otp_input(&peer, round, ask.counter);
+        let partial = held.share.evaluate(&input, rng);
+        let mut salt = [0u8; crate::otp::SALT_BYTES];
+        rng.fill_bytes(&mut salt);
+        let masked = salting.key.mask_bytes(&salt, &partial.y);
+        let mut masked_y = [0u8; 32];
+        masked_y.copy_from_slice(&masked);
+        let grant = PartialGrant {
+            round,
+            counter: ask.counter,
+            digits,
+            index: partial.index,
+            masked_y,
+            proof: partial.proof,
+            salt,
+            distributor_key: salting.distributor_key,
+            epoch: salting.epoch,
+            expires_at_ms,
+            key: held
+                .transcript
+                .threshold
+                .clone()
+                .expect("held rounds are threshold rounds"),
+        };
+        shares.spent.insert(
+            slot,
+            Spent {
+                expires_at: expires_at_ms,
+                used: false,
+            },
+        );
+        let mut actions = salting.actions;
+        actions.extend([
+            Action::Persist(Record::Issued {
+                otp: OtpRef {
+                    issuer: me,
+                    requester: peer,
+                    round,
+                    counter: ask.counter,
+                },
+                expires_at_ms,
+            }),
+            Action::Emit(Event::PartialIssued {
+                round,
+                requester: peer,
+                counter: ask.counter,
+                verification: false,
+            }),
+            Action::Reply {
+                to: id,
+                response: Response::Partial(Box::new(grant)),
+            },
+        ]);
+        Ok(actions)
+    }
+
+    fn verify_partial(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        ask: &VerifyPartialRequest,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<Action>, Refusal> {
+        let expiry = self.mesh.settings.otp_expiry_ms;
+        let digits = self.mesh.settings.digits;
+        let me = self.me;
+        let shares = self.shares();
+        if !shares.rounds.contains_key(&ask.round) {
+            return Err(Refusal::UnknownRound(ask.round));
+        }
+        let slot = (peer, ask.round, ask.counter);
+        let verdict = |result| {
+            Ok(vec![Action::Reply {
+                to: id,
+                response: Response::Verified(result),
+            }])
+        };
+        if shares.spent.get(&slot).is_some_and(|s| s.used) {
+            return verdict(VerifyResult::Used);
+        }
+        let expires_at_ms = match check_counter(ask.counter, now, expiry) {
+            Ok(at) => at,
+            Err(_) if counter::issued_at_ms(ask.counter) < now => {
+                return verdict(VerifyResult::Expired)
+            }
+            Err(refusal) => return Err(refusal),
+        };
+        // Marked used, durably, before the partial leaves: whatever it reveals is spent.
+        shares.spent.insert(
+            slot,
+            Spent {
+                expires_at: expires_at_ms,
+                used: true,
+            },
+        );
+        let held = &shares.rounds[&ask.round];
+        let input = super::otp_input(&peer, ask.round, ask.counter);
+        let grant = VerifyPartialGrant {
+            partial: held.share.evaluate(&input, rng),
+            digits,
+            key: held
+                .transcript
+                .threshold
+                .clone()
+                .expect("held rounds are threshold rounds"),
+        };
+        Ok(vec![
+            Action::Persist(Record::Used {
+                otp: OtpRef {
+                    issuer: me,
+                    requester: peer,
+                    round: ask.round,
+                    counter: ask.counter,
+                },
+                expires_at_ms,
+            }),
+            Action::Emit(Event::PartialIssued {
+                round: ask.round,
+                requester: peer,
+                counter: ask.counter,
+                verification: true,
+            }),
+            Action::Reply {
+                to: id,
+                response: Response::VerifyPartial(Box::new(grant)),
+            },
+        ])
+    }
+}
+
+/// The expiry of the OTP with `counter`, if the counter is current and the OTP live.
+fn check_counter(c: u64, now: Millis, expiry: Millis) -> Result<Millis, Refusal> {
+    let expires_at = counter::issued_at_ms(c).saturating_add(expiry);
+    if expires_at <= now {
+        return Err(Refusal::Invalid(
+            "the OTP with this counter has expired".into(),
+        ));
+    }
+    if !counter::is_current(c, now) && counter::issued_at_ms(c) > now {
+        return Err(Refusal::Invalid(format!(
+            "the counter's time is more than {} s ahead of this distributor's clock",
+            counter::MAX_SKEW_MS / 1000
+        )));
+    }
+    Ok(expires_at)
+}

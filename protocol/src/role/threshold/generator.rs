@@ -1,0 +1,858 @@
+//! A generator in threshold mode: takes its share of every dealing, complains about bad ones, and
+//! once the round is sealed holds k_j and hands it to its distributor. Generator 1 also coordinates:
+//! it opens rounds, proposes the dealings and seals the transcript.
+//!
+//! ```text
+//! tick (coordinator) ─► Persist(Opened) · Publish(Open)
+//! Deal ─► checks ─► Decrypt(own share) ─► share_decrypted
+//! coordinator: quorum of dealings, or the deadline with the minimum ─► Publish(Proposal)
+//! Proposal + own shares decided (or half the complaint window gone) ─► Publish(Complaints)
+//! Justification for own index ─► share checked against the commitments ─► replaces the bad one
+//! coordinator: complaints from all n, every one answered (or the window closed)
+//!     ─► Q ─► Publish(Sealed) (or Failed if Q is below the minimum)
+//! Sealed ─► every dealing of Q has a good share here? ─► k_j, G·k_j == K_j
+//!     ─► Persist(Round{transcript, k_j}) ─► Send(Handover) to distributor j until acknowledged
+//! ```
+
+use crate::digest::Digest32;
+use crate::mesh::MeshConfig;
+use crate::phrase::ClientId;
+use crate::role::{
+    refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
+    Tag, Tags, Verdict,
+};
+use crate::round::{Inclusion, RoundId, Secret, ThresholdKey, Transcript};
+use crate::seal::PublicKey;
+use crate::threshold::dkg::{self, Received};
+use crate::threshold::poly::Commitments;
+use crate::threshold::{Index, Params};
+use crate::wire::{
+    Complaints, Deal, Gossip, Handover, Justification, Proposal, Refusal, Request, Response,
+    RoundFailure, RoundOpen,
+};
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+use curve25519_dalek::scalar::Scalar;
+use libp2p_identity::PeerId;
+use rand_core::CryptoRngCore;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// How often an open round is announced again.
+pub const REANNOUNCE_MS: Millis = 2_000;
+/// Wait before retrying a handover that failed.
+pub const HANDOVER_RETRY_MS: Millis = 1_000;
+/// Handovers still being retried; older ones are abandoned.
+pub const MAX_PENDING_HANDOVERS: usize = 8;
+
+enum Share {
+    Opening,
+    Opened(Zeroizing<Scalar>),
+    Failed,
+}
+
+struct Dealt {
+    commitments: Commitments,
+    digest: Digest32,
+    share: Share,
+}
+
+struct Round {
+    open: RoundOpen,
+    announced_at: Millis,
+    dealings: BTreeMap<ClientId, Dealt>,
+    /// The coordinator's proposal and when it came.
+    proposal: Option<(Vec<Inclusion>, Millis)>,
+    /// This generator's complaints, once published.
+    complained: Option<BTreeSet<ClientId>>,
+    /// Everyone's complaints (the coordinator decides on them).
+    complaints: BTreeMap<Index, BTreeSet<ClientId>>,
+    /// Complaints answered with a share that matches the commitments.
+    answered: BTreeSet<(ClientId, Index)>,
+    /// Commitments learnt from justifications, for dealings this generator never received.
+    justified_commitments: BTreeMap<ClientId, Commitments>,
+}
+
+impl Round {
+    fn new(open: RoundOpen, now: Millis) -> Round {
+        Round {
+            open,
+            announced_at: now,
+            dealings: BTreeMap::new(),
+            proposal: None,
+            complained: None,
+            complaints: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            justified_commitments: BTreeMap::new(),
+        }
+    }
+
+    fn id(&self) -> RoundId {
+        self.open.round
+    }
+
+    fn commitments_of(&self, client: ClientId) -> Option<&Commitments> {
+        self.dealings
+            .get(&client)
+            .map(|d| &d.commitments)
+            .or_else(|| self.justified_commitments.get(&client))
+    }
+}
+
+struct Handing {
+    handover: Handover,
+    in_flight: Option<Tag>,
+    retry_at: Millis,
+}
+
+pub struct Generator {
+    me: PeerId,
+    index: Index,
+    params: Params,
+    mesh: Arc<MeshConfig>,
+    key: PublicKey,
+    coordinator: bool,
+    next_round: RoundId,
+    head: Digest32,
+    round: Option<Round>,
+    next_open_at: Millis,
+    handovers: BTreeMap<RoundId, Handing>,
+    tags: Tags,
+    manual: bool,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "threshold::Generator({}, {:?})",
+            self.index.0, self.params
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("this node ({0}) is not a listed generator of the threshold mesh")]
+pub struct NotShareholder(PeerId);
+
+impl Generator {
+    /// `last_opened` and `last_sealed` (the transcript and this generator's key share) come from
+    /// the store after a restart; the share is handed over again.
+    pub fn new(
+        me: PeerId,
+        mesh: Arc<MeshConfig>,
+        key: PublicKey,
+        last_opened: Option<RoundId>,
+        last_sealed: Option<(Transcript, Secret)>,
+    ) -> Result<Generator, NotShareholder> {
+        let (Some(params), Some(index)) = (mesh.threshold(), mesh.generator_index(&me)) else {
+            return Err(NotShareholder(me));
+        };
+        let after = |r: Option<RoundId>| r.map_or(1, |r| r.0 + 1);
+        let sealed_round = last_sealed.as_ref().map(|(t, _)| t.round);
+        let mut generator = Generator {
+            me,
+            index,
+            params,
+            coordinator: mesh.coordinator() == Some(me),
+            mesh,
+            key,
+            next_round: RoundId(after(last_opened).max(after(sealed_round))),
+            head: last_sealed
+                .as_ref()
+                .map_or(Digest32::ZERO, |(t, _)| t.commitment),
+            round: None,
+            next_open_at: 0,
+            handovers: BTreeMap::new(),
+            tags: Tags::default(),
+            manual: false,
+        };
+        if let Some((transcript, share)) = last_sealed {
+            generator.queue_handover(transcript, share, 0);
+        }
+        Ok(generator)
+    }
+
+    /// Opens rounds only on [`Control::OpenRound`] (scenario replays).
+    pub fn manual(mut self) -> Generator {
+        self.manual = true;
+        self
+    }
+
+    pub fn current_round(&self) -> Option<RoundId> {
+        self.round.as_ref().map(Round::id)
+    }
+
+    fn open_round(&mut self, now: Millis) -> Vec<Action> {
+        let round = self.next_round;
+        self.next_round = RoundId(round.0 + 1);
+        let announce = RoundOpen {
+            round,
+            key_fingerprint: self.key.fingerprint(),
+            quorum: self.mesh.quorum(),
+            minimum: self.mesh.minimum(),
+            deadline_ms: now + self.mesh.settings.deadline_ms,
+            prev_commitment: self.head,
+        };
+        let event = Event::RoundOpened {
+            round,
+            quorum: announce.quorum,
+            deadline_ms: announce.deadline_ms,
+        };
+        self.round = Some(Round::new(announce.clone(), now));
+        vec![
+            Action::Persist(Record::Opened(round)),
+            Action::Publish(Gossip::Open(announce)),
+            Action::Emit(event),
+        ]
+    }
+
+    fn on_open(&mut self, now: Millis, source: PeerId, open: &RoundOpen) -> Vec<Action> {
+        if self.coordinator || self.mesh.coordinator() != Some(source) {
+            return Vec::new();
+        }
+        if self.round.as_ref().is_some_and(|r| r.id() >= open.round) {
+            return Vec::new();
+        }
+        self.round = Some(Round::new(open.clone(), now));
+        vec![Action::Emit(Event::RoundOpened {
+            round: open.round,
+            quorum: open.quorum,
+            deadline_ms: open.deadline_ms,
+        })]
+    }
+
+    fn on_deal(&mut self, now: Millis, source: PeerId, deal: &Deal) -> (Verdict, Vec<Action>) {
+        let refused = |kind, verdict: Verdict| {
+            let reason = match &verdict {
+                Verdict::Ignore(r) | Verdict::Reject(r) => r.clone(),
+                Verdict::Accept => String::new(),
+            };
+            let event = Event::PhraseRejected {
+                round: deal.round,
+                client: deal.client,
+                peer: source,
+                kind,
+                reason,
+            };
+            (verdict, vec![Action::Emit(event)])
+        };
+        let Some(round) = self
+            .round
+            .as_mut()
+            .filter(|r| r.id() == deal.round && r.proposal.is_none())
+        else {
+            let reason = format!("dealing for round {}, which is not open", deal.round);
+            return refused(PhraseRefusal::NotOpen, Verdict::Ignore(reason));
+        };
+        let commitments = match Commitments::from_wire(&deal.commitments)
+            .and_then(|c| c.check_degree(self.params).map(|()| c))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("dealing's commitments: {e}");
+                return refused(PhraseRefusal::WrongLength, Verdict::Reject(reason));
+            }
+        };
+        if deal.shares.len() != self.params.n as usize {
+            let reason = format!(
+                "dealing has {} shares; the mesh has {} generators",
+                deal.shares.len(),
+                self.params.n
+            );
+            return refused(PhraseRefusal::WrongLength, Verdict::Reject(reason));
+        }
+        let mine = &deal.shares[self.index.0 as usize - 1];
+        if mine.len() != self.key.ciphertext_len() {
+            let reason = format!(
+                "share for generator {} is {} bytes; its key takes {}",
+                self.index.0,
+                mine.len(),
+                self.key.ciphertext_len()
+            );
+            return refused(PhraseRefusal::WrongLength, Verdict::Reject(reason));
+        }
+        if round.dealings.contains_key(&deal.client) {
+            let reason = format!(
+                "second dealing for client {} in round {}",
+                deal.client, deal.round
+            );
+            return refused(PhraseRefusal::Duplicate, Verdict::Ignore(reason));
+        }
+        let digest = Digest32(commitments.digest());
+        round.dealings.insert(
+            deal.client,
+            Dealt {
+                commitments,
+                digest,
+                share: Share::Opening,
+            },
+        );
+        let job = DecryptJob {
+            round: deal.round,
+            client: deal.client,
+            ciphertext: mine.to_vec(),
+            share: Some(self.index),
+        };
+        let mut actions = vec![
+            Action::Decrypt(job),
+            Action::Emit(Event::PhraseAccepted {
+                round: deal.round,
+                client: deal.client,
+            }),
+        ];
+        if self.coordinator && round.dealings.len() >= round.open.quorum as usize {
+            actions.extend(self.propose(now));
+        }
+        (Verdict::Accept, actions)
+    }
+
+    /// Coordinator: proposes the dealings received so far.
+    fn propose(&mut self, now: Millis) -> Vec<Action> {
+        let Some(round) = self.round.as_mut().filter(|r| r.proposal.is_none()) else {
+            return Vec::new();
+        };
+        let dealings: Vec<Inclusion> = round
+            .dealings
+            .iter()
+            .map(|(client, d)| Inclusion {
+                client: *client,
+                ciphertext_hash: d.digest,
+            })
+            .collect();
+        round.proposal = Some((dealings.clone(), now));
+        let proposal = Proposal {
+            round: round.id(),
+            dealings,
+        };
+        let mut actions = vec![Action::Publish(Gossip::Proposal(proposal))];
+        actions.extend(self.complain(now));
+        actions
+    }
+
+    fn on_proposal(&mut self, now: Millis, proposal: &Proposal) -> Vec<Action> {
+        let Some(round) = self
+            .round
+            .as_mut()
+            .filter(|r| r.id() == proposal.round && r.proposal.is_none())
+        else {
+            return Vec::new();
+        };
+        round.proposal = Some((proposal.dealings.clone(), now));
+        self.complain(now)
+    }
+
+    /// Publishes this generator's complaints once every proposed dealing's share is decided, or
+    /// half the complaint window has passed (a dealing still missing or unopened is complained of).
+    fn complain(&mut self, now: Millis) -> Vec<Action> {
+        let half_window = self.mesh.settings.complaint_ms / 2;
+        let (index, params) = (self.index, self.params);
+        let Some(round) = self.round.as_mut().filter(|r| r.complained.is_none()) else {
+            return Vec::new();
+        };
+        let Some((proposed, at)) = &round.proposal else {
+            return Vec::new();
+        };
+        let undecided = proposed.iter().any(|p| {
+            matches!(
+                round.dealings.get(&p.client),
+                None | Some(Dealt {
+                    share: Share::Opening,
+                    ..
+                })
+            )
+        });
+        if undecided && now < at + half_window {
+            return Vec::new();
+        }
+        let mut against = BTreeSet::new();
+        let mut received = Vec::new();
+        for p in proposed {
+            match round.dealings.get(&p.client) {
+                Some(Dealt {
+                    commitments,
+                    digest,
+                    share: Share::Opened(share),
+                }) if *digest == p.ciphertext_hash => received.push(Received {
+                    client: p.client.0,
+                    commitments: commitments.clone(),
+                    share: **share,
+                }),
+                _ => {
+                    against.insert(p.client);
+                }
+            }
+        }
+        against.extend(
+            dkg::complaints(index, params, &received)
+                .into_iter()
+                .map(ClientId),
+        );
+        round.complained = Some(against.clone());
+        round.complaints.insert(index, against.clone());
+        let id = round.id();
+        let mut actions = vec![Action::Publish(Gossip::Complaints(Complaints {
+            round: id,
+            index,
+            against: against.iter().copied().collect(),
+        }))];
+        if !against.is_empty() {
+            actions.push(Action::Emit(Event::Complained {
+                round: id,
+                index: index.0,
+                against: against.into_iter().collect(),
+            }));
+        }
+        actions.extend(self.try_close(now));
+        actions
+    }
+
+    fn on_complaints(&mut self, now: Millis, c: &Complaints) -> Vec<Action> {
+        let Some(round) = self.round.as_mut().filter(|r| r.id() == c.round) else {
+            return Vec::new();
+        };
+        round
+            .complaints
+            .insert(c.index, c.against.iter().copied().collect());
+        self.try_close(now)
+    }
+
+    fn on_justification(&mut self, now: Millis, j: &Justification) -> (Verdict, Vec<Action>) {
+        let Some(round) = self.round.as_mut().filter(|r| r.id() == j.round) else {
+            return (Verdict::Accept, Vec::new());
+        };
+        let Some((proposed, _)) = &round.proposal else {
+            return (Verdict::Accept, Vec::new());
+        };
+        let Some(expected) = proposed.iter().find(|p| p.client == j.client) else {
+            return (Verdict::Accept, Vec::new());
+        };
+        let commitments = match Commitments::from_wire(&j.commitments) {
+            Ok(c) if Digest32(c.digest()) == expected.ciphertext_hash => c,
+            _ => {
+                return (
+                    Verdict::Reject("justification's commitments are not the proposed ones".into()),
+                    Vec::new(),
+                )
+            }
+        };
+        let share: Option<Scalar> = Scalar::from_canonical_bytes(j.share).into();
+        let Some(share) = share.filter(|s| commitments.verify(j.index, s)) else {
+            // A bad answer: the dealing stays complained of, and is left out.
+            return (Verdict::Accept, Vec::new());
+        };
+        round.answered.insert((j.client, j.index));
+        if j.index == self.index {
+            match round.dealings.get_mut(&j.client) {
+                Some(d) => d.share = Share::Opened(Zeroizing::new(share)),
+                None => {
+                    round.dealings.insert(
+                        j.client,
+                        Dealt {
+                            commitments: commitments.clone(),
+                            digest: expected.ciphertext_hash,
+                            share: Share::Opened(Zeroizing::new(share)),
+                        },
+                    );
+                }
+            }
+        }
+        round
+            .justified_commitments
+            .entry(j.client)
+            .or_insert(commitments);
+        (Verdict::Accept, self.try_close(now))
+    }
+
+    /// Coordinator: seals once every generator has complained (or the window closed) and every
+    /// complaint is answered; the qualified set is the proposal minus the unanswered complaints.
+    fn try_close(&mut self, now: Millis) -> Vec<Action> {
+        if !self.coordinator {
+            return Vec::new();
+        }
+        let window = self.mesh.settings.complaint_ms;
+        let n = self.params.n as usize;
+        let Some(round) = &self.round else {
+            return Vec::new();
+        };
+        let Some((proposed, at)) = &round.proposal else {
+            return Vec::new();
+        };
+        let unanswered: Vec<(ClientId, Index)> = round
+            .complaints
+            .iter()
+            .flat_map(|(j, against)| against.iter().map(move |c| (*c, *j)))
+            .filter(|key| !round.answered.contains(key))
+            .collect();
+        let all_in = round.complaints.len() == n && unanswered.is_empty();
+        if !all_in && now < at + window {
+            return Vec::new();
+        }
+        let excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
+        let qualified: Vec<Inclusion> = proposed
+            .iter()
+            .filter(|p| !excluded.contains(&p.client))
+            .cloned()
+            .collect();
+        let mut actions: Vec<Action> = excluded
+            .iter()
+            .map(|client| {
+                let by: Vec<String> = unanswered
+                    .iter()
+                    .filter(|(c, _)| c == client)
+                    .map(|(_, j)| j.0.to_string())
+                    .collect();
+                Action::Emit(Event::DealingExcluded {
+                    round: round.id(),
+                    client: *client,
+                    reason: format!(
+                        "generator(s) {} complained and no matching share was published",
+                        by.join(", ")
+                    ),
+                })
+            })
+            .collect();
+        let minimum = (round.open.minimum as usize).max(1);
+        let sum = qualified
+            .iter()
+            .map(|p| round.commitments_of(p.client).cloned())
+            .collect::<Option<Vec<Commitments>>>()
+            .and_then(|all| all.into_iter().reduce(|a, b| a.add(&b)));
+        let (sum, true) = (sum, qualified.len() >= minimum) else {
+            let reason = format!(
+                "{} of the minimum {minimum} dealings qualified",
+                qualified.len()
+            );
+            actions.extend(self.fail(now, reason));
+            return actions;
+        };
+        let Some(sum) = sum else {
+            actions.extend(self.fail(now, "a qualified dealing's commitments are unknown".into()));
+            return actions;
+        };
+        let key = ThresholdKey {
+            params: self.params,
+            public: sum.to_wire(),
+        };
+        let id = round.id();
+        let transcript = Transcript {
+            round: id,
+            generator: self.me,
+            key_fingerprint: self.key.fingerprint(),
+            commitment: key.commitment(id, &self.head, &qualified),
+            included: qualified,
+            prev_commitment: self.head,
+            sealed_at_ms: now,
+            threshold: Some(key),
+        };
+        actions.push(Action::Publish(Gossip::Sealed(transcript.clone())));
+        actions.extend(self.on_sealed(now, &transcript));
+        actions
+    }
+
+    fn fail(&mut self, now: Millis, reason: String) -> Vec<Action> {
+        let Some(round) = self.round.take() else {
+            return Vec::new();
+        };
+        self.next_open_at = now + self.mesh.settings.round_interval_ms;
+        let id = round.id();
+        let mut actions = Vec::new();
+        if self.coordinator {
+            actions.push(Action::Publish(Gossip::Failed(RoundFailure {
+                round: id,
+                reason: reason.clone(),
+            })));
+        }
+        actions.push(Action::Emit(Event::RoundFailed { round: id, reason }));
+        actions
+    }
+
+    /// Takes part in a sealed round: every qualified dealing needs a good share here.
+    fn on_sealed(&mut self, now: Millis, t: &Transcript) -> Vec<Action> {
+        if self.round.as_ref().map(Round::id) != Some(t.round) {
+            return Vec::new();
+        }
+        let Some(round) = self.round.take() else {
+            return Vec::new();
+        };
+        self.next_open_at = now + self.mesh.settings.round_interval_ms;
+        let unavailable = |reason: String| {
+            vec![Action::Emit(Event::ShareUnavailable {
+                round: t.round,
+                reason,
+            })]
+        };
+        let Some(public) = t.threshold.as_ref().and_then(|k| k.key()) else {
+            return unavailable("the transcript carries no usable public key".into());
+        };
+        let complained = round.complained.clone().unwrap_or_default();
+        let mut k = Zeroizing::new(Scalar::ZERO);
+        let mut sum: Option<Commitments> = None;
+        for q in &t.included {
+            let Some(d) = round.dealings.get(&q.client) else {
+                return unavailable(format!("no share of client {}'s dealing", q.client));
+            };
+            let justified = round.answered.contains(&(q.client, self.index));
+            match &d.share {
+                Share::Opened(s)
+                    if d.digest == q.ciphertext_hash
+                        && (!complained.contains(&q.client) || justified) =>
+                {
+                    *k += **s
+                }
+                _ => {
+                    return unavailable(format!(
+                        "client {}'s share to this generator is bad and was not answered",
+                        q.client
+                    ))
+                }
+            }
+            sum = Some(match sum {
+                None => d.commitments.clone(),
+                Some(s) => s.add(&d.commitments),
+            });
+        }
+        if sum.as_ref() != Some(&public.commitments) {
+            return unavailable(
+                "the transcript's public key is not the sum of its dealings".into(),
+            );
+        }
+        if G * *k != public.share_key(self.index) {
+            return unavailable("the key share does not match the public key".into());
+        }
+        self.head = t.commitment;
+        let share = Secret::from_bytes(k.to_bytes());
+        let mut actions = vec![
+            Action::Persist(Record::Round {
+                transcript: t.clone(),
+                secret: share.clone(),
+            }),
+            Action::Emit(Event::ShareHeld {
+                round: t.round,
+                index: self.index.0,
+            }),
+        ];
+        if self.coordinator {
+            actions.push(Action::Emit(Event::RoundSealed {
+                round: t.round,
+                commitment: t.commitment,
+                prev_commitment: t.prev_commitment,
+                included: t.clients(),
+            }));
+        }
+        actions.extend(self.queue_handover(t.clone(), share, now));
+        actions
+    }
+
+    fn queue_handover(
+        &mut self,
+        transcript: Transcript,
+        share: Secret,
+        now: Millis,
+    ) -> Vec<Action> {
+        let round = transcript.round;
+        self.handovers.insert(
+            round,
+            Handing {
+                handover: Handover {
+                    transcript,
+                    index: self.index,
+                    share,
+                },
+                in_flight: None,
+                retry_at: now,
+            },
+        );
+        let mut actions = Vec::new();
+        while self.handovers.len() > MAX_PENDING_HANDOVERS {
+            if let Some((old, _)) = self.handovers.pop_first() {
+                if let Some(distributor) = self.mesh.distributor_at(self.index) {
+                    actions.push(Action::Emit(Event::DeliveryAbandoned {
+                        round: old,
+                        distributor,
+                    }));
+                }
+            }
+        }
+        actions.extend(self.send_handovers(now));
+        actions
+    }
+
+    fn send_handovers(&mut self, now: Millis) -> Vec<Action> {
+        let Some(peer) = self.mesh.distributor_at(self.index) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        for h in self.handovers.values_mut() {
+            if h.in_flight.is_some() || h.retry_at > now {
+                continue;
+            }
+            let tag = self.tags.next();
+            h.in_flight = Some(tag);
+            actions.push(Action::Send {
+                peer,
+                tag,
+                request: Request::Handover(Box::new(h.handover.clone())),
+            });
+        }
+        actions
+    }
+}
+
+impl Role for Generator {
+    fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let coordinator = self.coordinator;
+        match &mut self.round {
+            Some(r) if coordinator && r.proposal.is_none() && now >= r.open.deadline_ms => {
+                let (have, minimum) = (r.dealings.len(), (r.open.minimum as usize).max(1));
+                if have >= minimum {
+                    actions.extend(self.propose(now));
+                } else {
+                    let reason =
+                        format!("deadline passed with {have} of the minimum {minimum} dealings");
+                    actions.extend(self.fail(now, reason));
+                }
+            }
+            Some(r)
+                if coordinator && r.proposal.is_none() && now >= r.announced_at + REANNOUNCE_MS =>
+            {
+                r.announced_at = now;
+                actions.push(Action::Publish(Gossip::Open(r.open.clone())));
+            }
+            Some(r) if r.proposal.is_some() => {
+                actions.extend(self.complain(now));
+                actions.extend(self.try_close(now));
+            }
+            Some(r)
+                if !coordinator
+                    && now > r.open.deadline_ms + 2 * self.mesh.settings.complaint_ms =>
+            {
+                // The coordinator went quiet: give the round up.
+                actions.extend(self.fail(now, "no proposal from the coordinator".into()));
+            }
+            Some(_) => {}
+            None if coordinator && !self.manual && now >= self.next_open_at => {
+                actions.extend(self.open_round(now))
+            }
+            None => {}
+        }
+        actions.extend(self.send_handovers(now));
+        actions
+    }
+
+    fn gossip(
+        &mut self,
+        now: Millis,
+        source: PeerId,
+        message: &Gossip,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
+        let actions = match message {
+            Gossip::Deal(d) => return self.on_deal(now, source, d),
+            Gossip::Justification(j) => return self.on_justification(now, j),
+            Gossip::Open(open) => self.on_open(now, source, open),
+            Gossip::Proposal(p) => self.on_proposal(now, p),
+            Gossip::Complaints(c) => self.on_complaints(now, c),
+            Gossip::Sealed(t) if !self.coordinator && self.mesh.coordinator() == Some(source) => {
+                self.on_sealed(now, t)
+            }
+            Gossip::Failed(f) if !self.coordinator && self.current_round() == Some(f.round) => {
+                self.fail(now, f.reason.clone())
+            }
+            _ => Vec::new(),
+        };
+        (Verdict::Accept, actions)
+    }
+
+    fn request(
+        &mut self,
+        _now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: Request,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        match request {
+            Request::PublicKey => vec![Action::Reply {
+                to: id,
+                response: Response::PublicKey(self.key.spki_der().to_vec()),
+            }],
+            other => refuse(peer, id, &other, Refusal::WrongRole(other.kind().into())),
+        }
+    }
+
+    fn response(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        tag: Tag,
+        response: Result<Response, String>,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let Some((&round, h)) = self
+            .handovers
+            .iter_mut()
+            .find(|(_, h)| h.in_flight == Some(tag))
+        else {
+            return Vec::new();
+        };
+        h.in_flight = None;
+        match response {
+            Ok(Response::Delivered(r)) if r == round => {
+                self.handovers.remove(&round);
+                vec![
+                    Action::Emit(Event::RoundDelivered {
+                        round,
+                        distributor: peer,
+                    }),
+                    Action::Emit(Event::RoundDeliveredAll { round }),
+                ]
+            }
+            other => {
+                h.retry_at = now + HANDOVER_RETRY_MS;
+                let reason = match other {
+                    Ok(Response::Refused(r)) => r.to_string(),
+                    Ok(unexpected) => format!("unexpected response {unexpected:?}"),
+                    Err(e) => e,
+                };
+                vec![Action::Emit(Event::RequestFailed {
+                    peer,
+                    request: "handover".into(),
+                    reason,
+                })]
+            }
+        }
+    }
+
+    fn control(&mut self, now: Millis, control: Control) -> Vec<Action> {
+        match control {
+            Control::OpenRound if self.coordinator && self.round.is_none() => self.open_round(now),
+            Control::OpenRound => Vec::new(),
+        }
+    }
+
+    fn share_decrypted(
+        &mut self,
+        now: Millis,
+        job: DecryptJob,
+        share: Option<Zeroizing<[u8; 32]>>,
+    ) -> Vec<Action> {
+        let Some(round) = self.round.as_mut().filter(|r| r.id() == job.round) else {
+            return Vec::new();
+        };
+        let Some(dealt) = round.dealings.get_mut(&job.client) else {
+            return Vec::new();
+        };
+        if !matches!(dealt.share, Share::Opening) {
+            return Vec::new();
+        }
+        let scalar: Option<Scalar> =
+            share.and_then(|bytes| Option::from(Scalar::from_canonical_bytes(*bytes)));
+        dealt.share = match scalar {
+            Some(s) => Share::Opened(Zeroizing::new(s)),
+            None => Share::Failed,
+        };
+        self.complain(now)
+    }
+}

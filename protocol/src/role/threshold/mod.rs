@@ -1,0 +1,50 @@
+//! Threshold mode's roles: the round key exists only as shares.
+//!
+//! ```text
+//!  coordinator (generator 1)   generators j = 1..n        contributors i            distributor j      requester
+//!  ── gossip Open(round) ──────────────────────────────────────►│
+//!                              ◄── rr PublicKey (each j, authenticated by its PeerId) ─┤
+//!                              ◄── gossip Deal(C_i, share j RSA-OAEP-sealed to j, for all j) ─┤
+//!                              decrypt own share (blinded)
+//!  at quorum or deadline: gossip Proposal(dealings: client, H(C_i)) ─►
+//!                              check shares (one aggregate check) ─► gossip Complaints(j, against)
+//!                                                              ◄── a complaint against i: gossip
+//!                                                                  Justification(share i→j, C_i)
+//!  all n complained (or the window closed): Q = proposal − unanswered/bad complaints
+//!  ── gossip Sealed(transcript: Q, public key Σ C_i, chained commitment) ─►
+//!                              k_j = Σ_{i∈Q} f_i(j); G·k_j == K_j?
+//!                              ── rr Handover(transcript, k_j) ──► (distributor j only)
+//!                                                                        ◄── rr Partial(x) ── (all n)
+//!                                                    y_j masked under the requester's salt key + DLEQ ──►
+//!                                                                          combine t valid ─► OTP
+//!  verify: ── rr VerifyPartial(round, counter) ─► mark x used (durably) ─► partial ─► combine, compare
+//! ```
+//! [`Generator`] runs both generator parts (the coordinator is generator 1); [`Contributor`] deals;
+//! distributors serve partials from [`crate::role::Distributor`] ([`distributor`]); [`Requester`]
+//! fans out and combines.
+
+pub mod contributor;
+pub mod distributor;
+pub mod generator;
+pub mod requester;
+
+pub use contributor::Contributor;
+pub use generator::Generator;
+pub use requester::Requester;
+
+/// The domain of OTP inputs x = (domain, requester, round, counter).
+pub const OTP_DOMAIN: &str = "otp";
+
+/// The OTP input for `requester`'s OTP with `counter` in `round`.
+pub fn otp_input(
+    requester: &libp2p_identity::PeerId,
+    round: crate::round::RoundId,
+    counter: u64,
+) -> crate::threshold::eval::Input {
+    crate::threshold::eval::Input {
+        domain: OTP_DOMAIN.into(),
+        requester: requester.to_bytes(),
+        round: round.0,
+        counter,
+    }
+}

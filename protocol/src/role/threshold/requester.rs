@@ -1,0 +1,498 @@
+//! A requester in threshold mode: asks every distributor for its partial, checks each proof,
+//! combines t valid ones into its OTP; or, to verify, gathers t partials of an OTP being presented
+//! and compares.
+//!
+//! ```text
+//! start ─► counter = now_s ‖ 32 random bits ─► Send(Partial(x)) to every distributor
+//! Partial ─► unmask y_j (salt key) ─► grouped by (round, public key) ─► t valid? ─► combine ─► OTP
+//!       ─► distributors on another round are asked again for the best round
+//! all answered, none has t ─► RequestFailed("quorum unavailable: …", naming each distributor)
+//! verify: Send(VerifyPartial(x)) to every distributor ─► t valid ─► compare (constant time)
+//!       ─► fewer: used (if any said so) · expired · quorum unavailable
+//! ```
+
+use crate::kx::{Ephemeral, EpochKey};
+use crate::otp::{Digits, Otp};
+use crate::role::{Action, Event, Millis, Record, Role, Tag, Tags};
+use crate::round::{RoundId, Secret, ThresholdKey};
+use crate::threshold::eval::{self, Partial};
+use crate::threshold::{counter, Index};
+use crate::wire::{
+    PartialGrant, PartialRequest, Request, Response, VerifyPartialRequest, VerifyResult,
+};
+use libp2p_identity::PeerId;
+use rand_core::CryptoRngCore;
+use std::collections::{BTreeMap, HashMap};
+use subtle::ConstantTimeEq;
+
+/// Most distributors a requester asks at once.
+pub const MAX_DISTRIBUTORS: usize = crate::threshold::MAX_SHAREHOLDERS as usize;
+
+enum Goal {
+    Issue {
+        /// Per distributor: the fresh exchange, unless it salts under an enrolment.
+        ephemerals: HashMap<PeerId, Ephemeral>,
+        counter: u64,
+    },
+    Verify {
+        round: RoundId,
+        counter: u64,
+        code: String,
+    },
+}
+
+/// What a partial claims to be of: a round, under a public key.
+type Claim = (RoundId, Vec<[u8; 32]>);
+
+/// One distributor's answer.
+enum Answer {
+    Partial {
+        round: RoundId,
+        partial: Partial,
+        key: ThresholdKey,
+        digits: Digits,
+        expires_at_ms: Millis,
+    },
+    Verdict(VerifyResult),
+    Failed(String),
+}
+
+pub struct Requester {
+    me: PeerId,
+    distributors: Vec<PeerId>,
+    enrolments: HashMap<PeerId, EpochKey>,
+    goal: Goal,
+    in_flight: HashMap<Tag, PeerId>,
+    answers: BTreeMap<PeerId, Answer>,
+    /// Asked again for this round after answering for another.
+    realigned: bool,
+    done: bool,
+    tags: Tags,
+}
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "threshold::Requester({}, {} asked)",
+            self.me,
+            self.distributors.len()
+        )
+    }
+}
+
+impl Requester {
+    /// One OTP, from every one of `distributors` (`otpmesh request --threshold`).
+    pub fn issue_once(me: PeerId, mut distributors: Vec<PeerId>) -> Requester {
+        distributors.truncate(MAX_DISTRIBUTORS);
+        Self::build(
+            me,
+            distributors,
+            Goal::Issue {
+                ephemerals: HashMap::new(),
+                counter: 0,
+            },
+        )
+    }
+
+    /// Presents `code` for (round, counter) (`otpmesh verify --threshold`).
+    pub fn verify_once(
+        me: PeerId,
+        mut distributors: Vec<PeerId>,
+        round: RoundId,
+        counter: u64,
+        code: String,
+    ) -> Requester {
+        distributors.truncate(MAX_DISTRIBUTORS);
+        Self::build(
+            me,
+            distributors,
+            Goal::Verify {
+                round,
+                counter,
+                code,
+            },
+        )
+    }
+
+    /// Salts with these enrolment keys (by distributor) instead of fresh exchanges.
+    pub fn with_enrolments(mut self, enrolments: HashMap<PeerId, EpochKey>) -> Requester {
+        self.enrolments = enrolments;
+        self
+    }
+
+    fn build(me: PeerId, distributors: Vec<PeerId>, goal: Goal) -> Requester {
+        Requester {
+            me,
+            distributors,
+            enrolments: HashMap::new(),
+            goal,
+            in_flight: HashMap::new(),
+            answers: BTreeMap::new(),
+            realigned: false,
+            done: false,
+            tags: Tags::default(),
+        }
+    }
+
+    fn ask(
+        &mut self,
+        distributor: PeerId,
+        round: Option<RoundId>,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Action {
+        let request = match &mut self.goal {
+            Goal::Issue {
+                ephemerals,
+                counter,
+            } => {
+                let enrolled = self.enrolments.contains_key(&distributor);
+                let requester_key = if enrolled {
+                    [0u8; 32]
+                } else {
+                    let e = Ephemeral::new(rng);
+                    let public = e.public();
+                    ephemerals.insert(distributor, e);
+                    public
+                };
+                Request::Partial(PartialRequest {
+                    round,
+                    counter: *counter,
+                    requester_key,
+                    enrolled,
+                })
+            }
+            Goal::Verify { round, counter, .. } => Request::VerifyPartial(VerifyPartialRequest {
+                round: *round,
+                counter: *counter,
+            }),
+        };
+        let tag = self.tags.next();
+        self.in_flight.insert(tag, distributor);
+        Action::Send {
+            peer: distributor,
+            tag,
+            request,
+        }
+    }
+
+    /// Unmasks a partial grant.
+    fn open_grant(
+        &mut self,
+        distributor: PeerId,
+        grant: &PartialGrant,
+        actions: &mut Vec<Action>,
+    ) -> Result<Partial, String> {
+        let salt_key = match grant.epoch {
+            Some(epoch) => {
+                let enrolment = self
+                    .enrolments
+                    .get(&distributor)
+                    .ok_or("salted under an enrolment this requester does not hold")?;
+                let key = enrolment
+                    .at(epoch)
+                    .map_err(|e| format!("salted under epoch {epoch}: {e}"))?;
+                if key.epoch() != enrolment.epoch() {
+                    actions.push(Action::Persist(Record::Enrolment {
+                        peer: distributor,
+                        epoch,
+                        key: Secret::from_bytes(*key.bytes()),
+                    }));
+                    self.enrolments.insert(distributor, key.clone());
+                }
+                key.salt_key()
+            }
+            None => {
+                let Goal::Issue { ephemerals, .. } = &self.goal else {
+                    return Err("a salted partial answered a verification".into());
+                };
+                let ephemeral = ephemerals
+                    .get(&distributor)
+                    .ok_or("no exchange with this distributor")?;
+                ephemeral
+                    .salt_key(&grant.distributor_key, &self.me, &distributor)
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let y = salt_key.mask_bytes(&grant.salt, &grant.masked_y);
+        let mut point = [0u8; 32];
+        point.copy_from_slice(&y);
+        Ok(Partial {
+            index: grant.index,
+            y: point,
+            proof: grant.proof.clone(),
+        })
+    }
+
+    /// Tries to finish: t valid partials under one round and key, or every distributor answered.
+    fn settle(&mut self, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if self.done {
+            return Vec::new();
+        }
+        let (requester, counter) = match &self.goal {
+            Goal::Issue { counter, .. } => (self.me, *counter),
+            Goal::Verify { counter, .. } => (self.me, *counter),
+        };
+        // Group the partials by what they claim: round and public key.
+        let mut groups: BTreeMap<Claim, Vec<(PeerId, &Answer)>> = BTreeMap::new();
+        for (peer, a) in &self.answers {
+            if let Answer::Partial { round, key, .. } = a {
+                groups
+                    .entry((*round, key.public.0.clone()))
+                    .or_default()
+                    .push((*peer, a));
+            }
+        }
+        let mut best: Option<(RoundId, usize)> = None;
+        for ((round, _), members) in &groups {
+            let Some(Answer::Partial { key, digits, .. }) = members.first().map(|m| m.1) else {
+                continue;
+            };
+            let Some(public) = key.key() else { continue };
+            let input = super::otp_input(&requester, *round, counter);
+            let partials: Vec<Partial> = members
+                .iter()
+                .filter_map(|(_, a)| match a {
+                    Answer::Partial { partial, .. } => Some(partial.clone()),
+                    _ => None,
+                })
+                .collect();
+            if best.is_none_or(|(_, n)| n < partials.len()) {
+                best = Some((*round, partials.len()));
+            }
+            // Every partial in hand is checked, so a bad one is named even when enough good
+            // ones came without it.
+            let (valid, bad_partials): (Vec<Partial>, Vec<Partial>) = partials
+                .into_iter()
+                .partition(|p| public.check(p, &input).is_some());
+            let bad_indices: Vec<Index> = bad_partials.iter().map(|p| p.index).collect();
+            let Ok((y, _)) = public.combine(&valid, &input) else {
+                continue;
+            };
+            let bad = named(members, &bad_indices);
+            let partials = valid;
+            let value = eval::otp(&y, &input, *digits);
+            let Ok(otp) = Otp::new(value, *digits) else {
+                continue;
+            };
+            let expires = members
+                .iter()
+                .filter_map(|(_, a)| match a {
+                    Answer::Partial { expires_at_ms, .. } => Some(*expires_at_ms),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or_default();
+            let from: Vec<u32> = partials
+                .iter()
+                .map(|p| p.index.0)
+                .filter(|i| !bad_indices.contains(&Index(*i)))
+                .take(public.params.t as usize)
+                .collect();
+            self.done = true;
+            let event = match &self.goal {
+                Goal::Issue { .. } => Event::ThresholdOtpReceived {
+                    round: *round,
+                    counter,
+                    otp: otp.to_string(),
+                    expires_at_ms: expires,
+                    from,
+                    bad,
+                },
+                Goal::Verify { code, .. } => {
+                    let presented = code.trim().as_bytes();
+                    let same: bool = otp.to_string().as_bytes().ct_eq(presented).into();
+                    Event::ThresholdVerified {
+                        round: *round,
+                        counter,
+                        result: if same {
+                            VerifyResult::Accepted
+                        } else {
+                            VerifyResult::Wrong
+                        },
+                        bad,
+                    }
+                }
+            };
+            return vec![Action::Emit(event)];
+        }
+        // Not enough yet. Distributors that answered for another round are asked for the best one.
+        let mut actions = Vec::new();
+        if let (Some((best_round, _)), Goal::Issue { .. }, false) =
+            (best, &self.goal, self.realigned)
+        {
+            let others: Vec<PeerId> = self
+                .answers
+                .iter()
+                .filter(|(_, a)| matches!(a, Answer::Partial { round, .. } if *round != best_round))
+                .map(|(p, _)| *p)
+                .collect();
+            if !others.is_empty() && self.in_flight.is_empty() {
+                self.realigned = true;
+                for peer in others {
+                    self.answers.remove(&peer);
+                    actions.push(self.ask(peer, Some(best_round), rng));
+                }
+                return actions;
+            }
+        }
+        if !self.in_flight.is_empty() {
+            return actions;
+        }
+        self.done = true;
+        vec![Action::Emit(self.give_up())]
+    }
+
+    /// Every distributor answered and no t partials agree.
+    fn give_up(&self) -> Event {
+        let verdicts: Vec<VerifyResult> = self
+            .answers
+            .values()
+            .filter_map(|a| match a {
+                Answer::Verdict(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        if let Goal::Verify { round, counter, .. } = &self.goal {
+            for result in [VerifyResult::Used, VerifyResult::Expired] {
+                if verdicts.contains(&result) {
+                    return Event::ThresholdVerified {
+                        round: *round,
+                        counter: *counter,
+                        result,
+                        bad: Vec::new(),
+                    };
+                }
+            }
+        }
+        let partials = self
+            .answers
+            .values()
+            .filter(|a| matches!(a, Answer::Partial { .. }))
+            .count();
+        let mut reasons: Vec<String> = self
+            .answers
+            .iter()
+            .filter_map(|(peer, a)| match a {
+                Answer::Failed(reason) => Some(format!("{peer}: {reason}")),
+                _ => None,
+            })
+            .collect();
+        reasons.truncate(8);
+        let detail = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", reasons.join("; "))
+        };
+        Event::RequestFailed {
+            peer: self.me,
+            request: self.kind().into(),
+            reason: crate::wire::bounded_reason(format!(
+                "quorum unavailable: {partials} of {} distributors gave a partial that combines, too few for the threshold{detail}",
+                self.distributors.len()
+            )),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.goal {
+            Goal::Issue { .. } => "partial",
+            Goal::Verify { .. } => "verify-partial",
+        }
+    }
+}
+
+/// The distributors among `members` whose partial failed its proof.
+fn named(members: &[(PeerId, &Answer)], bad: &[Index]) -> Vec<PeerId> {
+    members
+        .iter()
+        .filter(
+            |(_, a)| matches!(a, Answer::Partial { partial, .. } if bad.contains(&partial.index)),
+        )
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+impl Role for Requester {
+    fn start(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        if let Goal::Issue { counter, .. } = &mut self.goal {
+            *counter = counter::fresh(now, rng);
+        }
+        if self.distributors.is_empty() {
+            self.done = true;
+            return vec![Action::Emit(self.give_up())];
+        }
+        let distributors = self.distributors.clone();
+        distributors
+            .into_iter()
+            .map(|d| self.ask(d, None, rng))
+            .collect()
+    }
+
+    fn response(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        tag: Tag,
+        response: Result<Response, String>,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let Some(distributor) = self.in_flight.remove(&tag) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        let answer = match response {
+            Ok(Response::Partial(grant))
+                if grant.expires_at_ms
+                    > now.saturating_add(super::super::requester::MAX_OTP_LIFETIME_MS) =>
+            {
+                Answer::Failed("claims an expiry more than a day away".into())
+            }
+            Ok(Response::Partial(grant)) if matches!(self.goal, Goal::Issue { counter, .. } if counter == grant.counter) => {
+                match self.open_grant(distributor, &grant, &mut actions) {
+                    Ok(partial) => Answer::Partial {
+                        round: grant.round,
+                        partial,
+                        key: grant.key.clone(),
+                        digits: grant.digits,
+                        expires_at_ms: grant.expires_at_ms,
+                    },
+                    Err(reason) => Answer::Failed(format!("could not remove the salt: {reason}")),
+                }
+            }
+            Ok(Response::VerifyPartial(grant)) => match &self.goal {
+                Goal::Verify { round, counter, .. } => Answer::Partial {
+                    round: *round,
+                    partial: grant.partial.clone(),
+                    key: grant.key.clone(),
+                    digits: grant.digits,
+                    expires_at_ms: counter::issued_at_ms(*counter),
+                },
+                Goal::Issue { .. } => Answer::Failed("answered with a verification partial".into()),
+            },
+            Ok(Response::Verified(result)) => Answer::Verdict(result),
+            Ok(Response::Refused(r)) => Answer::Failed(r.to_string()),
+            Ok(other) => Answer::Failed(format!("unexpected response {}", kind_of(&other))),
+            Err(e) => Answer::Failed(e),
+        };
+        debug_assert_eq!(peer, distributor);
+        self.answers.insert(distributor, answer);
+        actions.extend(self.settle(rng));
+        actions
+    }
+}
+
+fn kind_of(r: &Response) -> &'static str {
+    match r {
+        Response::PublicKey(_) => "public-key",
+        Response::Delivered(_) => "delivered",
+        Response::Otp(_) => "otp",
+        Response::Verified(_) => "verified",
+        Response::Enrolled(_) => "enrolled",
+        Response::TotpEnrolled(_) => "totp-enrolled",
+        Response::Kdc(_) => "kdc",
+        Response::Refused(_) => "refused",
+        Response::Partial(_) => "partial",
+        Response::VerifyPartial(_) => "verify-partial",
+    }
+}

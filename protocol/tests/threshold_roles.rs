@@ -1,0 +1,569 @@
+//! Threshold mode's roles wired together by a deterministic simulator: n generators with their own
+//! RSA keys, n distributors, contributors and requesters; no network, no clock, no disk. A hook
+//! lets a test tamper with what a node publishes or answers.
+
+use libp2p_identity::{Keypair, PeerId};
+use otpmesh_protocol::mesh::{Contributor as Listed, Member, MeshConfig, Threshold};
+use otpmesh_protocol::phrase::{ClientId, UserInput};
+use otpmesh_protocol::role::distributor::Restored;
+use otpmesh_protocol::role::{
+    self, threshold, Action, Distributor, Event, InboundId, Record, Role, Tag, Verdict,
+};
+use otpmesh_protocol::round::{RoundId, Transcript};
+use otpmesh_protocol::seal::PrivateKey;
+use otpmesh_protocol::threshold::eval::{self, KeyShare};
+use otpmesh_protocol::threshold::{counter, Index, Params};
+use otpmesh_protocol::wire::{Gossip, Request, Response, VerifyResult};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, OnceLock};
+
+const N: usize = 5;
+const T: u32 = 3;
+
+fn keys() -> &'static [PrivateKey] {
+    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        (0..N as u64)
+            .map(|i| PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(100 + i)).unwrap())
+            .collect()
+    })
+}
+
+fn peer() -> PeerId {
+    Keypair::generate_ed25519().public().to_peer_id()
+}
+
+enum Msg {
+    Gossip(PeerId, Gossip),
+    Request(PeerId, PeerId, Tag, Request),
+    Response(PeerId, PeerId, Tag, Result<Response, String>),
+}
+
+/// Sees (and may change) every message a node sends; false drops it.
+type Hook = Box<dyn FnMut(&PeerId, &mut Msg) -> bool>;
+
+struct Sim {
+    mesh: Arc<MeshConfig>,
+    roles: HashMap<PeerId, Box<dyn Role>>,
+    keys: HashMap<PeerId, &'static PrivateKey>,
+    order: Vec<PeerId>,
+    down: HashSet<PeerId>,
+    now: u64,
+    rng: ChaCha20Rng,
+    queue: VecDeque<Msg>,
+    pending: HashMap<(PeerId, u64), (PeerId, Tag)>,
+    next_inbound: u64,
+    records: HashMap<PeerId, Vec<Record>>,
+    events: Vec<(PeerId, Event)>,
+    hook: Option<Hook>,
+    distributors: Vec<PeerId>,
+    requesters: Vec<PeerId>,
+}
+
+impl Sim {
+    fn new(contributors: u32) -> Sim {
+        let generators: Vec<PeerId> = (0..N).map(|_| peer()).collect();
+        let distributors: Vec<PeerId> = (0..N).map(|_| peer()).collect();
+        let requesters: Vec<PeerId> = (0..2).map(|_| peer()).collect();
+        let contributor_ids: Vec<PeerId> = (0..contributors).map(|_| peer()).collect();
+        let member = |p: &PeerId| Member {
+            peer_id: *p,
+            addrs: vec![],
+        };
+        let mut mesh = MeshConfig {
+            generators: generators.iter().map(member).collect(),
+            distributors: distributors.iter().map(member).collect(),
+            requesters: requesters.iter().map(member).collect(),
+            contributors: contributor_ids
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Listed {
+                    client_id: ClientId(i as u32 + 1),
+                    peer_id: *p,
+                    addrs: vec![],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        mesh.settings.deadline_ms = 10_000;
+        mesh.settings.complaint_ms = 2_000;
+        mesh.settings.round_interval_ms = 60_000;
+        mesh.settings.threshold = Some(Threshold(Params::new(T, N as u32).unwrap()));
+        mesh.validate().unwrap();
+        let mesh = Arc::new(mesh);
+        let mut sim = Sim {
+            mesh: mesh.clone(),
+            roles: HashMap::new(),
+            keys: HashMap::new(),
+            order: Vec::new(),
+            down: HashSet::new(),
+            now: 1_700_000_000_000,
+            rng: ChaCha20Rng::seed_from_u64(7),
+            queue: VecDeque::new(),
+            pending: HashMap::new(),
+            next_inbound: 0,
+            records: HashMap::new(),
+            events: Vec::new(),
+            hook: None,
+            distributors: distributors.clone(),
+            requesters,
+        };
+        for (i, g) in generators.iter().enumerate() {
+            sim.keys.insert(*g, &keys()[i]);
+            let role =
+                threshold::Generator::new(*g, mesh.clone(), keys()[i].public().clone(), None, None)
+                    .unwrap();
+            sim.add(*g, Box::new(role));
+        }
+        for d in &distributors {
+            let role = Distributor::new(*d, mesh.clone(), Restored::default());
+            sim.add(*d, Box::new(role));
+        }
+        for (i, c) in contributor_ids.iter().enumerate() {
+            let input = Some(UserInput(100 + i as i128));
+            let role =
+                threshold::Contributor::new(ClientId(i as u32 + 1), input, mesh.clone()).unwrap();
+            sim.add(*c, Box::new(role));
+        }
+        sim
+    }
+
+    fn add(&mut self, id: PeerId, mut role: Box<dyn Role>) {
+        let actions = role.start(self.now, &mut self.rng);
+        if !self.order.contains(&id) {
+            self.order.push(id);
+        }
+        self.roles.insert(id, role);
+        self.run(id, actions);
+    }
+
+    fn push(&mut self, at: PeerId, mut msg: Msg) {
+        if let Some(hook) = &mut self.hook {
+            if !hook(&at, &mut msg) {
+                return;
+            }
+        }
+        self.queue.push_back(msg);
+    }
+
+    fn run(&mut self, at: PeerId, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Publish(m) => self.push(at, Msg::Gossip(at, m)),
+                Action::Send { peer, tag, request } => {
+                    self.push(at, Msg::Request(at, peer, tag, request))
+                }
+                Action::Reply { to, response } => {
+                    let (peer, tag) = self.pending.remove(&(at, to.0)).expect("pending request");
+                    self.push(at, Msg::Response(at, peer, tag, Ok(response)));
+                }
+                Action::Persist(r) => self.records.entry(at).or_default().push(r),
+                Action::Decrypt(job) => {
+                    let index = job.share.expect("threshold generators open shares only");
+                    let share = self.keys[&at]
+                        .open_share(job.round, job.client, index, &job.ciphertext, &mut self.rng)
+                        .ok();
+                    let role = self.roles.get_mut(&at).unwrap();
+                    let actions = role.share_decrypted(self.now, job, share);
+                    self.run(at, actions);
+                }
+                Action::Emit(e) => self.events.push((at, e)),
+                Action::AskInput { .. } => panic!("inputs are fixed"),
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        while let Some(msg) = self.queue.pop_front() {
+            match msg {
+                Msg::Gossip(from, message) => {
+                    if self.down.contains(&from) {
+                        continue;
+                    }
+                    for id in self.order.clone() {
+                        if id == from || self.down.contains(&id) {
+                            continue;
+                        }
+                        if role::check_gossip(&self.mesh, &from, &message) != Verdict::Accept {
+                            continue;
+                        }
+                        let role = self.roles.get_mut(&id).unwrap();
+                        let (_, actions) = role.gossip(self.now, from, &message, &mut self.rng);
+                        self.run(id, actions);
+                    }
+                }
+                Msg::Request(from, to, tag, request) => {
+                    if self.down.contains(&to) || !self.roles.contains_key(&to) {
+                        let refused =
+                            Msg::Response(to, from, tag, Err("connection refused".into()));
+                        self.queue.push_back(refused);
+                        continue;
+                    }
+                    self.next_inbound += 1;
+                    self.pending.insert((to, self.next_inbound), (from, tag));
+                    let id = InboundId(self.next_inbound);
+                    let role = self.roles.get_mut(&to).unwrap();
+                    let actions = role.request(self.now, from, id, request, &mut self.rng);
+                    self.run(to, actions);
+                }
+                Msg::Response(from, to, tag, response) => {
+                    if self.down.contains(&to) {
+                        continue;
+                    }
+                    let role = self.roles.get_mut(&to).unwrap();
+                    let actions = role.response(self.now, from, tag, response, &mut self.rng);
+                    self.run(to, actions);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        for _ in 0..(ms / 100) {
+            self.now += 100;
+            for id in self.order.clone() {
+                if self.down.contains(&id) {
+                    continue;
+                }
+                let actions = self
+                    .roles
+                    .get_mut(&id)
+                    .unwrap()
+                    .tick(self.now, &mut self.rng);
+                self.run(id, actions);
+            }
+            self.settle();
+        }
+    }
+
+    fn find<U>(&self, pick: impl Fn(&PeerId, &Event) -> Option<U>) -> Vec<U> {
+        self.events.iter().filter_map(|(p, e)| pick(p, e)).collect()
+    }
+
+    /// Runs until the first round is sealed and stored by every live distributor.
+    fn seal_first_round(&mut self) -> Transcript {
+        for _ in 0..200 {
+            self.advance(100);
+            let stored = self
+                .find(|p, e| matches!(e, Event::RoundStored { .. }).then_some(*p))
+                .len();
+            let live = self
+                .distributors
+                .iter()
+                .filter(|d| !self.down.contains(d))
+                .count();
+            if stored >= live {
+                break;
+            }
+        }
+        self.records[&self
+            .distributors
+            .iter()
+            .find(|d| !self.down.contains(d))
+            .copied()
+            .unwrap()]
+            .iter()
+            .find_map(|r| match r {
+                Record::Round { transcript, .. } => Some(transcript.clone()),
+                _ => None,
+            })
+            .expect("a distributor stored the round")
+    }
+
+    /// `requester` asks `distributors` for one OTP: (round, counter, otp, bad) or the failure.
+    fn issue(
+        &mut self,
+        requester: PeerId,
+        distributors: Vec<PeerId>,
+    ) -> Result<(RoundId, u64, String, Vec<PeerId>), String> {
+        self.events.clear();
+        let role = threshold::Requester::issue_once(requester, distributors);
+        self.add(requester, Box::new(role));
+        self.settle();
+        let out = self.find(|p, e| match e {
+            Event::ThresholdOtpReceived {
+                round,
+                counter,
+                otp,
+                bad,
+                ..
+            } if *p == requester => Some(Ok((*round, *counter, otp.clone(), bad.clone()))),
+            Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
+            _ => None,
+        });
+        assert_eq!(out.len(), 1, "one answer: {:?}", self.events);
+        out.into_iter().next().unwrap()
+    }
+
+    fn verify(
+        &mut self,
+        requester: PeerId,
+        distributors: Vec<PeerId>,
+        round: RoundId,
+        counter: u64,
+        code: &str,
+    ) -> Result<VerifyResult, String> {
+        self.events.clear();
+        let role =
+            threshold::Requester::verify_once(requester, distributors, round, counter, code.into());
+        self.add(requester, Box::new(role));
+        self.settle();
+        let out = self.find(|p, e| match e {
+            Event::ThresholdVerified { result, .. } if *p == requester => Some(Ok(*result)),
+            Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
+            _ => None,
+        });
+        assert_eq!(out.len(), 1, "one answer: {:?}", self.events);
+        out.into_iter().next().unwrap()
+    }
+
+    fn pick(&self, list: &[PeerId], which: &[usize]) -> Vec<PeerId> {
+        which.iter().map(|i| list[*i]).collect()
+    }
+}
+
+#[test]
+fn a_round_seals_and_an_otp_issued_by_one_quorum_verifies_once_through_another() {
+    let mut sim = Sim::new(4);
+    let t = sim.seal_first_round();
+    let key = t.threshold.as_ref().expect("a threshold transcript");
+    assert_eq!(key.params, Params::new(T, N as u32).unwrap());
+    assert_eq!(t.clients(), (1..=4).map(ClientId).collect::<Vec<_>>());
+    let held = sim.find(|_, e| matches!(e, Event::ShareHeld { .. }).then_some(()));
+    assert_eq!(held.len(), N, "every generator holds a share");
+
+    let alice = sim.requesters[0];
+    let everyone = sim.distributors.clone();
+    let (round, counter, otp, bad) = sim.issue(alice, everyone.clone()).unwrap();
+    assert_eq!((round, bad.len()), (t.round, 0));
+    assert_eq!(otp.len(), 8);
+
+    // The same x combined by two disjoint-but-for-one quorums: the verification partials of
+    // {1,2,3} and {3,4,5} give one OTP (and the OTP the requester got).
+    let (d, quorum_a, quorum_b) = (&sim.distributors.clone(), [0, 1, 2], [2, 3, 4]);
+    for i in [3, 4] {
+        sim.down.insert(d[i]);
+    }
+    let first = sim.verify(alice, sim.pick(d, &quorum_a), round, counter, &otp);
+    assert_eq!(first, Ok(VerifyResult::Accepted));
+    sim.down.clear();
+    for i in [0, 1] {
+        sim.down.insert(d[i]);
+    }
+    let again = sim.verify(alice, sim.pick(d, &quorum_b), round, counter, &otp);
+    assert_eq!(
+        again,
+        Ok(VerifyResult::Used),
+        "a different quorum sees it used"
+    );
+    sim.down.clear();
+    let everyone_again = sim.verify(alice, everyone, round, counter, &otp);
+    assert_eq!(everyone_again, Ok(VerifyResult::Used));
+    let _ = quorum_b;
+}
+
+#[test]
+fn two_distributors_down_still_issue_and_a_third_leaves_the_quorum_unavailable() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    sim.down.insert(d[1]);
+    sim.down.insert(d[3]);
+    let (round, counter, otp, _) = sim.issue(alice, d.clone()).expect("3 of 5 suffice");
+    let wrong = if otp.starts_with('0') { "1" } else { "0" }.repeat(otp.len());
+    assert_eq!(
+        sim.verify(alice, d.clone(), round, counter, &wrong),
+        Ok(VerifyResult::Wrong),
+        "a wrong code is wrong"
+    );
+    assert_eq!(
+        sim.verify(alice, d.clone(), round, counter, &otp),
+        Ok(VerifyResult::Used),
+        "and a wrong guess spends the OTP: one attempt per OTP"
+    );
+    sim.down.insert(d[4]);
+    let failed = sim.issue(alice, d).unwrap_err();
+    assert!(failed.starts_with("quorum unavailable"), "{failed}");
+    assert!(failed.contains("2 of 5"), "{failed}");
+}
+
+#[test]
+fn a_tampered_partial_is_skipped_and_its_distributor_named() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let liar = d[2];
+    sim.hook = Some(Box::new(move |at, msg| {
+        if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
+            if *at == liar {
+                g.masked_y[0] ^= 1;
+            }
+        }
+        true
+    }));
+    // Only the liar and two honest ones: the honest two are too few.
+    let (a, b) = (d[0], d[1]);
+    let failed = sim.issue(alice, vec![a, liar, b]).unwrap_err();
+    assert!(failed.starts_with("quorum unavailable"), "{failed}");
+    let (round, counter, otp, bad) = sim.issue(alice, d.clone()).unwrap();
+    assert_eq!(bad, vec![liar], "the liar is named");
+    sim.hook = None;
+    assert_eq!(
+        sim.verify(alice, d, round, counter, &otp),
+        Ok(VerifyResult::Accepted),
+        "the OTP combined without the liar is the true one"
+    );
+}
+
+/// Replaces client 2's share for generator 2 with a share of another polynomial; with `silent`,
+/// client 2 never answers the complaint.
+fn corrupt_share_for_generator_2(sim: &mut Sim, silent: bool) {
+    let generator_2_key = keys()[1].public().clone();
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    sim.hook = Some(Box::new(move |_, msg| {
+        if let Msg::Gossip(_, Gossip::Deal(deal)) = msg {
+            if deal.client == ClientId(2) {
+                let bogus = curve25519_dalek::scalar::Scalar::from(12345u64).to_bytes();
+                let sealed = generator_2_key
+                    .seal_share(deal.round, deal.client, Index(2), &bogus, &mut rng)
+                    .unwrap();
+                deal.shares[1] = serde_bytes::ByteBuf::from(sealed);
+            }
+        }
+        !(silent && matches!(msg, Msg::Gossip(_, Gossip::Justification(_))))
+    }));
+}
+
+#[test]
+fn an_inconsistent_share_is_complained_of_and_an_unanswered_dealing_left_out() {
+    let mut sim = Sim::new(4);
+    corrupt_share_for_generator_2(&mut sim, true);
+    let t = sim.seal_first_round();
+    let complaints = sim.find(|_, e| match e {
+        Event::Complained { index, against, .. } => Some((*index, against.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        complaints,
+        vec![(2, vec![ClientId(2)])],
+        "generator 2 names client 2"
+    );
+    let excluded = sim.find(|_, e| match e {
+        Event::DealingExcluded { client, .. } => Some(*client),
+        _ => None,
+    });
+    assert_eq!(excluded, vec![ClientId(2)]);
+    assert_eq!(t.clients(), vec![ClientId(1), ClientId(3), ClientId(4)]);
+    let held = sim.find(|_, e| matches!(e, Event::ShareHeld { .. }).then_some(()));
+    assert_eq!(
+        held.len(),
+        N,
+        "generator 2 takes part without the bad dealing"
+    );
+    let alice = sim.requesters[0];
+    let d = sim.distributors.clone();
+    let (round, counter, otp, bad) = sim.issue(alice, d.clone()).unwrap();
+    assert!(bad.is_empty());
+    assert_eq!(
+        sim.verify(alice, d, round, counter, &otp),
+        Ok(VerifyResult::Accepted)
+    );
+}
+
+#[test]
+fn an_answered_complaint_keeps_the_dealing() {
+    let mut sim = Sim::new(4);
+    corrupt_share_for_generator_2(&mut sim, false);
+    let t = sim.seal_first_round();
+    let answered = sim.find(|_, e| match e {
+        Event::ComplaintAnswered { client, index, .. } => Some((*client, *index)),
+        _ => None,
+    });
+    assert_eq!(answered, vec![(ClientId(2), 2)]);
+    assert_eq!(
+        t.clients().len(),
+        4,
+        "the published share resolved the complaint"
+    );
+    let held = sim.find(|_, e| matches!(e, Event::ShareHeld { .. }).then_some(()));
+    assert_eq!(held.len(), N);
+}
+
+#[test]
+fn one_distributors_whole_state_cannot_compute_an_otp() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
+    // Everything distributor 1 stored, and everything it could learn from its records.
+    let records = sim.records[&d[0]].clone();
+    let (transcript, share) = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let dump = format!("{records:?}");
+    assert!(!dump.contains(&otp), "no record holds the OTP");
+    let share = KeyShare::from_bytes(Index(1), *share.as_bytes()).unwrap();
+    let public = transcript.threshold.as_ref().unwrap().key().unwrap();
+    let input = threshold::otp_input(&alice, round, counter);
+    let digits = sim.mesh.settings.digits;
+    // Its own partial, as if it were the key, and Lagrange-weighted as if it were a quorum alone.
+    let mine = share.evaluate(&input, &mut sim.rng);
+    let y = curve25519_dalek::ristretto::CompressedRistretto(mine.y)
+        .decompress()
+        .unwrap();
+    let lambda = otpmesh_protocol::threshold::poly::lagrange_at_zero(&[Index(1)], Index(1));
+    for guess in [y, y * lambda] {
+        let value = eval::otp(&guess, &input, digits);
+        let guessed = otpmesh_protocol::otp::Otp::new(value, digits).unwrap();
+        assert_ne!(guessed.to_string(), otp);
+    }
+    // It cannot even convince a requester alone: one partial is not a quorum.
+    assert!(public.combine(&[mine], &input).is_err());
+}
+
+#[test]
+fn a_counter_is_answered_once_and_must_be_current() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors[0]);
+    let fresh = counter::fresh(sim.now, &mut sim.rng);
+    let ask = |c| {
+        Request::Partial(otpmesh_protocol::wire::PartialRequest {
+            round: None,
+            counter: c,
+            requester_key: [9; 32],
+            enrolled: false,
+        })
+    };
+    let stale = counter::fresh(sim.now - 10 * 60_000, &mut sim.rng);
+    let mut answers = Vec::new();
+    for c in [fresh, fresh, stale] {
+        let actions = sim.roles.get_mut(&d).unwrap().request(
+            sim.now,
+            alice,
+            InboundId(1_000 + answers.len() as u64),
+            ask(c),
+            &mut sim.rng,
+        );
+        answers.push(actions.into_iter().find_map(|a| match a {
+            Action::Reply { response, .. } => Some(response),
+            _ => None,
+        }));
+    }
+    assert!(matches!(answers[0], Some(Response::Partial(_))));
+    assert!(
+        matches!(&answers[1], Some(Response::Refused(r)) if r.to_string().contains("already answered")),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(&answers[2], Some(Response::Refused(_))),
+        "a stale counter is refused"
+    );
+}
