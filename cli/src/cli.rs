@@ -551,6 +551,10 @@ pub enum MeshCommand {
     after_help = "Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh mesh up --contributors 8 --distributors 2 --dir /tmp/mesh\n\nWrites DIR/mesh.json (every node's name, role, peer_id, listen, pid, data_dir, log, restart argv)\nand DIR/mesh.toml (the mesh config every node uses)."
 )]
 pub struct MeshUpArgs {
+    /// Threshold mode, T/N: N generators deal key shares to N distributors and any T of the
+    /// distributors make an OTP together (T > N/2). Sets --generators and --distributors to N.
+    #[arg(long, value_name = "T/N")]
+    pub threshold: Option<otpmesh_protocol::mesh::Threshold>,
     #[arg(long, default_value_t = 4)]
     pub contributors: u32,
     #[arg(long, default_value_t = 1)]

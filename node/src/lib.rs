@@ -417,11 +417,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 Box::new(distributor)
             }
             RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
-                return Err(NodeError::Role(
-                    "a requester node that follows rounds serves single-generator meshes; in \
-                     threshold mode ask with `otpmesh request --threshold`"
-                        .into(),
-                ))
+                Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
             }
             RoleSpec::Requester { distributors } => {
                 let targets = if distributors.is_empty() {

@@ -58,6 +58,8 @@ struct Sim {
     records: HashMap<PeerId, Vec<Record>>,
     events: Vec<(PeerId, Event)>,
     hook: Option<Hook>,
+    /// (recipient, gossip kind) pairs that are lost on the way.
+    lost: HashSet<(PeerId, &'static str)>,
     distributors: Vec<PeerId>,
     requesters: Vec<PeerId>,
 }
@@ -107,6 +109,7 @@ impl Sim {
             records: HashMap::new(),
             events: Vec::new(),
             hook: None,
+            lost: HashSet::new(),
             distributors: distributors.clone(),
             requesters,
         };
@@ -183,7 +186,10 @@ impl Sim {
                         continue;
                     }
                     for id in self.order.clone() {
-                        if id == from || self.down.contains(&id) {
+                        if id == from
+                            || self.down.contains(&id)
+                            || self.lost.contains(&(id, message.kind()))
+                        {
                             continue;
                         }
                         if role::check_gossip(&self.mesh, &from, &message) != Verdict::Accept {
@@ -565,5 +571,49 @@ fn a_counter_is_answered_once_and_must_be_current() {
     assert!(
         matches!(&answers[2], Some(Response::Refused(_))),
         "a stale counter is refused"
+    );
+}
+
+#[test]
+fn a_generator_that_missed_the_announcement_takes_part_with_early_dealings() {
+    let mut sim = Sim::new(4);
+    let late = sim.mesh.generators[3].peer_id;
+    sim.lost.insert((late, "open"));
+    sim.seal_first_round();
+    let complained = sim.find(|_, e| matches!(e, Event::Complained { .. }).then_some(()));
+    assert!(
+        complained.is_empty(),
+        "the early dealings were kept and opened"
+    );
+    let held = sim.find(|p, e| matches!(e, Event::ShareHeld { .. }).then_some(*p));
+    assert!(held.contains(&late) && held.len() == N);
+}
+
+#[test]
+fn a_generator_that_missed_the_dealings_gets_its_shares_from_the_answers() {
+    let mut sim = Sim::new(4);
+    let late = sim.mesh.generators[3].peer_id;
+    sim.lost.insert((late, "open"));
+    sim.lost.insert((late, "deal"));
+    let t = sim.seal_first_round();
+    let complaints = sim.find(|_, e| match e {
+        Event::Complained { index, against, .. } => Some((*index, against.len())),
+        _ => None,
+    });
+    assert_eq!(
+        complaints,
+        vec![(4, 4)],
+        "generator 4 complains of every dealing it missed"
+    );
+    assert_eq!(t.clients().len(), 4, "every complaint was answered");
+    let held = sim.find(|p, e| matches!(e, Event::ShareHeld { .. }).then_some(*p));
+    assert!(held.contains(&late) && held.len() == N);
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    sim.down.extend([d[0], d[1]]);
+    let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
+    assert_eq!(
+        sim.verify(alice, d, round, counter, &otp),
+        Ok(VerifyResult::Accepted),
+        "distributor 4's share is part of the quorum {{3, 4, 5}}"
     );
 }

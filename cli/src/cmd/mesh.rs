@@ -16,7 +16,7 @@ use otpmesh_protocol::phrase::ClientId;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,13 +115,26 @@ struct Planned {
 }
 
 fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
-    if args.generators != 1 {
-        bail!("--generators {}: single-generator mode runs exactly one generator (threshold mode, with several, is not built yet)", args.generators);
-    }
-    if args.contributors == 0 || args.distributors == 0 {
+    let (generators, distributors) = match args.threshold {
+        None if args.generators != 1 => bail!(
+            "--generators {}: single-generator mode runs exactly one generator; several need --threshold T/N",
+            args.generators
+        ),
+        None => (1, args.distributors),
+        Some(t) => {
+            let n = t.0.n;
+            for (flag, given) in [("generators", args.generators), ("distributors", args.distributors)] {
+                if given != 1 && given != n {
+                    bail!("--threshold {t} runs {n} {flag}, not --{flag} {given}");
+                }
+            }
+            (n, n)
+        }
+    };
+    if args.contributors == 0 || distributors == 0 {
         bail!("a mesh needs at least one contributor and one distributor");
     }
-    let total = args.contributors + args.generators + args.distributors + args.requesters;
+    let total = args.contributors + generators + distributors + args.requesters;
     if total > MAX_NODES {
         bail!("{total} nodes is more than the {MAX_NODES} one mesh up starts");
     }
@@ -131,8 +144,8 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     let mesh_path = dir.join("mesh.toml");
 
     let mut names: Vec<(&'static str, String)> = Vec::new();
-    names.extend((1..=args.generators).map(|i| ("generator", format!("generator-{i}"))));
-    names.extend((1..=args.distributors).map(|i| ("distributor", format!("distributor-{i}"))));
+    names.extend((1..=generators).map(|i| ("generator", format!("generator-{i}"))));
+    names.extend((1..=distributors).map(|i| ("distributor", format!("distributor-{i}"))));
     names.extend((1..=args.contributors).map(|i| ("contributor", format!("contributor-{i}"))));
     names.extend((1..=args.requesters).map(|i| ("requester", format!("requester-{i}"))));
     // With metrics, a second TCP port per node serves them.
@@ -145,6 +158,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     mesh.settings.rsa_bits = args.rsa_bits;
     mesh.settings.requests_per_peer_s = args.requests_per_peer_s;
     mesh.settings.quorum = args.quorum.unwrap_or(0);
+    mesh.settings.threshold = args.threshold;
     let mut entries = Vec::new();
     let mut hubs = Vec::new();
     for (i, (role, name)) in names.iter().enumerate() {
@@ -385,6 +399,13 @@ async fn follow(
     let mut subscribed = BTreeSet::new();
     let mut formed = false;
     let mut delivered = 0u32;
+    // Threshold mode: a round is delivered when every generator has handed its share over.
+    let generators: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e.role == "generator")
+        .map(|e| e.name.as_str())
+        .collect();
+    let mut handed: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let deadline = tokio::time::sleep(Duration::from_secs(args.timeout_secs));
     tokio::pin!(deadline);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -442,7 +463,13 @@ async fn follow(
                 let reason = value.get("reason").and_then(Value::as_str).unwrap_or("");
                 say(format!("round {round}: failed: {reason}"));
             }
-            "round_delivered_all" if name == generator => {
+            "round_delivered_all" if generators.contains(name.as_str()) => {
+                let by = handed.entry(round).or_default();
+                by.insert(name.clone());
+                if by.len() < generators.len() {
+                    continue;
+                }
+                handed.remove(&round);
                 delivered += 1;
                 say(format!("round {round}: delivered to every distributor"));
                 if args.rounds.is_some_and(|n| delivered >= n) {
@@ -453,7 +480,9 @@ async fn follow(
                     return Ok(());
                 }
             }
-            "otp_received" => say(format!("{name}: received an OTP for round {round}")),
+            "otp_received" | "threshold_otp_received" => {
+                say(format!("{name}: received an OTP for round {round}"))
+            }
             "request_refused"
                 if !value
                     .get("reason")

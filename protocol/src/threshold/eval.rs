@@ -86,6 +86,13 @@ pub struct Partial {
     pub proof: dleq::Proof,
 }
 
+impl Partial {
+    /// y_j as a point (None if the bytes are not one).
+    pub fn point(&self) -> Option<RistrettoPoint> {
+        CompressedRistretto(self.y).decompress()
+    }
+}
+
 /// The round key's public side: K = G·k and every K_j = G·k_j, from the aggregated commitments
 /// (the K_j computed once, here).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -113,6 +113,11 @@ pub struct Generator {
     key: PublicKey,
     coordinator: bool,
     next_round: RoundId,
+    /// The newest round taken up (opened, announced or proposed); older ones are never revived.
+    seen_round: RoundId,
+    /// Dealings that came before their round's announcement (gossip does not keep order across
+    /// senders), replayed when the round is taken up.
+    early: Vec<(PeerId, Deal)>,
     head: Digest32,
     round: Option<Round>,
     next_open_at: Millis,
@@ -150,6 +155,7 @@ impl Generator {
         };
         let after = |r: Option<RoundId>| r.map_or(1, |r| r.0 + 1);
         let sealed_round = last_sealed.as_ref().map(|(t, _)| t.round);
+        let next_round = RoundId(after(last_opened).max(after(sealed_round)));
         let mut generator = Generator {
             me,
             index,
@@ -157,7 +163,9 @@ impl Generator {
             coordinator: mesh.coordinator() == Some(me),
             mesh,
             key,
-            next_round: RoundId(after(last_opened).max(after(sealed_round))),
+            next_round,
+            seen_round: RoundId(next_round.0 - 1),
+            early: Vec::new(),
             head: last_sealed
                 .as_ref()
                 .map_or(Digest32::ZERO, |(t, _)| t.commitment),
@@ -186,6 +194,7 @@ impl Generator {
     fn open_round(&mut self, now: Millis) -> Vec<Action> {
         let round = self.next_round;
         self.next_round = RoundId(round.0 + 1);
+        self.seen_round = round;
         let announce = RoundOpen {
             round,
             key_fingerprint: self.key.fingerprint(),
@@ -211,15 +220,29 @@ impl Generator {
         if self.coordinator || self.mesh.coordinator() != Some(source) {
             return Vec::new();
         }
-        if self.round.as_ref().is_some_and(|r| r.id() >= open.round) {
+        self.adopt(now, open.clone())
+    }
+
+    /// Takes up a round the coordinator announced (or proposed, if the announcement was missed),
+    /// with the dealings that came early.
+    fn adopt(&mut self, now: Millis, open: RoundOpen) -> Vec<Action> {
+        if open.round <= self.seen_round {
             return Vec::new();
         }
-        self.round = Some(Round::new(open.clone(), now));
-        vec![Action::Emit(Event::RoundOpened {
+        self.seen_round = open.round;
+        let mut actions = vec![Action::Emit(Event::RoundOpened {
             round: open.round,
             quorum: open.quorum,
             deadline_ms: open.deadline_ms,
-        })]
+        })];
+        self.round = Some(Round::new(open, now));
+        let round = self.seen_round;
+        for (source, deal) in std::mem::take(&mut self.early) {
+            if deal.round == round {
+                actions.extend(self.on_deal(now, source, &deal).1);
+            }
+        }
+        actions
     }
 
     fn on_deal(&mut self, now: Millis, source: PeerId, deal: &Deal) -> (Verdict, Vec<Action>) {
@@ -242,6 +265,14 @@ impl Generator {
             .as_mut()
             .filter(|r| r.id() == deal.round && r.proposal.is_none())
         else {
+            if deal.round > self.seen_round && !self.coordinator {
+                // Perhaps only early: kept (for the newest round only, bounded) until it opens.
+                self.early.retain(|(_, d)| d.round == deal.round);
+                if self.early.len() < crate::round::MAX_ROUND_CONTRIBUTORS {
+                    self.early.push((source, deal.clone()));
+                }
+                return (Verdict::Accept, Vec::new());
+            }
             let reason = format!("dealing for round {}, which is not open", deal.round);
             return refused(PhraseRefusal::NotOpen, Verdict::Ignore(reason));
         };
@@ -331,15 +362,30 @@ impl Generator {
     }
 
     fn on_proposal(&mut self, now: Millis, proposal: &Proposal) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if proposal.round > self.seen_round {
+            // The announcement never came here: take the round up now. Dealings missed entirely
+            // are complained of, and their shares come in the answers.
+            let open = RoundOpen {
+                round: proposal.round,
+                key_fingerprint: self.key.fingerprint(),
+                quorum: self.mesh.quorum(),
+                minimum: self.mesh.minimum(),
+                deadline_ms: now,
+                prev_commitment: Digest32::ZERO,
+            };
+            actions.extend(self.adopt(now, open));
+        }
         let Some(round) = self
             .round
             .as_mut()
             .filter(|r| r.id() == proposal.round && r.proposal.is_none())
         else {
-            return Vec::new();
+            return actions;
         };
         round.proposal = Some((proposal.dealings.clone(), now));
-        self.complain(now)
+        actions.extend(self.complain(now));
+        actions
     }
 
     /// Publishes this generator's complaints once every proposed dealing's share is decided, or

@@ -21,14 +21,16 @@
 //! ```
 //! [`Generator`] runs both generator parts (the coordinator is generator 1); [`Contributor`] deals;
 //! distributors serve partials from [`crate::role::Distributor`] ([`distributor`]); [`Requester`]
-//! fans out and combines.
+//! fans out and combines; [`Follower`] runs one per sealed round (a requester node).
 
 pub mod contributor;
 pub mod distributor;
+pub mod follower;
 pub mod generator;
 pub mod requester;
 
 pub use contributor::Contributor;
+pub use follower::Follower;
 pub use generator::Generator;
 pub use requester::Requester;
 

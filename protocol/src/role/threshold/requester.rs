@@ -115,6 +115,11 @@ impl Requester {
         )
     }
 
+    /// Whether it has its answer (or gave up).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// Salts with these enrolment keys (by distributor) instead of fresh exchanges.
     pub fn with_enrolments(mut self, enrolments: HashMap<PeerId, EpochKey>) -> Requester {
         self.enrolments = enrolments;

@@ -1,0 +1,181 @@
+//! Threshold mode end to end: `mesh up --threshold 3/5` as real processes, OTPs requested and
+//! verified from outside, and then the stores on disk: one distributor's whole state cannot make
+//! the OTP, three can.
+
+mod common;
+
+use common::{Mesh, BIN};
+use otpmesh_node::store::Store;
+use otpmesh_protocol::otp::{Digits, Otp};
+use otpmesh_protocol::role::threshold::otp_input;
+use otpmesh_protocol::round::RoundId;
+use otpmesh_protocol::threshold::eval::{self, KeyShare};
+use otpmesh_protocol::threshold::Index;
+use serde_json::Value;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn otpmesh(args: &[String]) -> Output {
+    Command::new(BIN).args(args).output().expect("otpmesh runs")
+}
+
+/// `--distributor A --distributor B …` for every distributor of the mesh.
+fn distributor_flags(json: &Value) -> Vec<String> {
+    json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "distributor")
+        .flat_map(|n| {
+            let addr = n["listen"][0].as_str().unwrap().to_string();
+            ["--distributor".to_string(), addr]
+        })
+        .collect()
+}
+
+#[test]
+fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() {
+    let mesh = Mesh::up(&[
+        "--threshold",
+        "3/5",
+        "--contributors",
+        "4",
+        "--requesters",
+        "1",
+    ]);
+    let handed = |g: &'static str| {
+        move |v: &Value| v["node"] == g && v["event"] == "round_delivered_all" && v["round"] == 1
+    };
+    let (g1, g2, g3, g4, g5) = (
+        handed("generator-1"),
+        handed("generator-2"),
+        handed("generator-3"),
+        handed("generator-4"),
+        handed("generator-5"),
+    );
+    let followed = |v: &Value| v["node"] == "requester-1" && v["event"] == "threshold_otp_received";
+    mesh.wait_for_all(&[
+        ("generator-1's handover", &g1),
+        ("generator-2's handover", &g2),
+        ("generator-3's handover", &g3),
+        ("generator-4's handover", &g4),
+        ("generator-5's handover", &g5),
+        ("the requester node's OTP", &followed),
+    ]);
+    let json = mesh.mesh_json();
+    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = |cmd: &str| -> Vec<String> {
+        let mut args: Vec<String> = [cmd, "--threshold", "--json", "--data-dir", &requester_dir]
+            .map(String::from)
+            .to_vec();
+        args.extend(distributor_flags(&json));
+        args
+    };
+    let out = otpmesh(&base("request"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let otp = got["otp"].as_str().unwrap().to_string();
+    let round = got["round"].as_u64().unwrap();
+    let counter: u64 = got["counter"].as_str().unwrap().parse().unwrap();
+    assert_eq!(got["shareholders"].as_array().unwrap().len(), 3, "{got}");
+    assert_eq!(got["bad_partials_from"].as_array().unwrap().len(), 0);
+
+    let verify = |code: &str| {
+        let mut args = base("verify");
+        args.extend(
+            [
+                "--round",
+                &round.to_string(),
+                "--counter",
+                &counter.to_string(),
+                "--otp",
+                code,
+            ]
+            .map(String::from),
+        );
+        let out = otpmesh(&args);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            v["result"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(verify(&otp), (Some(0), "accepted".to_string()));
+    assert_eq!(verify(&otp), (Some(1), "used".to_string()), "single use");
+
+    // Stop the mesh (the stores are locked while it runs) and read what the distributors keep.
+    let (status, keep) = stop_keeping(mesh);
+    assert!(status.success());
+    let requester: libp2p::PeerId = Mesh::node(&json, "requester-1")["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let input = otp_input(&requester, RoundId(round), counter);
+    let digits = Digits::default();
+    let mut partials = Vec::new();
+    let mut public = None;
+    for j in 1..=3u32 {
+        let data_dir = keep.path().join(format!("distributor-{j}"));
+        let state = Store::open(&data_dir).unwrap().distributor_state().unwrap();
+        let (transcript, share) = state
+            .rounds
+            .iter()
+            .find(|(t, _)| t.round.0 == round)
+            .expect("the round's key share is stored");
+        assert!(
+            state
+                .otps
+                .iter()
+                .any(|(o, _, used)| o.counter == counter && *used),
+            "distributor {j} stored the OTP as used"
+        );
+        let share = KeyShare::from_bytes(Index(j), *share.as_bytes()).unwrap();
+        let key = transcript.threshold.as_ref().unwrap().key().unwrap();
+        let partial = share.evaluate(&input, &mut rand::rngs::OsRng);
+        if j == 1 {
+            // Distributor 1 alone: its partial as if it were the key, and weighted as if it
+            // were a quorum by itself, and its share used as the key scalar.
+            let y = partial.point().unwrap();
+            let lambda = otpmesh_protocol::threshold::poly::lagrange_at_zero(&[Index(1)], Index(1));
+            for guess in [y, y * lambda] {
+                let value = eval::otp(&guess, &input, digits);
+                assert_ne!(Otp::new(value, digits).unwrap().to_string(), otp);
+            }
+            assert!(key.combine(std::slice::from_ref(&partial), &input).is_err());
+        }
+        partials.push(partial);
+        public = Some(key);
+    }
+    let (y, bad) = public.unwrap().combine(&partials, &input).unwrap();
+    assert!(bad.is_empty());
+    let value = eval::otp(&y, &input, digits);
+    assert_eq!(
+        Otp::new(value, digits).unwrap().to_string(),
+        otp,
+        "three stores together do make it: the check above could fail"
+    );
+}
+
+/// Stops `mesh up` with SIGTERM (its nodes stop with it) and keeps its directory.
+fn stop_keeping(mesh: Mesh) -> (std::process::ExitStatus, tempfile::TempDir) {
+    let Mesh { mut child, dir, .. } = mesh;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("mesh up stops within 30 s of SIGTERM")
+        .unwrap();
+    (status, dir)
+}
