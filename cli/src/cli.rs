@@ -349,6 +349,9 @@ pub struct BenchRoundArgs {
     /// both, in-process or processes.
     #[arg(long, default_value = "both")]
     pub mode: String,
+    /// Also measure a threshold mesh of N generators and N distributors (T/N), beside single mode.
+    #[arg(long, value_name = "T/N")]
+    pub threshold: Option<otpmesh_protocol::mesh::Threshold>,
     #[command(flatten)]
     pub out: BenchOutput,
 }

@@ -105,10 +105,14 @@ impl Metrics {
             "Phrases rejected, by reason (generator)",
             m.phrases_rejected.clone(),
         );
-        r.register("otps_issued", "OTPs issued", m.otps_issued.clone());
+        r.register(
+            "otps_issued",
+            "OTPs issued (threshold mode: partials issued)",
+            m.otps_issued.clone(),
+        );
         r.register(
             "verifications",
-            "OTP and TOTP verifications by result",
+            "OTP and TOTP verifications by result (threshold mode: result=partial, one per verification partial released)",
             m.verifications.clone(),
         );
         r.register(
@@ -174,8 +178,20 @@ impl Metrics {
                     })
                     .inc();
             }
-            Event::OtpIssued { .. } => {
+            // Threshold mode: a partial is this distributor's part of an OTP.
+            Event::OtpIssued { .. }
+            | Event::PartialIssued {
+                verification: false,
+                ..
+            } => {
                 self.otps_issued.inc();
+            }
+            Event::PartialIssued {
+                verification: true, ..
+            } => {
+                self.verifications
+                    .get_or_create(&Result { result: "partial" })
+                    .inc();
             }
             Event::OtpVerified { result, .. } => {
                 self.verifications

@@ -45,7 +45,7 @@ pub async fn ingest(args: BenchIngestArgs) -> Outcome {
         "baseline: one RSA-2048 OAEP decryption = {decrypt_ms:.3} ms on one core; ceiling = {cores} cores × {:.0}/s = {ceiling_per_s:.0} phrases/s",
         1000.0 / decrypt_ms
     );
-    let run = run_mesh(args.phrases, args.rounds, true)
+    let run = run_mesh(args.phrases, args.rounds, true, None)
         .await
         .with_context(|| format!("{} phrases per round", args.phrases))?;
     println!(

@@ -151,6 +151,27 @@ fn scenario(k: u32, rounds: usize, requesters: u32) -> Scenario {
     }
 }
 
+/// Makes a bench scenario a threshold mesh: N generators and N distributors instead of one each.
+fn into_threshold(s: &mut Scenario, t: otpmesh_protocol::mesh::Threshold) {
+    s.nodes
+        .retain(|n| !matches!(n.role, NodeRole::Generator | NodeRole::Distributor));
+    let node = |name: String, role| NodeSpec {
+        name,
+        role,
+        client_id: None,
+        input: None,
+        listed: None,
+    };
+    let mut front: Vec<NodeSpec> = (1..=t.0.n)
+        .map(|i| node(format!("g{i}"), NodeRole::Generator))
+        .collect();
+    front.extend((1..=t.0.n).map(|i| node(format!("d{i}"), NodeRole::Distributor)));
+    front.append(&mut s.nodes);
+    s.nodes = front;
+    s.settings.threshold = Some(t);
+    s.name = format!("{}-threshold-{t}", s.name);
+}
+
 /// Plans `s` in a fresh temporary directory (removed when the returned handle drops).
 fn plan(s: &Scenario, seed: u64) -> anyhow::Result<(tempfile::TempDir, layout::Layout)> {
     let dir = tempfile::Builder::new()
@@ -190,8 +211,16 @@ struct MeshRun {
 }
 
 /// Starts a fresh mesh of `k` contributors, runs `rounds` rounds on it, and stops it.
-async fn run_mesh(k: u32, rounds: usize, in_process: bool) -> anyhow::Result<MeshRun> {
-    let s = scenario(k, rounds, 0);
+async fn run_mesh(
+    k: u32,
+    rounds: usize,
+    in_process: bool,
+    threshold: Option<otpmesh_protocol::mesh::Threshold>,
+) -> anyhow::Result<MeshRun> {
+    let mut s = scenario(k, rounds, 0);
+    if let Some(t) = threshold {
+        into_threshold(&mut s, t);
+    }
     let (_dir, layout) = plan(&s, k as u64)?;
     let mut runner = runner(&s, &layout, in_process, k as u64);
     runner.state.arrivals = Some(Vec::new());

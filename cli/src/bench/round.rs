@@ -12,6 +12,8 @@ use serde::Serialize;
 struct Row {
     k: u32,
     mode: &'static str,
+    /// "single", or the threshold ("9/16").
+    setup: String,
     rounds: usize,
     latency_p50_ms: f64,
     latency_max_ms: f64,
@@ -38,9 +40,14 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
         "baseline: one RSA-2048 OAEP decryption = {decrypt_ms:.3} ms on one core; {cores} cores"
     );
     println!(
-        "{:>5} {:<11} {:>7} {:>12} {:>12} {:>10} {:>7}",
-        "k", "mode", "rounds", "p50 ms", "max ms", "floor ms", "ratio"
+        "{:>5} {:<11} {:<9} {:>7} {:>12} {:>12} {:>10} {:>7}",
+        "k", "mode", "setup", "rounds", "p50 ms", "max ms", "floor ms", "ratio"
     );
+    // With --threshold, each mesh is measured in single mode too, in this same run.
+    let setups: Vec<Option<otpmesh_protocol::mesh::Threshold>> = match args.threshold {
+        Some(t) => vec![None, Some(t)],
+        None => vec![None],
+    };
     let mut rows = Vec::new();
     let modes: &[(&'static str, bool)] = match args.mode.as_str() {
         "both" => &[("in-process", true), ("processes", false)],
@@ -49,16 +56,21 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
         other => return Err(anyhow!("--mode {other:?}: both, in-process or processes").into()),
     };
     for &k in &ks {
-        for &(mode, in_process) in modes {
-            let mut lat = run_mesh(k, args.rounds, in_process)
+        for (&(mode, in_process), setup) in modes
+            .iter()
+            .flat_map(|m| setups.iter().map(move |s| (m, *s)))
+        {
+            let label = setup.map_or("single".to_string(), |t| t.to_string());
+            let mut lat = run_mesh(k, args.rounds, in_process, setup)
                 .await
-                .with_context(|| format!("k = {k}, {mode}"))?
+                .with_context(|| format!("k = {k}, {mode}, {label}"))?
                 .latencies;
             lat.sort_by(f64::total_cmp);
             let floor_ms = decrypt_ms * k as f64 / cores as f64;
             let row = Row {
                 k,
                 mode,
+                setup: label,
                 rounds: lat.len(),
                 latency_p50_ms: lat[lat.len() / 2],
                 latency_max_ms: lat[lat.len() - 1],
@@ -66,9 +78,10 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
                 ratio: lat[lat.len() / 2] / floor_ms,
             };
             println!(
-                "{:>5} {:<11} {:>7} {:>12.1} {:>12.1} {:>10.1} {:>7.2}",
+                "{:>5} {:<11} {:<9} {:>7} {:>12.1} {:>12.1} {:>10.1} {:>7.2}",
                 row.k,
                 row.mode,
+                row.setup,
                 row.rounds,
                 row.latency_p50_ms,
                 row.latency_max_ms,

@@ -71,6 +71,8 @@ struct Round {
     answered: BTreeSet<(ClientId, Index)>,
     /// Commitments learnt from justifications, for dealings this generator never received.
     justified_commitments: BTreeMap<ClientId, Commitments>,
+    /// The sealed transcript, while a share it needs is still on its way (and since when).
+    sealed: Option<(Transcript, Millis)>,
 }
 
 impl Round {
@@ -84,6 +86,7 @@ impl Round {
             complaints: BTreeMap::new(),
             answered: BTreeSet::new(),
             justified_commitments: BTreeMap::new(),
+            sealed: None,
         }
     }
 
@@ -97,6 +100,80 @@ impl Round {
             .map(|d| &d.commitments)
             .or_else(|| self.justified_commitments.get(&client))
     }
+}
+
+/// Why a generator cannot take its part yet, or at all.
+enum Missing {
+    /// A share still being decrypted here: only this node's CPU is in the way.
+    Opening(String),
+    /// An answer to a complaint may still be on its way.
+    Wait(String),
+    Never(String),
+}
+
+/// How much longer than `complaint_ms` a sealed round waits for this node's own decryptions.
+const OPENING_GRACE_WINDOWS: u64 = 10;
+
+/// k_j for transcript `t`: every qualified dealing's share must be here and good, the transcript's
+/// public key the sum of their commitments, and G·k_j = K_j.
+fn key_share(round: &Round, t: &Transcript, index: Index) -> Result<Zeroizing<Scalar>, Missing> {
+    let public = t
+        .threshold
+        .as_ref()
+        .and_then(|k| k.key())
+        .ok_or_else(|| Missing::Never("the transcript carries no usable public key".into()))?;
+    let complained = round.complained.clone().unwrap_or_default();
+    let mut k = Zeroizing::new(Scalar::ZERO);
+    let mut sum: Option<Commitments> = None;
+    for q in &t.included {
+        let Some(d) = round.dealings.get(&q.client) else {
+            return Err(Missing::Wait(format!(
+                "no share of client {}'s dealing",
+                q.client
+            )));
+        };
+        if d.digest != q.ciphertext_hash {
+            return Err(Missing::Never(format!(
+                "client {}'s dealing here is not the one sealed",
+                q.client
+            )));
+        }
+        let answered = round.answered.contains(&(q.client, index));
+        match &d.share {
+            Share::Opened(s) if !complained.contains(&q.client) || answered => *k += **s,
+            Share::Opening => {
+                return Err(Missing::Opening(format!(
+                    "client {}'s share is still opening",
+                    q.client
+                )))
+            }
+            _ => {
+                return Err(Missing::Wait(format!(
+                    "client {}'s share to this generator is bad and was not answered",
+                    q.client
+                )))
+            }
+        }
+        sum = Some(match sum {
+            None => d.commitments.clone(),
+            Some(s) => s.add(&d.commitments),
+        });
+    }
+    if sum.as_ref() != Some(&public.commitments) {
+        return Err(Missing::Never(
+            "the transcript's public key is not the sum of its dealings".into(),
+        ));
+    }
+    if G * *k != public.share_key(index) {
+        return Err(Missing::Never(
+            "the key share does not match the public key".into(),
+        ));
+    }
+    Ok(k)
+}
+
+fn round_has_proposal(round: &Option<Round>) -> bool {
+    round.as_ref().is_some_and(|r| r.proposal.is_some())
 }
 
 struct Handing {
@@ -260,10 +337,18 @@ impl Generator {
             };
             (verdict, vec![Action::Emit(event)])
         };
+        // After the proposal, only the proposed dealings are still wanted (gossip can bring one
+        // here after the proposal that names it).
+        let wanted = |r: &Round| match &r.proposal {
+            None => true,
+            Some((proposed, _)) => {
+                r.complained.is_none() && proposed.iter().any(|p| p.client == deal.client)
+            }
+        };
         let Some(round) = self
             .round
             .as_mut()
-            .filter(|r| r.id() == deal.round && r.proposal.is_none())
+            .filter(|r| r.id() == deal.round && wanted(r))
         else {
             if deal.round > self.seen_round && !self.coordinator {
                 // Perhaps only early: kept (for the newest round only, bounded) until it opens.
@@ -335,6 +420,9 @@ impl Generator {
         if self.coordinator && round.dealings.len() >= round.open.quorum as usize {
             actions.extend(self.propose(now));
         }
+        if round_has_proposal(&self.round) {
+            actions.extend(self.complain(now));
+        }
         (Verdict::Accept, actions)
     }
 
@@ -399,16 +487,21 @@ impl Generator {
         let Some((proposed, at)) = &round.proposal else {
             return Vec::new();
         };
-        let undecided = proposed.iter().any(|p| {
+        // A share still opening is only waiting for this node's CPU: always wait for it. A
+        // dealing that never came is waited for half the window, then complained of.
+        let opening = proposed.iter().any(|p| {
             matches!(
                 round.dealings.get(&p.client),
-                None | Some(Dealt {
+                Some(Dealt {
                     share: Share::Opening,
                     ..
                 })
             )
         });
-        if undecided && now < at + half_window {
+        let missing = proposed
+            .iter()
+            .any(|p| !round.dealings.contains_key(&p.client));
+        if opening || (missing && now < at + half_window) {
             return Vec::new();
         }
         let mut against = BTreeSet::new();
@@ -507,7 +600,9 @@ impl Generator {
             .justified_commitments
             .entry(j.client)
             .or_insert(commitments);
-        (Verdict::Accept, self.try_close(now))
+        let mut actions = self.try_close(now);
+        actions.extend(self.retry_sealed(now));
+        (Verdict::Accept, actions)
     }
 
     /// Coordinator: seals once every generator has complained (or the window closed) and every
@@ -518,7 +613,7 @@ impl Generator {
         }
         let window = self.mesh.settings.complaint_ms;
         let n = self.params.n as usize;
-        let Some(round) = &self.round else {
+        let Some(round) = self.round.as_ref().filter(|r| r.sealed.is_none()) else {
             return Vec::new();
         };
         let Some((proposed, at)) = &round.proposal else {
@@ -530,8 +625,12 @@ impl Generator {
             .flat_map(|(j, against)| against.iter().map(move |c| (*c, *j)))
             .filter(|key| !round.answered.contains(key))
             .collect();
-        let all_in = round.complaints.len() == n && unanswered.is_empty();
-        if !all_in && now < at + window {
+        // Every generator has spoken and every complaint is answered: seal now. Otherwise wait
+        // out the window, and a second one while answers to complaints may still be on their way.
+        let all_in = round.complaints.len() == n;
+        let ready = all_in && unanswered.is_empty();
+        let waited = now >= at + window && (unanswered.is_empty() || now >= at + 2 * window);
+        if !ready && !waited {
             return Vec::new();
         }
         let excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
@@ -613,59 +712,36 @@ impl Generator {
         actions
     }
 
-    /// Takes part in a sealed round: every qualified dealing needs a good share here.
+    /// Takes part in a sealed round: every qualified dealing needs a good share here. A share still
+    /// opening, or a complaint whose answer is still on its way, is waited for (up to
+    /// `complaint_ms` after the transcript came); anything else ends this generator's part.
     fn on_sealed(&mut self, now: Millis, t: &Transcript) -> Vec<Action> {
-        if self.round.as_ref().map(Round::id) != Some(t.round) {
-            return Vec::new();
-        }
-        let Some(round) = self.round.take() else {
+        let grace = self.mesh.settings.complaint_ms;
+        let Some(round) = self.round.as_mut().filter(|r| r.id() == t.round) else {
             return Vec::new();
         };
+        let since = round.sealed.as_ref().map_or(now, |(_, at)| *at);
+        let outcome = key_share(round, t, self.index);
+        let wait = match &outcome {
+            Err(Missing::Wait(_)) => grace,
+            Err(Missing::Opening(_)) => OPENING_GRACE_WINDOWS * grace,
+            _ => 0,
+        };
+        if now < since + wait {
+            round.sealed = Some((t.clone(), since));
+            return Vec::new();
+        }
+        self.round = None;
         self.next_open_at = now + self.mesh.settings.round_interval_ms;
-        let unavailable = |reason: String| {
-            vec![Action::Emit(Event::ShareUnavailable {
-                round: t.round,
-                reason,
-            })]
-        };
-        let Some(public) = t.threshold.as_ref().and_then(|k| k.key()) else {
-            return unavailable("the transcript carries no usable public key".into());
-        };
-        let complained = round.complained.clone().unwrap_or_default();
-        let mut k = Zeroizing::new(Scalar::ZERO);
-        let mut sum: Option<Commitments> = None;
-        for q in &t.included {
-            let Some(d) = round.dealings.get(&q.client) else {
-                return unavailable(format!("no share of client {}'s dealing", q.client));
-            };
-            let justified = round.answered.contains(&(q.client, self.index));
-            match &d.share {
-                Share::Opened(s)
-                    if d.digest == q.ciphertext_hash
-                        && (!complained.contains(&q.client) || justified) =>
-                {
-                    *k += **s
-                }
-                _ => {
-                    return unavailable(format!(
-                        "client {}'s share to this generator is bad and was not answered",
-                        q.client
-                    ))
-                }
+        let k = match outcome {
+            Ok(k) => k,
+            Err(Missing::Opening(reason) | Missing::Wait(reason) | Missing::Never(reason)) => {
+                return vec![Action::Emit(Event::ShareUnavailable {
+                    round: t.round,
+                    reason,
+                })]
             }
-            sum = Some(match sum {
-                None => d.commitments.clone(),
-                Some(s) => s.add(&d.commitments),
-            });
-        }
-        if sum.as_ref() != Some(&public.commitments) {
-            return unavailable(
-                "the transcript's public key is not the sum of its dealings".into(),
-            );
-        }
-        if G * *k != public.share_key(self.index) {
-            return unavailable("the key share does not match the public key".into());
-        }
+        };
         self.head = t.commitment;
         let share = Secret::from_bytes(k.to_bytes());
         let mut actions = vec![
@@ -688,6 +764,15 @@ impl Generator {
         }
         actions.extend(self.queue_handover(t.clone(), share, now));
         actions
+    }
+
+    /// A sealed transcript waiting for a share: tried again.
+    fn retry_sealed(&mut self, now: Millis) -> Vec<Action> {
+        let pending = self.round.as_ref().and_then(|r| r.sealed.clone());
+        match pending {
+            Some((t, _)) => self.on_sealed(now, &t),
+            None => Vec::new(),
+        }
     }
 
     fn queue_handover(
@@ -766,6 +851,7 @@ impl Role for Generator {
                 r.announced_at = now;
                 actions.push(Action::Publish(Gossip::Open(r.open.clone())));
             }
+            Some(r) if r.sealed.is_some() => actions.extend(self.retry_sealed(now)),
             Some(r) if r.proposal.is_some() => {
                 actions.extend(self.complain(now));
                 actions.extend(self.try_close(now));
@@ -899,6 +985,8 @@ impl Role for Generator {
             Some(s) => Share::Opened(Zeroizing::new(s)),
             None => Share::Failed,
         };
-        self.complain(now)
+        let mut actions = self.complain(now);
+        actions.extend(self.retry_sealed(now));
+        actions
     }
 }
