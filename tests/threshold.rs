@@ -41,7 +41,7 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
         "--contributors",
         "4",
         "--requesters",
-        "1",
+        "2",
     ]);
     let handed = |g: &'static str| {
         move |v: &Value| v["node"] == g && v["event"] == "round_delivered_all" && v["round"] == 1
@@ -109,6 +109,35 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
     };
     assert_eq!(verify(&otp), (Some(0), "accepted".to_string()));
     assert_eq!(verify(&otp), (Some(1), "used".to_string()), "single use");
+
+    // Passwords: the same evaluation at ("password", requester, round, counter).
+    let password = |requester: &str, extra: &[&str]| -> Value {
+        let dir = Mesh::node(&json, requester)["data_dir"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut args: Vec<String> = ["password", "--json", "--data-dir", &dir]
+            .map(String::from)
+            .to_vec();
+        args.extend(distributor_flags(&json));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let out = otpmesh(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mine = password("requester-1", &[]);
+    let again = password("requester-1", &[]);
+    let theirs = password("requester-2", &[]);
+    let text = |v: &Value| v["password"].as_str().unwrap().to_string();
+    assert_eq!(text(&mine).chars().count(), 20, "{mine}");
+    assert!(mine["bits"].as_u64().unwrap() >= 128, "{mine}");
+    assert!(text(&mine) != text(&again) && text(&mine) != text(&theirs));
+    let digits = password("requester-1", &["--length", "24", "--alphabet", "digits"]);
+    assert!(text(&digits).len() == 24 && text(&digits).chars().all(|c| c.is_ascii_digit()));
 
     // Stop the mesh (the stores are locked while it runs) and read what the distributors keep.
     let (status, keep) = stop_keeping(mesh);

@@ -38,6 +38,8 @@ pub enum Command {
     Mesh(MeshCommand),
     /// Ask a distributor for an OTP once, remove the salt, print it.
     Request(RequestArgs),
+    /// Threshold mode: a password made by a quorum of distributors that only you see.
+    Password(PasswordArgs),
     /// Present an OTP to the distributor that issued it: accepted once, before expiry.
     Verify(VerifyArgs),
     /// Enrol with a distributor by X25519 key exchange; later requests are salted under its
@@ -597,6 +599,37 @@ pub struct MeshUpArgs {
     /// Every node serves Prometheus metrics on a port of its own (mesh.json lists the URLs).
     #[arg(long)]
     pub metrics: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh password --distributor A --distributor B --distributor C --data-dir otpmesh-mesh/requester-1\n  otpmesh password … --length 32 --alphabet lower,digits --json\n  otpmesh password … --chars 'abcdef0123456789'\n\nEvery distributor answers k_j·H(\"password\", you, round, counter) with a proof, masked for you; T of\nthem combine into a point only you hold, mapped to the alphabet without modulo bias. A\nsingle-generator mesh refuses: there one distributor holds the whole round secret.\n\nExit codes: 0 password printed; 6 quorum unavailable (or not a threshold mesh); 3 unreachable; 1 other errors."
+)]
+pub struct PasswordArgs {
+    /// Every distributor of the threshold mesh, each ending in /p2p/<peer id> (repeat the flag).
+    #[arg(long, required = true)]
+    pub distributor: Vec<String>,
+    /// The requester's data dir (its identity.key is used).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Characters in the password.
+    #[arg(long, default_value_t = otpmesh_protocol::threshold::password::DEFAULT_LENGTH)]
+    pub length: usize,
+    /// Character classes, comma-separated: lower, upper, digits, symbols.
+    #[arg(
+        long,
+        default_value = "lower,upper,digits,symbols",
+        conflicts_with = "chars"
+    )]
+    pub alphabet: String,
+    /// Exactly these characters instead of classes.
+    #[arg(long)]
+    pub chars: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]

@@ -240,6 +240,9 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                 "round {round}: OTP {otp} (counter {counter}, expires {})",
                 rfc3339(*expires_at_ms)
             ),
+            Event::PasswordReceived {
+                round, length, bits, ..
+            } => format!("round {round}: a password of {length} characters ({bits} bits)"),
             Event::ThresholdVerified { result, .. } => {
                 format!("verification by quorum: {}", result.as_str())
             }

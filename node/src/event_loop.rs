@@ -644,6 +644,12 @@ impl EventLoop {
                 round, distributor, ..
             } => info!(%round, %distributor, "otp received"),
             Event::TotpReceived { distributor, .. } => info!(%distributor, "totp token received"),
+            Event::ThresholdOtpReceived {
+                round, from, bad, ..
+            } => info!(%round, shareholders = ?from, bad = bad.len(), "otp combined"),
+            Event::PasswordReceived { round, bits, .. } => {
+                info!(%round, bits, "password combined")
+            }
             // Every rejection: what, why, and the peer.
             Event::PhraseRejected {
                 round,

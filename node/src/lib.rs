@@ -86,6 +86,12 @@ pub enum RoleSpec {
     OneShotThresholdRequest {
         distributors: Vec<PeerId>,
     },
+    /// Threshold mode: a password of `length` characters from `alphabet`, seen only here.
+    OneShotThresholdPassword {
+        distributors: Vec<PeerId>,
+        alphabet: otpmesh_protocol::threshold::password::Alphabet,
+        length: usize,
+    },
     /// Threshold mode: presents `code` for (`round`, `counter`) to a quorum of `distributors`.
     OneShotThresholdVerify {
         distributors: Vec<PeerId>,
@@ -108,6 +114,7 @@ impl RoleSpec {
             | RoleSpec::OneShotTotpEnrol { .. }
             | RoleSpec::OneShotTotpVerify { .. }
             | RoleSpec::OneShotThresholdRequest { .. }
+            | RoleSpec::OneShotThresholdPassword { .. }
             | RoleSpec::OneShotThresholdVerify { .. } => "requester",
         }
     }
@@ -335,6 +342,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             | RoleSpec::OneShotTotpEnrol { .. }
             | RoleSpec::OneShotTotpVerify { .. }
             | RoleSpec::OneShotThresholdRequest { .. }
+            | RoleSpec::OneShotThresholdPassword { .. }
             | RoleSpec::OneShotThresholdVerify { .. }
     );
     if !one_shot {
@@ -455,6 +463,27 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
                 Box::new(
                     role::threshold::Requester::issue_once(peer_id, distributors.clone())
                         .with_enrolments(enrolments),
+                )
+            }
+            RoleSpec::OneShotThresholdPassword {
+                distributors,
+                alphabet,
+                length,
+            } => {
+                let mut enrolments = std::collections::HashMap::new();
+                for d in distributors {
+                    if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
+                        enrolments.insert(*d, key);
+                    }
+                }
+                Box::new(
+                    role::threshold::Requester::password_once(
+                        peer_id,
+                        distributors.clone(),
+                        alphabet.clone(),
+                        *length,
+                    )
+                    .with_enrolments(enrolments),
                 )
             }
             RoleSpec::OneShotThresholdVerify {

@@ -384,6 +384,20 @@ impl MeshConfig {
                 problem,
             })
         };
+        if self.open {
+            return bad(
+                "an open mesh admits unlisted contributors, so one peer could deal under many client \
+                 ids and fix the round key: threshold mode needs listed contributors"
+                    .into(),
+            );
+        }
+        if self.minimum() < 2 {
+            return bad(format!(
+                "the minimum is {}: with one dealing, its contributor knows the round key; \
+                 threshold mode needs settings.minimum (and quorum) of at least 2",
+                self.minimum()
+            ));
+        }
         if 2 * t <= n {
             return bad(format!(
                 "{t}/{n}: T must be more than N/2, so that any two quorums share a distributor \

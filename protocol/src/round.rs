@@ -164,6 +164,8 @@ impl ThresholdKey {
 
     /// The public key, decoded.
     pub fn key(&self) -> Option<crate::threshold::eval::PublicKey> {
+        // Bounds first: N sizes the K_j computed below.
+        crate::threshold::Params::new(self.params.t, self.params.n).ok()?;
         let commitments = crate::threshold::poly::Commitments::from_wire(&self.public).ok()?;
         commitments.check_degree(self.params).ok()?;
         Some(crate::threshold::eval::PublicKey::new(

@@ -357,9 +357,31 @@ pub struct Handover {
     pub share: Secret,
 }
 
-/// Threshold mode: the partial for x = ("otp", requester, round, counter).
+/// What a threshold evaluation is for: its input's domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Domain {
+    /// An OTP: recorded, expires, verified once.
+    #[default]
+    Otp,
+    /// A password only the requester sees: nothing is recorded.
+    Password,
+}
+
+impl Domain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::Otp => crate::role::threshold::OTP_DOMAIN,
+            Domain::Password => crate::threshold::password::DOMAIN,
+        }
+    }
+}
+
+/// Threshold mode: the partial for x = (domain, requester, round, counter).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialRequest {
+    #[serde(default)]
+    pub domain: Domain,
     /// The newest round this distributor holds if absent.
     pub round: Option<RoundId>,
     /// Chosen by the requester: see [`crate::threshold::counter`].

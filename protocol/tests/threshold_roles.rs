@@ -541,6 +541,7 @@ fn a_counter_is_answered_once_and_must_be_current() {
     let fresh = counter::fresh(sim.now, &mut sim.rng);
     let ask = |c| {
         Request::Partial(otpmesh_protocol::wire::PartialRequest {
+            domain: Default::default(),
             round: None,
             counter: c,
             requester_key: [9; 32],
@@ -616,4 +617,95 @@ fn a_generator_that_missed_the_dealings_gets_its_shares_from_the_answers() {
         Ok(VerifyResult::Accepted),
         "distributor 4's share is part of the quorum {{3, 4, 5}}"
     );
+}
+
+#[test]
+fn a_lying_distributor_cannot_offer_a_key_of_its_own() {
+    use curve25519_dalek::scalar::Scalar;
+    use otpmesh_protocol::round::ThresholdKey;
+    use otpmesh_protocol::threshold::poly::Commitments;
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let (round, counter, _, _) = sim.issue(alice, d.clone()).unwrap();
+    // The liar's own "round key" k', announced as a 1-of-1 key with a valid proof under it.
+    let fake = KeyShare::new(Index(1), Scalar::from(4242u64));
+    let input = threshold::otp_input(&alice, round, counter);
+    let fake_partial = fake.evaluate(&input, &mut sim.rng);
+    let fake_key = ThresholdKey {
+        params: Params::new(1, 1).unwrap(),
+        public: Commitments(vec![fake.public()]).to_wire(),
+    };
+    let digits = sim.mesh.settings.digits;
+    let known = eval::otp(&fake_partial.point().unwrap(), &input, digits);
+    let known = otpmesh_protocol::otp::Otp::new(known, digits)
+        .unwrap()
+        .to_string();
+    let liar = d[0];
+    sim.hook = Some(Box::new(move |at, msg| {
+        if let Msg::Response(_, _, _, Ok(Response::VerifyPartial(g))) = msg {
+            if *at == liar {
+                g.partial = fake_partial.clone();
+                g.key = fake_key.clone();
+            }
+        }
+        true
+    }));
+    assert_eq!(
+        sim.verify(alice, d, round, counter, &known),
+        Ok(VerifyResult::Wrong),
+        "the liar's code is not accepted: its key is a minority's"
+    );
+}
+
+#[test]
+fn passwords_are_the_requesters_own() {
+    use otpmesh_protocol::threshold::password::Alphabet;
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let d = sim.distributors.clone();
+    let password = |sim: &mut Sim, who: PeerId, alphabet: Alphabet, length: usize| {
+        sim.events.clear();
+        let role = threshold::Requester::password_once(who, d.clone(), alphabet, length);
+        sim.add(who, Box::new(role));
+        sim.settle();
+        let got = sim.find(|p, e| match e {
+            Event::PasswordReceived { password, bits, .. } if *p == who => {
+                Some((password.clone(), *bits))
+            }
+            _ => None,
+        });
+        assert_eq!(got.len(), 1, "{:?}", sim.events);
+        got.into_iter().next().unwrap()
+    };
+    let (alice, bob) = (sim.requesters[0], sim.requesters[1]);
+    let (a1, bits) = password(&mut sim, alice, Alphabet::default(), 20);
+    let (a2, _) = password(&mut sim, alice, Alphabet::default(), 20);
+    let (b1, _) = password(&mut sim, bob, Alphabet::default(), 20);
+    assert_eq!(a1.chars().count(), 20);
+    assert_eq!(
+        bits,
+        (20.0 * (Alphabet::default().len() as f64).log2()) as u32
+    );
+    assert!(
+        a1 != a2 && a1 != b1 && a2 != b1,
+        "fresh counters, other requesters: unrelated"
+    );
+    let (hex, _) = password(
+        &mut sim,
+        alice,
+        Alphabet::chars("0123456789abcdef").unwrap(),
+        64,
+    );
+    assert!(
+        hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "{hex}"
+    );
+    // Nothing of a password is recorded by any distributor.
+    let recorded = d
+        .iter()
+        .flat_map(|x| sim.records.get(x).into_iter().flatten())
+        .filter(|r| matches!(r, Record::Issued { .. } | Record::Used { .. }))
+        .count();
+    assert_eq!(recorded, 0);
 }

@@ -5,6 +5,7 @@ pub mod enrol;
 pub mod kdc;
 pub mod mesh;
 pub mod node;
+pub mod password;
 pub mod request;
 pub mod shell;
 pub mod status;
@@ -82,6 +83,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         Command::Node(_) => "info,libp2p_gossipsub=warn",
         // A one-shot request says what went wrong in its error; logs would repeat it.
         Command::Request(_)
+        | Command::Password(_)
         | Command::Verify(_)
         | Command::Enrol(_)
         | Command::Totp(_)
@@ -123,6 +125,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
+            Command::Password(args) => password::run(args).await,
             Command::Verify(args) => verify::run(args).await,
             Command::Enrol(args) => enrol::run(args).await,
             Command::Totp(TotpCommand::Code(args)) => totp::code(args),

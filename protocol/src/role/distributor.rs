@@ -1069,10 +1069,18 @@ impl Role for Distributor {
             }
             Request::TotpVerify(v) => self.totp_verify(now, peer, id, &request, &v.code),
             Request::Kdc(k) => self.kdc(now, peer, id, &request, k, rng),
-            Request::PublicKey
-            | Request::Handover(_)
-            | Request::Partial(_)
-            | Request::VerifyPartial(_) => refuse(
+            Request::Handover(_) | Request::Partial(_) | Request::VerifyPartial(_) => refuse(
+                peer,
+                id,
+                &request,
+                Refusal::WrongRole(format!(
+                    "{}: this mesh runs in single-generator mode, where one distributor holds each \
+                     round's whole secret; partials and passwords need a threshold key \
+                     (threshold = \"T/N\" in the mesh config)",
+                    request.kind()
+                )),
+            ),
+            Request::PublicKey => refuse(
                 peer,
                 id,
                 &request,

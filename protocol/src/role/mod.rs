@@ -306,6 +306,17 @@ pub enum Event {
         from: Vec<u32>,
         bad: Vec<PeerId>,
     },
+    /// Threshold mode: the requester's own password (its user's output: never logged).
+    PasswordReceived {
+        round: RoundId,
+        password: String,
+        length: usize,
+        alphabet: usize,
+        /// Strength, rounded down: length × log2(alphabet).
+        bits: u32,
+        from: Vec<u32>,
+        bad: Vec<PeerId>,
+    },
     /// Threshold mode: what a quorum verification came to.
     ThresholdVerified {
         round: RoundId,
@@ -460,6 +471,15 @@ pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Ver
         Gossip::Used(_) if !mesh.is_distributor(source) => Verdict::Reject(format!(
             "use marker from {source}, which is not a listed distributor"
         )),
+        // Threshold mode: only the coordinator opens, fails and seals rounds.
+        Gossip::Open(_) | Gossip::Failed(_) | Gossip::Sealed(_)
+            if mesh.threshold().is_some() && mesh.coordinator() != Some(*source) =>
+        {
+            Verdict::Reject(format!(
+                "{} from {source}, which is not the coordinator (the first listed generator)",
+                message.kind()
+            ))
+        }
         Gossip::Open(_) | Gossip::Failed(_) if !mesh.is_generator(source) => {
             Verdict::Reject(format!(
                 "{} from {source}, which is not a listed generator",

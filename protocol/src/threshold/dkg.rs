@@ -13,7 +13,7 @@ use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::scalar::Scalar;
 use rand_core::CryptoRngCore;
 use sha2::Sha512;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// s_i, derived from the contributor's phrase (which carries 32 fresh random bytes, so G·s_i,
 /// which is public, cannot be searched for a low-entropy input), bound to the round and client.
@@ -100,12 +100,11 @@ pub fn complaints(j: Index, params: Params, received: &[Received]) -> Vec<u32> {
 
 /// k_j = Σ f_i(j) over the qualified contributors.
 pub fn key_share(j: Index, received: &[Received], qualified: &[u32]) -> KeyShare {
-    let k = received
-        .iter()
-        .filter(|r| qualified.contains(&r.client))
-        .map(|r| r.share)
-        .sum();
-    KeyShare::new(j, k)
+    let mut k = Zeroizing::new(Scalar::ZERO);
+    for r in received.iter().filter(|r| qualified.contains(&r.client)) {
+        *k += r.share;
+    }
+    KeyShare::new(j, *k)
 }
 
 /// The round's public key from the qualified dealings' commitments: K = Σ C_i0, K_j = Σ C_i(j).

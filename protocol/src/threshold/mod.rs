@@ -29,6 +29,7 @@ pub mod counter;
 pub mod dkg;
 pub mod dleq;
 pub mod eval;
+pub mod password;
 pub mod poly;
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,8 @@ pub mod tags {
     pub const DLEQ_CHALLENGE: &[u8] = b"otpmesh/1 threshold dleq challenge";
     pub const OTP_KEY: &[u8] = b"otpmesh/1 threshold otp key";
     pub const COMMITMENTS: &[u8] = b"otpmesh/1 threshold commitments";
+    pub const PASSWORD: &[u8] = b"otpmesh/1 threshold password seed";
+    pub const PASSWORD_STREAM: &[u8] = b"otpmesh/1 threshold password stream";
 }
 
 /// A shareholder's index: 1 ..= n (0 is where the secret sits).

@@ -137,8 +137,9 @@ impl Contributor {
                 return vec![Action::Emit(Event::RoundFailed { round, reason })];
             }
         };
-        let scalar = contribution_scalar(phrase.as_bytes(), round.0, client.0);
-        let dealing = Dealing::new(scalar, self.params, rng);
+        let scalar =
+            zeroize::Zeroizing::new(contribution_scalar(phrase.as_bytes(), round.0, client.0));
+        let dealing = Dealing::new(*scalar, self.params, rng);
         let mut shares = Vec::with_capacity(self.params.n as usize);
         for j in self.params.indices() {
             let sealed = match (self.keys.get(&j), dealing.share(j)) {

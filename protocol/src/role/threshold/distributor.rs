@@ -20,7 +20,7 @@ use crate::threshold::counter;
 use crate::threshold::eval::KeyShare;
 use crate::threshold::{Index, Params};
 use crate::wire::{
-    Handover, PartialGrant, PartialRequest, Refusal, Request, Response, VerifyPartialGrant,
+    Domain, Handover, PartialGrant, PartialRequest, Refusal, Request, Response, VerifyPartialGrant,
     VerifyPartialRequest, VerifyResult,
 };
 use libp2p_identity::PeerId;
@@ -29,6 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 
 /// OTP inputs remembered (answered or used, until they expire).
 pub const MAX_SPENT: usize = 1 << 20;
+/// Of those, per requester: one requester cannot fill the table for the others.
+pub const MAX_SPENT_PER_REQUESTER: usize = 4096;
 
 struct Held {
     transcript: Transcript,
@@ -47,6 +49,8 @@ pub struct Shares {
     params: Params,
     rounds: BTreeMap<RoundId, Held>,
     spent: HashMap<(PeerId, RoundId, u64), Spent>,
+    /// Entries of `spent` per requester.
+    per_requester: HashMap<PeerId, usize>,
 }
 
 impl std::fmt::Debug for Shares {
@@ -75,6 +79,7 @@ impl Shares {
             params,
             rounds: BTreeMap::new(),
             spent: HashMap::new(),
+            per_requester: HashMap::new(),
         };
         for (transcript, secret) in rounds {
             if let Ok(held) = shares.check(transcript, secret) {
@@ -91,7 +96,48 @@ impl Shares {
                 },
             );
         }
+        shares.recount();
         shares
+    }
+
+    fn recount(&mut self) {
+        self.per_requester.clear();
+        for (requester, _, _) in self.spent.keys() {
+            *self.per_requester.entry(*requester).or_default() += 1;
+        }
+    }
+
+    /// Remembers an input answered or used, within the bounds (expired ones make room first).
+    fn remember(
+        &mut self,
+        slot: (PeerId, RoundId, u64),
+        spent: Spent,
+        now: Millis,
+        expiry: Millis,
+    ) -> Result<(), Refusal> {
+        if !self.spent.contains_key(&slot) {
+            self.room_for(&slot.0, now, expiry)?;
+            *self.per_requester.entry(slot.0).or_default() += 1;
+        }
+        self.spent.insert(slot, spent);
+        Ok(())
+    }
+
+    /// Whether one more input of `requester` fits (expired ones make room first).
+    fn room_for(&mut self, requester: &PeerId, now: Millis, expiry: Millis) -> Result<(), Refusal> {
+        let full = |s: &Shares| {
+            s.spent.len() >= MAX_SPENT
+                || s.per_requester.get(requester).copied().unwrap_or(0) >= MAX_SPENT_PER_REQUESTER
+        };
+        if full(self) {
+            self.compact(now.saturating_sub(expiry));
+        }
+        match full(self) {
+            true => Err(Refusal::Unavailable(
+                "too many live OTPs for this requester; try later".into(),
+            )),
+            false => Ok(()),
+        }
     }
 
     pub fn latest_round(&self) -> Option<RoundId> {
@@ -101,6 +147,7 @@ impl Shares {
     /// Forgets inputs that expired before `before`.
     pub fn compact(&mut self, before: Millis) {
         self.spent.retain(|_, s| s.expires_at >= before);
+        self.recount();
     }
 
     fn prune(&mut self) {
@@ -244,23 +291,22 @@ impl Distributor {
         }
         let expires_at_ms = check_counter(ask.counter, now, expiry)?;
         let slot = (peer, round, ask.counter);
-        if shares.spent.contains_key(&slot) {
+        let password = ask.domain == Domain::Password;
+        if !password && shares.spent.contains_key(&slot) {
             return Err(Refusal::Invalid(
                 "this counter was already answered for this requester and round; take a fresh one"
                     .into(),
             ));
         }
-        if shares.spent.len() >= MAX_SPENT {
-            shares.compact(now.saturating_sub(expiry));
-            if shares.spent.len() >= MAX_SPENT {
-                return Err(Refusal::Unavailable("too many live OTPs; try later".into()));
-            }
+        if !password {
+            // Before salting, which may move an enrolment on (durably).
+            shares.room_for(&peer, now, expiry)?;
         }
         let salting = self.salting(now, peer, ask.enrolled, &ask.requester_key, rng)?;
         let me = self.me;
         let shares = self.shares();
         let held = &shares.rounds[&round];
-        let input = super::otp_input(&peer, round, ask.counter);
+        let input = super::input(ask.domain, &peer, round, ask.counter);
         let partial = held.share.evaluate(&input, rng);
         let mut salt = [0u8; crate::otp::SALT_BYTES];
         rng.fill_bytes(&mut salt);
@@ -284,14 +330,21 @@ impl Distributor {
                 .clone()
                 .expect("held rounds are threshold rounds"),
         };
-        shares.spent.insert(
-            slot,
-            Spent {
-                expires_at: expires_at_ms,
-                used: false,
-            },
-        );
         let mut actions = salting.actions;
+        let reply = Action::Reply {
+            to: id,
+            response: Response::Partial(Box::new(grant)),
+        };
+        if password {
+            // A password is the requester's alone: nothing to expire, verify or remember.
+            actions.push(reply);
+            return Ok(actions);
+        }
+        let spent = Spent {
+            expires_at: expires_at_ms,
+            used: false,
+        };
+        shares.remember(slot, spent, now, expiry)?;
         actions.extend([
             Action::Persist(Record::Issued {
                 otp: OtpRef {
@@ -308,10 +361,7 @@ impl Distributor {
                 counter: ask.counter,
                 verification: false,
             }),
-            Action::Reply {
-                to: id,
-                response: Response::Partial(Box::new(grant)),
-            },
+            reply,
         ]);
         Ok(actions)
     }
@@ -349,13 +399,11 @@ impl Distributor {
             Err(refusal) => return Err(refusal),
         };
         // Marked used, durably, before the partial leaves: whatever it reveals is spent.
-        shares.spent.insert(
-            slot,
-            Spent {
-                expires_at: expires_at_ms,
-                used: true,
-            },
-        );
+        let spent = Spent {
+            expires_at: expires_at_ms,
+            used: true,
+        };
+        shares.remember(slot, spent, now, expiry)?;
         let held = &shares.rounds[&ask.round];
         let input = super::otp_input(&peer, ask.round, ask.counter);
         let grant = VerifyPartialGrant {

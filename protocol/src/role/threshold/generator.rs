@@ -351,8 +351,13 @@ impl Generator {
             .filter(|r| r.id() == deal.round && wanted(r))
         else {
             if deal.round > self.seen_round && !self.coordinator {
-                // Perhaps only early: kept (for the newest round only, bounded) until it opens.
-                self.early.retain(|(_, d)| d.round == deal.round);
+                // Perhaps only early: kept (for the newest round only, one per client, bounded)
+                // until it opens.
+                if self.early.iter().any(|(_, d)| d.round > deal.round) {
+                    return (Verdict::Accept, Vec::new());
+                }
+                self.early
+                    .retain(|(_, d)| d.round == deal.round && d.client != deal.client);
                 if self.early.len() < crate::round::MAX_ROUND_CONTRIBUTORS {
                     self.early.push((source, deal.clone()));
                 }
@@ -582,19 +587,16 @@ impl Generator {
         };
         round.answered.insert((j.client, j.index));
         if j.index == self.index {
-            match round.dealings.get_mut(&j.client) {
-                Some(d) => d.share = Share::Opened(Zeroizing::new(share)),
-                None => {
-                    round.dealings.insert(
-                        j.client,
-                        Dealt {
-                            commitments: commitments.clone(),
-                            digest: expected.ciphertext_hash,
-                            share: Share::Opened(Zeroizing::new(share)),
-                        },
-                    );
-                }
-            }
+            // The proposed dealing, whatever this generator held for the client before (a
+            // contributor that gossiped two dealings cannot leave a stale one here).
+            round.dealings.insert(
+                j.client,
+                Dealt {
+                    commitments: commitments.clone(),
+                    digest: expected.ciphertext_hash,
+                    share: Share::Opened(Zeroizing::new(share)),
+                },
+            );
         }
         round
             .justified_commitments
@@ -657,7 +659,27 @@ impl Generator {
                 })
             })
             .collect();
-        let minimum = (round.open.minimum as usize).max(1);
+        // A shareholder whose every qualified share was published in answers has a public k_j;
+        // T of those would make k public.
+        let public_shares = self
+            .params
+            .indices()
+            .filter(|j| {
+                qualified
+                    .iter()
+                    .all(|q| round.answered.contains(&(q.client, *j)))
+            })
+            .count();
+        if public_shares >= self.params.t as usize {
+            let reason = format!(
+                "{public_shares} key shares would be public (their generators received every \
+                 share in a published answer), at least the threshold {}",
+                self.params.t
+            );
+            actions.extend(self.fail(now, reason));
+            return actions;
+        }
+        let minimum = (round.open.minimum as usize).max(2);
         let sum = qualified
             .iter()
             .map(|p| round.commitments_of(p.client).cloned())
@@ -691,6 +713,9 @@ impl Generator {
             threshold: Some(key),
         };
         actions.push(Action::Publish(Gossip::Sealed(transcript.clone())));
+        // The chain moves on with the publication, whether or not this generator's own share
+        // works out.
+        self.head = transcript.commitment;
         actions.extend(self.on_sealed(now, &transcript));
         actions
     }

@@ -43,8 +43,18 @@ pub fn otp_input(
     round: crate::round::RoundId,
     counter: u64,
 ) -> crate::threshold::eval::Input {
+    input(crate::wire::Domain::Otp, requester, round, counter)
+}
+
+/// The input x = (domain, requester, round, counter).
+pub fn input(
+    domain: crate::wire::Domain,
+    requester: &libp2p_identity::PeerId,
+    round: crate::round::RoundId,
+    counter: u64,
+) -> crate::threshold::eval::Input {
     crate::threshold::eval::Input {
-        domain: OTP_DOMAIN.into(),
+        domain: domain.as_str().into(),
         requester: requester.to_bytes(),
         round: round.0,
         counter,

@@ -16,9 +16,10 @@ use crate::otp::{Digits, Otp};
 use crate::role::{Action, Event, Millis, Record, Role, Tag, Tags};
 use crate::round::{RoundId, Secret, ThresholdKey};
 use crate::threshold::eval::{self, Partial};
+use crate::threshold::password::{self, Alphabet};
 use crate::threshold::{counter, Index};
 use crate::wire::{
-    PartialGrant, PartialRequest, Request, Response, VerifyPartialRequest, VerifyResult,
+    Domain, PartialGrant, PartialRequest, Request, Response, VerifyPartialRequest, VerifyResult,
 };
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
@@ -33,6 +34,8 @@ enum Goal {
         /// Per distributor: the fresh exchange, unless it salts under an enrolment.
         ephemerals: HashMap<PeerId, Ephemeral>,
         counter: u64,
+        /// A password of this alphabet and length, instead of an OTP.
+        password: Option<(Alphabet, usize)>,
     },
     Verify {
         round: RoundId,
@@ -41,8 +44,8 @@ enum Goal {
     },
 }
 
-/// What a partial claims to be of: a round, under a public key.
-type Claim = (RoundId, Vec<[u8; 32]>);
+/// What a partial claims to be of: a round, under a public key of T/N.
+type Claim = (RoundId, u32, u32, Vec<[u8; 32]>);
 
 /// One distributor's answer.
 enum Answer {
@@ -91,6 +94,27 @@ impl Requester {
             Goal::Issue {
                 ephemerals: HashMap::new(),
                 counter: 0,
+                password: None,
+            },
+        )
+    }
+
+    /// One password from every one of `distributors` (`otpmesh password`): the same evaluation
+    /// at ("password", requester, round, counter), seen by this requester only.
+    pub fn password_once(
+        me: PeerId,
+        mut distributors: Vec<PeerId>,
+        alphabet: Alphabet,
+        length: usize,
+    ) -> Requester {
+        distributors.truncate(MAX_DISTRIBUTORS);
+        Self::build(
+            me,
+            distributors,
+            Goal::Issue {
+                ephemerals: HashMap::new(),
+                counter: 0,
+                password: Some((alphabet, length)),
             },
         )
     }
@@ -150,6 +174,7 @@ impl Requester {
             Goal::Issue {
                 ephemerals,
                 counter,
+                password,
             } => {
                 let enrolled = self.enrolments.contains_key(&distributor);
                 let requester_key = if enrolled {
@@ -161,6 +186,10 @@ impl Requester {
                     public
                 };
                 Request::Partial(PartialRequest {
+                    domain: match password {
+                        Some(_) => Domain::Password,
+                        None => Domain::Otp,
+                    },
                     round,
                     counter: *counter,
                     requester_key,
@@ -243,18 +272,27 @@ impl Requester {
         for (peer, a) in &self.answers {
             if let Answer::Partial { round, key, .. } = a {
                 groups
-                    .entry((*round, key.public.0.clone()))
+                    .entry((*round, key.params.t, key.params.n, key.public.0.clone()))
                     .or_default()
                     .push((*peer, a));
             }
         }
         let mut best: Option<(RoundId, usize)> = None;
-        for ((round, _), members) in &groups {
+        for ((round, t, n, _), members) in &groups {
             let Some(Answer::Partial { key, digits, .. }) = members.first().map(|m| m.1) else {
                 continue;
             };
+            // A key is believed only as a majority's: T > N/2, N at least the distributors asked,
+            // and T distinct distributors answering under it. A minority (one lying distributor)
+            // cannot offer a key of its own, say T = 1, and have its partial combined alone.
+            let vouched = 2 * t > *n
+                && *n as usize >= self.distributors.len()
+                && members.len() >= *t as usize;
+            if !vouched {
+                continue;
+            }
             let Some(public) = key.key() else { continue };
-            let input = super::otp_input(&requester, *round, counter);
+            let input = super::input(self.domain(), &requester, *round, counter);
             let partials: Vec<Partial> = members
                 .iter()
                 .filter_map(|(_, a)| match a {
@@ -296,6 +334,25 @@ impl Requester {
                 .collect();
             self.done = true;
             let event = match &self.goal {
+                Goal::Issue {
+                    password: Some((alphabet, length)),
+                    ..
+                } => match password::derive(&y, &input, alphabet, *length) {
+                    Ok(text) => Event::PasswordReceived {
+                        round: *round,
+                        password: text.to_string(),
+                        length: *length,
+                        alphabet: alphabet.len(),
+                        bits: alphabet.bits(*length) as u32,
+                        from,
+                        bad,
+                    },
+                    Err(e) => Event::RequestFailed {
+                        peer: self.me,
+                        request: "password".into(),
+                        reason: e.to_string(),
+                    },
+                },
                 Goal::Issue { .. } => Event::ThresholdOtpReceived {
                     round: *round,
                     counter,
@@ -399,8 +456,20 @@ impl Requester {
         }
     }
 
+    fn domain(&self) -> Domain {
+        match &self.goal {
+            Goal::Issue {
+                password: Some(_), ..
+            } => Domain::Password,
+            _ => Domain::Otp,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self.goal {
+            Goal::Issue {
+                password: Some(_), ..
+            } => "password",
             Goal::Issue { .. } => "partial",
             Goal::Verify { .. } => "verify-partial",
         }
@@ -480,7 +549,7 @@ impl Role for Requester {
             Ok(other) => Answer::Failed(format!("unexpected response {}", kind_of(&other))),
             Err(e) => Answer::Failed(e),
         };
-        debug_assert_eq!(peer, distributor);
+        let _ = peer; // the request went to `distributor`; the swarm answers for it
         self.answers.insert(distributor, answer);
         actions.extend(self.settle(rng));
         actions

@@ -1,0 +1,73 @@
+//! `otpmesh password`: a password from a threshold mesh that only this requester ever sees.
+
+use super::request::ask;
+use super::{Failure, Outcome};
+use crate::cli::PasswordArgs;
+use anyhow::anyhow;
+use otpmesh_node::{NodeEvent, RoleSpec};
+use otpmesh_protocol::role::Event;
+use otpmesh_protocol::threshold::password::{Alphabet, MAX_LENGTH};
+
+pub async fn run(args: PasswordArgs) -> Outcome {
+    let alphabet = match &args.chars {
+        Some(chars) => Alphabet::chars(chars),
+        None => Alphabet::classes(&args.alphabet),
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    if !(1..=MAX_LENGTH).contains(&args.length) {
+        return Err(anyhow!("--length {}: between 1 and {MAX_LENGTH}", args.length).into());
+    }
+    let length = args.length;
+    let (password, round, bits, size) = ask(
+        &args.distributor,
+        &args.data_dir,
+        None,
+        args.timeout_secs,
+        |distributors| RoleSpec::OneShotThresholdPassword {
+            distributors,
+            alphabet,
+            length,
+        },
+        |event| match event {
+            NodeEvent::Role(Event::PasswordReceived {
+                password,
+                round,
+                bits,
+                alphabet,
+                ..
+            }) => Some(Ok((password, round, bits, alphabet))),
+            _ => None,
+        },
+    )
+    .await
+    .map_err(explain)?;
+    if args.json {
+        let value = serde_json::json!({
+            "password": password,
+            "length": length,
+            "alphabet_size": size,
+            "bits": bits,
+            "round": round.0,
+        });
+        println!("{value}");
+    } else {
+        println!("{password}");
+        eprintln!("{length} characters from {size}: about {bits} bits (round {round})");
+    }
+    Ok(())
+}
+
+/// A single-generator mesh refuses every partial: say what that means here.
+fn explain(failure: Failure) -> Failure {
+    let text = format!("{:#}", failure.error);
+    if text.contains("single-generator mode") {
+        return Failure {
+            code: failure.code,
+            error: anyhow!(
+                "passwords need a threshold mesh: in single-generator mode one distributor holds \
+                 each round's whole secret and would see every password it made ({text})"
+            ),
+        };
+    }
+    failure
+}
