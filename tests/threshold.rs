@@ -142,6 +142,30 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
     // Stop the mesh (the stores are locked while it runs) and read what the distributors keep.
     let (status, keep) = stop_keeping(mesh);
     assert!(status.success());
+    // No node logged an OTP or a password (the requester node combined OTPs of its own too).
+    let secrets = [
+        otp.clone(),
+        text(&mine),
+        text(&again),
+        text(&theirs),
+        text(&digits),
+    ];
+    let mut combined_lines = 0;
+    for entry in std::fs::read_dir(keep.path()).unwrap() {
+        let log = entry.unwrap().path().join("node.log");
+        let Ok(content) = std::fs::read_to_string(&log) else {
+            continue;
+        };
+        for secret in &secrets {
+            assert!(
+                !content.contains(secret.as_str()),
+                "{} logs a secret",
+                log.display()
+            );
+        }
+        combined_lines += content.matches("otp combined").count();
+    }
+    assert!(combined_lines > 0, "the requester node's log was read");
     let requester: libp2p::PeerId = Mesh::node(&json, "requester-1")["peer_id"]
         .as_str()
         .unwrap()
