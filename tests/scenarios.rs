@@ -107,19 +107,22 @@ fn hostile_passes() {
     assert_eq!(injected, 8, "every kind of bad input is tried");
 }
 
+/// The outcome the report gives for the step called `name`.
+fn outcome_of(steps: &[Value], name: &str) -> String {
+    steps
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("step {name}"))["outcome"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn kdc_passes_with_every_failure_named() {
     let report = assert_passes("kdc");
     let steps = report["steps"].as_array().unwrap();
-    let outcome = |name: &str| {
-        steps
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("step {name}"))["outcome"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let outcome = |name: &str| outcome_of(steps, name);
     assert!(outcome("alice sends bob a file").contains("byte-identical"));
     let refused = steps
         .iter()
@@ -132,15 +135,7 @@ fn kdc_passes_with_every_failure_named() {
 fn threshold_passes_and_a_quorum_decides() {
     let report = assert_passes("threshold");
     let steps = report["steps"].as_array().unwrap();
-    let outcome = |name: &str| {
-        steps
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("step {name}"))["outcome"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let outcome = |name: &str| outcome_of(steps, name);
     assert!(outcome("erin logs in through d3, d4, d5").ends_with("accepted"));
     assert!(outcome("the same OTP through d1, d2, d3").ends_with("used"));
     let unavailable = outcome("frank asks with three down");
