@@ -510,6 +510,21 @@ pub enum Response {
 }
 
 impl Response {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::PublicKey(_) => "public-key",
+            Response::Delivered(_) => "delivered",
+            Response::Otp(_) => "otp",
+            Response::Verified(_) => "verified",
+            Response::Enrolled(_) => "enrolled",
+            Response::TotpEnrolled(_) => "totp-enrolled",
+            Response::Kdc(_) => "kdc",
+            Response::Refused(_) => "refused",
+            Response::Partial(_) => "partial",
+            Response::VerifyPartial(_) => "verify-partial",
+        }
+    }
+
     fn check(&self) -> Result<(), WireError> {
         match self {
             Response::PublicKey(der) if der.len() > MAX_SPKI_BYTES => Err(field(

@@ -439,11 +439,7 @@ impl Role for Generator {
             }
             other => {
                 d.retry_at = now + DELIVERY_RETRY_MS;
-                let reason = match other {
-                    Ok(Response::Refused(r)) => r.to_string(),
-                    Ok(unexpected) => format!("unexpected response {unexpected:?}"),
-                    Err(e) => e,
-                };
+                let reason = super::failure_reason(other);
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "deliver".into(),

@@ -450,6 +450,16 @@ pub enum Control {
     OpenRound,
 }
 
+/// Why a response is not the one asked for: the refusal's words, the transport's error, or which
+/// kind of answer came instead (never its contents).
+pub fn failure_reason(response: Result<Response, String>) -> String {
+    match response {
+        Ok(Response::Refused(r)) => r.to_string(),
+        Ok(other) => format!("unexpected {} response", other.kind()),
+        Err(e) => e,
+    }
+}
+
 /// Refuses a request: the reply, and an event saying why.
 pub fn refuse(peer: PeerId, to: InboundId, request: &Request, refusal: Refusal) -> Vec<Action> {
     vec![

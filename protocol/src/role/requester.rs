@@ -288,7 +288,7 @@ impl Role for Requester {
                     }
                 }
                 Ok(Response::Refused(r)) => failed(r.to_string()),
-                Ok(other) => failed(format!("unexpected response {other:?}")),
+                Ok(other) => failed(format!("unexpected {} response", other.kind())),
                 Err(reason) => failed(reason),
             };
         }
@@ -325,7 +325,7 @@ impl Role for Requester {
                     }
                 }
                 Ok(Response::Refused(r)) => failed(r.to_string()),
-                Ok(other) => failed(format!("unexpected response {other:?}")),
+                Ok(other) => failed(format!("unexpected {} response", other.kind())),
                 Err(reason) => failed(reason),
             };
         }
@@ -343,7 +343,7 @@ impl Role for Requester {
                 Ok(other) => Event::RequestFailed {
                     peer,
                     request: "verify".into(),
-                    reason: format!("unexpected response {other:?}"),
+                    reason: format!("unexpected {} response", other.kind()),
                 },
                 Err(reason) => Event::RequestFailed {
                     peer,
@@ -425,7 +425,7 @@ impl Role for Requester {
                 Vec::new()
             }
             Ok(Response::Refused(r)) => failed(r.to_string()),
-            Ok(other) => failed(format!("unexpected response {other:?}")),
+            Ok(other) => failed(format!("unexpected {} response", other.kind())),
             Err(e) => failed(e),
         }
     }

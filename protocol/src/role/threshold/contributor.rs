@@ -255,9 +255,7 @@ impl Role for Contributor {
             Ok(Response::PublicKey(der)) => {
                 PublicKey::from_spki_der(&der).map_err(|e| e.to_string())
             }
-            Ok(Response::Refused(r)) => Err(r.to_string()),
-            Ok(other) => Err(format!("unexpected response {other:?}")),
-            Err(e) => Err(e),
+            other => Err(crate::role::failure_reason(other)),
         };
         match key {
             Ok(key) => {

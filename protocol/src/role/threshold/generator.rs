@@ -968,11 +968,7 @@ impl Role for Generator {
             }
             other => {
                 h.retry_at = now + HANDOVER_RETRY_MS;
-                let reason = match other {
-                    Ok(Response::Refused(r)) => r.to_string(),
-                    Ok(unexpected) => format!("unexpected response {unexpected:?}"),
-                    Err(e) => e,
-                };
+                let reason = crate::role::failure_reason(other);
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "handover".into(),

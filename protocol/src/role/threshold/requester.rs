@@ -546,27 +546,12 @@ impl Role for Requester {
             },
             Ok(Response::Verified(result)) => Answer::Verdict(result),
             Ok(Response::Refused(r)) => Answer::Failed(r.to_string()),
-            Ok(other) => Answer::Failed(format!("unexpected response {}", kind_of(&other))),
+            Ok(other) => Answer::Failed(format!("unexpected {} response", other.kind())),
             Err(e) => Answer::Failed(e),
         };
         let _ = peer; // the request went to `distributor`; the swarm answers for it
         self.answers.insert(distributor, answer);
         actions.extend(self.settle(rng));
         actions
-    }
-}
-
-fn kind_of(r: &Response) -> &'static str {
-    match r {
-        Response::PublicKey(_) => "public-key",
-        Response::Delivered(_) => "delivered",
-        Response::Otp(_) => "otp",
-        Response::Verified(_) => "verified",
-        Response::Enrolled(_) => "enrolled",
-        Response::TotpEnrolled(_) => "totp-enrolled",
-        Response::Kdc(_) => "kdc",
-        Response::Refused(_) => "refused",
-        Response::Partial(_) => "partial",
-        Response::VerifyPartial(_) => "verify-partial",
     }
 }
