@@ -37,6 +37,34 @@ pub struct RequestResult {
 }
 
 impl RequestResult {
+    fn issued(otp: String, round: u64, counter: Option<u64>) -> RequestResult {
+        RequestResult {
+            outcome: RequestOutcome::Otp,
+            otp: Some(otp),
+            round: Some(round),
+            counter,
+            detail: String::new(),
+        }
+    }
+
+    /// What a one-shot `otpmesh request --json` printed, or why it failed (exit code, error line).
+    fn from_output(out: &std::process::Output) -> anyhow::Result<RequestResult> {
+        if !out.status.success() {
+            let code = out.status.code().unwrap_or(1) as u8;
+            return Ok(RequestResult::from_failure(code, last_error(&out.stderr)));
+        }
+        let v: Value =
+            serde_json::from_slice(&out.stdout).context("reading otpmesh request's JSON")?;
+        Ok(RequestResult {
+            outcome: RequestOutcome::Otp,
+            otp: v["otp"].as_str().map(str::to_string),
+            round: v["round"].as_u64(),
+            // Threshold mode prints it as a string (it does not fit a JSON double).
+            counter: v["counter"].as_str().and_then(|c| c.parse().ok()),
+            detail: String::new(),
+        })
+    }
+
     /// Sorts a failure reason the way `otpmesh request`'s exit codes do.
     fn from_failure(code: u8, detail: String) -> RequestResult {
         let outcome = match code {
@@ -325,33 +353,15 @@ impl Backend {
         if let Backend::Process(_) = self {
             let args = ["request", "--seed", &seed.to_string()];
             let out = run_cli(&args, requester, distributor).await?;
-            if out.status.success() {
-                let v: Value = serde_json::from_slice(&out.stdout)
-                    .context("reading otpmesh request's JSON")?;
-                return Ok(RequestResult {
-                    outcome: RequestOutcome::Otp,
-                    otp: v["otp"].as_str().map(str::to_string),
-                    round: v["round"].as_u64(),
-                    counter: None,
-                    detail: String::new(),
-                });
-            }
-            return Ok(RequestResult::from_failure(
-                out.status.code().unwrap_or(1) as u8,
-                last_error(&out.stderr),
-            ));
+            return RequestResult::from_output(&out);
         }
         let role = RoleSpec::OneShotRequester {
             distributor: distributor.peer_id,
         };
         let answer = one_shot(role, requester, distributor, Some(seed), |e| match e {
-            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => Some(RequestResult {
-                outcome: RequestOutcome::Otp,
-                otp: Some(otp),
-                round: Some(round.0),
-                counter: None,
-                detail: String::new(),
-            }),
+            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
+                Some(RequestResult::issued(otp, round.0, None))
+            }
             NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
                 RequestResult::from_failure(crate::cmd::request::exit_code_for(&reason), reason),
             ),
@@ -398,21 +408,7 @@ impl Backend {
         if let Backend::Process(_) = self {
             let args = ["request", "--threshold", "--seed", &seed.to_string()];
             let out = run_cli_with(&args, requester, distributors).await?;
-            if out.status.success() {
-                let v: Value = serde_json::from_slice(&out.stdout)
-                    .context("reading otpmesh request's JSON")?;
-                return Ok(RequestResult {
-                    outcome: RequestOutcome::Otp,
-                    otp: v["otp"].as_str().map(str::to_string),
-                    round: v["round"].as_u64(),
-                    counter: v["counter"].as_str().and_then(|c| c.parse().ok()),
-                    detail: String::new(),
-                });
-            }
-            return Ok(RequestResult::from_failure(
-                out.status.code().unwrap_or(1) as u8,
-                last_error(&out.stderr),
-            ));
+            return RequestResult::from_output(&out);
         }
         let role = RoleSpec::OneShotThresholdRequest {
             distributors: distributors.iter().map(|d| d.peer_id).collect(),
@@ -423,13 +419,7 @@ impl Backend {
                 round,
                 counter,
                 ..
-            }) => Some(RequestResult {
-                outcome: RequestOutcome::Otp,
-                otp: Some(otp),
-                round: Some(round.0),
-                counter: Some(counter),
-                detail: String::new(),
-            }),
+            }) => Some(RequestResult::issued(otp, round.0, Some(counter))),
             NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
                 RequestResult::from_failure(crate::cmd::request::exit_code_for(&reason), reason),
             ),
