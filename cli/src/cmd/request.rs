@@ -135,13 +135,7 @@ pub async fn run(args: RequestArgs) -> Outcome {
     if args.threshold {
         return run_threshold(args).await;
     }
-    let [distributor] = args.distributor.as_slice() else {
-        return Err(anyhow!(
-            "{} --distributor given: several need --threshold (a threshold mesh)",
-            args.distributor.len()
-        )
-        .into());
-    };
+    let distributor = single_distributor(&args.distributor)?;
     let (otp, round, expires_at_ms, distributor) = ask_once(
         distributor,
         &args.data_dir,
@@ -175,6 +169,18 @@ pub async fn run(args: RequestArgs) -> Outcome {
         );
     }
     Ok(())
+}
+
+/// The one `--distributor` of a single-mode command (several belong to `--threshold`).
+pub fn single_distributor(distributors: &[String]) -> Result<&str, Failure> {
+    match distributors {
+        [one] => Ok(one),
+        many => Err(anyhow!(
+            "{} --distributor given: several need --threshold (a threshold mesh)",
+            many.len()
+        )
+        .into()),
+    }
 }
 
 /// Threshold mode: every distributor is asked for its partial; t valid ones make the OTP.

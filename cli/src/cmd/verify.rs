@@ -1,6 +1,6 @@
 //! `otpmesh verify`: present an OTP to the distributor that issued it.
 
-use super::request::{ask, ask_once};
+use super::request::{ask, ask_once, single_distributor};
 use super::{Failure, Outcome};
 use crate::cli::VerifyArgs;
 use anyhow::anyhow;
@@ -30,11 +30,15 @@ pub async fn present(
         },
     )
     .await?;
+    let about = serde_json::json!({ "distributor": distributor });
+    verdict(result, json, about)
+}
+
+/// Prints a verdict (with `about` in JSON) and exits 0 only for `accepted`.
+fn verdict(result: VerifyResult, json: bool, mut about: serde_json::Value) -> Outcome {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "result": result.as_str(), "distributor": distributor })
-        );
+        about["result"] = result.as_str().into();
+        println!("{about}");
     } else {
         println!("{}", result.as_str());
     }
@@ -52,13 +56,7 @@ pub async fn run(args: VerifyArgs) -> Outcome {
     if args.threshold {
         return run_threshold(args, code).await;
     }
-    let [distributor] = args.distributor.as_slice() else {
-        return Err(anyhow!(
-            "{} --distributor given: several need --threshold (a threshold mesh)",
-            args.distributor.len()
-        )
-        .into());
-    };
+    let distributor = single_distributor(&args.distributor)?;
     present(
         distributor,
         &args.data_dir,
@@ -92,19 +90,6 @@ async fn run_threshold(args: VerifyArgs, code: String) -> Outcome {
         },
     )
     .await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "result": result.as_str(), "round": round.0, "counter": counter.to_string() })
-        );
-    } else {
-        println!("{}", result.as_str());
-    }
-    match result {
-        VerifyResult::Accepted => Ok(()),
-        other => Err(Failure {
-            code: 1,
-            error: anyhow!("the code was not accepted: {}", other.as_str()),
-        }),
-    }
+    let about = serde_json::json!({ "round": round.0, "counter": counter.to_string() });
+    verdict(result, args.json, about)
 }
