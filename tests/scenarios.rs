@@ -151,6 +151,31 @@ fn threshold_passes_and_a_quorum_decides() {
 }
 
 #[test]
+fn beacon_passes_every_node_agrees_and_passwords_keep_their_shape() {
+    let report = assert_passes("beacon");
+    let steps = report["steps"].as_array().unwrap();
+    let outcome = |name: &str| outcome_of(steps, name);
+    let agreed = outcome("every node agrees, d3 included, and its chain verifies offline");
+    assert!(agreed.starts_with("9 nodes agree: 1: "), "{agreed}");
+    assert!(
+        agreed.contains("d3's export of 3 values verifies offline"),
+        "{agreed}"
+    );
+    assert!(agreed.contains("a tampered copy fails"), "{agreed}");
+    let before = outcome("d1 and d2 make round 2's value");
+    assert!(before.starts_with("8 nodes agree"), "d3 was down: {before}");
+    let erin = outcome("erin's password");
+    assert!(
+        erin.starts_with("24 characters, all from the alphabet"),
+        "{erin}"
+    );
+    let frank = outcome("frank's password");
+    assert!(frank.starts_with("20 characters, all"), "{frank}");
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(!text.contains("\"password\":"), "no password in the report");
+}
+
+#[test]
 fn scale_passes() {
     let report = assert_passes("scale");
     assert_eq!(report["otps"].as_array().unwrap().len(), 16);

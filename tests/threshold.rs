@@ -13,7 +13,6 @@ use otpmesh_protocol::threshold::eval::{self, KeyShare};
 use otpmesh_protocol::threshold::Index;
 use serde_json::Value;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 fn otpmesh(args: &[String]) -> Output {
     Command::new(BIN).args(args).output().expect("otpmesh runs")
@@ -140,7 +139,7 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
     assert!(text(&digits).len() == 24 && text(&digits).chars().all(|c| c.is_ascii_digit()));
 
     // Stop the mesh (the stores are locked while it runs) and read what the distributors keep.
-    let (status, keep) = stop_keeping(mesh);
+    let (status, keep) = mesh.stop_keeping();
     assert!(status.success());
     // No node logged an OTP or a password (the requester node combined OTPs of its own too).
     let secrets = [
@@ -215,20 +214,4 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
         otp,
         "three stores together do make it: the check above could fail"
     );
-}
-
-/// Stops `mesh up` with SIGTERM (its nodes stop with it) and keeps its directory.
-fn stop_keeping(mesh: Mesh) -> (std::process::ExitStatus, tempfile::TempDir) {
-    let Mesh { mut child, dir, .. } = mesh;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("mesh up stops within 30 s of SIGTERM")
-        .unwrap();
-    (status, dir)
 }

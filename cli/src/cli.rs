@@ -40,6 +40,10 @@ pub enum Command {
     Request(RequestArgs),
     /// Threshold mode: a password made by a quorum of distributors that only you see.
     Password(PasswordArgs),
+    /// Threshold mode: the public randomness beacon (read a node's chain, export it, verify it
+    /// offline).
+    #[command(subcommand)]
+    Beacon(BeaconCommand),
     /// Present an OTP to the distributor that issued it: accepted once, before expiry.
     Verify(VerifyArgs),
     /// Enrol with a distributor by X25519 key exchange; later requests are salted under its
@@ -127,6 +131,62 @@ pub struct ManArgs {
     /// the top page.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BeaconCommand {
+    /// Print a beacon value (the newest, or --round R's) with what proves it.
+    #[command(
+        after_help = "Examples:\n  otpmesh beacon get --data-dir otpmesh-mesh/requester-1\n  otpmesh beacon get --data-dir otpmesh-mesh/distributor-2 --round 4 --json\n\nAsks the node running on DATA_DIR (its control socket), or reads its store if none runs.\nExit codes: 0 printed, 2 bad input, 3 no node or store there, 5 no such value (yet), 6 not a threshold mesh."
+    )]
+    Get(BeaconGetArgs),
+    /// Write the node's newest run of linked beacon values, with their rounds' transcripts, as
+    /// JSON: everything `otpmesh beacon verify` needs, and nothing secret.
+    #[command(
+        after_help = "Examples:\n  otpmesh beacon export --data-dir otpmesh-mesh/requester-1 --out chain.json\n\nExit codes: 0 written, 2 bad input, 3 no node or store there, 5 no values yet, 6 not a threshold mesh."
+    )]
+    Export(BeaconExportArgs),
+    /// Check an exported chain (or one `beacon get --json` value) offline, from public data only:
+    /// each transcript's commitment and link, each partial's proof against its round's key, each
+    /// value, each value's link to the one before.
+    #[command(
+        after_help = "Examples:\n  otpmesh beacon verify chain.json\n  otpmesh beacon verify chain.json --head 5f3a…   (the newest round's transcript commitment, as any node reports it)\n\nExit codes: 0 valid, 2 unreadable or not a beacon file, 4 does not verify (the error names the round and what is wrong)."
+    )]
+    Verify(BeaconVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BeaconGetArgs {
+    /// The node's data dir.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// This round's value instead of the newest.
+    #[arg(long)]
+    pub round: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BeaconExportArgs {
+    /// The node's data dir.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Write here (0644; the chain is public) instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BeaconVerifyArgs {
+    /// An exported chain, or one value from `beacon get --json`.
+    pub file: PathBuf,
+    /// The transcript commitment the newest entry must have (hex): ties the file to the mesh you
+    /// trust, as a drand chain hash does.
+    #[arg(long)]
+    pub head: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

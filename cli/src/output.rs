@@ -97,6 +97,26 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                     short(distributor)
                 )
             }
+            Event::BeaconValue {
+                round,
+                value,
+                caught_up,
+                ..
+            } => {
+                let how = if *caught_up { " (fetched)" } else { "" };
+                format!("round {round}: beacon {}{how}", value.to_hex())
+            }
+            Event::BeaconCatchUp {
+                peer,
+                accepted,
+                problem,
+            } => match problem {
+                Some(p) => format!(
+                    "beacon catch-up from {}: {accepted} values, then: {p}",
+                    short(peer)
+                ),
+                None => format!("beacon catch-up from {}: {accepted} values", short(peer)),
+            },
             Event::RoundStored { round, commitment } => {
                 format!("round {round}: stored (commitment {})", short(commitment))
             }

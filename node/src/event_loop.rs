@@ -242,13 +242,43 @@ impl EventLoop {
                     let actions = self.role.response(now_ms(), done.peer, done.tag, done.result, &mut *self.rng);
                     self.execute(actions);
                 }
-                Some(ask) = self.status_asks.recv() => {
-                    let _ = ask.send(self.status());
-                }
+                Some(ask) = self.status_asks.recv() => self.on_ask(ask),
                 _ = tick.tick() => self.on_tick(),
             }
         }
         debug!("event loop stopped");
+    }
+
+    fn on_ask(&self, ask: status::Ask) {
+        match ask {
+            status::Ask::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            status::Ask::Beacon {
+                before,
+                limit,
+                reply,
+            } => {
+                let mut page = status::BeaconPage {
+                    threshold: self.role.beacon().is_some(),
+                    entries: Vec::new(),
+                };
+                let mut bytes = 0;
+                if let Some(keeper) = self.role.beacon() {
+                    for e in keeper.before(before.map(otpmesh_protocol::round::RoundId)) {
+                        let size = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len());
+                        let full = page.entries.len() >= limit as usize
+                            || bytes + size > status::MAX_BEACON_PAGE_BYTES;
+                        if full && !page.entries.is_empty() || limit == 0 {
+                            break;
+                        }
+                        bytes += size;
+                        page.entries.push(e.clone());
+                    }
+                }
+                let _ = reply.send(page);
+            }
+        }
     }
 
     fn status(&self) -> status::Status {
@@ -674,6 +704,11 @@ impl EventLoop {
                 request,
                 reason,
             } => warn!(%peer, %reason, %request, "request failed"),
+            Event::BeaconCatchUp {
+                peer,
+                accepted,
+                problem: Some(reason),
+            } => warn!(%peer, %reason, accepted, "beacon catch-up answer rejected in part"),
             // One per request: a server's access log, for debug level (the event stream has it).
             Event::OtpIssued { .. } | Event::OtpVerified { .. } => {
                 debug!(event = %serde_json::to_string(&event).unwrap_or_default())

@@ -500,6 +500,21 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             )),
         };
 
+    // Threshold mode: every long-running node keeps the beacon chain, in its store.
+    let role: Box<dyn Role + Send> = match mesh.threshold().is_some() && !one_shot {
+        true => {
+            let db = match store.take() {
+                Some(db) => db,
+                None => store::Store::open(&config.data_dir)?,
+            };
+            let held = db.rounds()?.into_iter().map(|(t, _)| t).collect();
+            let keeper = role::threshold::Keeper::restore(mesh.clone(), db.beacon()?, held);
+            store = Some(db);
+            Box::new(role::threshold::Beaconed::new(peer_id, role, keeper))
+        }
+        false => role,
+    };
+
     // Bound first: a taken metrics port is an error before anything else starts.
     let metrics_listener = match config.metrics {
         Some(addr) => {

@@ -4,6 +4,8 @@
 //! only the node's own user can connect). A client writes one JSON line, `{"cmd":"status"}`, and
 //! reads one back: a [`Status`], or `{"error": …}`. Only public facts about the node are in it
 //! (its role, PeerId, peers, rounds, commitments, storage size); never a secret.
+//! `{"cmd":"beacon","before":R,"limit":N}` asks for beacon entries before round R (or the newest),
+//! newest first: a [`BeaconPage`] (public data too).
 //!
 //! ```text
 //!  otpmesh status ──connect DATA_DIR/control.sock──► status server ──oneshot──► event loop
@@ -25,7 +27,11 @@ pub const SOCKET_FILE: &str = "control.sock";
 /// Longest request line.
 pub const MAX_REQUEST_LINE: usize = 1024;
 /// Longest answer a client reads.
-pub const MAX_ANSWER_LINE: usize = 64 * 1024;
+pub const MAX_ANSWER_LINE: usize = 1024 * 1024;
+/// A beacon page stops before it would pass this many bytes of JSON (and is one entry at least).
+pub const MAX_BEACON_PAGE_BYTES: usize = MAX_ANSWER_LINE / 2;
+/// Most entries in one beacon page.
+pub const MAX_BEACON_PAGE: u32 = 256;
 /// Clients served at once; more wait.
 pub const MAX_CLIENTS: usize = 8;
 /// A client's whole exchange must finish within this.
@@ -89,12 +95,33 @@ impl Rounds {
 }
 
 /// What the status server asks the event loop for.
-pub type Ask = oneshot::Sender<Status>;
+pub enum Ask {
+    Status(oneshot::Sender<Status>),
+    Beacon {
+        before: Option<u64>,
+        limit: u32,
+        reply: oneshot::Sender<BeaconPage>,
+    },
+}
+
+/// Beacon entries a node holds, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconPage {
+    /// Whether the node keeps a beacon at all (threshold mode).
+    pub threshold: bool,
+    pub entries: Vec<otpmesh_protocol::threshold::beacon::Entry>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 enum Request {
     Status,
+    Beacon {
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
 }
 
 /// The bound socket, until the event loop serves it.
@@ -202,9 +229,24 @@ async fn answer(stream: tokio::net::UnixStream, asks: mpsc::Sender<Ask>) -> std:
         }
         Ok(Request::Status) => {
             let (tx, rx) = oneshot::channel();
-            match asks.send(tx).await {
+            match asks.send(Ask::Status(tx)).await {
                 Ok(()) => match rx.await {
                     Ok(status) => serde_json::to_value(status)?,
+                    Err(_) => serde_json::json!({"error": "the node is stopping"}),
+                },
+                Err(_) => serde_json::json!({"error": "the node is stopping"}),
+            }
+        }
+        Ok(Request::Beacon { before, limit }) => {
+            let (tx, rx) = oneshot::channel();
+            let ask = Ask::Beacon {
+                before,
+                limit: limit.unwrap_or(MAX_BEACON_PAGE).min(MAX_BEACON_PAGE),
+                reply: tx,
+            };
+            match asks.send(ask).await {
+                Ok(()) => match rx.await {
+                    Ok(page) => serde_json::to_value(page)?,
                     Err(_) => serde_json::json!({"error": "the node is stopping"}),
                 },
                 Err(_) => serde_json::json!({"error": "the node is stopping"}),
@@ -222,6 +264,24 @@ async fn answer(stream: tokio::net::UnixStream, asks: mpsc::Sender<Ask>) -> std:
 
 /// Asks the node running on `data_dir` for its status.
 pub async fn ask(data_dir: &Path) -> Result<Status, String> {
+    let value = exchange(data_dir, "{\"cmd\":\"status\"}\n").await?;
+    serde_json::from_value(value).map_err(|e| format!("the node's answer is not a status: {e}"))
+}
+
+/// Asks the node running on `data_dir` for beacon entries before `before` (or the newest).
+pub async fn ask_beacon(
+    data_dir: &Path,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<BeaconPage, String> {
+    let line = serde_json::json!({"cmd": "beacon", "before": before, "limit": limit});
+    let value = exchange(data_dir, &format!("{line}\n")).await?;
+    serde_json::from_value(value)
+        .map_err(|e| format!("the node's answer is not a beacon page: {e}"))
+}
+
+/// One exchange on the control socket: a request line, the answer (an `error` turned into Err).
+async fn exchange(data_dir: &Path, request: &str) -> Result<serde_json::Value, String> {
     let path = data_dir.join(SOCKET_FILE);
     let exchange = async {
         let stream = tokio::net::UnixStream::connect(&path)
@@ -229,7 +289,7 @@ pub async fn ask(data_dir: &Path) -> Result<Status, String> {
             .map_err(|e| format!("no node answers on {} ({e})", path.display()))?;
         let (read, mut write) = stream.into_split();
         write
-            .write_all(b"{\"cmd\":\"status\"}\n")
+            .write_all(request.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut line = String::new();
@@ -242,7 +302,7 @@ pub async fn ask(data_dir: &Path) -> Result<Status, String> {
         if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
             return Err(format!("the node says: {error}"));
         }
-        serde_json::from_value(value).map_err(|e| format!("the node's answer is not a status: {e}"))
+        Ok(value)
     };
     tokio::time::timeout(CLIENT_TIMEOUT, exchange)
         .await
@@ -278,7 +338,17 @@ mod tests {
     fn answer_asks(mut asks: mpsc::Receiver<Ask>) {
         tokio::spawn(async move {
             while let Some(ask) = asks.recv().await {
-                let _ = ask.send(status());
+                match ask {
+                    Ask::Status(tx) => {
+                        let _ = tx.send(status());
+                    }
+                    Ask::Beacon { reply, .. } => {
+                        let _ = reply.send(BeaconPage {
+                            threshold: false,
+                            entries: vec![],
+                        });
+                    }
+                }
             }
         });
     }
@@ -304,6 +374,8 @@ mod tests {
         let serving = Serving::spawn(socket, tx);
 
         assert_eq!(ask(dir.path()).await.unwrap(), status());
+        let page = ask_beacon(dir.path(), Some(3), 2).await.unwrap();
+        assert!(!page.threshold && page.entries.is_empty());
         assert!(matches!(bind(dir.path()), Err(SocketError::InUse(_))));
         let answer = raw(&path, b"{\"cmd\":\"reboot\"}\n").await;
         assert!(

@@ -32,7 +32,9 @@ pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
 /// Largest request (a delivery carries a transcript).
 pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
 /// Largest response (a threshold partial carries the round's public key: T points).
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = 128 * 1024;
+/// Most beacon entries in one catch-up answer (fewer when they would not fit a response).
+pub const MAX_BEACON_PAGE: usize = 64;
 /// Longest free-text reason in a message.
 pub const MAX_REASON_BYTES: usize = 256;
 
@@ -140,6 +142,26 @@ pub enum Gossip {
     Proposal(Proposal),
     Complaints(Complaints),
     Justification(Justification),
+    /// Threshold mode: a distributor's beacon partial.
+    Beacon(BeaconPartial),
+}
+
+/// Threshold mode: distributor j's partial of round `round`'s beacon, k_j·H("beacon", prev, round)
+/// with its DLEQ proof against K_j.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconPartial {
+    pub round: RoundId,
+    /// The beacon value before this round's (all zeros for the first).
+    pub prev: Digest32,
+    pub partial: Partial,
+}
+
+/// Beacon catch-up: the entries of the rounds before `before` that the node holds, newest first,
+/// at most `limit` (and [`MAX_BEACON_PAGE`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconQuery {
+    pub before: RoundId,
+    pub limit: u32,
 }
 
 impl Gossip {
@@ -163,6 +185,7 @@ impl Gossip {
             Gossip::Proposal(_) => "proposal",
             Gossip::Complaints(_) => "complaints",
             Gossip::Justification(_) => "justification",
+            Gossip::Beacon(_) => "beacon",
         }
     }
 
@@ -177,6 +200,7 @@ impl Gossip {
             Gossip::Proposal(m) => m.round,
             Gossip::Complaints(m) => m.round,
             Gossip::Justification(m) => m.round,
+            Gossip::Beacon(m) => m.round,
         }
     }
 
@@ -347,6 +371,8 @@ pub enum Request {
     /// Threshold mode: a verifier asks for a partial of an OTP being presented; the distributor
     /// marks it used first, so what it reveals is already spent.
     VerifyPartial(VerifyPartialRequest),
+    /// Threshold mode, to any node: beacon entries, for catch-up.
+    Beacon(BeaconQuery),
 }
 
 /// Threshold mode: a round's transcript and generator j's key share k_j, for distributor j only.
@@ -443,6 +469,7 @@ impl Request {
             Request::Handover(_) => "handover",
             Request::Partial(_) => "partial",
             Request::VerifyPartial(_) => "verify-partial",
+            Request::Beacon(_) => "beacon",
         }
     }
 
@@ -507,6 +534,8 @@ pub enum Response {
     Refused(Refusal),
     Partial(Box<PartialGrant>),
     VerifyPartial(Box<VerifyPartialGrant>),
+    /// Beacon entries, newest first.
+    Beacon(Vec<crate::threshold::beacon::Entry>),
 }
 
 impl Response {
@@ -522,6 +551,7 @@ impl Response {
             Response::Refused(_) => "refused",
             Response::Partial(_) => "partial",
             Response::VerifyPartial(_) => "verify-partial",
+            Response::Beacon(_) => "beacon",
         }
     }
 
@@ -539,6 +569,27 @@ impl Response {
             ) => check_reason(s),
             Response::Partial(g) => check_points("public", &g.key.public),
             Response::VerifyPartial(g) => check_points("public", &g.key.public),
+            Response::Beacon(entries) => {
+                if entries.len() > MAX_BEACON_PAGE {
+                    return Err(field(
+                        "entries",
+                        format!("{} entries, at most {MAX_BEACON_PAGE}", entries.len()),
+                    ));
+                }
+                entries.iter().try_for_each(|e| {
+                    check_transcript(&e.transcript)?;
+                    match e.value.partials.len() > MAX_SHAREHOLDERS as usize {
+                        true => Err(field(
+                            "partials",
+                            format!(
+                                "{} partials, at most {MAX_SHAREHOLDERS}",
+                                e.value.partials.len()
+                            ),
+                        )),
+                        false => Ok(()),
+                    }
+                })
+            }
             _ => Ok(()),
         }
     }

@@ -46,7 +46,9 @@ type Hook = Box<dyn FnMut(&PeerId, &mut Msg) -> bool>;
 
 struct Sim {
     mesh: Arc<MeshConfig>,
-    roles: HashMap<PeerId, Box<dyn Role>>,
+    roles: HashMap<PeerId, Box<dyn Role + Send>>,
+    /// Every role runs with a beacon keeper beside it.
+    beacon: bool,
     keys: HashMap<PeerId, &'static PrivateKey>,
     order: Vec<PeerId>,
     down: HashSet<PeerId>,
@@ -66,6 +68,10 @@ struct Sim {
 
 impl Sim {
     fn new(contributors: u32) -> Sim {
+        Sim::build(contributors, false)
+    }
+
+    fn build(contributors: u32, beacon: bool) -> Sim {
         let generators: Vec<PeerId> = (0..N).map(|_| peer()).collect();
         let distributors: Vec<PeerId> = (0..N).map(|_| peer()).collect();
         let requesters: Vec<PeerId> = (0..2).map(|_| peer()).collect();
@@ -98,6 +104,7 @@ impl Sim {
         let mut sim = Sim {
             mesh: mesh.clone(),
             roles: HashMap::new(),
+            beacon,
             keys: HashMap::new(),
             order: Vec::new(),
             down: HashSet::new(),
@@ -133,7 +140,11 @@ impl Sim {
         sim
     }
 
-    fn add(&mut self, id: PeerId, mut role: Box<dyn Role>) {
+    fn add(&mut self, id: PeerId, mut role: Box<dyn Role + Send>) {
+        if self.beacon {
+            let keeper = threshold::Keeper::restore(self.mesh.clone(), vec![], vec![]);
+            role = Box::new(threshold::Beaconed::new(id, role, keeper));
+        }
         let actions = role.start(self.now, &mut self.rng);
         if !self.order.contains(&id) {
             self.order.push(id);
@@ -708,4 +719,158 @@ fn passwords_are_the_requesters_own() {
         .filter(|r| matches!(r, Record::Issued { .. } | Record::Used { .. }))
         .count();
     assert_eq!(recorded, 0);
+}
+
+/// Beacon values a node holds: (round, value, prev).
+fn chain(sim: &Sim, who: &PeerId) -> Vec<(u64, [u8; 32], [u8; 32])> {
+    let keeper = sim.roles[who].beacon().expect("a beacon keeper");
+    keeper
+        .entries()
+        .map(|e| (e.value.round, e.value.value.0, e.value.prev.0))
+        .collect()
+}
+
+/// Advances until `done` holds, at most `max_ms`.
+fn run_until(sim: &mut Sim, max_ms: u64, done: impl Fn(&Sim) -> bool) {
+    let mut waited = 0;
+    while !done(sim) {
+        assert!(
+            waited < max_ms,
+            "not done within {max_ms} ms: {:?}",
+            sim.events.len()
+        );
+        sim.advance(100);
+        waited += 100;
+    }
+}
+
+fn sealed_rounds(sim: &Sim) -> Vec<RoundId> {
+    sim.find(|_, e| match e {
+        Event::RoundSealed { round, .. } => Some(*round),
+        _ => None,
+    })
+}
+
+#[test]
+fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain_verifies() {
+    use otpmesh_protocol::threshold::beacon;
+    let mut sim = Sim::build(3, true);
+    let observer = sim.requesters[0];
+    sim.add(
+        observer,
+        Box::new(threshold::Follower::new(observer, sim.mesh.clone())),
+    );
+    let d = sim.distributors.clone();
+    let everyone: Vec<PeerId> = sim.order.clone();
+    let has = |sim: &Sim, who: &PeerId, rounds: usize| chain(sim, who).len() >= rounds;
+
+    run_until(&mut sim, 30_000, |s| everyone.iter().all(|p| has(s, p, 1)));
+    // Distributor 5 misses round 2 whole: its seal, its handover, its beacon partials.
+    sim.down.insert(d[4]);
+    run_until(&mut sim, 90_000, |s| {
+        everyone
+            .iter()
+            .filter(|p| **p != d[4])
+            .all(|p| has(s, p, 2))
+    });
+    assert_eq!(chain(&sim, &d[4]).len(), 1, "it was down for round 2");
+    sim.down.remove(&d[4]);
+    run_until(&mut sim, 90_000, |s| everyone.iter().all(|p| has(s, p, 3)));
+    let caught = sim.find(|p, e| match e {
+        Event::BeaconValue {
+            round,
+            caught_up: true,
+            ..
+        } if *p == d[4] => Some(*round),
+        _ => None,
+    });
+    assert!(!caught.is_empty(), "distributor 5 fetched what it missed");
+
+    let reference = chain(&sim, &observer);
+    assert_eq!(reference.len(), 3);
+    assert_eq!(reference[0].2, [0; 32], "the first value follows zeros");
+    for w in reference.windows(2) {
+        assert_eq!(w[1].2, w[0].1, "each value binds the one before");
+    }
+    for p in &everyone {
+        assert_eq!(chain(&sim, p)[..3], reference[..], "node {p} agrees");
+    }
+    assert_eq!(sealed_rounds(&sim).len(), 3);
+
+    // The exported run verifies from public data; any change to it does not.
+    let run = sim.roles[&observer].beacon().unwrap().newest_run();
+    assert_eq!(run.len(), 3);
+    beacon::verify_run(&run).unwrap();
+    let mut value = run.clone();
+    value[1].value.value.0[0] ^= 1;
+    assert!(beacon::verify_run(&value).is_err());
+    let mut prev = run.clone();
+    prev[2].value.prev.0[0] ^= 1;
+    assert!(beacon::verify_run(&prev).is_err());
+    let mut key = run.clone();
+    key[0].transcript.threshold.as_mut().unwrap().public.0[1][0] ^= 1;
+    assert!(
+        beacon::verify_run(&key).is_err(),
+        "the key is bound by the commitment"
+    );
+    let mut gap = run;
+    gap.remove(1);
+    assert!(beacon::verify_run(&gap).is_err());
+}
+
+#[test]
+fn beacon_a_node_that_joins_late_fetches_the_whole_chain_and_agrees() {
+    let mut sim = Sim::build(3, true);
+    let (early, late) = (sim.requesters[0], sim.requesters[1]);
+    sim.add(
+        early,
+        Box::new(threshold::Follower::new(early, sim.mesh.clone())),
+    );
+    run_until(&mut sim, 150_000, |s| chain(s, &early).len() >= 2);
+    // The late node never met the early one: it comes after, and asks distributors.
+    sim.add(
+        late,
+        Box::new(threshold::Follower::new(late, sim.mesh.clone())),
+    );
+    assert!(chain(&sim, &late).is_empty());
+    run_until(&mut sim, 90_000, |s| chain(s, &late).len() >= 3);
+    run_until(&mut sim, 10_000, |s| chain(s, &early).len() >= 3);
+    assert_eq!(chain(&sim, &late)[..3], chain(&sim, &early)[..3]);
+}
+
+#[test]
+fn a_forged_beacon_partial_is_rejected_and_does_not_change_the_value() {
+    use otpmesh_protocol::wire::BeaconPartial;
+    let mut sim = Sim::build(3, true);
+    let observer = sim.requesters[0];
+    sim.add(
+        observer,
+        Box::new(threshold::Follower::new(observer, sim.mesh.clone())),
+    );
+    let d = sim.distributors.clone();
+    // Distributor 1's partials are bent on the way: a point that is not k_1·H(x).
+    let liar = d[0];
+    sim.hook = Some(Box::new(move |at, msg| {
+        if let Msg::Gossip(_, Gossip::Beacon(BeaconPartial { partial, .. })) = msg {
+            if *at == liar {
+                partial.y[3] ^= 0x40;
+            }
+        }
+        true
+    }));
+    run_until(&mut sim, 30_000, |s| !chain(s, &observer).is_empty());
+    let (round, value, _) = chain(&sim, &observer)[0];
+    let from = sim.find(|p, e| match e {
+        Event::BeaconValue { from, .. } if *p == observer => Some(from.clone()),
+        _ => None,
+    });
+    assert!(
+        !from[0].contains(&1),
+        "the bent partial is not among {:?}",
+        from[0]
+    );
+    // Every node agrees on it, the liar too (its own partial is good: any T give one value).
+    for p in &d {
+        assert_eq!(chain(&sim, p)[0], (round, value, [0; 32]));
+    }
 }

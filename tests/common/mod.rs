@@ -103,6 +103,22 @@ impl Mesh {
             .unwrap_or_else(|| panic!("{name} in mesh.json"))
     }
 
+    /// Stops `mesh up` with SIGTERM (its nodes stop with it) and keeps its directory.
+    pub fn stop_keeping(self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let Mesh { mut child, dir, .. } = self;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("mesh up stops within 30 s of SIGTERM")
+            .unwrap();
+        (status, dir)
+    }
+
     pub fn stop(self) -> std::process::ExitStatus {
         let mut child = self.child;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -11,6 +11,7 @@ use otpmesh_protocol::mesh::Settings;
 use otpmesh_protocol::otp::{self, Digits};
 use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
 use otpmesh_protocol::round::{self, RoundId};
+use otpmesh_protocol::threshold::beacon;
 use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
 use otpmesh_protocol::threshold::eval::{Input, KeyShare, PublicKey};
 use otpmesh_protocol::threshold::poly::Commitments;
@@ -224,6 +225,28 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             time(|| {
                 let (y, _) = public.combine(&partials, &x).expect("valid partials");
                 std::hint::black_box(otpmesh_protocol::threshold::eval::otp(&y, &x, digits));
+            }),
+        );
+        // The beacon: every node combines each round's value; a verifier checks it offline.
+        let prev = Digest32([9; 32]);
+        let bx = beacon::input(1, &prev);
+        let beacon_partials: Vec<_> = shares[..t as usize]
+            .iter()
+            .map(|s| s.evaluate(&bx, &mut rng))
+            .collect();
+        let value = beacon::combine(&public, 1, &prev, &beacon_partials).expect("valid partials");
+        row(
+            "threshold",
+            format!("any node: beacon value from {t} partials (check, combine)"),
+            time(|| {
+                std::hint::black_box(beacon::combine(&public, 1, &prev, &beacon_partials).ok());
+            }),
+        );
+        row(
+            "threshold",
+            format!("verifier: one beacon value offline (t = {t})"),
+            time(|| {
+                std::hint::black_box(beacon::verify(&value, &public).ok());
             }),
         );
     }

@@ -1,5 +1,6 @@
 //! Each subcommand: parse into a config, build, run, print.
 
+pub mod beacon;
 pub mod config;
 pub mod enrol;
 pub mod kdc;
@@ -15,8 +16,8 @@ pub mod verify;
 pub use mesh::free_ports as mesh_ports;
 
 use crate::cli::{
-    BenchCommand, Cli, Command, ConfigCommand, KdcCommand, LogFormat, MeshCommand, ScenarioCommand,
-    TotpCommand,
+    BeaconCommand, BenchCommand, Cli, Command, ConfigCommand, KdcCommand, LogFormat, MeshCommand,
+    ScenarioCommand, TotpCommand,
 };
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use std::process::ExitCode;
@@ -126,6 +127,9 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
             Command::Password(args) => password::run(args).await,
+            Command::Beacon(BeaconCommand::Get(args)) => beacon::get(args).await,
+            Command::Beacon(BeaconCommand::Export(args)) => beacon::export(args).await,
+            Command::Beacon(BeaconCommand::Verify(args)) => beacon::verify(args),
             Command::Verify(args) => verify::run(args).await,
             Command::Enrol(args) => enrol::run(args).await,
             Command::Totp(TotpCommand::Code(args)) => totp::code(args),

@@ -471,6 +471,43 @@ impl Backend {
         Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
     }
 
+    /// Threshold mode: a password for `requester` from `distributors` (`which`: the
+    /// `--alphabet`/`--chars` flag and its value). The password, or why none came.
+    pub async fn password(
+        &mut self,
+        requester: &Planned,
+        distributors: &[&Planned],
+        length: usize,
+        which: (&str, &str),
+    ) -> anyhow::Result<Result<zeroize::Zeroizing<String>, String>> {
+        if let Backend::Process(_) = self {
+            let length_text = length.to_string();
+            let args = ["password", "--length", &length_text, which.0, which.1];
+            let out = run_cli_with(&args, requester, distributors).await?;
+            let parsed = serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v["password"].as_str().map(|p| p.to_string().into()));
+            return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
+        }
+        let alphabet = match which.0 {
+            "--chars" => otpmesh_protocol::threshold::password::Alphabet::chars(which.1),
+            _ => otpmesh_protocol::threshold::password::Alphabet::classes(which.1),
+        }
+        .map_err(|e| anyhow!("{e}"))?;
+        let role = RoleSpec::OneShotThresholdPassword {
+            distributors: distributors.iter().map(|d| d.peer_id).collect(),
+            alphabet,
+            length,
+        };
+        let answer = one_shot_with(role, requester, distributors, None, |e| match e {
+            NodeEvent::Role(Event::PasswordReceived { password, .. }) => Some(Ok(password.into())),
+            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
+            _ => None,
+        })
+        .await?;
+        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+    }
+
     pub async fn stop_all(&mut self) {
         match self {
             Backend::Process(p) => {

@@ -72,6 +72,8 @@ pub struct State {
     /// Kills whose end of stream has not arrived yet, per node.
     killed: HashMap<String, usize>,
     pub otps: Vec<IssuedOtp>,
+    /// Beacon values each node reported: round → node → value (hex).
+    pub beacon: BTreeMap<u64, BTreeMap<String, String>>,
 }
 
 /// A step's verdict.
@@ -204,6 +206,14 @@ impl Runner<'_> {
                 if live {
                     self.state.delivered.insert(round);
                 }
+            }
+            "beacon_value" => {
+                let value = str_of(&v, "value").to_string();
+                self.state
+                    .beacon
+                    .entry(round)
+                    .or_default()
+                    .insert(name, value);
             }
             "gossip_rejected" | "phrase_rejected" | "request_refused" | "control_refused"
                 if self.state.rejections.len() < MAX_REJECTIONS =>
@@ -510,6 +520,29 @@ impl Runner<'_> {
                 .await
             }
             Step::Expect(totals) => Ok(self.totals(totals)),
+            Step::Password {
+                requester,
+                length,
+                alphabet,
+                chars,
+            } => {
+                let which = match (alphabet, chars) {
+                    (_, Some(c)) => ("--chars", c.as_str()),
+                    (a, None) => (
+                        "--alphabet",
+                        a.as_deref().unwrap_or("lower,upper,digits,symbols"),
+                    ),
+                };
+                self.password(requester, *length, which).await
+            }
+            Step::Beacon {
+                rounds,
+                export,
+                timeout_ms,
+            } => {
+                let within = timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
+                self.beacon(rounds, export.as_deref(), within).await
+            }
             Step::KdcRegister {
                 user,
                 distributor,
@@ -573,6 +606,149 @@ impl Runner<'_> {
                 .await
             }
         }
+    }
+
+    async fn password(
+        &mut self,
+        requester: &str,
+        length: usize,
+        which: (&str, &str),
+    ) -> anyhow::Result<Judged> {
+        use otpmesh_protocol::threshold::password::Alphabet;
+        let set = match which.0 {
+            "--chars" => Alphabet::chars(which.1),
+            _ => Alphabet::classes(which.1),
+        }
+        .map_err(|e| anyhow!("{e}"))?;
+        let all = distributors(self.layout);
+        let got = self
+            .backend
+            .password(self.layout.node(requester), &all, length, which)
+            .await?;
+        let expected = format!(
+            "{length} characters, all from the {} of the alphabet",
+            set.len()
+        );
+        Ok(match got {
+            Ok(password) => {
+                let n = password.chars().count();
+                let inside = password.chars().all(|c| set.contains(c));
+                Judged {
+                    outcome: format!(
+                        "{n} characters, {} from the alphabet; about {} bits (not shown: only {requester} sees it)",
+                        if inside { "all" } else { "NOT all" },
+                        set.bits(n) as u32
+                    ),
+                    expected,
+                    passed: n == length && inside,
+                }
+            }
+            Err(e) => Judged {
+                outcome: format!("no password: {e}"),
+                expected,
+                passed: false,
+            },
+        })
+    }
+
+    /// Every running node holds the same value for each of `rounds`; an exported chain verifies
+    /// offline and a tampered copy does not.
+    async fn beacon(
+        &mut self,
+        rounds: &[u64],
+        export: Option<&str>,
+        within: Duration,
+    ) -> anyhow::Result<Judged> {
+        use otpmesh_protocol::threshold::beacon;
+        let nodes: Vec<String> = [
+            NodeRole::Generator,
+            NodeRole::Distributor,
+            NodeRole::Contributor,
+        ]
+        .into_iter()
+        .flat_map(|role| self.scenario.nodes_with(role).map(|n| n.name.clone()))
+        .collect();
+        let holds = |s: &State, node: &String, r: &u64| {
+            s.beacon.get(r).is_some_and(|m| m.contains_key(node))
+        };
+        self.pump_until(within, |s| {
+            nodes
+                .iter()
+                .filter(|n| !s.down.contains(*n))
+                .all(|n| rounds.iter().all(|r| holds(s, n, r)))
+        })
+        .await?;
+        let live: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !self.state.down.contains(*n))
+            .collect();
+        let mut problems = Vec::new();
+        let mut values = Vec::new();
+        for r in rounds {
+            let held = self.state.beacon.get(r);
+            let missing: Vec<&str> = live
+                .iter()
+                .filter(|n| !holds(&self.state, n, r))
+                .map(|n| n.as_str())
+                .collect();
+            if !missing.is_empty() {
+                problems.push(format!("round {r}: no value at {}", missing.join(", ")));
+            }
+            let distinct: BTreeSet<&String> = live
+                .iter()
+                .filter_map(|n| held.and_then(|m| m.get(*n)))
+                .collect();
+            match distinct.len() {
+                0 => {}
+                1 => values.push(format!("{r}: {}", short(distinct.first().unwrap()))),
+                k => problems.push(format!("round {r}: {k} different values")),
+            }
+        }
+        let mut outcome = format!("{} nodes agree: {}", live.len(), values.join(", "));
+        if let Some(node) = export {
+            let dir = self.layout.node(node).data_dir.clone();
+            match crate::cmd::beacon::newest_run(&dir).await {
+                Ok(run) => {
+                    let covered = rounds.iter().all(|r| run.iter().any(|e| e.round() == *r));
+                    match beacon::verify_run(&run) {
+                        Ok(()) if covered => {
+                            outcome.push_str(&format!(
+                                "; {node}'s export of {} values verifies offline",
+                                run.len()
+                            ));
+                        }
+                        Ok(()) => problems.push(format!("{node}'s export lacks some rounds")),
+                        Err(e) => problems.push(format!("{node}'s export does not verify: {e}")),
+                    }
+                    let mut tampered = run.clone();
+                    let middle = tampered.len() / 2;
+                    if let Some(e) = tampered.get_mut(middle) {
+                        e.value.value.0[0] ^= 1;
+                        match beacon::verify_run(&tampered) {
+                            Err(e) => outcome.push_str(&format!(", a tampered copy fails ({e})")),
+                            Ok(()) => problems.push("a tampered export verifies".into()),
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("exporting {node}'s chain: {e:#}")),
+            }
+        }
+        let passed = problems.is_empty();
+        if !passed {
+            outcome = format!("{outcome}; {}", problems.join("; "));
+        }
+        Ok(Judged {
+            outcome,
+            expected: format!(
+                "one value per round {rounds:?} at every running node{}",
+                if export.is_some() {
+                    ", an export that verifies"
+                } else {
+                    ""
+                }
+            ),
+            passed,
+        })
     }
 
     async fn kill(&mut self, node: &str) -> anyhow::Result<()> {

@@ -311,6 +311,25 @@ pub enum Step {
     },
     /// `otpmesh kdc receive` as `to`, then `otpmesh kdc send` from `from`: a file of `bytes`
     /// bytes drawn from the seed, compared byte for byte on arrival.
+    /// Threshold mode: `otpmesh password` as `requester` (from every distributor); passes when a
+    /// password of `length` characters, all from the alphabet, comes back. It is never printed.
+    Password {
+        requester: String,
+        #[serde(default = "default_password_length")]
+        length: usize,
+        /// Classes, as `otpmesh password --alphabet` (default: all four).
+        alphabet: Option<String>,
+        /// Exactly these characters instead.
+        chars: Option<String>,
+    },
+    /// Threshold mode: waits until every running node holds a beacon value for each of `rounds`,
+    /// and passes if they all hold the same ones. With `export`, that node's chain is exported and
+    /// verified offline, and a copy with one value changed must fail.
+    Beacon {
+        rounds: Vec<u64>,
+        export: Option<String>,
+        timeout_ms: Option<u64>,
+    },
     KdcSend {
         from: String,
         to: String,
@@ -327,6 +346,10 @@ pub enum Step {
         #[serde(default)]
         expect: KdcExpect,
     },
+}
+
+fn default_password_length() -> usize {
+    otpmesh_protocol::threshold::password::DEFAULT_LENGTH
 }
 
 fn default_kdc_bytes() -> u64 {
@@ -367,6 +390,8 @@ impl Step {
             Step::Expect(_) => "expect",
             Step::KdcRegister { .. } => "kdc_register",
             Step::KdcSend { .. } => "kdc_send",
+            Step::Password { .. } => "password",
+            Step::Beacon { .. } => "beacon",
         }
     }
 }
@@ -849,6 +874,62 @@ fn check_step(
             }
         }
         Step::Expect(_) => {}
+        Step::Password { .. } | Step::Beacon { .. } if !threshold => {
+            return Err(c.err(
+                at,
+                format!(
+                    "a `{}` step needs a threshold key, and this mesh has none: in \
+                     single-generator mode the generator knows every round secret",
+                    step.kind()
+                ),
+                Some("add threshold = \"T/N\" to [settings]".into()),
+            ))
+        }
+        Step::Password {
+            requester,
+            length,
+            alphabet,
+            chars,
+        } => {
+            need(requester, &[NodeRole::Requester], "requester")?;
+            let parsed = match (alphabet, chars) {
+                (Some(_), Some(_)) => {
+                    return Err(c.err(at, "give `alphabet` or `chars`, not both", None))
+                }
+                (_, Some(text)) => otpmesh_protocol::threshold::password::Alphabet::chars(text),
+                (a, None) => otpmesh_protocol::threshold::password::Alphabet::classes(
+                    a.as_deref().unwrap_or("lower,upper,digits,symbols"),
+                ),
+            };
+            if let Err(e) = parsed {
+                return Err(c.err(at, format!("{e}"), None));
+            }
+            let max = otpmesh_protocol::threshold::password::MAX_LENGTH;
+            if !(1..=max).contains(length) {
+                return Err(c.err(at, format!("length = {length}: between 1 and {max}"), None));
+            }
+        }
+        Step::Beacon {
+            rounds,
+            export,
+            timeout_ms,
+        } => {
+            timeout(timeout_ms)?;
+            if rounds.is_empty() || rounds.len() > 1000 || rounds.contains(&0) {
+                return Err(c.err(at, "`rounds` lists 1 to 1000 round numbers, from 1", None));
+            }
+            if let Some(node) = export {
+                need(
+                    node,
+                    &[
+                        NodeRole::Generator,
+                        NodeRole::Distributor,
+                        NodeRole::Contributor,
+                    ],
+                    "running node",
+                )?;
+            }
+        }
         Step::KdcRegister {
             user,
             distributor,

@@ -10,8 +10,9 @@ use libp2p::PeerId;
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{OtpRef, Record};
 use otpmesh_protocol::round::{RoundId, Secret, Transcript};
+use otpmesh_protocol::threshold::beacon;
 use record::Sealer;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 
 pub const DB_FILE: &str = "node.redb";
@@ -38,6 +39,9 @@ const ENROLMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("enrolmen
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("totp_tokens");
 /// Key distribution centre users: name → sealed (name, PeerId, key, registration time).
 const KDC_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("kdc_users");
+/// The beacon chain: round → CBOR entry (transcript and value; public, so not sealed). At most
+/// [`beacon::MAX_RUN`] entries: the oldest go first.
+const BEACON: TableDefinition<u64, &[u8]> = TableDefinition::new("beacon");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,6 +104,7 @@ impl Store {
             txn.open_table(ENROLMENTS)?;
             txn.open_table(TOKENS)?;
             txn.open_table(KDC_USERS)?;
+            txn.open_table(BEACON)?;
             Ok(())
         })?;
         Ok(store)
@@ -135,6 +140,17 @@ impl Store {
         match record {
             Record::Opened(round) => {
                 txn.open_table(META)?.insert("last_opened", round.0)?;
+                Ok(())
+            }
+            Record::Beacon(entry) => {
+                let mut bytes = Vec::new();
+                ciborium::into_writer(entry.as_ref(), &mut bytes)
+                    .expect("writing CBOR into a Vec cannot fail");
+                let mut table = txn.open_table(BEACON)?;
+                table.insert(entry.round(), bytes.as_slice())?;
+                while table.len()? > beacon::MAX_RUN as u64 {
+                    table.pop_first()?;
+                }
                 Ok(())
             }
             Record::Round { transcript, secret } => {
@@ -326,6 +342,20 @@ impl Store {
             let round = k.value();
             let opened = self.sealer.open_round(round, v.value());
             out.push(opened.ok_or(StoreError::Corrupt { round })?);
+        }
+        Ok(out)
+    }
+
+    /// The beacon chain kept, oldest first.
+    pub fn beacon(&self) -> Result<Vec<beacon::Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(BEACON).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = entry.map_err(|e| self.db_err(e))?;
+            let entry: beacon::Entry = ciborium::from_reader(v.value())
+                .map_err(|_| StoreError::CorruptRecord { table: "beacon" })?;
+            out.push(entry);
         }
         Ok(out)
     }

@@ -999,6 +999,15 @@ impl Distributor {
 }
 
 impl Role for Distributor {
+    fn beacon_partial(
+        &mut self,
+        round: RoundId,
+        x: &crate::threshold::eval::Input,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Option<crate::threshold::eval::Partial> {
+        self.shares.as_ref()?.beacon_partial(round, x, rng)
+    }
+
     fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
         if now < self.last_compact + COMPACT_EVERY_MS {
             return Vec::new();
@@ -1069,6 +1078,16 @@ impl Role for Distributor {
             }
             Request::TotpVerify(v) => self.totp_verify(now, peer, id, &request, &v.code),
             Request::Kdc(k) => self.kdc(now, peer, id, &request, k, rng),
+            Request::Beacon(_) => refuse(
+                peer,
+                id,
+                &request,
+                Refusal::WrongRole(
+                    "beacon: this mesh runs in single-generator mode and keeps no beacon (it \
+                     needs a threshold key: threshold = \"T/N\" in the mesh config)"
+                        .into(),
+                ),
+            ),
             Request::Handover(_) | Request::Partial(_) | Request::VerifyPartial(_) => refuse(
                 peer,
                 id,

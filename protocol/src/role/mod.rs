@@ -87,6 +87,8 @@ pub enum Record {
         failures_before_ms: Millis,
         now_ms: Millis,
     },
+    /// A beacon value with its round's transcript (public).
+    Beacon(Box<crate::threshold::beacon::Entry>),
     /// The current enrolment key shared with `peer` (replaces any older one).
     Enrolment {
         peer: PeerId,
@@ -324,6 +326,22 @@ pub enum Event {
         result: crate::wire::VerifyResult,
         bad: Vec<PeerId>,
     },
+    /// A beacon value joined this node's chain (public: anyone may know it).
+    BeaconValue {
+        round: RoundId,
+        value: Digest32,
+        prev: Digest32,
+        /// The distributors whose partials made it.
+        from: Vec<u32>,
+        /// Fetched from a peer rather than combined from gossip.
+        caught_up: bool,
+    },
+    /// A beacon catch-up answer: how many values it brought, and what was wrong, if anything.
+    BeaconCatchUp {
+        peer: PeerId,
+        accepted: u32,
+        problem: Option<String>,
+    },
     RequestRefused {
         peer: PeerId,
         request: String,
@@ -441,6 +459,22 @@ pub trait Role {
     fn control(&mut self, _now: Millis, _control: Control) -> Vec<Action> {
         Vec::new()
     }
+
+    /// Threshold distributor: its partial of the beacon input `x` with its key share of `round`,
+    /// if it holds one.
+    fn beacon_partial(
+        &mut self,
+        _round: RoundId,
+        _x: &crate::threshold::eval::Input,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Option<crate::threshold::eval::Partial> {
+        None
+    }
+
+    /// The beacon this node keeps (threshold mode).
+    fn beacon(&self) -> Option<&threshold::Keeper> {
+        None
+    }
 }
 
 /// Instructions an operator can give a role.
@@ -518,6 +552,15 @@ pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Ver
             Ok(()) => Verdict::Accept,
             Err(denied) => Verdict::Reject(format!("dealing from {source}: {denied}")),
         },
+        Gossip::Beacon(_) if mesh.threshold().is_none() => Verdict::Reject(format!(
+            "beacon partial from {source}: this mesh has no threshold key"
+        )),
+        Gossip::Beacon(b) if mesh.distributor_at(b.partial.index) != Some(*source) => {
+            Verdict::Reject(format!(
+                "beacon partial as distributor {} from {source}",
+                b.partial.index.0
+            ))
+        }
         Gossip::Justification(j) => match mesh.may_contribute(source, j.client) {
             Ok(()) => Verdict::Accept,
             Err(denied) => Verdict::Reject(format!("justification from {source}: {denied}")),

@@ -12,12 +12,16 @@
 //! the previous one ([`verify_chain`]). Y is unique for x (a deterministic function of k), so any
 //! T partials give the same B: two nodes that never talked agree.
 //!
-//! This module is the beacon's cryptography; gossiping partials, keeping the chain and the
-//! `otpmesh beacon` commands build on it.
+//! The chain follows the transcripts': the value before B_r is that of the round whose transcript
+//! commitment is r's `prev_commitment` (all zeros when that is zero). An [`Entry`] pairs a value
+//! with its round's transcript, so a run of entries ([`verify_run`]) checks with public data only:
+//! each transcript's commitment, the transcripts' links, each value's proofs, the values' links.
+//! Gossiping partials and keeping the chain: [`crate::role::threshold::beacon`].
 
 use super::eval::{Input, Partial, PublicKey};
 use super::{Index, ThresholdError};
 use crate::digest::{self, Digest32};
+use crate::round::Transcript;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +138,96 @@ pub fn verify(v: &Value, key: &PublicKey) -> Result<(), BeaconError> {
     if !bad.is_empty() || value_of(v.round, &v.prev, &y) != v.value {
         return Err(BeaconError::Value { round: v.round });
     }
+    Ok(())
+}
+
+/// A beacon value with the transcript of its round: everything needed to check it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub transcript: Transcript,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("round {round}: the transcript is for round {found}")]
+    Round { round: u64, found: u64 },
+    #[error("round {round}: the transcript has no threshold key (single-generator rounds have no beacon)")]
+    NotThreshold { round: u64 },
+    #[error("round {round}: the transcript does not match its commitment ({reason})")]
+    Transcript { round: u64, reason: String },
+    #[error("round {round}: the transcript's public key is not a valid key")]
+    Key { round: u64 },
+    #[error(transparent)]
+    Value(#[from] BeaconError),
+    #[error("round {round} follows round {prev_round}, but its transcript does not name that round's commitment")]
+    Unlinked { round: u64, prev_round: u64 },
+    #[error("round {round}: the chain's first transcript has no predecessor, so its previous value must be all zeros")]
+    Genesis { round: u64 },
+    #[error("{0} entries, at most {MAX_RUN}")]
+    TooLong(usize),
+    #[error("no entries")]
+    Empty,
+}
+
+/// Longest run [`verify_run`] accepts (and a node keeps).
+pub const MAX_RUN: usize = 4096;
+
+impl Entry {
+    pub fn round(&self) -> u64 {
+        self.value.round
+    }
+
+    /// Checks this entry alone: the transcript is a threshold round's and matches its commitment,
+    /// and the value verifies against its public key. Returns the key.
+    pub fn verify(&self) -> Result<PublicKey, EntryError> {
+        let round = self.value.round;
+        if self.transcript.round.0 != round {
+            return Err(EntryError::Round {
+                round,
+                found: self.transcript.round.0,
+            });
+        }
+        let Some(key) = &self.transcript.threshold else {
+            return Err(EntryError::NotThreshold { round });
+        };
+        self.transcript
+            .check(None)
+            .map_err(|e| EntryError::Transcript {
+                round,
+                reason: e.to_string(),
+            })?;
+        let key = key.key().ok_or(EntryError::Key { round })?;
+        if self.transcript.prev_commitment == Digest32::ZERO && self.value.prev != Digest32::ZERO {
+            return Err(EntryError::Genesis { round });
+        }
+        verify(&self.value, &key)?;
+        Ok(key)
+    }
+}
+
+/// Checks a run of entries, oldest first: every entry ([`Entry::verify`]), each transcript names
+/// the one before it, and each value binds the one before it.
+pub fn verify_run(entries: &[Entry]) -> Result<(), EntryError> {
+    if entries.is_empty() {
+        return Err(EntryError::Empty);
+    }
+    if entries.len() > MAX_RUN {
+        return Err(EntryError::TooLong(entries.len()));
+    }
+    let mut chain = Vec::with_capacity(entries.len());
+    for e in entries {
+        chain.push((e.value.clone(), e.verify()?));
+    }
+    for w in entries.windows(2) {
+        if w[1].transcript.prev_commitment != w[0].transcript.commitment {
+            return Err(EntryError::Unlinked {
+                round: w[1].round(),
+                prev_round: w[0].round(),
+            });
+        }
+    }
+    verify_chain(&chain)?;
     Ok(())
 }
 

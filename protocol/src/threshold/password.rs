@@ -77,6 +77,10 @@ impl Alphabet {
         self.0.len()
     }
 
+    pub fn contains(&self, c: char) -> bool {
+        self.0.contains(&c)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

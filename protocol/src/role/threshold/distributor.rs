@@ -140,6 +140,16 @@ impl Shares {
         }
     }
 
+    /// This distributor's partial of a beacon input with its share of `round`, if it holds one.
+    pub fn beacon_partial(
+        &self,
+        round: RoundId,
+        x: &crate::threshold::eval::Input,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Option<crate::threshold::eval::Partial> {
+        Some(self.rounds.get(&round)?.share.evaluate(x, rng))
+    }
+
     pub fn latest_round(&self) -> Option<RoundId> {
         self.rounds.keys().next_back().copied()
     }

@@ -23,12 +23,14 @@
 //! distributors serve partials from [`crate::role::Distributor`] ([`distributor`]); [`Requester`]
 //! fans out and combines; [`Follower`] runs one per sealed round (a requester node).
 
+pub mod beacon;
 pub mod contributor;
 pub mod distributor;
 pub mod follower;
 pub mod generator;
 pub mod requester;
 
+pub use beacon::{Beaconed, Keeper};
 pub use contributor::Contributor;
 pub use follower::Follower;
 pub use generator::Generator;
