@@ -751,15 +751,19 @@ fn sealed_rounds(sim: &Sim) -> Vec<RoundId> {
     })
 }
 
+/// A beaconed mesh with a requester node watching: (sim, that node).
+fn beacon_sim() -> (Sim, PeerId) {
+    let mut sim = Sim::build(3, true);
+    let observer = sim.requesters[0];
+    let role = threshold::Follower::new(observer, sim.mesh.clone());
+    sim.add(observer, Box::new(role));
+    (sim, observer)
+}
+
 #[test]
 fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain_verifies() {
     use otpmesh_protocol::threshold::beacon;
-    let mut sim = Sim::build(3, true);
-    let observer = sim.requesters[0];
-    sim.add(
-        observer,
-        Box::new(threshold::Follower::new(observer, sim.mesh.clone())),
-    );
+    let (mut sim, observer) = beacon_sim();
     let d = sim.distributors.clone();
     let everyone: Vec<PeerId> = sim.order.clone();
     let has = |sim: &Sim, who: &PeerId, rounds: usize| chain(sim, who).len() >= rounds;
@@ -841,12 +845,7 @@ fn beacon_a_node_that_joins_late_fetches_the_whole_chain_and_agrees() {
 #[test]
 fn a_forged_beacon_partial_is_rejected_and_does_not_change_the_value() {
     use otpmesh_protocol::wire::BeaconPartial;
-    let mut sim = Sim::build(3, true);
-    let observer = sim.requesters[0];
-    sim.add(
-        observer,
-        Box::new(threshold::Follower::new(observer, sim.mesh.clone())),
-    );
+    let (mut sim, observer) = beacon_sim();
     let d = sim.distributors.clone();
     // Distributor 1's partials are bent on the way: a point that is not k_1·H(x).
     let liar = d[0];
