@@ -87,6 +87,7 @@ pub enum BeaconError {
 }
 
 /// B_r from partials: the first T valid ones (bad ones skipped and named in the error if too few).
+/// Each proof is checked once, by [`PublicKey::combine`]; the partials kept are the ones it used.
 pub fn combine(
     key: &PublicKey,
     round: u64,
@@ -94,23 +95,24 @@ pub fn combine(
     partials: &[Partial],
 ) -> Result<Value, BeaconError> {
     let x = input(round, prev);
-    let mut valid: Vec<Partial> = Vec::new();
+    let (y, bad) = key
+        .combine(partials, &x)
+        .map_err(|source| BeaconError::Combine { round, source })?;
+    // The same choice combine made: in order, distinct shareholders, none with a bad proof, T.
+    let mut used: Vec<Partial> = Vec::new();
     for p in partials {
-        if valid.len() == key.params.t as usize {
+        if used.len() == key.params.t as usize {
             break;
         }
-        if !valid.iter().any(|v| v.index == p.index) && key.check(p, &x).is_some() {
-            valid.push(p.clone());
+        if !bad.contains(&p.index) && !used.iter().any(|u| u.index == p.index) {
+            used.push(p.clone());
         }
     }
-    let (y, _) = key
-        .combine(&valid, &x)
-        .map_err(|source| BeaconError::Combine { round, source })?;
     Ok(Value {
         round,
         prev: *prev,
         value: value_of(round, prev, &y),
-        partials: valid,
+        partials: used,
     })
 }
 
