@@ -669,6 +669,10 @@ pub struct PasswordArgs {
     /// Every distributor of the threshold mesh, each ending in /p2p/<peer id> (repeat the flag).
     #[arg(long, required = true)]
     pub distributor: Vec<String>,
+    /// Threshold mode: the mesh config, whose T/N, coordinator and distributor order decide what
+    /// is believed (default: mesh.toml beside the data dir, as `mesh up` lays it out).
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
     /// The requester's data dir (its identity.key is used).
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -729,6 +733,10 @@ pub struct VerifyArgs {
     /// Threshold mode: the OTP's counter, as `otpmesh request --threshold` printed it.
     #[arg(long)]
     pub counter: Option<u64>,
+    /// Threshold mode: the mesh config, whose T/N, coordinator and distributor order decide what
+    /// is believed (default: mesh.toml beside the data dir, as `mesh up` lays it out).
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
     /// The requester's data dir (the OTP is checked for this identity).
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -754,6 +762,10 @@ pub struct RequestArgs {
     /// Threshold mode: ask every --distributor for a partial and combine a quorum of them.
     #[arg(long)]
     pub threshold: bool,
+    /// Threshold mode: the mesh config, whose T/N, coordinator and distributor order decide what
+    /// is believed (default: mesh.toml beside the data dir, as `mesh up` lays it out).
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
     /// The requester's data dir (its identity.key is used; created if missing).
     #[arg(long)]
     pub data_dir: PathBuf,

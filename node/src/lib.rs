@@ -362,143 +362,148 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let mut store = None;
     // What the store says of the rounds, for the status until new ones come.
     let mut rounds = status::Rounds::default();
-    let role: Box<dyn Role + Send> =
-        match &config.role {
-            RoleSpec::Contributor { client, input } => {
-                match role::threshold::Contributor::new(*client, *input, mesh.clone()) {
-                    Some(dealer) => Box::new(dealer),
-                    None => Box::new(role::Contributor::new(*client, *input)),
-                }
+    let role: Box<dyn Role + Send> = match &config.role {
+        RoleSpec::Contributor { client, input } => {
+            match role::threshold::Contributor::new(*client, *input, mesh.clone()) {
+                Some(dealer) => Box::new(dealer),
+                None => Box::new(role::Contributor::new(*client, *input)),
             }
-            RoleSpec::Generator => {
-                let key = Arc::new(keys::load_or_create_rsa(
-                    &config.data_dir,
-                    mesh.settings.rsa_bits,
-                )?);
-                let db = store::Store::open(&config.data_dir)?;
-                let last_sealed = db.rounds()?.pop();
-                let last_opened = db.last_opened()?;
-                if let Some(round) = last_opened {
-                    rounds.opened(round);
-                }
-                if let Some((t, _)) = &last_sealed {
-                    rounds.sealed(t.round, t.commitment);
-                }
-                let generator: Box<dyn Role + Send> = if mesh.threshold().is_some() {
-                    let g = role::threshold::Generator::new(
-                        peer_id,
-                        mesh.clone(),
-                        key.public().clone(),
-                        last_opened,
-                        last_sealed,
-                    )
-                    .map_err(|e| NodeError::Role(e.to_string()))?;
-                    match config.manual_rounds {
-                        true => Box::new(g.manual()),
-                        false => Box::new(g),
-                    }
-                } else {
-                    let g = role::Generator::new(
-                        peer_id,
-                        mesh.clone(),
-                        key.public().clone(),
-                        last_opened,
-                        last_sealed,
-                    );
-                    match config.manual_rounds {
-                        true => Box::new(g.manual()),
-                        false => Box::new(g),
-                    }
-                };
-                rsa = Some(key);
-                store = Some(db);
-                generator
+        }
+        RoleSpec::Generator => {
+            let key = Arc::new(keys::load_or_create_rsa(
+                &config.data_dir,
+                mesh.settings.rsa_bits,
+            )?);
+            let db = store::Store::open(&config.data_dir)?;
+            let last_sealed = db.rounds()?.pop();
+            let last_opened = db.last_opened()?;
+            if let Some(round) = last_opened {
+                rounds.opened(round);
             }
-            RoleSpec::Distributor => {
-                let db = store::Store::open(&config.data_dir)?;
-                let state = db.distributor_state()?;
-                if let Some((t, _)) = state.rounds.last() {
-                    rounds.sealed(t.round, t.commitment);
-                }
-                let distributor = role::Distributor::new(peer_id, mesh.clone(), state);
-                store = Some(db);
-                Box::new(distributor)
+            if let Some((t, _)) = &last_sealed {
+                rounds.sealed(t.round, t.commitment);
             }
-            RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
-                Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
-            }
-            RoleSpec::Requester { distributors } => {
-                let targets = if distributors.is_empty() {
-                    mesh.distributors.iter().map(|m| m.peer_id).collect()
-                } else {
-                    distributors.clone()
-                };
-                Box::new(role::Requester::follow(peer_id, targets))
-            }
-            RoleSpec::OneShotRequester { distributor } => {
-                let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
-                Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
-            }
-            RoleSpec::OneShotTotpEnrol { distributor } => Box::new(
-                role::Requester::totp_enrol_once(peer_id, *distributor, &mut rand_core::OsRng),
-            ),
-            RoleSpec::OneShotTotpVerify { distributor, code } => Box::new(
-                role::Requester::totp_verify_once(peer_id, *distributor, code.clone()),
-            ),
-            RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
-                peer_id,
-                *distributor,
-                &mut rand_core::OsRng,
-            )),
-            RoleSpec::OneShotVerify { distributor, code } => Box::new(
-                role::Requester::verify_once(peer_id, *distributor, code.clone()),
-            ),
-            RoleSpec::OneShotThresholdRequest { distributors } => {
-                let mut enrolments = std::collections::HashMap::new();
-                for d in distributors {
-                    if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
-                        enrolments.insert(*d, key);
-                    }
-                }
-                Box::new(
-                    role::threshold::Requester::issue_once(peer_id, distributors.clone())
-                        .with_enrolments(enrolments),
+            let generator: Box<dyn Role + Send> = if mesh.threshold().is_some() {
+                let g = role::threshold::Generator::new(
+                    identity.clone(),
+                    mesh.clone(),
+                    key.public().clone(),
+                    last_opened,
+                    last_sealed,
                 )
-            }
-            RoleSpec::OneShotThresholdPassword {
-                distributors,
-                alphabet,
-                length,
-            } => {
-                let mut enrolments = std::collections::HashMap::new();
-                for d in distributors {
-                    if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
-                        enrolments.insert(*d, key);
-                    }
+                .map_err(|e| NodeError::Role(e.to_string()))?;
+                match config.manual_rounds {
+                    true => Box::new(g.manual()),
+                    false => Box::new(g),
                 }
-                Box::new(
-                    role::threshold::Requester::password_once(
-                        peer_id,
-                        distributors.clone(),
-                        alphabet.clone(),
-                        *length,
-                    )
+            } else {
+                let g = role::Generator::new(
+                    peer_id,
+                    mesh.clone(),
+                    key.public().clone(),
+                    last_opened,
+                    last_sealed,
+                );
+                match config.manual_rounds {
+                    true => Box::new(g.manual()),
+                    false => Box::new(g),
+                }
+            };
+            rsa = Some(key);
+            store = Some(db);
+            generator
+        }
+        RoleSpec::Distributor => {
+            let db = store::Store::open(&config.data_dir)?;
+            let state = db.distributor_state()?;
+            if let Some((t, _)) = state.rounds.last() {
+                rounds.sealed(t.round, t.commitment);
+            }
+            let distributor = role::Distributor::new(peer_id, mesh.clone(), state);
+            store = Some(db);
+            Box::new(distributor)
+        }
+        RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
+            Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
+        }
+        RoleSpec::Requester { distributors } => {
+            let targets = if distributors.is_empty() {
+                mesh.distributors.iter().map(|m| m.peer_id).collect()
+            } else {
+                distributors.clone()
+            };
+            Box::new(role::Requester::follow(peer_id, targets))
+        }
+        RoleSpec::OneShotRequester { distributor } => {
+            let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
+            Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
+        }
+        RoleSpec::OneShotTotpEnrol { distributor } => Box::new(role::Requester::totp_enrol_once(
+            peer_id,
+            *distributor,
+            &mut rand_core::OsRng,
+        )),
+        RoleSpec::OneShotTotpVerify { distributor, code } => Box::new(
+            role::Requester::totp_verify_once(peer_id, *distributor, code.clone()),
+        ),
+        RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
+            peer_id,
+            *distributor,
+            &mut rand_core::OsRng,
+        )),
+        RoleSpec::OneShotVerify { distributor, code } => Box::new(role::Requester::verify_once(
+            peer_id,
+            *distributor,
+            code.clone(),
+        )),
+        RoleSpec::OneShotThresholdRequest { distributors } => {
+            let mut enrolments = std::collections::HashMap::new();
+            for d in distributors {
+                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
+                    enrolments.insert(*d, key);
+                }
+            }
+            Box::new(
+                role::threshold::Requester::issue_once(peer_id, mesh.clone(), distributors.clone())
                     .with_enrolments(enrolments),
-                )
+            )
+        }
+        RoleSpec::OneShotThresholdPassword {
+            distributors,
+            alphabet,
+            length,
+        } => {
+            let mut enrolments = std::collections::HashMap::new();
+            for d in distributors {
+                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
+                    enrolments.insert(*d, key);
+                }
             }
-            RoleSpec::OneShotThresholdVerify {
-                distributors,
-                round,
-                counter,
-                code,
-            } => Box::new(role::threshold::Requester::verify_once(
-                peer_id,
-                distributors.clone(),
-                *round,
-                *counter,
-                code.clone(),
-            )),
-        };
+            Box::new(
+                role::threshold::Requester::password_once(
+                    peer_id,
+                    mesh.clone(),
+                    distributors.clone(),
+                    alphabet.clone(),
+                    *length,
+                )
+                .with_enrolments(enrolments),
+            )
+        }
+        RoleSpec::OneShotThresholdVerify {
+            distributors,
+            round,
+            counter,
+            code,
+        } => Box::new(role::threshold::Requester::verify_once(
+            peer_id,
+            mesh.clone(),
+            distributors.clone(),
+            *round,
+            *counter,
+            code.clone(),
+        )),
+    };
 
     // Threshold mode: every long-running node keeps the beacon chain, in its store.
     let role: Box<dyn Role + Send> = match mesh.threshold().is_some() && !one_shot {

@@ -182,6 +182,8 @@ pub enum MeshError {
     DuplicatePeer(PeerId),
     #[error("client id 0 is not valid: client ids start at 1")]
     ZeroClient,
+    #[error("client id {0} is reserved: generators deal under ids from {base} up", base = crate::threshold::GENERATOR_DEALER_BASE)]
+    ReservedClient(ClientId),
     #[error("{list} lists {len} peers; at most {MAX_LISTED_PEERS} are allowed")]
     TooMany { list: &'static str, len: usize },
     #[error("peer {0} lists more than {MAX_ADDRS_PER_PEER} addresses")]
@@ -227,6 +229,9 @@ impl MeshConfig {
         for c in &self.contributors {
             if c.client_id.0 == 0 {
                 return Err(MeshError::ZeroClient);
+            }
+            if c.client_id.0 >= crate::threshold::GENERATOR_DEALER_BASE {
+                return Err(MeshError::ReservedClient(c.client_id));
             }
             if !clients.insert(c.client_id) {
                 return Err(MeshError::DuplicateClient(c.client_id));
@@ -497,6 +502,12 @@ impl MeshConfig {
     pub fn may_contribute(&self, peer: &PeerId, client: ClientId) -> Result<(), Denied> {
         if client.0 == 0 {
             return Err(Denied::ZeroClient);
+        }
+        if let Some(j) = crate::threshold::dealing_generator(client) {
+            return match self.threshold().is_some() && self.generator_at(j) == Some(*peer) {
+                true => Ok(()),
+                false => Err(Denied::ClientOfAnotherPeer(client)),
+            };
         }
         match self.contributors.iter().find(|c| c.client_id == client) {
             Some(c) if &c.peer_id == peer => Ok(()),

@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! otp_key   = HKDF-SHA256(ikm = round secret, salt = "otpmesh/1/otp-key", info = round id)
-//! otp       = truncate(HMAC-SHA256(otp_key, requester ‖ issuing distributor ‖ counter), digits)  (RFC 4226 §5.3)
-//! mask      = truncate(HMAC-SHA256(salt_key, salt), digits)      salt: 16 fresh bytes per response
+//! otp       = reduce(HMAC-SHA256(otp_key, requester ‖ issuing distributor ‖ counter), digits)
+//! mask      = reduce(HMAC-SHA256(salt_key, salt), digits)        salt: 16 fresh bytes per response
 //! salted    = (otp + mask) mod 10^digits
+//! reduce(m) = (first 8 bytes of m, big-endian) mod 10^digits
 //! ```
+//! [`reduce`] takes 64 bits, so every digit count up to 10 is uniform (bias below 10^10/2^64 ≈
+//! 5·10⁻¹⁰); RFC 4226's 31-bit [`truncate`] would make a 10-digit code start with 0–2 only. TOTP
+//! tokens ([`crate::totp`]) keep RFC 4226's truncation, which authenticator apps compute.
 //! The salt key is known only to the requester and the distributor ([`crate::kx`]); the requester
 //! computes the same mask and subtracts it.
 
@@ -115,6 +119,14 @@ impl fmt::Debug for Otp {
     }
 }
 
+/// 64 bits of an HMAC output reduced to `digits`: uniform for every digit count (see the module
+/// doc). `mac` has at least 8 bytes (HMAC-SHA256 has 32).
+pub fn reduce(mac: &[u8], digits: Digits) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&mac[..8]);
+    u64::from_be_bytes(first) % digits.modulus()
+}
+
 /// RFC 4226 §5.3 dynamic truncation of an HMAC output, reduced to `digits`.
 pub fn truncate(mac: &[u8], digits: Digits) -> u64 {
     let offset = (mac[mac.len() - 1] & 0x0f) as usize;
@@ -158,7 +170,7 @@ pub fn issue(
         ],
     );
     Otp {
-        value: truncate(mac.as_ref(), digits),
+        value: reduce(mac.as_ref(), digits),
         digits,
     }
 }
@@ -179,7 +191,7 @@ impl SaltKey {
 
     fn mask(&self, salt: &[u8; SALT_BYTES], digits: Digits) -> u64 {
         let mac = hmac(self.0.as_ref(), &[b"otpmesh/1/salt-mask", salt]);
-        truncate(mac.as_ref(), digits)
+        reduce(mac.as_ref(), digits)
     }
 
     /// XORs `bytes` with a mask stream from this key and `salt` (salting a TOTP secret); applying it

@@ -141,9 +141,96 @@ pub struct ThresholdKey {
     /// Σ of the qualified dealings' Feldman commitments (T points): K = G·k is the first, and
     /// K_j = G·k_j follows for every distributor j.
     pub public: crate::threshold::poly::WireCommitments,
+    /// The coordinator's signature over (round, transcript commitment, this key): a requester
+    /// believes a round key only with it, checked against the coordinator's PeerId in the mesh
+    /// config (its Ed25519 public key is in the PeerId). Not part of the commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<KeySeal>,
+}
+
+/// Longest signature a [`KeySeal`] may carry (Ed25519: 64 bytes).
+pub const MAX_SIGNATURE_BYTES: usize = 128;
+
+/// The coordinator's signature of a threshold round key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySeal {
+    pub round: RoundId,
+    pub commitment: Digest32,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Why a round key is not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the round key carries no signature of the coordinator")]
+    Unsigned,
+    #[error("the coordinator's PeerId {0} does not carry an Ed25519 public key")]
+    NoPublicKey(PeerId),
+    #[error("the round key's signature is not the coordinator's ({0})")]
+    BadSignature(PeerId),
+    #[error("the round key is signed for round {signed}, not round {claimed}")]
+    OtherRound { signed: RoundId, claimed: RoundId },
+    #[error("the round key is signed for another transcript commitment")]
+    OtherCommitment,
+}
+
+/// The public key a PeerId carries (Ed25519 PeerIds are an identity multihash of the protobuf
+/// encoded key: code 0x00, length, key).
+pub fn peer_public_key(peer: &PeerId) -> Option<libp2p_identity::PublicKey> {
+    let bytes = peer.to_bytes();
+    match bytes.as_slice() {
+        [0x00, len, key @ ..] if usize::from(*len) == key.len() => {
+            libp2p_identity::PublicKey::try_decode_protobuf(key).ok()
+        }
+        _ => None,
+    }
 }
 
 impl ThresholdKey {
+    /// What the coordinator signs: the round, its transcript commitment, T/N and the points.
+    fn signed_message(&self, round: RoundId, commitment: &Digest32) -> Vec<u8> {
+        let (round_bytes, t, n) = (
+            round.0.to_be_bytes(),
+            self.params.t.to_be_bytes(),
+            self.params.n.to_be_bytes(),
+        );
+        let mut parts: Vec<&[u8]> = vec![&round_bytes, &commitment.0, &t, &n];
+        parts.extend(self.public.0.iter().map(|p| p.as_slice()));
+        digest::tagged("otpmesh/1/threshold-round-key", &parts)
+            .0
+            .to_vec()
+    }
+
+    /// Signs this key for `round` and its transcript `commitment` with the coordinator's identity.
+    pub fn sign(
+        &mut self,
+        round: RoundId,
+        commitment: Digest32,
+        identity: &libp2p_identity::Keypair,
+    ) {
+        let message = self.signed_message(round, &commitment);
+        // Ed25519 signing cannot fail; another key type that did would leave the key unsigned,
+        // and so unbelieved.
+        self.seal = identity.sign(&message).ok().map(|signature| KeySeal {
+            round,
+            commitment,
+            signature,
+        });
+    }
+
+    /// The round and transcript commitment `coordinator` signed this key for.
+    pub fn sealed_by(&self, coordinator: &PeerId) -> Result<&KeySeal, SealError> {
+        let seal = self.seal.as_ref().ok_or(SealError::Unsigned)?;
+        let public = peer_public_key(coordinator).ok_or(SealError::NoPublicKey(*coordinator))?;
+        let message = self.signed_message(seal.round, &seal.commitment);
+        match seal.signature.len() <= MAX_SIGNATURE_BYTES
+            && public.verify(&message, &seal.signature)
+        {
+            true => Ok(seal),
+            false => Err(SealError::BadSignature(*coordinator)),
+        }
+    }
     /// The transcript commitment of a threshold round: the round, its predecessor, the qualified
     /// dealings (client and commitments digest) and the public key.
     pub fn commitment(&self, round: RoundId, prev: &Digest32, included: &[Inclusion]) -> Digest32 {
@@ -176,6 +263,23 @@ impl ThresholdKey {
 }
 
 impl Transcript {
+    /// Threshold mode: whether `coordinator` signed this transcript's round key, for this round
+    /// and commitment.
+    pub fn check_seal(&self, coordinator: &PeerId) -> Result<(), SealError> {
+        let key = self.threshold.as_ref().ok_or(SealError::Unsigned)?;
+        let seal = key.sealed_by(coordinator)?;
+        if seal.round != self.round {
+            return Err(SealError::OtherRound {
+                signed: seal.round,
+                claimed: self.round,
+            });
+        }
+        if seal.commitment != self.commitment {
+            return Err(SealError::OtherCommitment);
+        }
+        Ok(())
+    }
+
     /// Whether `client`'s phrase with ciphertext hash `hash` went into this round.
     pub fn includes(&self, client: ClientId, hash: &Digest32) -> bool {
         self.included
@@ -183,8 +287,22 @@ impl Transcript {
             .any(|i| i.client == client && &i.ciphertext_hash == hash)
     }
 
+    /// The contributors whose phrase or dealing went in (in threshold mode, not the generators'
+    /// own dealings: see [`Transcript::generator_dealers`]).
     pub fn clients(&self) -> Vec<ClientId> {
-        self.included.iter().map(|i| i.client).collect()
+        self.included
+            .iter()
+            .map(|i| i.client)
+            .filter(|c| crate::threshold::dealing_generator(*c).is_none())
+            .collect()
+    }
+
+    /// Threshold mode: the generators whose own dealing went into the round key.
+    pub fn generator_dealers(&self) -> Vec<crate::threshold::Index> {
+        self.included
+            .iter()
+            .filter_map(|i| crate::threshold::dealing_generator(i.client))
+            .collect()
     }
 
     /// Checks what a transcript can say about itself: bounds, order, and that `secret` (when known)

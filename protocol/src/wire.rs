@@ -115,7 +115,13 @@ pub struct Proposal {
 pub struct Complaints {
     pub round: RoundId,
     pub index: Index,
+    /// Dealings whose share to this generator did not open or does not match its commitments:
+    /// their dealers answer with that share in clear.
     pub against: Vec<ClientId>,
+    /// Proposed dealings that never reached this generator (not even when fetched again from the
+    /// coordinator): never answered in clear, left out of the round.
+    #[serde(default)]
+    pub missing: Vec<ClientId>,
 }
 
 /// Threshold mode: a contributor answers a complaint by publishing the share in question; anyone
@@ -373,6 +379,16 @@ pub enum Request {
     VerifyPartial(VerifyPartialRequest),
     /// Threshold mode, to any node: beacon entries, for catch-up.
     Beacon(BeaconQuery),
+    /// Threshold mode, generator to the coordinator: a proposed dealing this generator missed
+    /// (its shares are RSA-sealed, so the dealing is public).
+    Dealing(DealingRequest),
+}
+
+/// Which dealing a generator missed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealingRequest {
+    pub round: RoundId,
+    pub client: ClientId,
 }
 
 /// Threshold mode: a round's transcript and generator j's key share k_j, for distributor j only.
@@ -470,6 +486,7 @@ impl Request {
             Request::Partial(_) => "partial",
             Request::VerifyPartial(_) => "verify-partial",
             Request::Beacon(_) => "beacon",
+            Request::Dealing(_) => "dealing",
         }
     }
 
@@ -536,6 +553,8 @@ pub enum Response {
     VerifyPartial(Box<VerifyPartialGrant>),
     /// Beacon entries, newest first.
     Beacon(Vec<crate::threshold::beacon::Entry>),
+    /// A dealing, as its dealer gossiped it.
+    Dealing(Box<Deal>),
 }
 
 impl Response {
@@ -552,6 +571,7 @@ impl Response {
             Response::Partial(_) => "partial",
             Response::VerifyPartial(_) => "verify-partial",
             Response::Beacon(_) => "beacon",
+            Response::Dealing(_) => "dealing",
         }
     }
 

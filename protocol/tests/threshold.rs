@@ -30,7 +30,7 @@ fn round(
         .indices()
         .map(|j| {
             let received = received_by(j, &dealings);
-            assert!(dkg::complaints(j, params, &received).is_empty());
+            assert!(dkg::complaints(j, params, &received, &mut rand_core::OsRng).is_empty());
             dkg::key_share(j, &received, &qualified)
         })
         .collect();
@@ -162,7 +162,7 @@ fn an_inconsistent_share_is_found_and_its_dealer_excluded() {
         if j == Index(2) {
             r[2].share += Scalar::ONE;
         }
-        complaints.push(dkg::complaints(j, params, &r));
+        complaints.push(dkg::complaints(j, params, &r, &mut rand_core::OsRng));
         received.push(r);
     }
     assert_eq!(complaints[1], vec![3]);
@@ -196,7 +196,10 @@ fn an_inconsistent_share_is_found_and_its_dealer_excluded() {
         commitments: short.commitments.clone(),
         share: *short.share(Index(1)).unwrap(),
     }];
-    assert_eq!(dkg::complaints(Index(1), params, &r), vec![9]);
+    assert_eq!(
+        dkg::complaints(Index(1), params, &r, &mut rand_core::OsRng),
+        vec![9]
+    );
 }
 
 #[test]

@@ -1,345 +1,19 @@
-//! Threshold mode's roles wired together by a deterministic simulator: n generators with their own
-//! RSA keys, n distributors, contributors and requesters; no network, no clock, no disk. A hook
-//! lets a test tamper with what a node publishes or answers.
+//! Threshold mode's roles wired together by the deterministic simulator (`common/sim.rs`).
 
-use libp2p_identity::{Keypair, PeerId};
-use otpmesh_protocol::mesh::{Contributor as Listed, Member, MeshConfig, Threshold};
-use otpmesh_protocol::phrase::{ClientId, UserInput};
-use otpmesh_protocol::role::distributor::Restored;
-use otpmesh_protocol::role::{
-    self, threshold, Action, Distributor, Event, InboundId, Record, Role, Tag, Verdict,
-};
-use otpmesh_protocol::round::{RoundId, Transcript};
-use otpmesh_protocol::seal::PrivateKey;
+#[path = "common/sim.rs"]
+mod sim;
+
+use libp2p_identity::PeerId;
+use otpmesh_protocol::phrase::ClientId;
+use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Record};
+use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::threshold::eval::{self, KeyShare};
 use otpmesh_protocol::threshold::{counter, Index, Params};
 use otpmesh_protocol::wire::{Gossip, Request, Response, VerifyResult};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, OnceLock};
 
-const N: usize = 5;
-const T: u32 = 3;
-
-fn keys() -> &'static [PrivateKey] {
-    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        (0..N as u64)
-            .map(|i| PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(100 + i)).unwrap())
-            .collect()
-    })
-}
-
-fn peer() -> PeerId {
-    Keypair::generate_ed25519().public().to_peer_id()
-}
-
-enum Msg {
-    Gossip(PeerId, Gossip),
-    Request(PeerId, PeerId, Tag, Request),
-    Response(PeerId, PeerId, Tag, Result<Response, String>),
-}
-
-/// Sees (and may change) every message a node sends; false drops it.
-type Hook = Box<dyn FnMut(&PeerId, &mut Msg) -> bool>;
-
-struct Sim {
-    mesh: Arc<MeshConfig>,
-    roles: HashMap<PeerId, Box<dyn Role + Send>>,
-    /// Every role runs with a beacon keeper beside it.
-    beacon: bool,
-    keys: HashMap<PeerId, &'static PrivateKey>,
-    order: Vec<PeerId>,
-    down: HashSet<PeerId>,
-    now: u64,
-    rng: ChaCha20Rng,
-    queue: VecDeque<Msg>,
-    pending: HashMap<(PeerId, u64), (PeerId, Tag)>,
-    next_inbound: u64,
-    records: HashMap<PeerId, Vec<Record>>,
-    events: Vec<(PeerId, Event)>,
-    hook: Option<Hook>,
-    /// (recipient, gossip kind) pairs that are lost on the way.
-    lost: HashSet<(PeerId, &'static str)>,
-    distributors: Vec<PeerId>,
-    requesters: Vec<PeerId>,
-}
-
-impl Sim {
-    fn new(contributors: u32) -> Sim {
-        Sim::build(contributors, false)
-    }
-
-    fn build(contributors: u32, beacon: bool) -> Sim {
-        let generators: Vec<PeerId> = (0..N).map(|_| peer()).collect();
-        let distributors: Vec<PeerId> = (0..N).map(|_| peer()).collect();
-        let requesters: Vec<PeerId> = (0..2).map(|_| peer()).collect();
-        let contributor_ids: Vec<PeerId> = (0..contributors).map(|_| peer()).collect();
-        let member = |p: &PeerId| Member {
-            peer_id: *p,
-            addrs: vec![],
-        };
-        let mut mesh = MeshConfig {
-            generators: generators.iter().map(member).collect(),
-            distributors: distributors.iter().map(member).collect(),
-            requesters: requesters.iter().map(member).collect(),
-            contributors: contributor_ids
-                .iter()
-                .enumerate()
-                .map(|(i, p)| Listed {
-                    client_id: ClientId(i as u32 + 1),
-                    peer_id: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            ..Default::default()
-        };
-        mesh.settings.deadline_ms = 10_000;
-        mesh.settings.complaint_ms = 2_000;
-        mesh.settings.round_interval_ms = 60_000;
-        mesh.settings.threshold = Some(Threshold(Params::new(T, N as u32).unwrap()));
-        mesh.validate().unwrap();
-        let mesh = Arc::new(mesh);
-        let mut sim = Sim {
-            mesh: mesh.clone(),
-            roles: HashMap::new(),
-            beacon,
-            keys: HashMap::new(),
-            order: Vec::new(),
-            down: HashSet::new(),
-            now: 1_700_000_000_000,
-            rng: ChaCha20Rng::seed_from_u64(7),
-            queue: VecDeque::new(),
-            pending: HashMap::new(),
-            next_inbound: 0,
-            records: HashMap::new(),
-            events: Vec::new(),
-            hook: None,
-            lost: HashSet::new(),
-            distributors: distributors.clone(),
-            requesters,
-        };
-        for (i, g) in generators.iter().enumerate() {
-            sim.keys.insert(*g, &keys()[i]);
-            let role =
-                threshold::Generator::new(*g, mesh.clone(), keys()[i].public().clone(), None, None)
-                    .unwrap();
-            sim.add(*g, Box::new(role));
-        }
-        for d in &distributors {
-            let role = Distributor::new(*d, mesh.clone(), Restored::default());
-            sim.add(*d, Box::new(role));
-        }
-        for (i, c) in contributor_ids.iter().enumerate() {
-            let input = Some(UserInput(100 + i as i128));
-            let role =
-                threshold::Contributor::new(ClientId(i as u32 + 1), input, mesh.clone()).unwrap();
-            sim.add(*c, Box::new(role));
-        }
-        sim
-    }
-
-    fn add(&mut self, id: PeerId, mut role: Box<dyn Role + Send>) {
-        if self.beacon {
-            let keeper = threshold::Keeper::restore(self.mesh.clone(), vec![], vec![]);
-            role = Box::new(threshold::Beaconed::new(id, role, keeper));
-        }
-        let actions = role.start(self.now, &mut self.rng);
-        if !self.order.contains(&id) {
-            self.order.push(id);
-        }
-        self.roles.insert(id, role);
-        self.run(id, actions);
-    }
-
-    fn push(&mut self, at: PeerId, mut msg: Msg) {
-        if let Some(hook) = &mut self.hook {
-            if !hook(&at, &mut msg) {
-                return;
-            }
-        }
-        self.queue.push_back(msg);
-    }
-
-    fn run(&mut self, at: PeerId, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Publish(m) => self.push(at, Msg::Gossip(at, m)),
-                Action::Send { peer, tag, request } => {
-                    self.push(at, Msg::Request(at, peer, tag, request))
-                }
-                Action::Reply { to, response } => {
-                    let (peer, tag) = self.pending.remove(&(at, to.0)).expect("pending request");
-                    self.push(at, Msg::Response(at, peer, tag, Ok(response)));
-                }
-                Action::Persist(r) => self.records.entry(at).or_default().push(r),
-                Action::Decrypt(job) => {
-                    let index = job.share.expect("threshold generators open shares only");
-                    let share = self.keys[&at]
-                        .open_share(job.round, job.client, index, &job.ciphertext, &mut self.rng)
-                        .ok();
-                    let role = self.roles.get_mut(&at).unwrap();
-                    let actions = role.share_decrypted(self.now, job, share);
-                    self.run(at, actions);
-                }
-                Action::Emit(e) => self.events.push((at, e)),
-                Action::AskInput { .. } => panic!("inputs are fixed"),
-            }
-        }
-    }
-
-    fn settle(&mut self) {
-        while let Some(msg) = self.queue.pop_front() {
-            match msg {
-                Msg::Gossip(from, message) => {
-                    if self.down.contains(&from) {
-                        continue;
-                    }
-                    for id in self.order.clone() {
-                        if id == from
-                            || self.down.contains(&id)
-                            || self.lost.contains(&(id, message.kind()))
-                        {
-                            continue;
-                        }
-                        if role::check_gossip(&self.mesh, &from, &message) != Verdict::Accept {
-                            continue;
-                        }
-                        let role = self.roles.get_mut(&id).unwrap();
-                        let (_, actions) = role.gossip(self.now, from, &message, &mut self.rng);
-                        self.run(id, actions);
-                    }
-                }
-                Msg::Request(from, to, tag, request) => {
-                    if self.down.contains(&to) || !self.roles.contains_key(&to) {
-                        let refused =
-                            Msg::Response(to, from, tag, Err("connection refused".into()));
-                        self.queue.push_back(refused);
-                        continue;
-                    }
-                    self.next_inbound += 1;
-                    self.pending.insert((to, self.next_inbound), (from, tag));
-                    let id = InboundId(self.next_inbound);
-                    let role = self.roles.get_mut(&to).unwrap();
-                    let actions = role.request(self.now, from, id, request, &mut self.rng);
-                    self.run(to, actions);
-                }
-                Msg::Response(from, to, tag, response) => {
-                    if self.down.contains(&to) {
-                        continue;
-                    }
-                    let role = self.roles.get_mut(&to).unwrap();
-                    let actions = role.response(self.now, from, tag, response, &mut self.rng);
-                    self.run(to, actions);
-                }
-            }
-        }
-    }
-
-    fn advance(&mut self, ms: u64) {
-        for _ in 0..(ms / 100) {
-            self.now += 100;
-            for id in self.order.clone() {
-                if self.down.contains(&id) {
-                    continue;
-                }
-                let actions = self
-                    .roles
-                    .get_mut(&id)
-                    .unwrap()
-                    .tick(self.now, &mut self.rng);
-                self.run(id, actions);
-            }
-            self.settle();
-        }
-    }
-
-    fn find<U>(&self, pick: impl Fn(&PeerId, &Event) -> Option<U>) -> Vec<U> {
-        self.events.iter().filter_map(|(p, e)| pick(p, e)).collect()
-    }
-
-    /// Runs until the first round is sealed and stored by every live distributor.
-    fn seal_first_round(&mut self) -> Transcript {
-        for _ in 0..200 {
-            self.advance(100);
-            let stored = self
-                .find(|p, e| matches!(e, Event::RoundStored { .. }).then_some(*p))
-                .len();
-            let live = self
-                .distributors
-                .iter()
-                .filter(|d| !self.down.contains(d))
-                .count();
-            if stored >= live {
-                break;
-            }
-        }
-        self.records[&self
-            .distributors
-            .iter()
-            .find(|d| !self.down.contains(d))
-            .copied()
-            .unwrap()]
-            .iter()
-            .find_map(|r| match r {
-                Record::Round { transcript, .. } => Some(transcript.clone()),
-                _ => None,
-            })
-            .expect("a distributor stored the round")
-    }
-
-    /// `requester` asks `distributors` for one OTP: (round, counter, otp, bad) or the failure.
-    fn issue(
-        &mut self,
-        requester: PeerId,
-        distributors: Vec<PeerId>,
-    ) -> Result<(RoundId, u64, String, Vec<PeerId>), String> {
-        self.events.clear();
-        let role = threshold::Requester::issue_once(requester, distributors);
-        self.add(requester, Box::new(role));
-        self.settle();
-        let out = self.find(|p, e| match e {
-            Event::ThresholdOtpReceived {
-                round,
-                counter,
-                otp,
-                bad,
-                ..
-            } if *p == requester => Some(Ok((*round, *counter, otp.clone(), bad.clone()))),
-            Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
-            _ => None,
-        });
-        assert_eq!(out.len(), 1, "one answer: {:?}", self.events);
-        out.into_iter().next().unwrap()
-    }
-
-    fn verify(
-        &mut self,
-        requester: PeerId,
-        distributors: Vec<PeerId>,
-        round: RoundId,
-        counter: u64,
-        code: &str,
-    ) -> Result<VerifyResult, String> {
-        self.events.clear();
-        let role =
-            threshold::Requester::verify_once(requester, distributors, round, counter, code.into());
-        self.add(requester, Box::new(role));
-        self.settle();
-        let out = self.find(|p, e| match e {
-            Event::ThresholdVerified { result, .. } if *p == requester => Some(Ok(*result)),
-            Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
-            _ => None,
-        });
-        assert_eq!(out.len(), 1, "one answer: {:?}", self.events);
-        out.into_iter().next().unwrap()
-    }
-
-    fn pick(&self, list: &[PeerId], which: &[usize]) -> Vec<PeerId> {
-        which.iter().map(|i| list[*i]).collect()
-    }
-}
+use sim::*;
 
 #[test]
 fn a_round_seals_and_an_otp_issued_by_one_quorum_verifies_once_through_another() {
@@ -602,22 +276,25 @@ fn a_generator_that_missed_the_announcement_takes_part_with_early_dealings() {
 }
 
 #[test]
-fn a_generator_that_missed_the_dealings_gets_its_shares_from_the_answers() {
+fn a_generator_that_missed_the_dealings_fetches_them_from_the_coordinator() {
     let mut sim = Sim::new(4);
     let late = sim.mesh.generators[3].peer_id;
     sim.lost.insert((late, "open"));
     sim.lost.insert((late, "deal"));
     let t = sim.seal_first_round();
-    let complaints = sim.find(|_, e| match e {
-        Event::Complained { index, against, .. } => Some((*index, against.len())),
-        _ => None,
-    });
+    let complaints = sim.find(|_, e| matches!(e, Event::Complained { .. }).then_some(()));
+    assert!(complaints.is_empty(), "nothing to complain of once fetched");
+    let answers = sim
+        .published
+        .iter()
+        .filter(|(_, _, k)| *k == "justification");
+    assert_eq!(answers.count(), 0, "no share was published in clear");
+    assert_eq!(t.clients().len(), 4, "every dealing went in");
     assert_eq!(
-        complaints,
-        vec![(4, 4)],
-        "generator 4 complains of every dealing it missed"
+        t.generator_dealers().len(),
+        N - 1,
+        "and every generator's but the late one's (it never heard the round open)"
     );
-    assert_eq!(t.clients().len(), 4, "every complaint was answered");
     let held = sim.find(|p, e| matches!(e, Event::ShareHeld { .. }).then_some(*p));
     assert!(held.contains(&late) && held.len() == N);
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
@@ -646,6 +323,7 @@ fn a_lying_distributor_cannot_offer_a_key_of_its_own() {
     let fake_key = ThresholdKey {
         params: Params::new(1, 1).unwrap(),
         public: Commitments(vec![fake.public()]).to_wire(),
+        seal: None,
     };
     let digits = sim.mesh.settings.digits;
     let known = eval::otp(&fake_partial.point().unwrap(), &input, digits);
@@ -677,7 +355,8 @@ fn passwords_are_the_requesters_own() {
     let d = sim.distributors.clone();
     let password = |sim: &mut Sim, who: PeerId, alphabet: Alphabet, length: usize| {
         sim.events.clear();
-        let role = threshold::Requester::password_once(who, d.clone(), alphabet, length);
+        let role =
+            threshold::Requester::password_once(who, sim.mesh.clone(), d.clone(), alphabet, length);
         sim.add(who, Box::new(role));
         sim.settle();
         let got = sim.find(|p, e| match e {

@@ -276,7 +276,9 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
         "threshold",
         format!("generator: check {c} shares at once + key share"),
         time(|| {
-            assert!(dkg::complaints(Index(1), setup_params, &at_one).is_empty());
+            assert!(
+                dkg::complaints(Index(1), setup_params, &at_one, &mut rand_core::OsRng).is_empty()
+            );
             std::hint::black_box(dkg::key_share(Index(1), &at_one, &qualified));
         }),
     );

@@ -18,8 +18,10 @@ pub async fn run(args: PasswordArgs) -> Outcome {
         return Err(anyhow!("--length {}: between 1 and {MAX_LENGTH}", args.length).into());
     }
     let length = args.length;
+    let mesh = super::request::threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
     let (password, round, bits, size) = ask(
         &args.distributor,
+        mesh,
         &args.data_dir,
         None,
         args.timeout_secs,

@@ -9,6 +9,7 @@ use libp2p::Multiaddr;
 use otpmesh_node::{split_peer, NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::role::Event;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn fail(code: u8, error: anyhow::Error) -> Failure {
@@ -56,7 +57,8 @@ pub async fn ask_once<T>(
 ) -> Result<T, Failure> {
     let one = [distributor.to_string()];
     let role = |peers: Vec<libp2p::PeerId>| role(peers[0]);
-    ask(&one, data_dir, seed, timeout_secs, role, pick).await
+    let mesh = MeshConfig::default();
+    ask(&one, mesh, data_dir, seed, timeout_secs, role, pick).await
 }
 
 /// The PeerIds of `distributors` (multiaddrs ending in /p2p/…).
@@ -80,9 +82,47 @@ fn parse_distributors(
         .collect()
 }
 
-/// [`ask_once`] aimed at several distributors at once (threshold mode).
+/// The mesh config a threshold command believes: `--mesh FILE`, else the mesh.toml beside the
+/// data dir (as `mesh up` and scenarios lay it out). Exit 2 if there is none or it is no
+/// threshold mesh.
+pub fn threshold_mesh(given: Option<&Path>, data_dir: &Path) -> Result<MeshConfig, Failure> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => mesh_beside(data_dir).ok_or_else(|| {
+            fail(
+                2,
+                anyhow!(
+                    "threshold mode needs the mesh config (its T/N, coordinator and distributors \
+                     decide which answers are believed): give --mesh FILE (no mesh.toml beside {})",
+                    data_dir.display()
+                ),
+            )
+        })?,
+    };
+    let mesh = super::node::load_mesh(&path).map_err(|e| fail(2, e))?;
+    if mesh.threshold().is_none() {
+        return Err(fail(
+            2,
+            anyhow!(
+                "{}: not a threshold mesh (no threshold = \"T/N\" in [settings])",
+                path.display()
+            ),
+        ));
+    }
+    Ok(mesh)
+}
+
+/// The mesh.toml beside a data dir, if there is one.
+pub fn mesh_beside(data_dir: &Path) -> Option<PathBuf> {
+    let path = data_dir.parent()?.join("mesh.toml");
+    path.is_file().then_some(path)
+}
+
+/// [`ask_once`] aimed at several distributors at once (threshold mode), believing what `mesh`
+/// says of them.
 pub async fn ask<T>(
     distributors: &[String],
+    mesh: MeshConfig,
     data_dir: &std::path::Path,
     seed: Option<u64>,
     timeout_secs: u64,
@@ -100,7 +140,7 @@ pub async fn ask<T>(
         data_dir: data_dir.to_path_buf(),
         listen: Vec::new(),
         peers: targets.into_iter().map(|(a, _)| a).collect(),
-        mesh: MeshConfig::default(),
+        mesh,
         mdns: false,
         manual_rounds: false,
         seed,
@@ -185,8 +225,10 @@ pub fn single_distributor(distributors: &[String]) -> Result<&str, Failure> {
 
 /// Threshold mode: every distributor is asked for its partial; t valid ones make the OTP.
 async fn run_threshold(args: RequestArgs) -> Outcome {
+    let mesh = threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
     let (round, counter, otp, expires_at_ms, from, bad) = ask(
         &args.distributor,
+        mesh,
         &args.data_dir,
         args.seed,
         args.timeout_secs,

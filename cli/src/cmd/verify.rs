@@ -73,8 +73,10 @@ async fn run_threshold(args: VerifyArgs, code: String) -> Outcome {
         return Err(anyhow!("--threshold needs --round and --counter").into());
     };
     let round = otpmesh_protocol::round::RoundId(round);
+    let mesh = super::request::threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
     let result = ask(
         &args.distributor,
+        mesh,
         &args.data_dir,
         None,
         args.timeout_secs,

@@ -143,7 +143,12 @@ async fn one_shot_with<T>(
         data_dir: requester.data_dir.clone(),
         listen: Vec::new(),
         peers: distributors.iter().map(|d| d.addr.clone()).collect(),
-        mesh: MeshConfig::default(),
+        // The scenario's mesh.toml, beside every node's data dir: a threshold requester believes
+        // only what it says.
+        mesh: match crate::cmd::request::mesh_beside(&requester.data_dir) {
+            Some(path) => crate::cmd::node::load_mesh(&path)?,
+            None => MeshConfig::default(),
+        },
         mdns: false,
         manual_rounds: false,
         seed,

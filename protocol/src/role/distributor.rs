@@ -1099,7 +1099,7 @@ impl Role for Distributor {
                     request.kind()
                 )),
             ),
-            Request::PublicKey => refuse(
+            Request::PublicKey | Request::Dealing(_) => refuse(
                 peer,
                 id,
                 &request,

@@ -582,6 +582,11 @@ pub fn check_gossip(mesh: &MeshConfig, source: &PeerId, message: &Gossip) -> Ver
 pub(crate) struct Tags(u64);
 
 impl Tags {
+    /// Tags from `first` on: two state machines in one role keep their tags apart.
+    pub(crate) fn starting_at(first: u64) -> Tags {
+        Tags(first)
+    }
+
     pub(crate) fn next(&mut self) -> Tag {
         self.0 += 1;
         Tag(self.0)

@@ -10,7 +10,9 @@ use super::eval::{KeyShare, PublicKey};
 use super::poly::{Commitments, Polynomial};
 use super::{framed, tags, Index, Params, ThresholdError};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::VartimeMultiscalarMul;
 use rand_core::CryptoRngCore;
 use sha2::Sha512;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -68,9 +70,16 @@ pub struct Received {
 }
 
 /// The contributors whose share to generator `j` does not match their commitments (or whose
-/// commitments have the wrong degree). All shares are checked at once, G·Σ share = Σ C_i(j);
-/// only if that fails is each checked, to name the cheaters.
-pub fn complaints(j: Index, params: Params, received: &[Received]) -> Vec<u32> {
+/// commitments have the wrong degree). All shares are checked at once with fresh random weights
+/// ρ_i, G·Σ ρ_i s_i = Σ ρ_i C_i(j) (one multiscalar multiplication; a plain sum would pass two
+/// dealers whose errors cancel, +δ and −δ); only if that fails is each checked, to name the
+/// cheaters. A cheating set passes the batch with probability 1/ℓ (ℓ ≈ 2^252).
+pub fn complaints(
+    j: Index,
+    params: Params,
+    received: &[Received],
+    rng: &mut dyn CryptoRngCore,
+) -> Vec<u32> {
     let (mut well_formed, mut bad): (Vec<&Received>, Vec<u32>) = (Vec::new(), Vec::new());
     for r in received {
         match r.commitments.check_degree(params) {
@@ -78,15 +87,22 @@ pub fn complaints(j: Index, params: Params, received: &[Received]) -> Vec<u32> {
             Err(_) => bad.push(r.client),
         }
     }
-    let sum: Scalar = well_formed.iter().map(|r| r.share).sum();
-    // Σ_i C_i(j) = (Σ_i C_i)(j): add the commitments coefficient by coefficient, evaluate once.
-    let expected = well_formed
-        .iter()
-        .map(|r| r.commitments.clone())
-        .reduce(|a, b| a.add(&b))
-        .map(|c| c.evaluate(j))
-        .unwrap_or_default();
-    if G * sum != expected {
+    let x = Scalar::from(u64::from(j.0));
+    let mut weighted_share = Zeroizing::new(Scalar::ZERO);
+    let (mut scalars, mut points) = (Vec::new(), Vec::new());
+    for r in &well_formed {
+        let rho = Scalar::random(rng);
+        *weighted_share += rho * r.share;
+        // ρ_i · C_i(j) = Σ_l (ρ_i j^l) · C_il
+        let mut power = rho;
+        for c in &r.commitments.0 {
+            scalars.push(power);
+            points.push(*c);
+            power *= x;
+        }
+    }
+    let expected = RistrettoPoint::vartime_multiscalar_mul(&scalars, &points);
+    if G * *weighted_share != expected {
         bad.extend(
             well_formed
                 .iter()

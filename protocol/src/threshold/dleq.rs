@@ -31,10 +31,27 @@ fn challenge(
     Scalar::hash_from_bytes::<Sha512>(&framed(tags::DLEQ_CHALLENGE, &parts))
 }
 
+/// The nonce, hedged: a hash of the secret, the statement and 32 fresh random bytes. A repeated
+/// rng state (a replayed `--seed`, a cloned VM) then never gives one nonce to two statements,
+/// which would reveal k; a broken rng alone leaves it a deterministic nonce (RFC 6979's idea).
+fn nonce(k: &Scalar, h: &RistrettoPoint, context: &[u8], rng: &mut dyn CryptoRngCore) -> Scalar {
+    let mut fresh = zeroize::Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(fresh.as_mut());
+    let secret = zeroize::Zeroizing::new(k.to_bytes());
+    let h = h.compress().to_bytes();
+    let mut input = zeroize::Zeroizing::new(framed(
+        tags::DLEQ_NONCE,
+        &[secret.as_slice(), &h, context, fresh.as_slice()],
+    ));
+    let r = Scalar::hash_from_bytes::<Sha512>(&input);
+    zeroize::Zeroize::zeroize(&mut *input);
+    r
+}
+
 /// Proves that K = G·k and Y = H·k for the same k.
 pub fn prove(k: &Scalar, h: &RistrettoPoint, context: &[u8], rng: &mut dyn CryptoRngCore) -> Proof {
     let (key, y) = (G * k, h * k);
-    let mut r = Scalar::random(rng);
+    let mut r = nonce(k, h, context, rng);
     let (a, b) = (G * r, h * r);
     let c = challenge(h, &key, &y, &a, &b, context);
     let s = r - c * k;

@@ -2,7 +2,7 @@
 
 use super::poly::{lagrange_at_zero, Commitments};
 use super::{dleq, framed, tags, Index, Params, ThresholdError};
-use crate::otp::{truncate, Digits};
+use crate::otp::{reduce, Digits};
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use hmac::{Hmac, Mac};
@@ -173,7 +173,8 @@ impl PublicKey {
     }
 }
 
-/// The OTP: RFC 4226 truncation of HMAC-SHA256(key = SHA-256(tag ‖ Y ‖ x), x).
+/// The OTP: HMAC-SHA256(key = SHA-256(tag ‖ Y ‖ x), x), 64 bits reduced to `digits`
+/// ([`reduce`]: uniform for every digit count).
 pub fn otp(y: &RistrettoPoint, input: &Input, digits: Digits) -> u64 {
     let x = input.bytes();
     let key: Zeroizing<[u8; 32]> = Zeroizing::new(
@@ -182,5 +183,5 @@ pub fn otp(y: &RistrettoPoint, input: &Input, digits: Digits) -> u64 {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.as_slice()).expect("HMAC accepts any key length");
     mac.update(&x);
-    truncate(&mac.finalize().into_bytes(), digits)
+    reduce(&mac.finalize().into_bytes(), digits)
 }

@@ -32,6 +32,7 @@ pub mod dleq;
 pub mod eval;
 pub mod password;
 pub mod poly;
+pub mod voprf;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,10 +44,29 @@ pub mod tags {
     pub const CONTRIBUTION_SCALAR: &[u8] = b"otpmesh/1 threshold contribution scalar";
     pub const HASH_TO_GROUP: &[u8] = b"otpmesh/1 threshold hash to group";
     pub const DLEQ_CHALLENGE: &[u8] = b"otpmesh/1 threshold dleq challenge";
+    pub const DLEQ_NONCE: &[u8] = b"otpmesh/1 threshold dleq nonce";
     pub const OTP_KEY: &[u8] = b"otpmesh/1 threshold otp key";
     pub const COMMITMENTS: &[u8] = b"otpmesh/1 threshold commitments";
     pub const PASSWORD: &[u8] = b"otpmesh/1 threshold password seed";
     pub const PASSWORD_STREAM: &[u8] = b"otpmesh/1 threshold password stream";
+}
+
+/// Generator j deals into every round as dealer `GENERATOR_DEALER_BASE + j` (contributors' client
+/// ids stay below it), so a round key always holds dealings of at least t generators.
+pub const GENERATOR_DEALER_BASE: u32 = 0xFFFF_0000;
+
+/// The dealer id generator `j` deals under.
+pub fn generator_dealer(j: Index) -> crate::phrase::ClientId {
+    crate::phrase::ClientId(GENERATOR_DEALER_BASE + j.0)
+}
+
+/// The generator whose dealer id `client` is, if it is one.
+pub fn dealing_generator(client: crate::phrase::ClientId) -> Option<Index> {
+    client
+        .0
+        .checked_sub(GENERATOR_DEALER_BASE)
+        .filter(|j| (1..=MAX_SHAREHOLDERS).contains(j))
+        .map(Index)
 }
 
 /// A shareholder's index: 1 ..= n (0 is where the secret sits).

@@ -6,6 +6,8 @@
 //!                                  ─► every generator's key? ── no ─► Send(PublicKey) to each missing
 //!                                  ─► phrase ─► s_i ─► Dealing ─► Publish(Deal)
 //! Complaints(j, against ∋ me) ─► Publish(Justification: share j in clear, commitments)
+//!     (never for `missing`: a generator that missed a dealing fetches it again, so withholding
+//!     honest dealings on the network never makes a share public)
 //! Sealed(transcript) ─► TranscriptChecked(included?)
 //! ```
 //! Generator keys come over request-response from each listed generator, which the connection
@@ -50,6 +52,26 @@ impl std::fmt::Debug for Contributor {
 }
 
 impl Contributor {
+    /// Generator j's own dealer, run inside its [`super::Generator`]: its dealer id, its tags
+    /// apart from the generator's, and its own RSA key known (it cannot ask itself).
+    pub(crate) fn for_generator(
+        index: Index,
+        key: PublicKey,
+        mesh: Arc<MeshConfig>,
+    ) -> Option<Contributor> {
+        let client = crate::threshold::generator_dealer(index);
+        // The phrase's 32 fresh random bytes make the scalar; the input adds nothing.
+        let mut dealer = Contributor::new(client, Some(UserInput(0)), mesh)?;
+        dealer.keys.insert(index, key);
+        dealer.tags = Tags::starting_at(1 << 62);
+        Some(dealer)
+    }
+
+    /// Whether `tag` is one of this dealer's requests.
+    pub(crate) fn owns(&self, tag: Tag) -> bool {
+        self.key_requests.contains_key(&tag)
+    }
+
     /// `None` if the mesh is not in threshold mode.
     pub fn new(
         client: ClientId,

@@ -239,11 +239,13 @@ impl Distributor {
             )));
         }
         let t = &h.transcript;
-        if Some(t.generator) != mesh.coordinator() {
+        let Some(coordinator) = mesh.coordinator().filter(|c| *c == t.generator) else {
             return Err(Refusal::Invalid(
                 "the transcript was not sealed by the coordinator".into(),
             ));
-        }
+        };
+        t.check_seal(&coordinator)
+            .map_err(|e| Refusal::Invalid(format!("the transcript's round key: {e}")))?;
         let held = self.shares().check(t, &h.share).map_err(Refusal::Invalid)?;
         let ack = Action::Reply {
             to: id,

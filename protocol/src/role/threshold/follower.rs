@@ -83,7 +83,7 @@ impl Role for Follower {
         self.last_asked = Some(round);
         self.generation += 1;
         let distributors = self.mesh.distributors.iter().map(|m| m.peer_id).collect();
-        let mut requester = Requester::issue_once(self.me, distributors);
+        let mut requester = Requester::issue_once(self.me, self.mesh.clone(), distributors);
         let actions = requester.start(now, rng);
         self.current = Some((self.generation, requester));
         self.shift(actions)

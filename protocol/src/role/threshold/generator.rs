@@ -2,14 +2,25 @@
 //! once the round is sealed holds k_j and hands it to its distributor. Generator 1 also coordinates:
 //! it opens rounds, proposes the dealings and seals the transcript.
 //!
+//! Every generator also deals into every round, as dealer `GENERATOR_DEALER_BASE + j` (an
+//! embedded [`Contributor`]), and a round seals only with the dealings of at least t generators:
+//! with at most t − 1 corrupt generators one honest dealing is always in the key, so no coalition
+//! of contributors (however many client ids it holds, however it delays honest gossip) and fewer
+//! than t generators knows k.
+//!
 //! ```text
 //! tick (coordinator) ─► Persist(Opened) · Publish(Open)
+//! round taken up ─► own dealer deals ─► Publish(Deal) (and taken here like any other)
 //! Deal ─► checks ─► Decrypt(own share) ─► share_decrypted
-//! coordinator: quorum of dealings, or the deadline with the minimum ─► Publish(Proposal)
-//! Proposal + own shares decided (or half the complaint window gone) ─► Publish(Complaints)
+//! coordinator: quorum of contributor dealings and all n generators' (or the deadline with the
+//!     minimum and t generators') ─► Publish(Proposal)
+//! Proposal ─► dealings missed here: Send(Dealing) to the coordinator (never answered in clear)
+//! proposal + complaint_ms/2, own shares decided ─► Publish(Complaints: against, missing)
+//!     (a fixed offset: the time says nothing about which ciphertext opened)
 //! Justification for own index ─► share checked against the commitments ─► replaces the bad one
-//! coordinator: complaints from all n, every one answered (or the window closed)
-//!     ─► Q ─► Publish(Sealed) (or Failed if Q is below the minimum)
+//! coordinator: ready (Complaints) from at least t generators, all n or the window closed, every
+//!     complaint answered ─► Q = proposal − unanswered − missing anywhere, with ≥ t generator
+//!     dealings ─► Publish(Sealed, round key signed by the coordinator) (or Failed)
 //! Sealed ─► every dealing of Q has a good share here? ─► k_j, G·k_j == K_j
 //!     ─► Persist(Round{transcript, k_j}) ─► Send(Handover) to distributor j until acknowledged
 //! ```
@@ -25,18 +36,20 @@ use crate::round::{Inclusion, RoundId, Secret, ThresholdKey, Transcript};
 use crate::seal::PublicKey;
 use crate::threshold::dkg::{self, Received};
 use crate::threshold::poly::Commitments;
-use crate::threshold::{Index, Params};
+use crate::threshold::{dealing_generator, Index, Params};
 use crate::wire::{
-    Complaints, Deal, Gossip, Handover, Justification, Proposal, Refusal, Request, Response,
-    RoundFailure, RoundOpen,
+    Complaints, Deal, DealingRequest, Gossip, Handover, Justification, Proposal, Refusal, Request,
+    Response, RoundFailure, RoundOpen,
 };
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::scalar::Scalar;
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use zeroize::Zeroizing;
+
+use super::Contributor;
 
 /// How often an open round is announced again.
 pub const REANNOUNCE_MS: Millis = 2_000;
@@ -67,6 +80,10 @@ struct Round {
     complained: Option<BTreeSet<ClientId>>,
     /// Everyone's complaints (the coordinator decides on them).
     complaints: BTreeMap<Index, BTreeSet<ClientId>>,
+    /// Everyone's missed dealings (left out of the round, never answered in clear).
+    missing: BTreeMap<Index, BTreeSet<ClientId>>,
+    /// Coordinator: the dealings as gossiped, for generators that missed one.
+    deals: BTreeMap<ClientId, Deal>,
     /// Complaints answered with a share that matches the commitments.
     answered: BTreeSet<(ClientId, Index)>,
     /// Commitments learnt from justifications, for dealings this generator never received.
@@ -84,6 +101,8 @@ impl Round {
             proposal: None,
             complained: None,
             complaints: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            deals: BTreeMap::new(),
             answered: BTreeSet::new(),
             justified_commitments: BTreeMap::new(),
             sealed: None,
@@ -92,6 +111,16 @@ impl Round {
 
     fn id(&self) -> RoundId {
         self.open.round
+    }
+
+    /// Dealings in hand: (contributors', generators').
+    fn counts(&self) -> (usize, usize) {
+        let generators = self
+            .dealings
+            .keys()
+            .filter(|c| dealing_generator(**c).is_some())
+            .count();
+        (self.dealings.len() - generators, generators)
     }
 
     fn commitments_of(&self, client: ClientId) -> Option<&Commitments> {
@@ -116,7 +145,14 @@ const OPENING_GRACE_WINDOWS: u64 = 10;
 
 /// k_j for transcript `t`: every qualified dealing's share must be here and good, the transcript's
 /// public key the sum of their commitments, and G·k_j = K_j.
-fn key_share(round: &Round, t: &Transcript, index: Index) -> Result<Zeroizing<Scalar>, Missing> {
+fn key_share(
+    round: &Round,
+    t: &Transcript,
+    index: Index,
+    coordinator: &PeerId,
+) -> Result<Zeroizing<Scalar>, Missing> {
+    t.check_seal(coordinator)
+        .map_err(|e| Missing::Never(format!("the transcript's round key: {e}")))?;
     let public = t
         .threshold
         .as_ref()
@@ -172,10 +208,6 @@ fn key_share(round: &Round, t: &Transcript, index: Index) -> Result<Zeroizing<Sc
     Ok(k)
 }
 
-fn round_has_proposal(round: &Option<Round>) -> bool {
-    round.as_ref().is_some_and(|r| r.proposal.is_some())
-}
-
 struct Handing {
     handover: Handover,
     in_flight: Option<Tag>,
@@ -184,6 +216,8 @@ struct Handing {
 
 pub struct Generator {
     me: PeerId,
+    /// Signs the round keys this generator seals as coordinator.
+    identity: libp2p_identity::Keypair,
     index: Index,
     params: Params,
     mesh: Arc<MeshConfig>,
@@ -201,6 +235,12 @@ pub struct Generator {
     handovers: BTreeMap<RoundId, Handing>,
     tags: Tags,
     manual: bool,
+    /// This generator's own dealing into each round.
+    dealer: Contributor,
+    /// The newest round the dealer was given.
+    dealt_into: RoundId,
+    /// Dealings asked of the coordinator, by tag.
+    fetches: HashMap<Tag, (RoundId, ClientId)>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -221,20 +261,24 @@ impl Generator {
     /// `last_opened` and `last_sealed` (the transcript and this generator's key share) come from
     /// the store after a restart; the share is handed over again.
     pub fn new(
-        me: PeerId,
+        identity: libp2p_identity::Keypair,
         mesh: Arc<MeshConfig>,
         key: PublicKey,
         last_opened: Option<RoundId>,
         last_sealed: Option<(Transcript, Secret)>,
     ) -> Result<Generator, NotShareholder> {
+        let me = identity.public().to_peer_id();
         let (Some(params), Some(index)) = (mesh.threshold(), mesh.generator_index(&me)) else {
             return Err(NotShareholder(me));
         };
+        let dealer = Contributor::for_generator(index, key.clone(), mesh.clone())
+            .ok_or(NotShareholder(me))?;
         let after = |r: Option<RoundId>| r.map_or(1, |r| r.0 + 1);
         let sealed_round = last_sealed.as_ref().map(|(t, _)| t.round);
         let next_round = RoundId(after(last_opened).max(after(sealed_round)));
         let mut generator = Generator {
             me,
+            identity,
             index,
             params,
             coordinator: mesh.coordinator() == Some(me),
@@ -251,6 +295,9 @@ impl Generator {
             handovers: BTreeMap::new(),
             tags: Tags::default(),
             manual: false,
+            dealer,
+            dealt_into: RoundId(0),
+            fetches: HashMap::new(),
         };
         if let Some((transcript, share)) = last_sealed {
             generator.queue_handover(transcript, share, 0);
@@ -393,14 +440,25 @@ impl Generator {
             );
             return refused(PhraseRefusal::WrongLength, Verdict::Reject(reason));
         }
-        if round.dealings.contains_key(&deal.client) {
-            let reason = format!(
-                "second dealing for client {} in round {}",
-                deal.client, deal.round
-            );
-            return refused(PhraseRefusal::Duplicate, Verdict::Ignore(reason));
-        }
         let digest = Digest32(commitments.digest());
+        if let Some(held) = round.dealings.get(&deal.client) {
+            // Only the proposed dealing may replace another one held for the client.
+            let proposed = round.proposal.as_ref().and_then(|(p, _)| {
+                p.iter()
+                    .find(|i| i.client == deal.client)
+                    .map(|i| i.ciphertext_hash)
+            });
+            if held.digest == digest || proposed != Some(digest) {
+                let reason = format!(
+                    "second dealing for client {} in round {}",
+                    deal.client, deal.round
+                );
+                return refused(PhraseRefusal::Duplicate, Verdict::Ignore(reason));
+            }
+        }
+        if self.coordinator {
+            round.deals.insert(deal.client, deal.clone());
+        }
         round.dealings.insert(
             deal.client,
             Dealt {
@@ -422,11 +480,12 @@ impl Generator {
                 client: deal.client,
             }),
         ];
-        if self.coordinator && round.dealings.len() >= round.open.quorum as usize {
+        let (contributors, generators) = round.counts();
+        if self.coordinator
+            && contributors >= round.open.quorum as usize
+            && generators == self.params.n as usize
+        {
             actions.extend(self.propose(now));
-        }
-        if round_has_proposal(&self.round) {
-            actions.extend(self.complain(now));
         }
         (Verdict::Accept, actions)
     }
@@ -449,9 +508,7 @@ impl Generator {
             round: round.id(),
             dealings,
         };
-        let mut actions = vec![Action::Publish(Gossip::Proposal(proposal))];
-        actions.extend(self.complain(now));
-        actions
+        vec![Action::Publish(Gossip::Proposal(proposal))]
     }
 
     fn on_proposal(&mut self, now: Millis, proposal: &Proposal) -> Vec<Action> {
@@ -477,13 +534,49 @@ impl Generator {
             return actions;
         };
         round.proposal = Some((proposal.dealings.clone(), now));
-        actions.extend(self.complain(now));
+        actions.extend(self.fetch_missing(proposal));
         actions
     }
 
-    /// Publishes this generator's complaints once every proposed dealing's share is decided, or
-    /// half the complaint window has passed (a dealing still missing or unopened is complained of).
-    fn complain(&mut self, now: Millis) -> Vec<Action> {
+    /// Asks the coordinator for every proposed dealing this generator does not hold as proposed.
+    fn fetch_missing(&mut self, proposal: &Proposal) -> Vec<Action> {
+        let Some(coordinator) = self.mesh.coordinator().filter(|c| *c != self.me) else {
+            return Vec::new();
+        };
+        let Some(round) = self.round.as_ref().filter(|r| r.id() == proposal.round) else {
+            return Vec::new();
+        };
+        let missed: Vec<ClientId> = proposal
+            .dealings
+            .iter()
+            .filter(|p| {
+                round
+                    .dealings
+                    .get(&p.client)
+                    .is_none_or(|d| d.digest != p.ciphertext_hash)
+            })
+            .map(|p| p.client)
+            .collect();
+        let mut actions = Vec::new();
+        for client in missed {
+            let tag = self.tags.next();
+            self.fetches.insert(tag, (proposal.round, client));
+            actions.push(Action::Send {
+                peer: coordinator,
+                tag,
+                request: Request::Dealing(DealingRequest {
+                    round: proposal.round,
+                    client,
+                }),
+            });
+        }
+        actions
+    }
+
+    /// Publishes this generator's complaints at a fixed offset after the proposal (half the
+    /// complaint window), once every proposed dealing it holds is decided: `against` the shares
+    /// that did not open or do not match, `missing` the dealings it never got.
+    fn complain(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
         let half_window = self.mesh.settings.complaint_ms / 2;
         let (index, params) = (self.index, self.params);
         let Some(round) = self.round.as_mut().filter(|r| r.complained.is_none()) else {
@@ -492,24 +585,22 @@ impl Generator {
         let Some((proposed, at)) = &round.proposal else {
             return Vec::new();
         };
-        // A share still opening is only waiting for this node's CPU: always wait for it. A
-        // dealing that never came is waited for half the window, then complained of.
+        // Never before the offset, whatever has opened; after it, a share still opening is only
+        // waiting for this node's CPU.
         let opening = proposed.iter().any(|p| {
             matches!(
                 round.dealings.get(&p.client),
                 Some(Dealt {
                     share: Share::Opening,
+                    digest,
                     ..
-                })
+                }) if *digest == p.ciphertext_hash
             )
         });
-        let missing = proposed
-            .iter()
-            .any(|p| !round.dealings.contains_key(&p.client));
-        if opening || (missing && now < at + half_window) {
+        if now < at + half_window || opening {
             return Vec::new();
         }
-        let mut against = BTreeSet::new();
+        let (mut against, mut missing) = (BTreeSet::new(), BTreeSet::new());
         let mut received = Vec::new();
         for p in proposed {
             match round.dealings.get(&p.client) {
@@ -522,23 +613,28 @@ impl Generator {
                     commitments: commitments.clone(),
                     share: **share,
                 }),
-                _ => {
+                Some(d) if d.digest == p.ciphertext_hash => {
                     against.insert(p.client);
+                }
+                _ => {
+                    missing.insert(p.client);
                 }
             }
         }
         against.extend(
-            dkg::complaints(index, params, &received)
+            dkg::complaints(index, params, &received, rng)
                 .into_iter()
                 .map(ClientId),
         );
         round.complained = Some(against.clone());
         round.complaints.insert(index, against.clone());
+        round.missing.insert(index, missing.clone());
         let id = round.id();
         let mut actions = vec![Action::Publish(Gossip::Complaints(Complaints {
             round: id,
             index,
             against: against.iter().copied().collect(),
+            missing: missing.iter().copied().collect(),
         }))];
         if !against.is_empty() {
             actions.push(Action::Emit(Event::Complained {
@@ -558,6 +654,9 @@ impl Generator {
         round
             .complaints
             .insert(c.index, c.against.iter().copied().collect());
+        round
+            .missing
+            .insert(c.index, c.missing.iter().copied().collect());
         self.try_close(now)
     }
 
@@ -635,7 +734,28 @@ impl Generator {
         if !ready && !waited {
             return Vec::new();
         }
-        let excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
+        // Readiness from at least t generators: the coordinator alone cannot vouch for shares
+        // that nobody else checked.
+        let spoken = round.complaints.len();
+        if spoken < self.params.t as usize {
+            let reason = format!(
+                "only {spoken} generator(s) said they were ready; the threshold needs {}",
+                self.params.t
+            );
+            return self.fail(now, reason);
+        }
+        let missed: BTreeMap<ClientId, Vec<Index>> =
+            round
+                .missing
+                .iter()
+                .fold(BTreeMap::new(), |mut acc, (j, clients)| {
+                    for c in clients {
+                        acc.entry(*c).or_insert_with(Vec::new).push(*j);
+                    }
+                    acc
+                });
+        let mut excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
+        excluded.extend(missed.keys());
         let qualified: Vec<Inclusion> = proposed
             .iter()
             .filter(|p| !excluded.contains(&p.client))
@@ -649,13 +769,23 @@ impl Generator {
                     .filter(|(c, _)| c == client)
                     .map(|(_, j)| j.0.to_string())
                     .collect();
-                Action::Emit(Event::DealingExcluded {
-                    round: round.id(),
-                    client: *client,
-                    reason: format!(
+                let reason = match missed.get(client) {
+                    Some(at) if by.is_empty() => format!(
+                        "generator(s) {} never received it",
+                        at.iter()
+                            .map(|j| j.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => format!(
                         "generator(s) {} complained and no matching share was published",
                         by.join(", ")
                     ),
+                };
+                Action::Emit(Event::DealingExcluded {
+                    round: round.id(),
+                    client: *client,
+                    reason,
                 })
             })
             .collect();
@@ -680,16 +810,27 @@ impl Generator {
             return actions;
         }
         let minimum = (round.open.minimum as usize).max(2);
+        let generators = qualified
+            .iter()
+            .filter(|q| dealing_generator(q.client).is_some())
+            .count();
+        if generators < self.params.t as usize {
+            let reason = format!(
+                "{generators} generator dealing(s) qualified; a round key needs at least {}",
+                self.params.t
+            );
+            actions.extend(self.fail(now, reason));
+            return actions;
+        }
+        let contributed = qualified.len() - generators;
         let sum = qualified
             .iter()
             .map(|p| round.commitments_of(p.client).cloned())
             .collect::<Option<Vec<Commitments>>>()
             .and_then(|all| all.into_iter().reduce(|a, b| a.add(&b)));
-        let (sum, true) = (sum, qualified.len() >= minimum) else {
-            let reason = format!(
-                "{} of the minimum {minimum} dealings qualified",
-                qualified.len()
-            );
+        let (sum, true) = (sum, contributed >= minimum) else {
+            let reason =
+                format!("{contributed} of the minimum {minimum} contributor dealings qualified");
             actions.extend(self.fail(now, reason));
             return actions;
         };
@@ -697,16 +838,19 @@ impl Generator {
             actions.extend(self.fail(now, "a qualified dealing's commitments are unknown".into()));
             return actions;
         };
-        let key = ThresholdKey {
+        let mut key = ThresholdKey {
             params: self.params,
             public: sum.to_wire(),
+            seal: None,
         };
         let id = round.id();
+        let commitment = key.commitment(id, &self.head, &qualified);
+        key.sign(id, commitment, &self.identity);
         let transcript = Transcript {
             round: id,
             generator: self.me,
             key_fingerprint: self.key.fingerprint(),
-            commitment: key.commitment(id, &self.head, &qualified),
+            commitment,
             included: qualified,
             prev_commitment: self.head,
             sealed_at_ms: now,
@@ -746,7 +890,8 @@ impl Generator {
             return Vec::new();
         };
         let since = round.sealed.as_ref().map_or(now, |(_, at)| *at);
-        let outcome = key_share(round, t, self.index);
+        let coordinator = self.mesh.coordinator().unwrap_or(self.me);
+        let outcome = key_share(round, t, self.index, &coordinator);
         let wait = match &outcome {
             Err(Missing::Wait(_)) => grace,
             Err(Missing::Opening(_)) => OPENING_GRACE_WINDOWS * grace,
@@ -797,6 +942,97 @@ impl Generator {
         match pending {
             Some((t, _)) => self.on_sealed(now, &t),
             None => Vec::new(),
+        }
+    }
+
+    /// Gives the own dealer the round taken up, once per round (it deals if the deadline has not
+    /// passed).
+    fn deal(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        let Some(open) = self
+            .round
+            .as_ref()
+            .filter(|r| r.proposal.is_none() && r.id() > self.dealt_into)
+            .map(|r| r.open.clone())
+        else {
+            return Vec::new();
+        };
+        self.dealt_into = open.round;
+        let Some(coordinator) = self.mesh.coordinator() else {
+            return Vec::new();
+        };
+        let (_, actions) = self
+            .dealer
+            .gossip(now, coordinator, &Gossip::Open(open), rng);
+        self.take_dealer(now, actions)
+    }
+
+    /// The own dealer's actions: its requests and publications go out; its own dealing is also
+    /// taken here (gossip does not come back to its sender); its contributor events are dropped.
+    fn take_dealer(&mut self, now: Millis, actions: Vec<Action>) -> Vec<Action> {
+        let mut out = Vec::new();
+        for action in actions {
+            match action {
+                Action::Publish(Gossip::Deal(deal)) => {
+                    let me = self.me;
+                    out.push(Action::Publish(Gossip::Deal(deal.clone())));
+                    out.extend(self.on_deal(now, me, &deal).1);
+                }
+                Action::Emit(
+                    Event::PhraseSubmitted { .. }
+                    | Event::TranscriptChecked { .. }
+                    | Event::RoundFailed { .. },
+                ) => {}
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    /// Coordinator: a proposed dealing, for a generator that missed it.
+    fn serve_dealing(&self, peer: PeerId, id: InboundId, ask: &DealingRequest) -> Vec<Action> {
+        let request = Request::Dealing(ask.clone());
+        if !self.mesh.is_generator(&peer) {
+            let why = Refusal::Unauthorised("only generators fetch dealings".into());
+            return refuse(peer, id, &request, why);
+        }
+        let deal = self
+            .round
+            .as_ref()
+            .filter(|r| r.id() == ask.round)
+            .and_then(|r| r.deals.get(&ask.client));
+        match deal {
+            Some(deal) => vec![Action::Reply {
+                to: id,
+                response: Response::Dealing(Box::new(deal.clone())),
+            }],
+            None => {
+                let why = Refusal::Unavailable(format!(
+                    "no dealing of client {} held for round {}",
+                    ask.client, ask.round
+                ));
+                refuse(peer, id, &request, why)
+            }
+        }
+    }
+
+    /// A dealing fetched from the coordinator: taken like a gossiped one if it is the one asked.
+    fn fetched(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        round: RoundId,
+        client: ClientId,
+        response: Result<Response, String>,
+    ) -> Vec<Action> {
+        match response {
+            Ok(Response::Dealing(deal)) if deal.round == round && deal.client == client => {
+                self.on_deal(now, peer, &deal).1
+            }
+            other => vec![Action::Emit(Event::RequestFailed {
+                peer,
+                request: "dealing".into(),
+                reason: crate::role::failure_reason(other),
+            })],
         }
     }
 
@@ -856,17 +1092,21 @@ impl Generator {
 }
 
 impl Role for Generator {
-    fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let mut actions = Vec::new();
+    fn tick(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        let mut actions = self.deal(now, rng);
         let coordinator = self.coordinator;
+        let t = self.params.t as usize;
         match &mut self.round {
             Some(r) if coordinator && r.proposal.is_none() && now >= r.open.deadline_ms => {
-                let (have, minimum) = (r.dealings.len(), (r.open.minimum as usize).max(1));
-                if have >= minimum {
+                let minimum = (r.open.minimum as usize).max(1);
+                let (have, generators) = r.counts();
+                if have >= minimum && generators >= t {
                     actions.extend(self.propose(now));
                 } else {
-                    let reason =
-                        format!("deadline passed with {have} of the minimum {minimum} dealings");
+                    let reason = format!(
+                        "deadline passed with {have} of the minimum {minimum} contributor \
+                         dealings and {generators} of the {t} generator dealings needed"
+                    );
                     actions.extend(self.fail(now, reason));
                 }
             }
@@ -878,7 +1118,7 @@ impl Role for Generator {
             }
             Some(r) if r.sealed.is_some() => actions.extend(self.retry_sealed(now)),
             Some(r) if r.proposal.is_some() => {
-                actions.extend(self.complain(now));
+                actions.extend(self.complain(now, rng));
                 actions.extend(self.try_close(now));
             }
             Some(r)
@@ -903,10 +1143,17 @@ impl Role for Generator {
         now: Millis,
         source: PeerId,
         message: &Gossip,
-        _rng: &mut dyn CryptoRngCore,
+        rng: &mut dyn CryptoRngCore,
     ) -> (Verdict, Vec<Action>) {
+        // The own dealer hears the rounds' course (complaints to answer, seals, failures).
+        let (_, heard) = self.dealer.gossip(now, source, message, rng);
+        let mut own = self.take_dealer(now, heard);
         let actions = match message {
-            Gossip::Deal(d) => return self.on_deal(now, source, d),
+            Gossip::Deal(d) => {
+                let (verdict, mut actions) = self.on_deal(now, source, d);
+                own.append(&mut actions);
+                return (verdict, own);
+            }
             Gossip::Justification(j) => return self.on_justification(now, j),
             Gossip::Open(open) => self.on_open(now, source, open),
             Gossip::Proposal(p) => self.on_proposal(now, p),
@@ -919,7 +1166,8 @@ impl Role for Generator {
             }
             _ => Vec::new(),
         };
-        (Verdict::Accept, actions)
+        own.extend(actions);
+        (Verdict::Accept, own)
     }
 
     fn request(
@@ -935,6 +1183,7 @@ impl Role for Generator {
                 to: id,
                 response: Response::PublicKey(self.key.spki_der().to_vec()),
             }],
+            Request::Dealing(ask) => self.serve_dealing(peer, id, &ask),
             other => refuse(peer, id, &other, Refusal::WrongRole(other.kind().into())),
         }
     }
@@ -945,8 +1194,15 @@ impl Role for Generator {
         peer: PeerId,
         tag: Tag,
         response: Result<Response, String>,
-        _rng: &mut dyn CryptoRngCore,
+        rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
+        if self.dealer.owns(tag) {
+            let actions = self.dealer.response(now, peer, tag, response, rng);
+            return self.take_dealer(now, actions);
+        }
+        if let Some((round, client)) = self.fetches.remove(&tag) {
+            return self.fetched(now, peer, round, client, response);
+        }
         let Some((&round, h)) = self
             .handovers
             .iter_mut()
@@ -1006,8 +1262,7 @@ impl Role for Generator {
             Some(s) => Share::Opened(Zeroizing::new(s)),
             None => Share::Failed,
         };
-        let mut actions = self.complain(now);
-        actions.extend(self.retry_sealed(now));
-        actions
+        // Complaints go out from the next tick, at their fixed offset.
+        self.retry_sealed(now)
     }
 }

@@ -4,26 +4,32 @@
 //!
 //! ```text
 //! start ─► counter = now_s ‖ 32 random bits ─► Send(Partial(x)) to every distributor
-//! Partial ─► unmask y_j (salt key) ─► grouped by (round, public key) ─► t valid? ─► combine ─► OTP
+//! Partial ─► index is the sender's in the mesh config? round key signed by the coordinator for
+//!       this round, T/N the mesh's? ─► unmask y_j (salt key) ─► grouped by (round, commitment)
+//!       ─► t valid? ─► combine ─► OTP (digits and expiry from the mesh config)
+//!       ─► only then: enrolment epochs that moved are saved
 //!       ─► distributors on another round are asked again for the best round
 //! all answered, none has t ─► RequestFailed("quorum unavailable: …", naming each distributor)
 //! verify: Send(VerifyPartial(x)) to every distributor ─► t valid ─► compare (constant time)
 //!       ─► fewer: used (if any said so) · expired · quorum unavailable
 //! ```
 
+use crate::digest::Digest32;
 use crate::kx::{Ephemeral, EpochKey};
-use crate::otp::{Digits, Otp};
+use crate::mesh::MeshConfig;
+use crate::otp::Otp;
 use crate::role::{Action, Event, Millis, Record, Role, Tag, Tags};
 use crate::round::{RoundId, Secret, ThresholdKey};
 use crate::threshold::eval::{self, Partial};
 use crate::threshold::password::{self, Alphabet};
-use crate::threshold::{counter, Index};
+use crate::threshold::{counter, Index, Params};
 use crate::wire::{
     Domain, PartialGrant, PartialRequest, Request, Response, VerifyPartialRequest, VerifyResult,
 };
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Most distributors a requester asks at once.
@@ -44,17 +50,19 @@ enum Goal {
     },
 }
 
-/// What a partial claims to be of: a round, under a public key of T/N.
-type Claim = (RoundId, u32, u32, Vec<[u8; 32]>);
+/// What a partial claims to be of: a round and its transcript commitment, which the coordinator
+/// signed together with the round key.
+type Claim = (RoundId, Digest32);
 
 /// One distributor's answer.
 enum Answer {
     Partial {
         round: RoundId,
         partial: Partial,
-        key: ThresholdKey,
-        digits: Digits,
-        expires_at_ms: Millis,
+        key: Box<ThresholdKey>,
+        commitment: Digest32,
+        /// The enrolment epoch this answer moved to, saved only if the partial combines.
+        epoch: Option<Box<EpochKey>>,
     },
     Verdict(VerifyResult),
     Failed(String),
@@ -62,6 +70,9 @@ enum Answer {
 
 pub struct Requester {
     me: PeerId,
+    /// T/N, the coordinator, each distributor's index, digits and expiry: never a distributor's
+    /// word.
+    mesh: Arc<MeshConfig>,
     distributors: Vec<PeerId>,
     enrolments: HashMap<PeerId, EpochKey>,
     goal: Goal,
@@ -86,10 +97,15 @@ impl std::fmt::Debug for Requester {
 
 impl Requester {
     /// One OTP, from every one of `distributors` (`otpmesh request --threshold`).
-    pub fn issue_once(me: PeerId, mut distributors: Vec<PeerId>) -> Requester {
+    pub fn issue_once(
+        me: PeerId,
+        mesh: Arc<MeshConfig>,
+        mut distributors: Vec<PeerId>,
+    ) -> Requester {
         distributors.truncate(MAX_DISTRIBUTORS);
         Self::build(
             me,
+            mesh,
             distributors,
             Goal::Issue {
                 ephemerals: HashMap::new(),
@@ -103,6 +119,7 @@ impl Requester {
     /// at ("password", requester, round, counter), seen by this requester only.
     pub fn password_once(
         me: PeerId,
+        mesh: Arc<MeshConfig>,
         mut distributors: Vec<PeerId>,
         alphabet: Alphabet,
         length: usize,
@@ -110,6 +127,7 @@ impl Requester {
         distributors.truncate(MAX_DISTRIBUTORS);
         Self::build(
             me,
+            mesh,
             distributors,
             Goal::Issue {
                 ephemerals: HashMap::new(),
@@ -122,6 +140,7 @@ impl Requester {
     /// Presents `code` for (round, counter) (`otpmesh verify --threshold`).
     pub fn verify_once(
         me: PeerId,
+        mesh: Arc<MeshConfig>,
         mut distributors: Vec<PeerId>,
         round: RoundId,
         counter: u64,
@@ -130,6 +149,7 @@ impl Requester {
         distributors.truncate(MAX_DISTRIBUTORS);
         Self::build(
             me,
+            mesh,
             distributors,
             Goal::Verify {
                 round,
@@ -150,9 +170,15 @@ impl Requester {
         self
     }
 
-    fn build(me: PeerId, distributors: Vec<PeerId>, goal: Goal) -> Requester {
+    fn build(
+        me: PeerId,
+        mesh: Arc<MeshConfig>,
+        distributors: Vec<PeerId>,
+        goal: Goal,
+    ) -> Requester {
         Requester {
             me,
+            mesh,
             distributors,
             enrolments: HashMap::new(),
             goal,
@@ -210,13 +236,13 @@ impl Requester {
         }
     }
 
-    /// Unmasks a partial grant.
+    /// Unmasks a partial grant; and the enrolment epoch it moved to, if it did.
     fn open_grant(
-        &mut self,
+        &self,
         distributor: PeerId,
         grant: &PartialGrant,
-        actions: &mut Vec<Action>,
-    ) -> Result<Partial, String> {
+    ) -> Result<(Partial, Option<EpochKey>), String> {
+        let mut moved = None;
         let salt_key = match grant.epoch {
             Some(epoch) => {
                 let enrolment = self
@@ -226,15 +252,11 @@ impl Requester {
                 let key = enrolment
                     .at(epoch)
                     .map_err(|e| format!("salted under epoch {epoch}: {e}"))?;
+                let salt_key = key.salt_key();
                 if key.epoch() != enrolment.epoch() {
-                    actions.push(Action::Persist(Record::Enrolment {
-                        peer: distributor,
-                        epoch,
-                        key: Secret::from_bytes(*key.bytes()),
-                    }));
-                    self.enrolments.insert(distributor, key.clone());
+                    moved = Some(key);
                 }
-                key.salt_key()
+                salt_key
             }
             None => {
                 let Goal::Issue { ephemerals, .. } = &self.goal else {
@@ -251,11 +273,64 @@ impl Requester {
         let y = salt_key.mask_bytes(&grant.salt, &grant.masked_y);
         let mut point = [0u8; 32];
         point.copy_from_slice(&y);
-        Ok(Partial {
+        let partial = Partial {
             index: grant.index,
             y: point,
             proof: grant.proof.clone(),
-        })
+        };
+        Ok((partial, moved))
+    }
+
+    /// Whether `distributor` may answer as `index` with `key` for `round`: its index in the mesh
+    /// config, the mesh's T/N, and a round key the coordinator signed for that round. Gives the
+    /// transcript commitment the key was signed with.
+    fn believe(
+        &self,
+        distributor: &PeerId,
+        index: Index,
+        round: RoundId,
+        key: &ThresholdKey,
+    ) -> Result<Digest32, String> {
+        let listed = self
+            .mesh
+            .distributor_index(distributor)
+            .ok_or("not a distributor of this mesh")?;
+        if listed != index {
+            return Err(format!(
+                "answered as shareholder {}, but the mesh config lists it as {}",
+                index.0, listed.0
+            ));
+        }
+        if Some(key.params) != self.params() {
+            return Err(format!(
+                "answered under a {}/{} key; the mesh is {}",
+                key.params.t,
+                key.params.n,
+                self.params()
+                    .map_or("not a threshold mesh".into(), |p| format!(
+                        "{}/{}",
+                        p.t, p.n
+                    ))
+            ));
+        }
+        let coordinator = self
+            .mesh
+            .coordinator()
+            .ok_or("the mesh lists no generator")?;
+        let seal = key
+            .sealed_by(&coordinator)
+            .map_err(|e| format!("round key not believed: {e}"))?;
+        if seal.round != round {
+            return Err(format!(
+                "round key not believed: signed for round {}, offered for round {round}",
+                seal.round
+            ));
+        }
+        Ok(seal.commitment)
+    }
+
+    fn params(&self) -> Option<Params> {
+        self.mesh.threshold()
     }
 
     /// Tries to finish: t valid partials under one round and key, or every distributor answered.
@@ -267,28 +342,31 @@ impl Requester {
             Goal::Issue { counter, .. } => (self.me, *counter),
             Goal::Verify { counter, .. } => (self.me, *counter),
         };
-        // Group the partials by what they claim: round and public key.
+        let Some(params) = self.params() else {
+            self.done = true;
+            return vec![Action::Emit(self.give_up())];
+        };
+        let (digits, expiry) = (self.mesh.settings.digits, self.mesh.settings.otp_expiry_ms);
+        // Group the partials by what they claim: round and transcript commitment (each key was
+        // checked as the coordinator's when its answer came).
         let mut groups: BTreeMap<Claim, Vec<(PeerId, &Answer)>> = BTreeMap::new();
         for (peer, a) in &self.answers {
-            if let Answer::Partial { round, key, .. } = a {
+            if let Answer::Partial {
+                round, commitment, ..
+            } = a
+            {
                 groups
-                    .entry((*round, key.params.t, key.params.n, key.public.0.clone()))
+                    .entry((*round, *commitment))
                     .or_default()
                     .push((*peer, a));
             }
         }
         let mut best: Option<(RoundId, usize)> = None;
-        for ((round, t, n, _), members) in &groups {
-            let Some(Answer::Partial { key, digits, .. }) = members.first().map(|m| m.1) else {
+        for ((round, _), members) in &groups {
+            let Some(Answer::Partial { key, .. }) = members.first().map(|m| m.1) else {
                 continue;
             };
-            // A key is believed only as a majority's: T > N/2, N at least the distributors asked,
-            // and T distinct distributors answering under it. A minority (one lying distributor)
-            // cannot offer a key of its own, say T = 1, and have its partial combined alone.
-            let vouched = 2 * t > *n
-                && *n as usize >= self.distributors.len()
-                && members.len() >= *t as usize;
-            if !vouched {
+            if members.len() < params.t as usize {
                 continue;
             }
             let Some(public) = key.key() else { continue };
@@ -314,18 +392,29 @@ impl Requester {
             };
             let bad = named(members, &bad_indices);
             let partials = valid;
-            let value = eval::otp(&y, &input, *digits);
-            let Ok(otp) = Otp::new(value, *digits) else {
+            let value = eval::otp(&y, &input, digits);
+            let Ok(otp) = Otp::new(value, digits) else {
                 continue;
             };
-            let expires = members
+            let expires = counter::issued_at_ms(counter).saturating_add(expiry);
+            // Enrolment epochs move only with a partial that combined.
+            let mut actions: Vec<Action> = members
                 .iter()
-                .filter_map(|(_, a)| match a {
-                    Answer::Partial { expires_at_ms, .. } => Some(*expires_at_ms),
+                .filter_map(|(peer, a)| match a {
+                    Answer::Partial {
+                        partial,
+                        epoch: Some(key),
+                        ..
+                    } if !bad_indices.contains(&partial.index) => {
+                        Some(Action::Persist(Record::Enrolment {
+                            peer: *peer,
+                            epoch: key.epoch(),
+                            key: Secret::from_bytes(*key.bytes()),
+                        }))
+                    }
                     _ => None,
                 })
-                .min()
-                .unwrap_or_default();
+                .collect();
             let from: Vec<u32> = partials
                 .iter()
                 .map(|p| p.index.0)
@@ -376,7 +465,8 @@ impl Requester {
                     }
                 }
             };
-            return vec![Action::Emit(event)];
+            actions.push(Action::Emit(event));
+            return actions;
         }
         // Not enough yet. Distributors that answered for another round are asked for the best one.
         let mut actions = Vec::new();
@@ -407,6 +497,16 @@ impl Requester {
 
     /// Every distributor answered and no t partials agree.
     fn give_up(&self) -> Event {
+        if self.params().is_none() {
+            return Event::RequestFailed {
+                peer: self.me,
+                request: self.kind().into(),
+                reason:
+                    "the mesh config is not a threshold mesh: threshold requests need the mesh's \
+                         mesh.toml (--mesh FILE)"
+                        .into(),
+            };
+        }
         let verdicts: Vec<VerifyResult> = self
             .answers
             .values()
@@ -492,7 +592,7 @@ impl Role for Requester {
         if let Goal::Issue { counter, .. } = &mut self.goal {
             *counter = counter::fresh(now, rng);
         }
-        if self.distributors.is_empty() {
+        if self.distributors.is_empty() || self.params().is_none() {
             self.done = true;
             return vec![Action::Emit(self.give_up())];
         }
@@ -514,7 +614,6 @@ impl Role for Requester {
         let Some(distributor) = self.in_flight.remove(&tag) else {
             return Vec::new();
         };
-        let mut actions = Vec::new();
         let answer = match response {
             Ok(Response::Partial(grant))
                 if grant.expires_at_ms
@@ -523,25 +622,35 @@ impl Role for Requester {
                 Answer::Failed("claims an expiry more than a day away".into())
             }
             Ok(Response::Partial(grant)) if matches!(self.goal, Goal::Issue { counter, .. } if counter == grant.counter) => {
-                match self.open_grant(distributor, &grant, &mut actions) {
-                    Ok(partial) => Answer::Partial {
-                        round: grant.round,
-                        partial,
-                        key: grant.key.clone(),
-                        digits: grant.digits,
-                        expires_at_ms: grant.expires_at_ms,
+                match self.believe(&distributor, grant.index, grant.round, &grant.key) {
+                    Err(reason) => Answer::Failed(reason),
+                    Ok(commitment) => match self.open_grant(distributor, &grant) {
+                        Ok((partial, epoch)) => Answer::Partial {
+                            round: grant.round,
+                            partial,
+                            key: Box::new(grant.key.clone()),
+                            commitment,
+                            epoch: epoch.map(Box::new),
+                        },
+                        Err(reason) => {
+                            Answer::Failed(format!("could not remove the salt: {reason}"))
+                        }
                     },
-                    Err(reason) => Answer::Failed(format!("could not remove the salt: {reason}")),
                 }
             }
             Ok(Response::VerifyPartial(grant)) => match &self.goal {
-                Goal::Verify { round, counter, .. } => Answer::Partial {
-                    round: *round,
-                    partial: grant.partial.clone(),
-                    key: grant.key.clone(),
-                    digits: grant.digits,
-                    expires_at_ms: counter::issued_at_ms(*counter),
-                },
+                Goal::Verify { round, .. } => {
+                    match self.believe(&distributor, grant.partial.index, *round, &grant.key) {
+                        Ok(commitment) => Answer::Partial {
+                            round: *round,
+                            partial: grant.partial.clone(),
+                            key: Box::new(grant.key.clone()),
+                            commitment,
+                            epoch: None,
+                        },
+                        Err(reason) => Answer::Failed(reason),
+                    }
+                }
                 Goal::Issue { .. } => Answer::Failed("answered with a verification partial".into()),
             },
             Ok(Response::Verified(result)) => Answer::Verdict(result),
@@ -551,7 +660,6 @@ impl Role for Requester {
         };
         let _ = peer; // the request went to `distributor`; the swarm answers for it
         self.answers.insert(distributor, answer);
-        actions.extend(self.settle(rng));
-        actions
+        self.settle(rng)
     }
 }

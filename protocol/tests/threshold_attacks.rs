@@ -1,0 +1,359 @@
+//! Attacks on threshold mode's promise — fewer than T shareholders learn nothing about an OTP, a
+//! password or a round key, whatever any number of contributors do — each performed on the sans-IO
+//! roles with real curve arithmetic and real RSA (issue 20, findings 1–9). Each test failed on
+//! commit 62d0565.
+
+#[path = "common/sim.rs"]
+mod sim;
+
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
+use curve25519_dalek::scalar::Scalar;
+use libp2p_identity::PeerId;
+use otpmesh_protocol::kx::Ephemeral;
+use otpmesh_protocol::otp::{Digits, Otp};
+use otpmesh_protocol::phrase::ClientId;
+use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Millis, Role, Verdict};
+use otpmesh_protocol::round::{RoundId, ThresholdKey};
+use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
+use otpmesh_protocol::threshold::eval::{self, Input, KeyShare};
+use otpmesh_protocol::threshold::poly::Polynomial;
+use otpmesh_protocol::threshold::{Index, Params};
+use otpmesh_protocol::wire::{Deal, Gossip, PartialGrant, Request, Response};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::CryptoRngCore;
+use sim::*;
+
+/// A distributor that answers every partial request under a key it dealt itself.
+struct Colluder {
+    me: PeerId,
+    share: KeyShare,
+    key: ThresholdKey,
+    round: RoundId,
+    digits: Digits,
+}
+
+impl Role for Colluder {
+    fn request(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        id: InboundId,
+        request: Request,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        let Request::Partial(ask) = request else {
+            return Vec::new();
+        };
+        let input = threshold::otp_input(&peer, self.round, ask.counter);
+        let partial = self.share.evaluate(&input, rng);
+        let mine = Ephemeral::new(rng);
+        let salt_key = mine.salt_key(&ask.requester_key, &peer, &self.me).unwrap();
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        let masked = salt_key.mask_bytes(&salt, &partial.y);
+        let grant = PartialGrant {
+            round: self.round,
+            counter: ask.counter,
+            digits: self.digits,
+            index: self.share.index,
+            masked_y: masked.as_slice().try_into().unwrap(),
+            proof: partial.proof,
+            salt,
+            distributor_key: mine.public(),
+            epoch: None,
+            expires_at_ms: now + 60_000,
+            key: self.key.clone(),
+        };
+        vec![Action::Reply {
+            to: id,
+            response: Response::Partial(Box::new(grant)),
+        }]
+    }
+}
+
+/// Finding 1: two distributors of a 3/5 mesh deal themselves a 2-of-3 key and answer under it with
+/// valid proofs. Whichever distributors the requester names, it must not end up with an OTP the
+/// two can compute.
+#[test]
+fn two_colluding_distributors_offering_their_own_key_are_not_believed() {
+    let mut sim = Sim::new(3);
+    let t = sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let params = Params::new(2, 3).unwrap();
+    let secret = Scalar::from(777u64);
+    let polynomial = Polynomial::random(secret, params, &mut sim.rng);
+    // Signed, even, by one of them: not by the coordinator.
+    let mut key = ThresholdKey {
+        params,
+        public: polynomial.commit().to_wire(),
+        seal: None,
+    };
+    let colluder_identity = libp2p_identity::Keypair::generate_ed25519();
+    key.sign(t.round, t.commitment, &colluder_identity);
+    for (j, peer) in d.iter().take(2).enumerate() {
+        let index = Index(j as u32 + 1);
+        let colluder = Colluder {
+            me: *peer,
+            share: KeyShare::new(index, polynomial.evaluate(index)),
+            key: key.clone(),
+            round: t.round,
+            digits: sim.mesh.settings.digits,
+        };
+        sim.add(*peer, Box::new(colluder));
+    }
+    let digits = sim.mesh.settings.digits;
+    let known_to_colluders = |round: RoundId, counter: u64| {
+        let input = threshold::otp_input(&alice, round, counter);
+        let y = input.point() * secret;
+        Otp::new(eval::otp(&y, &input, digits), digits)
+            .unwrap()
+            .to_string()
+    };
+    for named in [vec![d[0], d[1], d[2]], d.clone()] {
+        match sim.issue(alice, named.clone()) {
+            Ok((round, counter, otp, _)) => assert_ne!(
+                otp,
+                known_to_colluders(round, counter),
+                "asking {} distributors, the requester took the colluders' key",
+                named.len()
+            ),
+            Err(reason) => assert!(reason.starts_with("quorum unavailable"), "{reason}"),
+        }
+    }
+}
+
+/// A contributor whose secret the attacker chose: it deals `secret` as soon as a round opens.
+struct Puppet {
+    client: ClientId,
+    secret: Scalar,
+    params: Params,
+}
+
+impl Role for Puppet {
+    fn gossip(
+        &mut self,
+        _now: Millis,
+        _source: PeerId,
+        message: &Gossip,
+        rng: &mut dyn CryptoRngCore,
+    ) -> (Verdict, Vec<Action>) {
+        let Gossip::Open(open) = message else {
+            return (Verdict::Accept, Vec::new());
+        };
+        let dealing = Dealing::new(self.secret, self.params, rng);
+        let shares = self
+            .params
+            .indices()
+            .map(|j| {
+                let share = dealing.share(j).unwrap().to_bytes();
+                let sealed = keys()[j.0 as usize - 1]
+                    .public()
+                    .seal_share(open.round, self.client, j, &share, rng)
+                    .unwrap();
+                serde_bytes::ByteBuf::from(sealed)
+            })
+            .collect();
+        let deal = Deal {
+            round: open.round,
+            client: self.client,
+            commitments: dealing.commitments.to_wire(),
+            shares,
+        };
+        (Verdict::Accept, vec![Action::Publish(Gossip::Deal(deal))])
+    }
+}
+
+/// Finding 2: the attacker holds `quorum` listed client ids and delays the honest contributors'
+/// gossip; the round must still not be keyed by secrets the attacker knows.
+#[test]
+fn quorum_colluding_contributors_cannot_compute_the_round_key() {
+    let mut sim = Sim::with(4, false, |mesh| {
+        mesh.settings.quorum = 2;
+        mesh.settings.minimum = 2;
+    });
+    let params = sim.mesh.threshold().unwrap();
+    let secrets = [Scalar::from(11u64), Scalar::from(22u64)];
+    for (i, secret) in secrets.iter().enumerate() {
+        let peer = sim.mesh.contributors[i].peer_id;
+        let client = ClientId(i as u32 + 1);
+        let puppet = Puppet {
+            client,
+            secret: *secret,
+            params,
+        };
+        sim.add(peer, Box::new(puppet));
+    }
+    let honest: Vec<PeerId> = sim.mesh.contributors[2..]
+        .iter()
+        .map(|c| c.peer_id)
+        .collect();
+    sim.hook = Some(Box::new(move |at, msg| {
+        !(honest.contains(at) && matches!(msg, Msg::Gossip(_, Gossip::Deal(_))))
+    }));
+    let t = sim.seal_first_round();
+    let key = t.threshold.as_ref().unwrap().key().unwrap().key();
+    let known: Scalar = secrets.iter().sum();
+    assert_ne!(
+        key,
+        G * known,
+        "the round key is the sum of the attacker's own secrets"
+    );
+}
+
+/// Finding 3: an attacker on the path withholds every honest dealing from T generators. A share
+/// is never published in clear for a dealing that was merely missed.
+#[test]
+fn withheld_dealings_never_lead_to_a_share_in_clear() {
+    let mut sim = Sim::new(4);
+    for j in 1..=T as usize {
+        let g = sim.mesh.generators[j].peer_id;
+        sim.lost.insert((g, "deal"));
+    }
+    sim.seal_first_round();
+    let answers = sim
+        .published
+        .iter()
+        .filter(|(_, _, kind)| *kind == "justification")
+        .count();
+    assert_eq!(answers, 0, "shares were published for withheld dealings");
+    let held = sim.find(|_, e| matches!(e, Event::ShareHeld { .. }).then_some(()));
+    assert_eq!(held.len(), N, "the generators fetched what they missed");
+}
+
+/// Finding 4: two dealers whose shares to one generator are off by +δ and −δ.
+#[test]
+fn opposite_errors_in_two_dealings_are_caught_and_both_dealers_named() {
+    let params = Params::new(3, 5).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let j = Index(2);
+    let delta = Scalar::from(5u64);
+    let mut received: Vec<Received> = (1..=3u32)
+        .map(|client| {
+            let dealing = Dealing::new(Scalar::from(u64::from(client)), params, &mut rng);
+            dealing.received_by(client, j).unwrap()
+        })
+        .collect();
+    received[0].share += delta;
+    received[1].share -= delta;
+    let named = dkg::complaints(j, params, &received, &mut rng);
+    assert_eq!(named, vec![1, 2], "both cheaters are named");
+}
+
+/// Finding 5: two proofs made from one rng state (a replayed `--seed`) must not share a nonce,
+/// or k_j = (s1 − s2) / (c2 − c1).
+#[test]
+fn two_proofs_under_one_rng_state_do_not_reveal_the_key_share() {
+    let k = Scalar::from(987_654_321u64);
+    let share = KeyShare::new(Index(1), k);
+    let input = |counter| Input {
+        domain: "otp".into(),
+        requester: vec![1, 2, 3],
+        round: 1,
+        counter,
+    };
+    let a = share.evaluate(&input(1), &mut ChaCha20Rng::seed_from_u64(5));
+    let b = share.evaluate(&input(2), &mut ChaCha20Rng::seed_from_u64(5));
+    let scalar = |bytes: [u8; 32]| Scalar::from_canonical_bytes(bytes).unwrap();
+    let (c1, s1) = (scalar(a.proof.c), scalar(a.proof.s));
+    let (c2, s2) = (scalar(b.proof.c), scalar(b.proof.s));
+    let extracted = (s1 - s2) * (c2 - c1).invert();
+    assert_ne!(extracted, k, "the key share fell out of two proofs");
+}
+
+/// Finding 6: the coordinator hears no other generator say it is ready; it must not seal.
+#[test]
+fn the_coordinator_does_not_seal_without_readiness_from_t_generators() {
+    let mut sim = Sim::new(3);
+    let coordinator = sim.mesh.generators[0].peer_id;
+    sim.lost.insert((coordinator, "complaints"));
+    sim.advance(20_000);
+    let sealed = sim.find(|_, e| matches!(e, Event::RoundSealed { .. }).then_some(()));
+    assert!(
+        sealed.is_empty(),
+        "sealed with the coordinator's own readiness only"
+    );
+}
+
+/// Finding 7: every distributor answers with 4 digits; the OTP still has the mesh's digits.
+#[test]
+fn digits_are_the_meshs_not_a_distributors() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    sim.hook = Some(Box::new(|_, msg| {
+        if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
+            g.digits = Digits::new(6).unwrap();
+        }
+        true
+    }));
+    let (_, _, otp, _) = sim.issue(alice, d).unwrap();
+    assert_eq!(otp.len(), usize::from(sim.mesh.settings.digits.get()));
+}
+
+/// The χ² statistic of the leading digit of `count` codes of `digits` digits, 9 degrees of
+/// freedom.
+fn leading_digit_chi_square(digits: u8, count: usize, code: impl Fn(u64) -> u64) -> f64 {
+    let mut seen = [0usize; 10];
+    let modulus = 10u64.pow(u32::from(digits) - 1);
+    for i in 0..count as u64 {
+        seen[(code(i) / modulus) as usize] += 1;
+    }
+    let expected = count as f64 / 10.0;
+    seen.iter()
+        .map(|&o| (o as f64 - expected).powi(2) / expected)
+        .sum()
+}
+
+/// Finding 8: every digit count is uniform, also 9 and 10 (p = 0.001 critical value 27.88).
+#[test]
+fn codes_of_every_digit_count_are_uniform() {
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let y = G * Scalar::random(&mut rng);
+    for digits in 6..=10u8 {
+        let d = Digits::new(digits).unwrap();
+        let chi = leading_digit_chi_square(digits, 20_000, |i| {
+            let input = Input {
+                domain: "otp".into(),
+                requester: vec![9],
+                round: 1,
+                counter: i,
+            };
+            eval::otp(&y, &input, d)
+        });
+        assert!(chi < 27.88, "{digits} digits: χ² = {chi:.1}");
+    }
+}
+
+/// Finding 9: complaints go out at one fixed offset after the proposal, whether a generator's
+/// shares opened or not.
+#[test]
+fn complaints_are_published_at_a_fixed_offset_from_the_proposal() {
+    let mut sim = Sim::new(3);
+    // Generator 2's share of client 2 does not open.
+    sim.hook = Some(Box::new(|_, msg| {
+        if let Msg::Gossip(_, Gossip::Deal(deal)) = msg {
+            if deal.client == ClientId(2) {
+                let last = deal.shares[1].len() - 1;
+                deal.shares[1][last] ^= 1;
+            }
+        }
+        true
+    }));
+    sim.seal_first_round();
+    let at = |kind| {
+        sim.published
+            .iter()
+            .filter(|(_, _, k)| *k == kind)
+            .map(|(t, p, _)| (*t, *p))
+            .collect::<Vec<_>>()
+    };
+    let proposed = at("proposal")[0].0;
+    let complaints = at("complaints");
+    assert_eq!(complaints.len(), N, "{complaints:?}");
+    let offsets: Vec<u64> = complaints.iter().map(|(t, _)| t - proposed).collect();
+    assert!(
+        offsets.iter().all(|o| *o == offsets[0]) && offsets[0] > 0,
+        "complaints at {offsets:?} ms after the proposal"
+    );
+}
