@@ -11,6 +11,7 @@ use otpmesh_protocol::role::threshold::otp_input;
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::threshold::eval::{self, KeyShare};
 use otpmesh_protocol::threshold::Index;
+use redb::ReadableTable;
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -206,6 +207,49 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
         partials.push(partial);
         public = Some(key);
     }
+    // Whoever can write distributor 4's node.redb (but not read its store.key) flips the spent
+    // OTP back to unused: the row's MAC no longer matches, so it is refused and held as used.
+    let dir4 = keep.path().join("distributor-4");
+    {
+        type Key = (&'static [u8], &'static [u8], u64, u64);
+        type Row = (Vec<u8>, Vec<u8>, u64, u64, u64, [u8; 16]);
+        const OTPS: redb::TableDefinition<Key, (u64, bool, [u8; 16])> =
+            redb::TableDefinition::new("otps_v2");
+        let db = redb::Database::open(dir4.join("node.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(OTPS).unwrap();
+            let rows: Vec<Row> = table
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    let (i, r, round, c) = k.value();
+                    let (expires, _, mac) = v.value();
+                    (i.to_vec(), r.to_vec(), round, c, expires, mac)
+                })
+                .filter(|row| row.3 == counter)
+                .collect();
+            assert_eq!(rows.len(), 1, "distributor 4 keeps the spent OTP's row");
+            for (i, r, round, c, expires, mac) in &rows {
+                table
+                    .insert(
+                        (i.as_slice(), r.as_slice(), *round, *c),
+                        (*expires, false, *mac),
+                    )
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let state = Store::open(&dir4).unwrap().distributor_state().unwrap();
+    assert!(
+        state
+            .otps
+            .iter()
+            .any(|(o, _, used)| o.counter == counter && *used),
+        "the flipped row is not believed"
+    );
     let (y, bad) = public.unwrap().combine(&partials, &input).unwrap();
     assert!(bad.is_empty());
     let value = eval::otp(&y, &input, digits);

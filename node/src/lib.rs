@@ -347,6 +347,9 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     );
     if !one_shot {
         config.mesh.validate()?;
+        for warning in config.mesh.warnings() {
+            tracing::warn!(reason = %warning, "mesh config");
+        }
     }
     let identity = keys::load_or_create_identity(&config.data_dir)?;
     let peer_id = identity.public().to_peer_id();

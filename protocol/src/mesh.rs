@@ -209,6 +209,25 @@ impl MeshConfig {
     }
 
     /// Checks the config is consistent; every node runs this before it starts.
+    /// What is valid but weaker than it looks. Threshold mode: with T < ⌊N/2⌋ + 2 two quorums
+    /// may share a single distributor, so one distributor whose store is rolled back (a restored
+    /// backup, a VM snapshot) lets an OTP be accepted twice.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(p) = self.threshold() {
+            let safe = p.n / 2 + 2;
+            if p.t < safe && p.t < p.n {
+                warnings.push(format!(
+                    "threshold {}/{}: two quorums may share only one distributor, so one \
+                     distributor restored from a backup or snapshot could accept a used OTP again; \
+                     t ≥ {safe} makes any two quorums share two",
+                    p.t, p.n
+                ));
+            }
+        }
+        warnings
+    }
+
     pub fn validate(&self) -> Result<(), MeshError> {
         let lists: [(&'static str, usize); 4] = [
             ("[[generators]]", self.generators.len()),
@@ -587,6 +606,19 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_threshold_whose_quorums_share_one_distributor_is_warned_of() {
+        let mut c = config(4);
+        c.settings.threshold = Some(Threshold(Params::new(3, 5).unwrap()));
+        assert_eq!(
+            c.warnings().len(),
+            1,
+            "3/5: quorums {{1,2,3}} and {{3,4,5}} share one"
+        );
+        c.settings.threshold = Some(Threshold(Params::new(4, 5).unwrap()));
+        assert!(c.warnings().is_empty(), "4/5: any two quorums share two");
     }
 
     #[test]

@@ -382,6 +382,27 @@ pub enum Request {
     /// Threshold mode, generator to the coordinator: a proposed dealing this generator missed
     /// (its shares are RSA-sealed, so the dealing is public).
     Dealing(DealingRequest),
+    /// Threshold mode, requester to a distributor: a password's blinded input (RFC 9497 VOPRF,
+    /// ristretto255-SHA512): the distributor sees one random group element and learns nothing.
+    Evaluate(EvaluateRequest),
+}
+
+/// A blinded element B = r·H(input) for a password, under the round key of `round` (the newest
+/// held if absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluateRequest {
+    pub round: Option<RoundId>,
+    #[serde(with = "serde_bytes")]
+    pub blinded: [u8; 32],
+}
+
+/// Distributor j's blind evaluation k_j·B with its RFC 9497 proof against K_j, and the round key
+/// (signed by the coordinator) that K_j comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluateGrant {
+    pub round: RoundId,
+    pub partial: crate::threshold::voprf::Partial,
+    pub key: ThresholdKey,
 }
 
 /// Which dealing a generator missed.
@@ -487,6 +508,7 @@ impl Request {
             Request::VerifyPartial(_) => "verify-partial",
             Request::Beacon(_) => "beacon",
             Request::Dealing(_) => "dealing",
+            Request::Evaluate(_) => "evaluate",
         }
     }
 
@@ -555,6 +577,7 @@ pub enum Response {
     Beacon(Vec<crate::threshold::beacon::Entry>),
     /// A dealing, as its dealer gossiped it.
     Dealing(Box<Deal>),
+    Evaluated(Box<EvaluateGrant>),
 }
 
 impl Response {
@@ -572,6 +595,7 @@ impl Response {
             Response::VerifyPartial(_) => "verify-partial",
             Response::Beacon(_) => "beacon",
             Response::Dealing(_) => "dealing",
+            Response::Evaluated(_) => "evaluated",
         }
     }
 
@@ -589,6 +613,7 @@ impl Response {
             ) => check_reason(s),
             Response::Partial(g) => check_points("public", &g.key.public),
             Response::VerifyPartial(g) => check_points("public", &g.key.public),
+            Response::Evaluated(g) => check_points("public", &g.key.public),
             Response::Beacon(entries) => {
                 if entries.len() > MAX_BEACON_PAGE {
                     return Err(field(

@@ -357,3 +357,99 @@ fn complaints_are_published_at_a_fixed_offset_from_the_proposal() {
         "complaints at {offsets:?} ms after the proposal"
     );
 }
+
+/// Finding 10: a password must stay the requester's even against every distributor's store and
+/// everything they were sent. The coalition here is all N (more than T): it rebuilds k from the
+/// stored key shares and tries each request it saw.
+#[test]
+fn all_distributors_together_cannot_rebuild_a_password() {
+    use otpmesh_protocol::role::Record;
+    use otpmesh_protocol::threshold::password::{self, Alphabet};
+    use otpmesh_protocol::threshold::poly::lagrange_at_zero;
+    use std::sync::{Arc, Mutex};
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let log = seen.clone();
+    sim.hook = Some(Box::new(move |_, msg| {
+        if let Msg::Request(_, _, _, request) = msg {
+            log.lock().unwrap().push(request.clone());
+        }
+        true
+    }));
+    sim.events.clear();
+    let role = threshold::Requester::password_once(
+        alice,
+        sim.mesh.clone(),
+        d.clone(),
+        Alphabet::default(),
+        20,
+    );
+    sim.add(alice, Box::new(role));
+    sim.settle();
+    let got = sim.find(|p, e| match e {
+        Event::PasswordReceived { password, .. } if *p == alice => Some(password.clone()),
+        _ => None,
+    });
+    assert_eq!(got.len(), 1, "{:?}", sim.events);
+    // k from every distributor's stored share of round 1.
+    let shares: Vec<(Index, Scalar)> = d
+        .iter()
+        .enumerate()
+        .filter_map(|(j, peer)| {
+            sim.records[peer].iter().find_map(|r| match r {
+                Record::Round { secret, .. } => Some((
+                    Index(j as u32 + 1),
+                    Scalar::from_canonical_bytes(*secret.as_bytes()).unwrap(),
+                )),
+                _ => None,
+            })
+        })
+        .collect();
+    let indices: Vec<Index> = shares.iter().map(|(i, _)| *i).collect();
+    let k: Scalar = shares
+        .iter()
+        .map(|(i, s)| s * lagrange_at_zero(&indices, *i))
+        .sum();
+    let mut rebuilt = Vec::new();
+    for request in seen.lock().unwrap().iter() {
+        match request {
+            Request::Partial(ask) => {
+                let input = threshold::input(ask.domain, &alice, RoundId(1), ask.counter);
+                let y = input.point() * k;
+                if let Ok(p) = password::derive(&y, &input, &Alphabet::default(), 20) {
+                    rebuilt.push(p.to_string());
+                }
+            }
+            Request::Evaluate(ask) => {
+                // k·B is all a coalition can make of a blinded element: the input and the blind
+                // never left the requester. Try B itself as the input and k·B as the element.
+                let b =
+                    otpmesh_protocol::threshold::voprf::decode_element("b", &ask.blinded).unwrap();
+                let guess =
+                    otpmesh_protocol::threshold::voprf::Blind::from_scalar(Scalar::ONE).unwrap();
+                if let Ok(out) = otpmesh_protocol::threshold::voprf::finalize_element(
+                    &ask.blinded,
+                    &guess,
+                    &(b * k),
+                ) {
+                    rebuilt.push(
+                        password::from_output(&out, &Alphabet::default(), 20)
+                            .unwrap()
+                            .to_string(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !rebuilt.is_empty(),
+        "the coalition saw the password requests"
+    );
+    assert!(
+        !rebuilt.contains(&got[0]),
+        "the distributors rebuilt the requester's password"
+    );
+}

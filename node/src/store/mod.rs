@@ -27,8 +27,16 @@ const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 /// Own OTP counters: (round, requester) → next counter. Never compacted (pruned with rounds), so a
 /// counter never goes back.
 const COUNTERS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("counters");
-/// OTP records: (issuer, requester, round, counter) → (expires at, used). No OTP value is stored.
-const OTPS: TableDefinition<OtpKey, (u64, bool)> = TableDefinition::new("otps");
+/// OTP records: (issuer, requester, round, counter) → (expires at, used, MAC under a subkey of
+/// the store key). No OTP value is stored. A row whose MAC does not match is refused and held as
+/// used (fail closed): flipping "used" back needs the store key.
+const OTPS: TableDefinition<OtpKey, (u64, bool, [u8; record::ROW_MAC_BYTES])> =
+    TableDefinition::new("otps_v2");
+/// An OTP row of the MAC-less table, read for migration: issuer, requester, round, counter,
+/// expiry, used.
+type OldOtpRow = (Vec<u8>, Vec<u8>, u64, u64, u64, bool);
+/// The table before rows carried a MAC: migrated (MACed) on open, then removed.
+const OTPS_V1: TableDefinition<OtpKey, (u64, bool)> = TableDefinition::new("otps");
 /// (issuer, requester, round, counter).
 type OtpKey = (&'static [u8], &'static [u8], u64, u64);
 /// Failed verifications: requester → CBOR (failure times, locked until).
@@ -100,6 +108,7 @@ impl Store {
             txn.open_table(ROUNDS)?;
             txn.open_table(COUNTERS)?;
             txn.open_table(OTPS)?;
+            store.migrate_otps(txn)?;
             txn.open_table(ATTEMPTS)?;
             txn.open_table(ENROLMENTS)?;
             txn.open_table(TOKENS)?;
@@ -108,6 +117,40 @@ impl Store {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// Rows of the MAC-less OTP table of earlier versions get their MAC; the old table goes.
+    fn migrate_otps(&self, txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+        let rows: Vec<OldOtpRow> = {
+            let old = match txn.open_table(OTPS_V1) {
+                Ok(table) => table,
+                Err(_) => return Ok(()),
+            };
+            let mut rows = Vec::new();
+            for entry in old.iter()? {
+                let (k, v) = entry?;
+                let (issuer, requester, round, counter) = k.value();
+                let (expires, used) = v.value();
+                rows.push((
+                    issuer.to_vec(),
+                    requester.to_vec(),
+                    round,
+                    counter,
+                    expires,
+                    used,
+                ));
+            }
+            rows
+        };
+        let mut table = txn.open_table(OTPS)?;
+        for (issuer, requester, round, counter, expires, used) in &rows {
+            let key = (issuer.as_slice(), requester.as_slice(), *round, *counter);
+            let mac = self.sealer.otp_row_mac(key, *expires, *used);
+            table.insert(key, (*expires, *used, mac))?;
+        }
+        drop(table);
+        txn.delete_table(OTPS_V1)?;
+        Ok(())
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -174,7 +217,9 @@ impl Store {
                         .map_or(0, |v| v.value());
                     counters.insert((otp.round.0, who.as_slice()), next.max(otp.counter + 1))?;
                     let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
-                    txn.open_table(OTPS)?.insert(key, (*expires_at_ms, false))?;
+                    let mac = self.sealer.otp_row_mac(key, *expires_at_ms, false);
+                    txn.open_table(OTPS)?
+                        .insert(key, (*expires_at_ms, false, mac))?;
                     Ok(())
                 }
             }
@@ -182,7 +227,9 @@ impl Store {
                 let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
                 {
                     let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
-                    txn.open_table(OTPS)?.insert(key, (*expires_at_ms, true))?;
+                    let mac = self.sealer.otp_row_mac(key, *expires_at_ms, true);
+                    txn.open_table(OTPS)?
+                        .insert(key, (*expires_at_ms, true, mac))?;
                     Ok(())
                 }
             }
@@ -233,7 +280,7 @@ impl Store {
                 now_ms,
             } => {
                 txn.open_table(OTPS)?
-                    .retain(|_, (expires, _)| expires >= *expired_before_ms)?;
+                    .retain(|_, (expires, _, _)| expires >= *expired_before_ms)?;
                 // An attempts record that no longer counts (old failures, lockout over) goes too;
                 // one that does not decode is kept for `distributor_state` to report.
                 txn.open_table(ATTEMPTS)?
@@ -260,7 +307,24 @@ impl Store {
         for entry in otps.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = entry.map_err(|e| self.db_err(e))?;
             let (issuer, requester, round, counter) = k.value();
-            let (expires_at, used) = v.value();
+            let (expires_at, used, mac) = v.value();
+            let used = match self.sealer.otp_row_ok(
+                (issuer, requester, round, counter),
+                expires_at,
+                used,
+                &mac,
+            ) {
+                true => used,
+                false => {
+                    tracing::warn!(
+                        table = "otps",
+                        round,
+                        reason = "the row's MAC does not match (changed outside otpmesh)",
+                        "stored OTP row refused: held as used"
+                    );
+                    true
+                }
+            };
             let (Some(issuer), Some(requester)) = (record::peer(issuer), record::peer(requester))
             else {
                 return Err(StoreError::CorruptRecord { table: "otps" });
@@ -638,6 +702,59 @@ mod tests {
         assert_eq!(store.rounds().unwrap().len() as u64, MAX_STORED_ROUNDS);
         assert_eq!(store.counters().unwrap().len() as u64, MAX_STORED_ROUNDS);
         assert_eq!(store.rounds().unwrap()[0].0.round, RoundId(6));
+    }
+
+    #[test]
+    fn a_used_row_flipped_back_or_forged_outside_otpmesh_is_held_as_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, who) = (PeerId::random(), PeerId::random());
+        let otp = |counter| OtpRef {
+            issuer: me,
+            requester: who,
+            round: RoundId(3),
+            counter,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .commit(&Record::Used {
+                    otp: otp(1),
+                    expires_at_ms: u64::MAX,
+                })
+                .unwrap();
+            store
+                .commit(&Record::Issued {
+                    otp: otp(2),
+                    expires_at_ms: u64::MAX,
+                })
+                .unwrap();
+            // Whoever can write node.redb: flips otp 1 back to unused (its MAC as it was), and
+            // forges otp 3 as issued-but-unused with a made-up MAC.
+            let (issuer, requester) = (me.to_bytes(), who.to_bytes());
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(OTPS).unwrap();
+                let key = |c| (issuer.as_slice(), requester.as_slice(), 3u64, c);
+                let (expires, _, mac) = table.get(key(1)).unwrap().unwrap().value();
+                table.insert(key(1), (expires, false, mac)).unwrap();
+                table.insert(key(3), (u64::MAX, false, [7u8; 16])).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut rows: Vec<(u64, bool)> = store
+            .distributor_state()
+            .unwrap()
+            .otps
+            .iter()
+            .map(|(o, _, used)| (o.counter, *used))
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![(1, true), (2, false), (3, true)],
+            "the flipped and the forged row are refused (held as used); the honest one stands"
+        );
     }
 
     #[test]

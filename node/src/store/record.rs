@@ -26,13 +26,61 @@ const ENROLMENT_PLAIN_BYTES: usize = 8 + 32;
 /// Seals and opens values under the store key.
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// Keys the MACs of rows kept in clear (the OTP table): a subkey of the store key.
+    row_key: Zeroizing<[u8; 32]>,
 }
+
+/// Bytes of an OTP row's MAC.
+pub const ROW_MAC_BYTES: usize = 16;
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
+            row_key: Zeroizing::new(blake3::derive_key("otpmesh/1 store otp row mac", key)),
         }
+    }
+
+    /// The MAC of an OTP row: its key (issuer, requester, round, counter) and its value (expiry,
+    /// used). Whoever can write the database file but not read `store.key` cannot flip "used"
+    /// back or forge a row.
+    pub fn otp_row_mac(
+        &self,
+        key: (&[u8], &[u8], u64, u64),
+        expires_at: u64,
+        used: bool,
+    ) -> [u8; ROW_MAC_BYTES] {
+        let mut h = blake3::Hasher::new_keyed(&self.row_key);
+        for part in [key.0, key.1] {
+            h.update(&(part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update(&key.2.to_be_bytes());
+        h.update(&key.3.to_be_bytes());
+        h.update(&expires_at.to_be_bytes());
+        h.update(&[u8::from(used)]);
+        let mut mac = [0u8; ROW_MAC_BYTES];
+        mac.copy_from_slice(&h.finalize().as_bytes()[..ROW_MAC_BYTES]);
+        mac
+    }
+
+    /// Whether `mac` is the row's (constant time).
+    pub fn otp_row_ok(
+        &self,
+        key: (&[u8], &[u8], u64, u64),
+        expires_at: u64,
+        used: bool,
+        mac: &[u8; ROW_MAC_BYTES],
+    ) -> bool {
+        let expected = blake3::Hash::from_bytes({
+            let mut full = [0u8; 32];
+            full[..ROW_MAC_BYTES].copy_from_slice(&self.otp_row_mac(key, expires_at, used));
+            full
+        });
+        let mut given = [0u8; 32];
+        given[..ROW_MAC_BYTES].copy_from_slice(mac);
+        // blake3::Hash compares in constant time.
+        expected == blake3::Hash::from_bytes(given)
     }
 
     /// nonce ‖ ciphertext, bound to `aad`.

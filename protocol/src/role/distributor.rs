@@ -1051,6 +1051,7 @@ impl Role for Distributor {
             Request::Otp(_)
                 | Request::Partial(_)
                 | Request::VerifyPartial(_)
+                | Request::Evaluate(_)
                 | Request::Verify(_)
                 | Request::Enrol(_)
                 | Request::TotpEnrol(_)
@@ -1088,7 +1089,10 @@ impl Role for Distributor {
                         .into(),
                 ),
             ),
-            Request::Handover(_) | Request::Partial(_) | Request::VerifyPartial(_) => refuse(
+            Request::Handover(_)
+            | Request::Partial(_)
+            | Request::VerifyPartial(_)
+            | Request::Evaluate(_) => refuse(
                 peer,
                 id,
                 &request,

@@ -117,6 +117,21 @@ pub fn derive(
     Ok(Zeroizing::new(from_stream(&seed, alphabet, length)))
 }
 
+/// The password from a threshold VOPRF output (RFC 9497, [`super::voprf`]): seed =
+/// SHA-256(tag ‖ output), then the same stream and rejection sampling.
+pub fn from_output(
+    output: &super::voprf::Output,
+    alphabet: &Alphabet,
+    length: usize,
+) -> Result<Zeroizing<String>, PasswordError> {
+    if !(1..=MAX_LENGTH).contains(&length) {
+        return Err(PasswordError::Length(length));
+    }
+    let seed: Zeroizing<[u8; 32]> =
+        Zeroizing::new(Sha256::digest(framed(tags::PASSWORD, &[output.as_slice()])).into());
+    Ok(Zeroizing::new(from_stream(&seed, alphabet, length)))
+}
+
 /// Characters drawn from the byte stream of `seed` by rejection sampling.
 fn from_stream(seed: &[u8; 32], alphabet: &Alphabet, length: usize) -> String {
     let m = alphabet.len();
