@@ -209,14 +209,15 @@ impl MeshConfig {
     }
 
     /// Checks the config is consistent; every node runs this before it starts.
-    /// What is valid but weaker than it looks. Threshold mode: with T < ⌊N/2⌋ + 2 two quorums
-    /// may share a single distributor, so one distributor whose store is rolled back (a restored
-    /// backup, a VM snapshot) lets an OTP be accepted twice.
+    /// What is valid but weaker than it looks. Threshold mode: two quorums share at least
+    /// 2T − N distributors; below 2 (T < ⌊N/2⌋ + 2 for odd N, T < N/2 + 1 for even N) they may
+    /// share a single one, so one distributor whose store is rolled back (a restored backup, a VM
+    /// snapshot) lets an OTP be accepted twice.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         if let Some(p) = self.threshold() {
-            let safe = p.n / 2 + 2;
-            if p.t < safe && p.t < p.n {
+            let safe = (p.n + 2).div_ceil(2);
+            if 2 * p.t < p.n + 2 && p.t < p.n {
                 warnings.push(format!(
                     "threshold {}/{}: two quorums may share only one distributor, so one \
                      distributor restored from a backup or snapshot could accept a used OTP again; \
@@ -619,6 +620,10 @@ mod tests {
         );
         c.settings.threshold = Some(Threshold(Params::new(4, 5).unwrap()));
         assert!(c.warnings().is_empty(), "4/5: any two quorums share two");
+        c.settings.threshold = Some(Threshold(Params::new(3, 4).unwrap()));
+        assert!(c.warnings().is_empty(), "3/4: any two quorums share two");
+        c.settings.threshold = Some(Threshold(Params::new(4, 7).unwrap()));
+        assert_eq!(c.warnings().len(), 1, "4/7: two quorums may share one");
     }
 
     #[test]

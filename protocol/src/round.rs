@@ -297,6 +297,15 @@ impl Transcript {
             .collect()
     }
 
+    /// Threshold mode: whether at least t generators' own dealings went into the round key (t of
+    /// the transcript's key: check it is the mesh's). Every shareholder checks it, not only the
+    /// coordinator: with at most t − 1 corrupt generators one honest dealing is then in k.
+    pub fn has_generator_quorum(&self) -> bool {
+        self.threshold
+            .as_ref()
+            .is_some_and(|k| self.generator_dealers().len() >= k.params.t as usize)
+    }
+
     /// Threshold mode: the generators whose own dealing went into the round key.
     pub fn generator_dealers(&self) -> Vec<crate::threshold::Index> {
         self.included

@@ -453,3 +453,81 @@ fn all_distributors_together_cannot_rebuild_a_password() {
         "the distributors rebuilt the requester's password"
     );
 }
+
+/// A corrupt coordinator seals (and signs) a round keyed by its own dealing and the contributors'
+/// only, leaving the other generators' dealings out. The honest shareholders must not take part:
+/// no honest generator holds a share of it, no distributor stores it, no OTP comes of it.
+#[test]
+fn a_coordinator_sealing_without_t_generator_dealings_is_refused_by_everyone_else() {
+    use otpmesh_protocol::digest::Digest32;
+    use otpmesh_protocol::threshold::dealing_generator;
+    use otpmesh_protocol::threshold::poly::Commitments;
+    let mut sim = Sim::new(3);
+    let coordinator = sim.mesh.generators[0].peer_id;
+    let identity = sim.identities[&coordinator].clone();
+    let params = sim.mesh.threshold().unwrap();
+    let mut deals: Vec<Deal> = Vec::new();
+    sim.hook = Some(Box::new(move |at, msg| {
+        match msg {
+            Msg::Gossip(_, Gossip::Deal(d)) => deals.push(d.clone()),
+            Msg::Gossip(_, Gossip::Sealed(t)) if *at == coordinator => {
+                // Q: the contributors and generator 1 alone.
+                t.included
+                    .retain(|i| dealing_generator(i.client).is_none_or(|j| j.0 == 1));
+                let sum = t
+                    .included
+                    .iter()
+                    .map(|i| {
+                        let d = deals.iter().find(|d| d.client == i.client).unwrap();
+                        Commitments::from_wire(&d.commitments).unwrap()
+                    })
+                    .reduce(|a, b| a.add(&b))
+                    .unwrap();
+                let mut key = ThresholdKey {
+                    params,
+                    public: sum.to_wire(),
+                    seal: None,
+                };
+                t.commitment = key.commitment(t.round, &t.prev_commitment, &t.included);
+                key.sign(t.round, t.commitment, &identity);
+                t.threshold = Some(key);
+                let _: Digest32 = t.commitment;
+            }
+            _ => {}
+        }
+        true
+    }));
+    sim.advance(20_000);
+    let held: Vec<PeerId> = sim.find(|p, e| matches!(e, Event::ShareHeld { .. }).then_some(*p));
+    assert!(
+        held.iter().all(|p| *p == coordinator),
+        "honest generators took shares of a round without t generator dealings: {held:?}"
+    );
+    let stored = sim.find(|p, e| matches!(e, Event::RoundStored { .. }).then_some(*p));
+    assert!(stored.len() < T as usize, "{stored:?}");
+}
+
+/// The right key, the right partials, signed by someone other than the coordinator: not
+/// believed. (Every distributor's answer is re-signed on the wire.)
+#[test]
+fn a_round_key_signed_by_anyone_but_the_coordinator_is_not_believed() {
+    let mut sim = Sim::new(3);
+    let t = sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let impostor = libp2p_identity::Keypair::generate_ed25519();
+    let (round, commitment) = (t.round, t.commitment);
+    sim.hook = Some(Box::new(move |_, msg| {
+        if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
+            g.key.sign(round, commitment, &impostor);
+        }
+        true
+    }));
+    let failed = sim.issue(alice, d.clone()).unwrap_err();
+    assert!(failed.starts_with("quorum unavailable"), "{failed}");
+    assert!(failed.contains("not the coordinator's"), "{failed}");
+    sim.hook = None;
+    assert!(
+        sim.issue(alice, d).is_ok(),
+        "the coordinator's own signature is believed"
+    );
+}

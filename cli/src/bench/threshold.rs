@@ -15,7 +15,7 @@ use otpmesh_protocol::threshold::beacon;
 use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
 use otpmesh_protocol::threshold::eval::{Input, KeyShare, PublicKey};
 use otpmesh_protocol::threshold::poly::Commitments;
-use otpmesh_protocol::threshold::{Index, Params};
+use otpmesh_protocol::threshold::{voprf, Index, Params};
 use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -227,6 +227,77 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
                 std::hint::black_box(otpmesh_protocol::threshold::eval::otp(&y, &x, digits));
             }),
         );
+        // Passwords: before issue 20 the requester combined t partials at an input the
+        // distributors saw (the OTP path, then derive); now a blinded VOPRF evaluation (RFC 9497):
+        // blind, check t proofs, combine, unblind, finalize, derive. Same t, same run.
+        let alphabet = otpmesh_protocol::threshold::password::Alphabet::default();
+        let pw_input = Input {
+            domain: "password".into(),
+            ..x.clone()
+        };
+        let pw_partials: Vec<_> = shares[..t as usize]
+            .iter()
+            .map(|s| s.evaluate(&pw_input, &mut rng))
+            .collect();
+        row(
+            "threshold",
+            format!("requester: password, unblinded (before; t = {t})"),
+            time(|| {
+                let (y, _) = public
+                    .combine(&pw_partials, &pw_input)
+                    .expect("valid partials");
+                let pw =
+                    otpmesh_protocol::threshold::password::derive(&y, &pw_input, &alphabet, 20);
+                std::hint::black_box(pw.ok());
+            }),
+        );
+        let share_keys: Vec<voprf::PublicKey> = params
+            .indices()
+            .map(|j| voprf::PublicKey::from_point(public.share_key(j)))
+            .collect();
+        let voprf_keys: Vec<voprf::SecretKey> = shares
+            .iter()
+            .map(|s| {
+                let k = Scalar::from_canonical_bytes(*s.to_bytes()).expect("canonical");
+                voprf::SecretKey::from_scalar(k).expect("non-zero share")
+            })
+            .collect();
+        let secret_input = [5u8; 32];
+        let (blind, blinded) = voprf::blind(&secret_input, &mut rng).expect("32-byte input");
+        let evaluations: Vec<voprf::Partial> = voprf_keys[..t as usize]
+            .iter()
+            .zip(params.indices())
+            .map(|(k, j)| voprf::partial_evaluate(j, k, &blinded, &mut rng))
+            .collect();
+        if t == ts[0] {
+            row(
+                "threshold",
+                "distributor: password, VOPRF evaluation + RFC 9497 proof".into(),
+                time(|| {
+                    let p = voprf::partial_evaluate(Index(1), &voprf_keys[0], &blinded, &mut rng);
+                    std::hint::black_box(p);
+                }),
+            );
+        }
+        row(
+            "threshold",
+            format!("requester: password, VOPRF blind+check+combine+finalize (t = {t})"),
+            time(|| {
+                let (b, e) = voprf::blind(&secret_input, &mut rng).expect("32-byte input");
+                std::hint::black_box((b, e));
+                let (out, _) = voprf::finalize_combined(
+                    &secret_input,
+                    &blind,
+                    &blinded,
+                    params,
+                    &share_keys,
+                    &evaluations,
+                )
+                .expect("valid partials");
+                let pw = otpmesh_protocol::threshold::password::from_output(&out, &alphabet, 20);
+                std::hint::black_box(pw.ok());
+            }),
+        );
         // The beacon: every node combines each round's value; a verifier checks it offline.
         let prev = Digest32([9; 32]);
         let bx = beacon::input(1, &prev);
@@ -282,6 +353,42 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             std::hint::black_box(dkg::key_share(Index(1), &at_one, &qualified));
         }),
     );
+    row(
+        "threshold",
+        format!("generator: check {c} shares by plain sum (before issue 20; unsound)"),
+        time(|| {
+            let sum: Scalar = at_one.iter().map(|r| r.share).sum();
+            let expected = at_one
+                .iter()
+                .map(|r| r.commitments.clone())
+                .reduce(|a, b| a.add(&b))
+                .map(|c| c.evaluate(Index(1)))
+                .unwrap_or_default();
+            assert!(curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT * sum == expected);
+        }),
+    );
+    // Every generator deals too: a generator checks c + n dealings.
+    let mut with_generators: Vec<Dealing> = (1..=c + n)
+        .map(|i| {
+            Dealing::new(
+                dkg::contribution_scalar(b"bench", 1, i),
+                setup_params,
+                &mut rng,
+            )
+        })
+        .collect();
+    let at_one_all = received(Index(1), &with_generators);
+    row(
+        "threshold",
+        format!("generator: weighted check of {c} + {n} generator dealings"),
+        time(|| {
+            assert!(
+                dkg::complaints(Index(1), setup_params, &at_one_all, &mut rand_core::OsRng)
+                    .is_empty()
+            );
+        }),
+    );
+    with_generators.clear();
     let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
     row(
         "threshold",

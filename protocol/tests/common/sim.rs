@@ -67,6 +67,8 @@ pub struct Sim {
     pub requesters: Vec<PeerId>,
     /// Every gossip message published: (time, author, kind).
     pub published: Vec<(u64, PeerId, &'static str)>,
+    /// The generators' identity keys (a test may play a corrupt coordinator).
+    pub identities: HashMap<PeerId, Keypair>,
 }
 
 impl Sim {
@@ -130,6 +132,10 @@ impl Sim {
             distributors: distributors.clone(),
             requesters,
             published: Vec::new(),
+            identities: identities
+                .iter()
+                .map(|k| (k.public().to_peer_id(), k.clone()))
+                .collect(),
         };
         for (i, g) in generators.iter().enumerate() {
             sim.keys.insert(*g, &keys()[i]);

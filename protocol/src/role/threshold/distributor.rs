@@ -179,6 +179,13 @@ impl Shares {
             ));
         }
         transcript.check(None).map_err(|e| e.to_string())?;
+        if !transcript.has_generator_quorum() {
+            return Err(format!(
+                "the round key holds {} generator dealing(s); it needs at least {}",
+                transcript.generator_dealers().len(),
+                self.params.t
+            ));
+        }
         let key = public
             .key()
             .ok_or_else(|| "the round's public key is not valid".to_string())?;

@@ -149,10 +149,23 @@ fn key_share(
     round: &Round,
     t: &Transcript,
     index: Index,
+    params: Params,
     coordinator: &PeerId,
 ) -> Result<Zeroizing<Scalar>, Missing> {
     t.check_seal(coordinator)
         .map_err(|e| Missing::Never(format!("the transcript's round key: {e}")))?;
+    if t.threshold.as_ref().map(|k| k.params) != Some(params) {
+        return Err(Missing::Never(
+            "the transcript's round key is not of this mesh's T/N".into(),
+        ));
+    }
+    if !t.has_generator_quorum() {
+        return Err(Missing::Never(format!(
+            "the round key holds {} generator dealing(s); it needs at least {}",
+            t.generator_dealers().len(),
+            params.t
+        )));
+    }
     let public = t
         .threshold
         .as_ref()
@@ -891,7 +904,7 @@ impl Generator {
         };
         let since = round.sealed.as_ref().map_or(now, |(_, at)| *at);
         let coordinator = self.mesh.coordinator().unwrap_or(self.me);
-        let outcome = key_share(round, t, self.index, &coordinator);
+        let outcome = key_share(round, t, self.index, self.params, &coordinator);
         let wait = match &outcome {
             Err(Missing::Wait(_)) => grace,
             Err(Missing::Opening(_)) => OPENING_GRACE_WINDOWS * grace,
