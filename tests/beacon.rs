@@ -191,6 +191,32 @@ fn a_node_that_never_met_the_first_reports_the_same_beacon_and_the_chain_verifie
     assert!(verify(&chain, &["--head", &head]).status.success());
     let out = verify(&chain, &["--head", &"ab".repeat(32)]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    // With the mesh config, every round key must carry the coordinator's signature; a config
+    // naming another coordinator (here: generator 2 first) refuses the same file.
+    let mesh_path = mesh_toml.to_str().unwrap();
+    let out = verify(&chain, &["--mesh", mesh_path]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = std::fs::read_to_string(&mesh_toml).unwrap();
+    let ids: Vec<&str> = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "generator")
+        .map(|n| n["peer_id"].as_str().unwrap())
+        .collect();
+    let swapped = config
+        .replace(ids[0], "GENERATOR-ONE")
+        .replace(ids[1], ids[0])
+        .replace("GENERATOR-ONE", ids[1]);
+    let other = dir.path().join("other-mesh.toml");
+    std::fs::write(&other, swapped).unwrap();
+    let out = verify(&chain, &["--mesh", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("not the coordinator's"),
+        "{}",
+        text(&out)
+    );
 
     let export: Value = serde_json::from_str(&std::fs::read_to_string(&chain).unwrap()).unwrap();
     let tampered = |name: &str, change: &dyn Fn(&mut Value)| {

@@ -259,3 +259,47 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
         "three stores together do make it: the check above could fail"
     );
 }
+
+#[test]
+fn threshold_commands_without_a_mesh_config_say_so_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("r1");
+    let peer = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let distributor = format!("/ip4/127.0.0.1/tcp/9/p2p/{peer}");
+    let data = data_dir.to_str().unwrap().to_string();
+    for cmd in [
+        vec!["request", "--threshold"],
+        vec!["password"],
+        vec![
+            "verify",
+            "--threshold",
+            "--round",
+            "1",
+            "--counter",
+            "1",
+            "--otp",
+            "12345678",
+        ],
+    ] {
+        let mut args: Vec<String> = cmd.iter().map(|a| a.to_string()).collect();
+        args.extend(["--distributor", &distributor, "--data-dir", &data].map(String::from));
+        let out = otpmesh(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+        assert!(stderr.contains("--mesh FILE"), "{cmd:?}: {stderr}");
+    }
+    // A mesh config that is not a threshold mesh is refused too.
+    let contributor = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+    let single = format!(
+        "[[generators]]\npeer_id = \"{peer}\"\n\n[[contributors]]\nclient_id = 1\npeer_id = \"{contributor}\"\n"
+    );
+    std::fs::write(dir.path().join("mesh.toml"), single).unwrap();
+    let mut args: Vec<String> = ["request", "--threshold"].map(String::from).to_vec();
+    args.extend(["--distributor", &distributor, "--data-dir", &data].map(String::from));
+    let out = otpmesh(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a threshold mesh"), "{stderr}");
+}

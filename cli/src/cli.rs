@@ -185,6 +185,11 @@ pub struct BeaconVerifyArgs {
     /// trust, as a drand chain hash does.
     #[arg(long)]
     pub head: Option<String>,
+    /// The mesh config: every entry's round key must then carry its coordinator's signature for
+    /// that round and transcript (the coordinator's PeerId holds its public key), and be of the
+    /// mesh's T/N. Ties the file to the mesh without trusting a node.
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }

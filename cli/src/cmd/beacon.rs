@@ -275,8 +275,38 @@ pub fn verify(args: BeaconVerifyArgs) -> Outcome {
             anyhow!("{}: no beacon values in it", args.file.display()),
         ));
     }
+    let coordinator = match &args.mesh {
+        Some(path) => {
+            let mesh = super::node::load_mesh(path).map_err(|e| failure(2, e))?;
+            let (Some(coordinator), Some(params)) = (mesh.coordinator(), mesh.threshold()) else {
+                return Err(failure(
+                    2,
+                    anyhow!(
+                        "{}: not a threshold mesh (no threshold = \"T/N\")",
+                        path.display()
+                    ),
+                ));
+            };
+            Some((coordinator, params))
+        }
+        None => None,
+    };
     let checked = beacon::verify_run(&entries)
         .map_err(|e| anyhow!("{e}"))
+        .and_then(|()| match coordinator {
+            None => Ok(()),
+            Some((coordinator, params)) => entries.iter().try_for_each(|e| {
+                let t = &e.transcript;
+                if t.threshold.as_ref().map(|k| k.params) != Some(params) {
+                    return Err(anyhow!(
+                        "round {}: its key is not of the mesh's T/N",
+                        t.round
+                    ));
+                }
+                t.check_seal(&coordinator)
+                    .map_err(|err| anyhow!("round {}: {err}", t.round))
+            }),
+        })
         .and_then(|()| {
             let newest = &entries[entries.len() - 1].transcript.commitment;
             match head {

@@ -758,6 +758,37 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_the_mac_less_otp_table_are_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, who) = (PeerId::random(), PeerId::random());
+        {
+            // A data dir of an earlier version: the `otps` table without MACs.
+            let store = Store::open(dir.path()).unwrap();
+            let (issuer, requester) = (me.to_bytes(), who.to_bytes());
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(OTPS_V1).unwrap();
+                let key = |c| (issuer.as_slice(), requester.as_slice(), 2u64, c);
+                old.insert(key(1), (u64::MAX, true)).unwrap();
+                old.insert(key(2), (u64::MAX, false)).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut rows: Vec<(u64, bool)> = store
+            .distributor_state()
+            .unwrap()
+            .otps
+            .iter()
+            .map(|(o, _, used)| (o.counter, *used))
+            .collect();
+        rows.sort();
+        assert_eq!(rows, vec![(1, true), (2, false)], "both kept as they were");
+        let txn = store.db.begin_read().unwrap();
+        assert!(txn.open_table(OTPS_V1).is_err(), "the old table is gone");
+    }
+
+    #[test]
     fn a_wrong_store_key_reads_as_corrupt_not_as_garbage() {
         let dir = tempfile::tempdir().unwrap();
         {

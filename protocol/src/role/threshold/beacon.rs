@@ -524,9 +524,19 @@ impl Keeper {
                 break;
             }
             last = round;
-            if Some(e.transcript.generator) != coordinator {
-                problem = Some(format!("round {round} was not sealed by the coordinator"));
-                break;
+            let sealed = coordinator
+                .filter(|c| *c == e.transcript.generator)
+                .map(|c| e.transcript.check_seal(&c));
+            match sealed {
+                Some(Ok(())) => {}
+                Some(Err(err)) => {
+                    problem = Some(format!("round {round}: {err}"));
+                    break;
+                }
+                None => {
+                    problem = Some(format!("round {round} was not sealed by the coordinator"));
+                    break;
+                }
             }
             // Hashing first, the link next, the proofs (the costly part) last.
             if let Err(err) = e.transcript.check(None) {
