@@ -291,7 +291,9 @@ fn threshold_commands_without_a_mesh_config_say_so_and_exit_2() {
         assert!(stderr.contains("--mesh FILE"), "{cmd:?}: {stderr}");
     }
     // A mesh config that is not a threshold mesh is refused too.
-    let contributor = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+    let contributor = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
     let single = format!(
         "[[generators]]\npeer_id = \"{peer}\"\n\n[[contributors]]\nclient_id = 1\npeer_id = \"{contributor}\"\n"
     );
