@@ -301,9 +301,15 @@ impl Transcript {
     /// the transcript's key: check it is the mesh's). Every shareholder checks it, not only the
     /// coordinator: with at most t − 1 corrupt generators one honest dealing is then in k.
     pub fn has_generator_quorum(&self) -> bool {
-        self.threshold
-            .as_ref()
-            .is_some_and(|k| self.generator_dealers().len() >= k.params.t as usize)
+        self.threshold.as_ref().is_some_and(|k| {
+            // Distinct (the list is in strictly increasing id order) and real shareholders only.
+            let real = self
+                .generator_dealers()
+                .iter()
+                .filter(|j| (1..=k.params.n).contains(&j.0))
+                .count();
+            real >= k.params.t as usize
+        })
     }
 
     /// Threshold mode: the generators whose own dealing went into the round key.

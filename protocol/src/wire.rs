@@ -100,6 +100,33 @@ pub struct Deal {
     pub client: ClientId,
     pub commitments: WireCommitments,
     pub shares: Vec<serde_bytes::ByteBuf>,
+    /// A generator's own dealing carries its identity key's signature over [`Deal::signed`], so a
+    /// copy fetched from the coordinator is still the generator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<serde_bytes::ByteBuf>,
+}
+
+impl Deal {
+    /// What a generator signs of its dealing: round, dealer, commitments and every ciphertext.
+    pub fn signed(&self) -> Vec<u8> {
+        let (round, client) = (self.round.0.to_be_bytes(), self.client.0.to_be_bytes());
+        let mut parts: Vec<&[u8]> = vec![&round, &client];
+        parts.extend(self.commitments.0.iter().map(|p| p.as_slice()));
+        parts.extend(self.shares.iter().map(|s| s.as_slice()));
+        crate::digest::tagged("otpmesh/1/threshold-deal", &parts)
+            .0
+            .to_vec()
+    }
+
+    /// Whether `author` signed this dealing.
+    pub fn signed_by(&self, author: &libp2p_identity::PeerId) -> bool {
+        let (Some(signature), Some(key)) = (&self.signature, crate::round::peer_public_key(author))
+        else {
+            return false;
+        };
+        signature.len() <= crate::round::MAX_SIGNATURE_BYTES
+            && key.verify(&self.signed(), signature)
+    }
 }
 
 /// Threshold mode: the coordinator's list of the dealings in a round (client, commitments digest).
@@ -257,6 +284,13 @@ impl Gossip {
                 format!(
                     "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
                     m.against.len()
+                ),
+            )),
+            Gossip::Complaints(m) if m.missing.len() > MAX_ROUND_CONTRIBUTORS => Err(field(
+                "missing",
+                format!(
+                    "{} entries, at most {MAX_ROUND_CONTRIBUTORS}",
+                    m.missing.len()
                 ),
             )),
             Gossip::Justification(m) => check_points("commitments", &m.commitments),

@@ -159,6 +159,7 @@ impl Role for Puppet {
             client: self.client,
             commitments: dealing.commitments.to_wire(),
             shares,
+            signature: None,
         };
         (Verdict::Accept, vec![Action::Publish(Gossip::Deal(deal))])
     }
@@ -530,4 +531,158 @@ fn a_round_key_signed_by_anyone_but_the_coordinator_is_not_believed() {
         sim.issue(alice, d).is_ok(),
         "the coordinator's own signature is believed"
     );
+}
+
+/// A corrupt coordinator proposes dealings of its own making under every dealer id, the honest
+/// generators' included, serves them when they are fetched, and seals (and signs) a key it knows,
+/// even where its own code would have failed the round. No t honest generators may take part.
+#[test]
+fn a_coordinator_cannot_substitute_dealings_of_its_own_making() {
+    use otpmesh_protocol::digest::Digest32;
+    use otpmesh_protocol::round::Inclusion;
+    use otpmesh_protocol::threshold::poly::Commitments;
+    use std::collections::HashMap;
+    let mut sim = Sim::new(3);
+    let coordinator = sim.mesh.generators[0].peer_id;
+    let identity = sim.identities[&coordinator].clone();
+    let params = sim.mesh.threshold().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(66);
+    // Forged dealings, by client id (the coordinator knows their secrets).
+    let mut forged: HashMap<ClientId, (Scalar, Deal)> = HashMap::new();
+    let forge = move |round: RoundId, client: ClientId, rng: &mut ChaCha20Rng| {
+        let secret = Scalar::random(rng);
+        let dealing = Dealing::new(secret, params, rng);
+        let shares = params
+            .indices()
+            .map(|j| {
+                let share = dealing.share(j).unwrap().to_bytes();
+                let sealed = keys()[j.0 as usize - 1]
+                    .public()
+                    .seal_share(round, client, j, &share, rng)
+                    .unwrap();
+                serde_bytes::ByteBuf::from(sealed)
+            })
+            .collect();
+        let deal = Deal {
+            round,
+            client,
+            commitments: dealing.commitments.to_wire(),
+            shares,
+            signature: None,
+        };
+        (secret, deal)
+    };
+    let mut asked: HashMap<(PeerId, u64), ClientId> = HashMap::new();
+    let mut proposed: Vec<ClientId> = Vec::new();
+    let mut sealed_forged = false;
+    sim.hook = Some(Box::new(move |at, msg| {
+        match msg {
+            Msg::Gossip(_, Gossip::Proposal(p)) if *at == coordinator => {
+                for inclusion in &mut p.dealings {
+                    let (_, deal) = forged
+                        .entry(inclusion.client)
+                        .or_insert_with(|| forge(p.round, inclusion.client, &mut rng));
+                    let c = Commitments::from_wire(&deal.commitments).unwrap();
+                    inclusion.ciphertext_hash = Digest32(c.digest());
+                }
+                proposed = p.dealings.iter().map(|i| i.client).collect();
+            }
+            Msg::Request(from, to, tag, Request::Dealing(ask)) if *to == coordinator => {
+                asked.insert((*from, tag.0), ask.client);
+            }
+            Msg::Response(from, to, tag, response) if *from == coordinator => {
+                if let Some(client) = asked.remove(&(*to, tag.0)) {
+                    if let Some((_, deal)) = forged.get(&client) {
+                        *response = Ok(Response::Dealing(Box::new(deal.clone())));
+                    }
+                }
+            }
+            Msg::Gossip(source, m @ (Gossip::Sealed(_) | Gossip::Failed(_)))
+                if *at == coordinator && !sealed_forged && !proposed.is_empty() =>
+            {
+                sealed_forged = true;
+                let round = match m {
+                    Gossip::Sealed(t) => t.round,
+                    Gossip::Failed(f) => f.round,
+                    _ => unreachable!(),
+                };
+                let included: Vec<Inclusion> = proposed
+                    .iter()
+                    .map(|client| {
+                        let c = Commitments::from_wire(&forged[client].1.commitments).unwrap();
+                        Inclusion {
+                            client: *client,
+                            ciphertext_hash: Digest32(c.digest()),
+                        }
+                    })
+                    .collect();
+                let sum = proposed
+                    .iter()
+                    .map(|client| Commitments::from_wire(&forged[client].1.commitments).unwrap())
+                    .reduce(|a, b| a.add(&b))
+                    .unwrap();
+                let mut key = ThresholdKey {
+                    params,
+                    public: sum.to_wire(),
+                    seal: None,
+                };
+                let prev = Digest32::ZERO;
+                let commitment = key.commitment(round, &prev, &included);
+                key.sign(round, commitment, &identity);
+                *m = Gossip::Sealed(otpmesh_protocol::round::Transcript {
+                    round,
+                    generator: *source,
+                    key_fingerprint: Digest32::ZERO,
+                    included,
+                    prev_commitment: prev,
+                    commitment,
+                    sealed_at_ms: 0,
+                    threshold: Some(key),
+                });
+            }
+            _ => {}
+        }
+        true
+    }));
+    sim.advance(20_000);
+    let honest_held: Vec<PeerId> = sim.find(|p, e| match e {
+        Event::ShareHeld { .. } if *p != coordinator => Some(*p),
+        _ => None,
+    });
+    assert!(
+        honest_held.len() < T as usize,
+        "{} honest generators took shares of the coordinator's own key",
+        honest_held.len()
+    );
+}
+
+/// One generator reports every dealing missing: it leaves itself out, not the dealings.
+#[test]
+fn one_generator_reporting_every_dealing_missing_does_not_stall_the_round() {
+    let mut sim = Sim::new(3);
+    let liar = sim.mesh.generators[1].peer_id;
+    let mut proposed: Vec<ClientId> = Vec::new();
+    sim.hook = Some(Box::new(move |at, msg| {
+        match msg {
+            Msg::Gossip(_, Gossip::Proposal(p)) => {
+                proposed = p.dealings.iter().map(|i| i.client).collect();
+            }
+            Msg::Gossip(_, Gossip::Complaints(c)) if *at == liar => {
+                c.missing = proposed.clone();
+            }
+            _ => {}
+        }
+        true
+    }));
+    sim.advance(15_000);
+    let failed = sim.find(|_, e| match e {
+        Event::RoundFailed { reason, .. } => Some(reason.clone()),
+        Event::DealingExcluded { reason, .. } => Some(reason.clone()),
+        Event::ShareUnavailable { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(failed.is_empty(), "{failed:?}");
+    let t = sim.seal_first_round();
+    assert_eq!(t.clients().len(), 3, "every contributor's dealing went in");
+    assert_eq!(t.generator_dealers().len(), N, "and every generator's");
 }

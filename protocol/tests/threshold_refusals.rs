@@ -69,6 +69,7 @@ fn only_generator_j_deals_under_its_dealer_id() {
         client: generator_dealer(Index(2)),
         commitments: otpmesh_protocol::threshold::poly::WireCommitments(vec![]),
         shares: vec![],
+        signature: None,
     };
     let gossip = Gossip::Deal(deal);
     let (g2, g3) = (

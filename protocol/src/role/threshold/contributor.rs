@@ -181,6 +181,7 @@ impl Contributor {
             client,
             commitments: dealing.commitments.to_wire(),
             shares,
+            signature: None,
         };
         self.dealt = Some((round, dealing));
         self.submitted.insert(round, digest);

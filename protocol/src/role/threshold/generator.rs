@@ -461,7 +461,9 @@ impl Generator {
                     .find(|i| i.client == deal.client)
                     .map(|i| i.ciphertext_hash)
             });
-            if held.digest == digest || proposed != Some(digest) {
+            // Never this generator's own dealing: it knows which one it dealt.
+            let own = deal.client == crate::threshold::generator_dealer(self.index);
+            if own || held.digest == digest || proposed != Some(digest) {
                 let reason = format!(
                     "second dealing for client {} in round {}",
                     deal.client, deal.round
@@ -571,6 +573,7 @@ impl Generator {
             .map(|p| p.client)
             .collect();
         let mut actions = Vec::new();
+        self.fetches.retain(|_, (r, _)| *r == proposal.round);
         for client in missed {
             let tag = self.tags.next();
             self.fetches.insert(tag, (proposal.round, client));
@@ -590,8 +593,14 @@ impl Generator {
     /// complaint window), once every proposed dealing it holds is decided: `against` the shares
     /// that did not open or do not match, `missing` the dealings it never got.
     fn complain(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let half_window = self.mesh.settings.complaint_ms / 2;
+        let (half_window, window) = (
+            self.mesh.settings.complaint_ms / 2,
+            self.mesh.settings.complaint_ms,
+        );
         let (index, params) = (self.index, self.params);
+        let current = self.round.as_ref().map(Round::id);
+        // A fetch still under way is waited for (within the window): it is not yet missing.
+        let fetching = self.fetches.values().any(|(r, _)| Some(*r) == current);
         let Some(round) = self.round.as_mut().filter(|r| r.complained.is_none()) else {
             return Vec::new();
         };
@@ -610,7 +619,7 @@ impl Generator {
                 }) if *digest == p.ciphertext_hash
             )
         });
-        if now < at + half_window || opening {
+        if now < at + half_window || opening || (fetching && now < at + window) {
             return Vec::new();
         }
         let (mut against, mut missing) = (BTreeSet::new(), BTreeSet::new());
@@ -683,6 +692,13 @@ impl Generator {
         let Some(expected) = proposed.iter().find(|p| p.client == j.client) else {
             return (Verdict::Accept, Vec::new());
         };
+        // A shareholder's index only: `answered` stays within proposal × n.
+        if self.params.check(j.index).is_err() {
+            return (
+                Verdict::Reject(format!("justification for shareholder {}", j.index.0)),
+                Vec::new(),
+            );
+        }
         let commitments = match Commitments::from_wire(&j.commitments) {
             Ok(c) if Digest32(c.digest()) == expected.ciphertext_hash => c,
             _ => {
@@ -757,6 +773,11 @@ impl Generator {
             );
             return self.fail(now, reason);
         }
+        // A generator that missed a dealing cannot take part with it. The dealing stays in Q while
+        // at least t of the generators that spoke hold it (a missing report makes the reporter
+        // unready, it does not shrink Q: one generator cannot keep dealings out); with fewer it is
+        // left out.
+        let t = self.params.t as usize;
         let missed: BTreeMap<ClientId, Vec<Index>> =
             round
                 .missing
@@ -768,7 +789,28 @@ impl Generator {
                     acc
                 });
         let mut excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
-        excluded.extend(missed.keys());
+        excluded.extend(
+            missed
+                .iter()
+                .filter(|(_, by)| spoken - by.len() < t)
+                .map(|(c, _)| *c),
+        );
+        let ready = round
+            .complaints
+            .keys()
+            .filter(|j| {
+                round.missing.get(j).is_none_or(|m| {
+                    m.iter()
+                        .all(|c| excluded.contains(c) || !proposed.iter().any(|p| p.client == *c))
+                })
+            })
+            .count();
+        if ready < t {
+            let reason = format!(
+                "only {ready} generator(s) hold every dealing of the round; the threshold needs {t}"
+            );
+            return self.fail(now, reason);
+        }
         let qualified: Vec<Inclusion> = proposed
             .iter()
             .filter(|p| !excluded.contains(&p.client))
@@ -784,7 +826,8 @@ impl Generator {
                     .collect();
                 let reason = match missed.get(client) {
                     Some(at) if by.is_empty() => format!(
-                        "generator(s) {} never received it",
+                        "only {} generator(s) received it; generator(s) {} never did",
+                        spoken - at.len(),
                         at.iter()
                             .map(|j| j.0.to_string())
                             .collect::<Vec<_>>()
@@ -881,6 +924,7 @@ impl Generator {
         let Some(round) = self.round.take() else {
             return Vec::new();
         };
+        self.fetches.clear();
         self.next_open_at = now + self.mesh.settings.round_interval_ms;
         let id = round.id();
         let mut actions = Vec::new();
@@ -985,8 +1029,9 @@ impl Generator {
         let mut out = Vec::new();
         for action in actions {
             match action {
-                Action::Publish(Gossip::Deal(deal)) => {
+                Action::Publish(Gossip::Deal(mut deal)) => {
                     let me = self.me;
+                    deal.signature = self.identity.sign(&deal.signed()).ok().map(Into::into);
                     out.push(Action::Publish(Gossip::Deal(deal.clone())));
                     out.extend(self.on_deal(now, me, &deal).1);
                 }
@@ -1037,8 +1082,20 @@ impl Generator {
         client: ClientId,
         response: Result<Response, String>,
     ) -> Vec<Action> {
+        // A generator's dealing only with its author's signature: a coordinator that could
+        // substitute generators' dealings would choose k. A contributor's is the coordinator's
+        // word (the proposal binds its commitments), which secrecy does not rest on.
+        let authentic = |deal: &Deal| match dealing_generator(deal.client) {
+            None => true,
+            Some(j) => self
+                .mesh
+                .generator_at(j)
+                .is_some_and(|author| deal.signed_by(&author)),
+        };
         match response {
-            Ok(Response::Dealing(deal)) if deal.round == round && deal.client == client => {
+            Ok(Response::Dealing(deal))
+                if deal.round == round && deal.client == client && authentic(&deal) =>
+            {
                 self.on_deal(now, peer, &deal).1
             }
             other => vec![Action::Emit(Event::RequestFailed {
