@@ -359,102 +359,6 @@ fn complaints_are_published_at_a_fixed_offset_from_the_proposal() {
     );
 }
 
-/// Finding 10: a password must stay the requester's even against every distributor's store and
-/// everything they were sent. The coalition here is all N (more than T): it rebuilds k from the
-/// stored key shares and tries each request it saw.
-#[test]
-fn all_distributors_together_cannot_rebuild_a_password() {
-    use otpmesh_protocol::role::Record;
-    use otpmesh_protocol::threshold::password::{self, Alphabet};
-    use otpmesh_protocol::threshold::poly::lagrange_at_zero;
-    use std::sync::{Arc, Mutex};
-    let mut sim = Sim::new(3);
-    sim.seal_first_round();
-    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
-    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
-    let log = seen.clone();
-    sim.hook = Some(Box::new(move |_, msg| {
-        if let Msg::Request(_, _, _, request) = msg {
-            log.lock().unwrap().push(request.clone());
-        }
-        true
-    }));
-    sim.events.clear();
-    let role = threshold::Requester::password_once(
-        alice,
-        sim.mesh.clone(),
-        d.clone(),
-        Alphabet::default(),
-        20,
-    );
-    sim.add(alice, Box::new(role));
-    sim.settle();
-    let got = sim.find(|p, e| match e {
-        Event::PasswordReceived { password, .. } if *p == alice => Some(password.clone()),
-        _ => None,
-    });
-    assert_eq!(got.len(), 1, "{:?}", sim.events);
-    // k from every distributor's stored share of round 1.
-    let shares: Vec<(Index, Scalar)> = d
-        .iter()
-        .enumerate()
-        .filter_map(|(j, peer)| {
-            sim.records[peer].iter().find_map(|r| match r {
-                Record::Round { secret, .. } => Some((
-                    Index(j as u32 + 1),
-                    Scalar::from_canonical_bytes(*secret.as_bytes()).unwrap(),
-                )),
-                _ => None,
-            })
-        })
-        .collect();
-    let indices: Vec<Index> = shares.iter().map(|(i, _)| *i).collect();
-    let k: Scalar = shares
-        .iter()
-        .map(|(i, s)| s * lagrange_at_zero(&indices, *i))
-        .sum();
-    let mut rebuilt = Vec::new();
-    for request in seen.lock().unwrap().iter() {
-        match request {
-            Request::Partial(ask) => {
-                let input = threshold::input(ask.domain, &alice, RoundId(1), ask.counter);
-                let y = input.point() * k;
-                if let Ok(p) = password::derive(&y, &input, &Alphabet::default(), 20) {
-                    rebuilt.push(p.to_string());
-                }
-            }
-            Request::Evaluate(ask) => {
-                // k·B is all a coalition can make of a blinded element: the input and the blind
-                // never left the requester. Try B itself as the input and k·B as the element.
-                let b =
-                    otpmesh_protocol::threshold::voprf::decode_element("b", &ask.blinded).unwrap();
-                let guess =
-                    otpmesh_protocol::threshold::voprf::Blind::from_scalar(Scalar::ONE).unwrap();
-                if let Ok(out) = otpmesh_protocol::threshold::voprf::finalize_element(
-                    &ask.blinded,
-                    &guess,
-                    &(b * k),
-                ) {
-                    rebuilt.push(
-                        password::from_output(&out, &Alphabet::default(), 20)
-                            .unwrap()
-                            .to_string(),
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-    assert!(
-        !rebuilt.is_empty(),
-        "the coalition saw the password requests"
-    );
-    assert!(
-        !rebuilt.contains(&got[0]),
-        "the distributors rebuilt the requester's password"
-    );
-}
-
 /// A corrupt coordinator seals (and signs) a round keyed by its own dealing and the contributors'
 /// only, leaving the other generators' dealings out. The honest shareholders must not take part:
 /// no honest generator holds a share of it, no distributor stores it, no OTP comes of it.
@@ -685,4 +589,42 @@ fn one_generator_reporting_every_dealing_missing_does_not_stall_the_round() {
     let t = sim.seal_first_round();
     assert_eq!(t.clients().len(), 3, "every contributor's dealing went in");
     assert_eq!(t.generator_dealers().len(), N, "and every generator's");
+}
+
+/// Review of the first fix: a blind evaluation under the OTP key is an oracle for k·P at any P.
+/// Bob asks every distributor to "evaluate" Alice's OTP input H(x): he must get nothing.
+#[test]
+fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_input() {
+    use otpmesh_protocol::wire::EvaluateRequest;
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, bob, d) = (
+        sim.requesters[0],
+        sim.requesters[1],
+        sim.distributors.clone(),
+    );
+    let (round, counter, _, _) = sim.issue(alice, d.clone()).unwrap();
+    let x = threshold::otp_input(&alice, round, counter).point();
+    let ask = Request::Evaluate(EvaluateRequest {
+        round: Some(round),
+        blinded: x.compress().to_bytes(),
+    });
+    for distributor in d {
+        let now = sim.now;
+        let role = sim.roles.get_mut(&distributor).unwrap();
+        let actions = role.request(now, bob, InboundId(77), ask.clone(), &mut sim.rng);
+        let answered = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Reply {
+                    response: Response::Evaluated(_),
+                    ..
+                }
+            )
+        });
+        assert!(
+            !answered,
+            "a distributor evaluated Alice's OTP input for Bob"
+        );
+    }
 }

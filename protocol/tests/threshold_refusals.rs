@@ -9,9 +9,7 @@ use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::role::{self, Action, Event, InboundId, Record, Verdict};
 use otpmesh_protocol::round::Transcript;
 use otpmesh_protocol::threshold::{generator_dealer, Index, GENERATOR_DEALER_BASE};
-use otpmesh_protocol::wire::{
-    Deal, DealingRequest, Domain, Gossip, Handover, PartialRequest, Refusal, Request, Response,
-};
+use otpmesh_protocol::wire::{Deal, DealingRequest, Gossip, Handover, Refusal, Request, Response};
 use sim::*;
 
 /// The refusal a role answered `request` from `peer` with.
@@ -146,22 +144,6 @@ fn a_distributor_refuses_a_handover_whose_key_the_coordinator_did_not_sign() {
         Request::Handover(Box::new(forged(&transcript))),
     );
     assert!(why.to_string().contains("not the coordinator's"), "{why}");
-}
-
-#[test]
-fn a_distributor_refuses_a_password_at_an_input_it_can_see() {
-    let mut sim = Sim::new(3);
-    sim.seal_first_round();
-    let (alice, d1) = (sim.requesters[0], sim.distributors[0]);
-    let ask = Request::Partial(PartialRequest {
-        domain: Domain::Password,
-        round: None,
-        counter: otpmesh_protocol::threshold::counter::fresh(sim.now, &mut sim.rng),
-        requester_key: [9; 32],
-        enrolled: false,
-    });
-    let why = refusal(&mut sim, d1, alice, ask);
-    assert!(why.to_string().contains("blinded"), "{why}");
 }
 
 #[test]

@@ -18,11 +18,10 @@ use crate::role::{refuse, Action, Event, InboundId, Millis, OtpRef, Record};
 use crate::round::{RoundId, Secret, Transcript};
 use crate::threshold::counter;
 use crate::threshold::eval::KeyShare;
-use crate::threshold::voprf;
 use crate::threshold::{Index, Params};
 use crate::wire::{
-    Domain, EvaluateGrant, EvaluateRequest, Handover, PartialGrant, PartialRequest, Refusal,
-    Request, Response, VerifyPartialGrant, VerifyPartialRequest, VerifyResult,
+    Domain, Handover, PartialGrant, PartialRequest, Refusal, Request, Response, VerifyPartialGrant,
+    VerifyPartialRequest, VerifyResult,
 };
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
@@ -217,7 +216,14 @@ impl Distributor {
             Request::Handover(h) => self.handover(peer, id, h),
             Request::Partial(p) => self.partial(now, peer, id, p, rng),
             Request::VerifyPartial(v) => self.verify_partial(now, peer, id, v, rng),
-            Request::Evaluate(e) => self.evaluate(id, e, rng),
+            // An evaluation at a point the caller chooses, under the key that also makes OTPs and
+            // beacon values, would hand out k·P for any P (another requester's OTP input, a beacon
+            // input): blinded passwords wait for a key of their own.
+            Request::Evaluate(_) => Err(Refusal::WrongRole(
+                "evaluate: blind evaluations need a password key apart from the OTP key, which \
+                 this version does not deal"
+                    .into(),
+            )),
             Request::Enrol(e) => return self.enrol(now, peer, id, &request, &e.requester_key, rng),
             other => Err(Refusal::WrongRole(format!(
                 "{} (this mesh runs in threshold mode)",
@@ -312,21 +318,17 @@ impl Distributor {
         }
         let expires_at_ms = check_counter(ask.counter, now, expiry)?;
         let slot = (peer, round, ask.counter);
-        if ask.domain == Domain::Password {
-            return Err(Refusal::Invalid(
-                "passwords are evaluated blinded (an evaluate request), never at an input the \
-                 distributor sees"
-                    .into(),
-            ));
-        }
-        if shares.spent.contains_key(&slot) {
+        let password = ask.domain == Domain::Password;
+        if !password && shares.spent.contains_key(&slot) {
             return Err(Refusal::Invalid(
                 "this counter was already answered for this requester and round; take a fresh one"
                     .into(),
             ));
         }
-        // Before salting, which may move an enrolment on (durably).
-        shares.room_for(&peer, now, expiry)?;
+        if !password {
+            // Before salting, which may move an enrolment on (durably).
+            shares.room_for(&peer, now, expiry)?;
+        }
         let salting = self.salting(now, peer, ask.enrolled, &ask.requester_key, rng)?;
         let me = self.me;
         let shares = self.shares();
@@ -360,6 +362,11 @@ impl Distributor {
             to: id,
             response: Response::Partial(Box::new(grant)),
         };
+        if password {
+            // A password is the requester's alone: nothing to expire, verify or remember.
+            actions.push(reply);
+            return Ok(actions);
+        }
         let spent = Spent {
             expires_at: expires_at_ms,
             used: false,
@@ -384,40 +391,6 @@ impl Distributor {
             reply,
         ]);
         Ok(actions)
-    }
-
-    /// A password's blinded element: k_j·B with its RFC 9497 proof. Nothing is recorded: the
-    /// element is uniformly random and the password is the requester's alone.
-    fn evaluate(
-        &mut self,
-        id: InboundId,
-        ask: &EvaluateRequest,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Result<Vec<Action>, Refusal> {
-        let blinded = voprf::BlindedElement::from_bytes(&ask.blinded)
-            .map_err(|e| Refusal::Invalid(format!("blinded element: {e}")))?;
-        let shares = self.shares();
-        let round = match ask.round {
-            Some(r) if shares.rounds.contains_key(&r) => r,
-            Some(r) => return Err(Refusal::UnknownRound(r)),
-            None => shares.latest_round().ok_or(Refusal::NoRound)?,
-        };
-        let held = &shares.rounds[&round];
-        let k = voprf::SecretKey::from_scalar(held.share.k)
-            .map_err(|_| Refusal::Unavailable("this round's key share is zero".into()))?;
-        let grant = EvaluateGrant {
-            round,
-            partial: voprf::partial_evaluate(held.share.index, &k, &blinded, rng),
-            key: held
-                .transcript
-                .threshold
-                .clone()
-                .expect("held rounds are threshold rounds"),
-        };
-        Ok(vec![Action::Reply {
-            to: id,
-            response: Response::Evaluated(Box::new(grant)),
-        }])
     }
 
     fn verify_partial(
