@@ -179,3 +179,36 @@ fn a_partial_answered_under_another_distributors_index_is_refused_and_named() {
     got.iter_mut().for_each(|from| from.sort());
     assert_eq!(got, vec![vec![3, 4, 5]], "combined without the two refused");
 }
+
+#[test]
+fn generators_take_no_share_of_a_transcript_signed_by_anyone_but_the_coordinator() {
+    let mut sim = Sim::new(3);
+    let coordinator = sim.mesh.generators[0].peer_id;
+    let impostor = libp2p_identity::Keypair::generate_ed25519();
+    sim.hook = Some(Box::new(move |at, msg| {
+        if let Msg::Gossip(_, Gossip::Sealed(t)) = msg {
+            if *at == coordinator {
+                let (round, commitment) = (t.round, t.commitment);
+                t.threshold
+                    .as_mut()
+                    .unwrap()
+                    .sign(round, commitment, &impostor);
+            }
+        }
+        true
+    }));
+    sim.advance(20_000);
+    let held: Vec<_> = sim.find(|p, e| match e {
+        Event::ShareHeld { .. } if *p != coordinator => Some(*p),
+        _ => None,
+    });
+    assert!(held.is_empty(), "{held:?}");
+    let refused = sim.find(|_, e| match e {
+        Event::ShareUnavailable { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        refused.iter().any(|r| r.contains("not the coordinator's")),
+        "{refused:?}"
+    );
+}
