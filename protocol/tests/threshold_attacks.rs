@@ -628,3 +628,38 @@ fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_inp
         );
     }
 }
+
+/// Review of the first fix: whoever can write one distributor's store deletes its record of a
+/// spent OTP (no MAC can show a row that is gone). In a 3/5 mesh that distributor and the two that
+/// were not in the first quorum must not accept the OTP again.
+#[test]
+fn a_distributor_whose_use_record_was_deleted_does_not_release_the_otp_again() {
+    use otpmesh_protocol::role::distributor::Restored;
+    use otpmesh_protocol::role::{Distributor, Record};
+    use otpmesh_protocol::wire::VerifyResult;
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
+    sim.down.extend([d[3], d[4]]);
+    let first = sim.verify(alice, vec![d[0], d[1], d[2]], round, counter, &otp);
+    assert_eq!(first, Ok(VerifyResult::Accepted));
+    // d3 restarts from a store whose OTP rows were deleted.
+    let rounds = sim.records[&d[2]]
+        .iter()
+        .filter_map(|r| match r {
+            Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
+            _ => None,
+        })
+        .collect();
+    let restored = Restored {
+        rounds,
+        ..Default::default()
+    };
+    let mesh = sim.mesh.clone();
+    sim.add(d[2], Box::new(Distributor::new(d[2], mesh, restored)));
+    sim.down.clear();
+    sim.down.extend([d[0], d[1]]);
+    let again = sim.verify(alice, vec![d[2], d[3], d[4]], round, counter, &otp);
+    assert_ne!(again, Ok(VerifyResult::Accepted), "accepted twice");
+}

@@ -6,6 +6,7 @@
 //! Partial(x) from a listed requester ─► counter current, not answered before
 //!     ─► Persist(Issued x) ─► y_j masked under the requester's salt key + DLEQ proof ─► Partial
 //! VerifyPartial(x) from its requester ─► used? ─► Verified(used) · expired? ─► Verified(expired)
+//!     ─► issued here? (else refused: a lost record fails closed)
 //!     ─► Persist(Used x) ─► y_j + proof, in clear (the OTP it reveals is already spent)
 //! Enrol ─► as in single mode (the enrolment key salts partials)
 //! ```
@@ -425,6 +426,15 @@ impl Distributor {
             }
             Err(refusal) => return Err(refusal),
         };
+        // Only an OTP this distributor issued: a record that is gone (deleted from the store, a
+        // data dir restored from before the issue) fails closed instead of counting as fresh.
+        if !shares.spent.contains_key(&slot) {
+            return Err(Refusal::Invalid(
+                "this distributor holds no record of issuing that OTP; verify through the \
+                 distributors that issued it"
+                    .into(),
+            ));
+        }
         // Marked used, durably, before the partial leaves: whatever it reveals is spent.
         let spent = Spent {
             expires_at: expires_at_ms,
