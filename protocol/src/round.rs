@@ -173,6 +173,13 @@ pub enum SealError {
     OtherRound { signed: RoundId, claimed: RoundId },
     #[error("the round key is signed for another transcript commitment")]
     OtherCommitment,
+    #[error("the round key is {t}/{n}; this mesh is {mesh_t}/{mesh_n}", t = .got.t, n = .got.n, mesh_t = .mesh.t, mesh_n = .mesh.n)]
+    OtherParams {
+        got: crate::threshold::Params,
+        mesh: crate::threshold::Params,
+    },
+    #[error("the round key holds {have} generator dealing(s); it needs at least {need}")]
+    FewGenerators { have: usize, need: u32 },
 }
 
 /// The public key a PeerId carries (Ed25519 PeerIds are an identity multihash of the protobuf
@@ -295,6 +302,28 @@ impl Transcript {
             .map(|i| i.client)
             .filter(|c| crate::threshold::dealing_generator(*c).is_none())
             .collect()
+    }
+
+    /// Threshold mode: what every shareholder checks before it takes part in a sealed round: the
+    /// coordinator signed its key for this round and transcript, the key is of the mesh's T/N, and
+    /// at least t generators' own dealings went into it.
+    pub fn check_round_key(
+        &self,
+        coordinator: &PeerId,
+        params: crate::threshold::Params,
+    ) -> Result<(), SealError> {
+        self.check_seal(coordinator)?;
+        let got = self.threshold.as_ref().ok_or(SealError::Unsigned)?.params;
+        if got != params {
+            return Err(SealError::OtherParams { got, mesh: params });
+        }
+        if !self.has_generator_quorum() {
+            return Err(SealError::FewGenerators {
+                have: self.generator_dealers().len(),
+                need: params.t,
+            });
+        }
+        Ok(())
     }
 
     /// Threshold mode: whether at least t generators' own dealings went into the round key (t of

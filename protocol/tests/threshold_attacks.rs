@@ -141,27 +141,38 @@ impl Role for Puppet {
         let Gossip::Open(open) = message else {
             return (Verdict::Accept, Vec::new());
         };
-        let dealing = Dealing::new(self.secret, self.params, rng);
-        let shares = self
-            .params
-            .indices()
-            .map(|j| {
-                let share = dealing.share(j).unwrap().to_bytes();
-                let sealed = keys()[j.0 as usize - 1]
-                    .public()
-                    .seal_share(open.round, self.client, j, &share, rng)
-                    .unwrap();
-                serde_bytes::ByteBuf::from(sealed)
-            })
-            .collect();
-        let deal = Deal {
-            round: open.round,
-            client: self.client,
-            commitments: dealing.commitments.to_wire(),
-            shares,
-            signature: None,
-        };
+        let deal = sealed_deal(open.round, self.client, self.secret, self.params, rng);
         (Verdict::Accept, vec![Action::Publish(Gossip::Deal(deal))])
+    }
+}
+
+/// A dealing of `secret` by `client`, each share sealed to its generator's RSA key, as an honest
+/// contributor would gossip it.
+fn sealed_deal(
+    round: RoundId,
+    client: ClientId,
+    secret: Scalar,
+    params: Params,
+    rng: &mut dyn CryptoRngCore,
+) -> Deal {
+    let dealing = Dealing::new(secret, params, rng);
+    let shares = params
+        .indices()
+        .map(|j| {
+            let share = dealing.share(j).unwrap().to_bytes();
+            let sealed = keys()[j.0 as usize - 1]
+                .public()
+                .seal_share(round, client, j, &share, rng)
+                .unwrap();
+            serde_bytes::ByteBuf::from(sealed)
+        })
+        .collect();
+    Deal {
+        round,
+        client,
+        commitments: dealing.commitments.to_wire(),
+        shares,
+        signature: None,
     }
 }
 
@@ -455,26 +466,7 @@ fn a_coordinator_cannot_substitute_dealings_of_its_own_making() {
     let mut forged: HashMap<ClientId, (Scalar, Deal)> = HashMap::new();
     let forge = move |round: RoundId, client: ClientId, rng: &mut ChaCha20Rng| {
         let secret = Scalar::random(rng);
-        let dealing = Dealing::new(secret, params, rng);
-        let shares = params
-            .indices()
-            .map(|j| {
-                let share = dealing.share(j).unwrap().to_bytes();
-                let sealed = keys()[j.0 as usize - 1]
-                    .public()
-                    .seal_share(round, client, j, &share, rng)
-                    .unwrap();
-                serde_bytes::ByteBuf::from(sealed)
-            })
-            .collect();
-        let deal = Deal {
-            round,
-            client,
-            commitments: dealing.commitments.to_wire(),
-            shares,
-            signature: None,
-        };
-        (secret, deal)
+        (secret, sealed_deal(round, client, secret, params, rng))
     };
     let mut asked: HashMap<(PeerId, u64), ClientId> = HashMap::new();
     let mut proposed: Vec<ClientId> = Vec::new();

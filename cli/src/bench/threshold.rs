@@ -349,7 +349,8 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             std::hint::black_box(Dealing::new(Scalar::from(7u64), setup_params, &mut rng));
         }),
     );
-    let dealings: Vec<Dealing> = (1..=c)
+    // The contributors' dealings, then (since issue 20) the n generators' own.
+    let all: Vec<Dealing> = (1..=c + n)
         .map(|i| {
             Dealing::new(
                 dkg::contribution_scalar(b"bench", 1, i),
@@ -358,7 +359,8 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             )
         })
         .collect();
-    let at_one = received(Index(1), &dealings);
+    let dealings = &all[..c as usize];
+    let at_one = received(Index(1), dealings);
     let qualified: Vec<u32> = (1..=c).collect();
     row(
         "threshold",
@@ -385,16 +387,7 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
         }),
     );
     // Every generator deals too: a generator checks c + n dealings.
-    let mut with_generators: Vec<Dealing> = (1..=c + n)
-        .map(|i| {
-            Dealing::new(
-                dkg::contribution_scalar(b"bench", 1, i),
-                setup_params,
-                &mut rng,
-            )
-        })
-        .collect();
-    let at_one_all = received(Index(1), &with_generators);
+    let at_one_all = received(Index(1), &all);
     row(
         "threshold",
         format!("generator: weighted check of {c} + {n} dealings"),
@@ -405,7 +398,6 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             );
         }),
     );
-    with_generators.clear();
     let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
     row(
         "threshold",

@@ -704,6 +704,19 @@ mod tests {
         assert_eq!(store.rounds().unwrap()[0].0.round, RoundId(6));
     }
 
+    /// (counter, used) of every OTP row a distributor restarts from, sorted.
+    fn otp_rows(store: &Store) -> Vec<(u64, bool)> {
+        let mut rows: Vec<(u64, bool)> = store
+            .distributor_state()
+            .unwrap()
+            .otps
+            .iter()
+            .map(|(o, _, used)| (o.counter, *used))
+            .collect();
+        rows.sort();
+        rows
+    }
+
     #[test]
     fn a_used_row_flipped_back_or_forged_outside_otpmesh_is_held_as_used() {
         let dir = tempfile::tempdir().unwrap();
@@ -742,14 +755,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let mut rows: Vec<(u64, bool)> = store
-            .distributor_state()
-            .unwrap()
-            .otps
-            .iter()
-            .map(|(o, _, used)| (o.counter, *used))
-            .collect();
-        rows.sort();
+        let rows = otp_rows(&store);
         assert_eq!(
             rows,
             vec![(1, true), (2, false), (3, true)],
@@ -775,14 +781,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let mut rows: Vec<(u64, bool)> = store
-            .distributor_state()
-            .unwrap()
-            .otps
-            .iter()
-            .map(|(o, _, used)| (o.counter, *used))
-            .collect();
-        rows.sort();
+        let rows = otp_rows(&store);
         assert_eq!(rows, vec![(1, true), (2, false)], "both kept as they were");
         let txn = store.db.begin_read().unwrap();
         assert!(txn.open_table(OTPS_V1).is_err(), "the old table is gone");

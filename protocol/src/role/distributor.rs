@@ -130,11 +130,16 @@ impl Distributor {
             last_compact: 0,
             shares: None,
         };
-        if let (Some(params), Some(index)) = (d.mesh.threshold(), d.mesh.distributor_index(&me)) {
+        if let (Some(params), Some(index), Some(coordinator)) = (
+            d.mesh.threshold(),
+            d.mesh.distributor_index(&me),
+            d.mesh.coordinator(),
+        ) {
             let shares = super::threshold::distributor::Shares::restore(
                 me,
                 index,
                 params,
+                coordinator,
                 &restored.rounds,
                 &restored.otps,
             );

@@ -48,6 +48,8 @@ struct Spent {
 pub struct Shares {
     index: Index,
     params: Params,
+    /// Whose signature a round key needs.
+    coordinator: PeerId,
     rounds: BTreeMap<RoundId, Held>,
     spent: HashMap<(PeerId, RoundId, u64), Spent>,
     /// Entries of `spent` per requester.
@@ -72,12 +74,14 @@ impl Shares {
         me: PeerId,
         index: Index,
         params: Params,
+        coordinator: PeerId,
         rounds: &[(Transcript, Secret)],
         otps: &[(OtpRef, Millis, bool)],
     ) -> Shares {
         let mut shares = Shares {
             index,
             params,
+            coordinator,
             rounds: BTreeMap::new(),
             spent: HashMap::new(),
             per_requester: HashMap::new(),
@@ -172,20 +176,10 @@ impl Shares {
         let Some(public) = &transcript.threshold else {
             return Err("not a threshold round".into());
         };
-        if public.params != self.params {
-            return Err(format!(
-                "the round is {}/{}; this mesh is {}/{}",
-                public.params.t, public.params.n, self.params.t, self.params.n
-            ));
-        }
         transcript.check(None).map_err(|e| e.to_string())?;
-        if !transcript.has_generator_quorum() {
-            return Err(format!(
-                "the round key holds {} generator dealing(s); it needs at least {}",
-                transcript.generator_dealers().len(),
-                self.params.t
-            ));
-        }
+        transcript
+            .check_round_key(&self.coordinator, self.params)
+            .map_err(|e| format!("the transcript's round key: {e}"))?;
         let key = public
             .key()
             .ok_or_else(|| "the round's public key is not valid".to_string())?;
@@ -255,13 +249,11 @@ impl Distributor {
             )));
         }
         let t = &h.transcript;
-        let Some(coordinator) = mesh.coordinator().filter(|c| *c == t.generator) else {
+        if mesh.coordinator() != Some(t.generator) {
             return Err(Refusal::Invalid(
                 "the transcript was not sealed by the coordinator".into(),
             ));
-        };
-        t.check_seal(&coordinator)
-            .map_err(|e| Refusal::Invalid(format!("the transcript's round key: {e}")))?;
+        }
         let held = self.shares().check(t, &h.share).map_err(Refusal::Invalid)?;
         let ack = Action::Reply {
             to: id,

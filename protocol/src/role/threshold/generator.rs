@@ -152,20 +152,8 @@ fn key_share(
     params: Params,
     coordinator: &PeerId,
 ) -> Result<Zeroizing<Scalar>, Missing> {
-    t.check_seal(coordinator)
+    t.check_round_key(coordinator, params)
         .map_err(|e| Missing::Never(format!("the transcript's round key: {e}")))?;
-    if t.threshold.as_ref().map(|k| k.params) != Some(params) {
-        return Err(Missing::Never(
-            "the transcript's round key is not of this mesh's T/N".into(),
-        ));
-    }
-    if !t.has_generator_quorum() {
-        return Err(Missing::Never(format!(
-            "the round key holds {} generator dealing(s); it needs at least {}",
-            t.generator_dealers().len(),
-            params.t
-        )));
-    }
     let public = t
         .threshold
         .as_ref()
