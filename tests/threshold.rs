@@ -110,7 +110,7 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
     assert_eq!(verify(&otp), (Some(0), "accepted".to_string()));
     assert_eq!(verify(&otp), (Some(1), "used".to_string()), "single use");
 
-    // Passwords: the same evaluation at ("password", requester, round, counter).
+    // Passwords: a blinded evaluation (RFC 9497 VOPRF) under the round's password key.
     let password = |requester: &str, extra: &[&str]| -> Value {
         let dir = Mesh::node(&json, requester)["data_dir"]
             .as_str()
@@ -175,7 +175,10 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
     let digits = Digits::default();
     let mut partials = Vec::new();
     let mut public = None;
-    for j in 1..=3u32 {
+    // The verification went to all five and ended at the first three valid partials: at least
+    // three marked the OTP used (a slower one may have had the request cut by the exit).
+    let mut marked_used = 0;
+    for j in 1..=5u32 {
         let data_dir = keep.path().join(format!("distributor-{j}"));
         let state = Store::open(&data_dir).unwrap().distributor_state().unwrap();
         let (transcript, share) = state
@@ -183,14 +186,17 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
             .iter()
             .find(|(t, _)| t.round.0 == round)
             .expect("the round's key share is stored");
-        assert!(
-            state
-                .otps
-                .iter()
-                .any(|(o, _, used)| o.counter == counter && *used),
-            "distributor {j} stored the OTP as used"
-        );
-        let share = KeyShare::from_bytes(Index(j), *share.as_bytes()).unwrap();
+        if state
+            .otps
+            .iter()
+            .any(|(o, _, used)| o.counter == counter && *used)
+        {
+            marked_used += 1;
+        }
+        if j > 3 {
+            continue;
+        }
+        let share = KeyShare::from_bytes(Index(j), share.as_bytes()).unwrap();
         let key = transcript.threshold.as_ref().unwrap().key().unwrap();
         let partial = share.evaluate(&input, &mut rand::rngs::OsRng);
         if j == 1 {
@@ -207,6 +213,10 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
         partials.push(partial);
         public = Some(key);
     }
+    assert!(
+        marked_used >= 3,
+        "{marked_used} distributors stored the OTP as used"
+    );
     // Whoever can write distributor 4's node.redb (but not read its store.key) flips the spent
     // OTP back to unused: the row's MAC no longer matches, so it is refused and held as used.
     let dir4 = keep.path().join("distributor-4");

@@ -99,7 +99,7 @@ fn by_stream(request: &Request) -> bool {
 /// What a decryption job came to: a phrase (single mode) or a key share (threshold mode).
 pub(crate) enum Opened {
     Phrase(Option<Phrase>),
-    Share(Option<zeroize::Zeroizing<[u8; 32]>>),
+    Share(Option<zeroize::Zeroizing<[u8; otpmesh_protocol::threshold::poly::SHARE_PAIR_BYTES]>>),
 }
 
 pub struct EventLoop {
@@ -413,8 +413,10 @@ impl EventLoop {
     fn persist_files(&self, records: &[Record]) -> Result<(), String> {
         records.iter().try_for_each(|record| match record {
             Record::Enrolment { peer, epoch, key } => {
-                keys::store_enrolment(&self.data_dir, peer, *epoch, key.as_bytes())
-                    .map_err(|e| e.to_string())
+                let key = key
+                    .as_array()
+                    .ok_or_else(|| "an enrolment key is 32 bytes".to_string())?;
+                keys::store_enrolment(&self.data_dir, peer, *epoch, key).map_err(|e| e.to_string())
             }
             _ => Err("this node has no store".to_string()),
         })

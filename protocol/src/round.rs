@@ -38,9 +38,13 @@ impl fmt::Debug for RoundId {
     }
 }
 
-/// A round secret. Zeroized on drop, never printed.
+/// A round secret (32 bytes), or in threshold mode a shareholder's key share pair k_j ‖ k'_j
+/// ([`crate::threshold::poly::SHARE_PAIR_BYTES`]). Zeroized on drop, never printed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<[u8; 32]>);
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+/// The lengths a [`Secret`] may have.
+pub const SECRET_LENGTHS: [usize; 2] = [32, crate::threshold::poly::SHARE_PAIR_BYTES];
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,11 +54,22 @@ impl fmt::Debug for Secret {
 
 impl Secret {
     pub fn from_bytes(bytes: [u8; 32]) -> Secret {
-        Secret(Zeroizing::new(bytes))
+        let bytes = Zeroizing::new(bytes);
+        Secret(Zeroizing::new(bytes.to_vec()))
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    /// A threshold key share pair.
+    pub fn from_share_pair(bytes: &[u8; crate::threshold::poly::SHARE_PAIR_BYTES]) -> Secret {
+        Secret(Zeroizing::new(bytes.to_vec()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The 32 bytes of a round secret or key (None for a key share pair).
+    pub fn as_array(&self) -> Option<&[u8; 32]> {
+        self.0.as_slice().try_into().ok()
     }
 
     /// The public commitment to this secret for `round`.
@@ -75,11 +90,13 @@ impl Serialize for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes = Zeroizing::new(serde_bytes::ByteBuf::deserialize(d)?.into_vec());
-        let array: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"32 bytes"))?;
-        Ok(Secret::from_bytes(array))
+        match SECRET_LENGTHS.contains(&bytes.len()) {
+            true => Ok(Secret(bytes)),
+            false => Err(serde::de::Error::invalid_length(
+                bytes.len(),
+                &"32 bytes (a round secret) or 64 (a key share pair)",
+            )),
+        }
     }
 }
 
@@ -138,8 +155,9 @@ pub struct Transcript {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThresholdKey {
     pub params: crate::threshold::Params,
-    /// Σ of the qualified dealings' Feldman commitments (T points): K = G·k is the first, and
-    /// K_j = G·k_j follows for every distributor j.
+    /// Σ of the qualified dealings' Feldman commitments ([`crate::threshold::poly::Pair`]: T points
+    /// for the OTP key, then T for the password key): K = G·k and K' = G·k' are the first of each
+    /// half, and K_j, K'_j follow for every distributor j.
     pub public: crate::threshold::poly::WireCommitments,
     /// The coordinator's signature over (round, transcript commitment, this key): a requester
     /// believes a round key only with it, checked against the coordinator's PeerId in the mesh
@@ -260,7 +278,7 @@ impl ThresholdKey {
     pub fn key(&self) -> Option<crate::threshold::eval::PublicKey> {
         // Bounds first: N sizes the K_j computed below.
         crate::threshold::Params::new(self.params.t, self.params.n).ok()?;
-        let commitments = crate::threshold::poly::Commitments::from_wire(&self.public).ok()?;
+        let commitments = crate::threshold::poly::Pair::from_wire(&self.public).ok()?;
         commitments.check_degree(self.params).ok()?;
         Some(crate::threshold::eval::PublicKey::new(
             self.params,
@@ -363,7 +381,7 @@ impl Transcript {
         }
         if let Some(key) = &self.threshold {
             // The secret, if any, is a key share: the distributor checks it against K_j.
-            let well_formed = key.public.0.len() == key.params.t as usize
+            let well_formed = key.public.0.len() == 2 * key.params.t as usize
                 && crate::threshold::Params::new(key.params.t, key.params.n).is_ok();
             if !well_formed
                 || key.commitment(self.round, &self.prev_commitment, &self.included)

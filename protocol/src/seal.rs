@@ -13,6 +13,7 @@
 use crate::digest::{self, Digest32};
 use crate::phrase::{ClientId, Phrase};
 use crate::round::RoundId;
+use crate::threshold::poly::SHARE_PAIR_BYTES;
 use crate::threshold::Index;
 use rand_core::CryptoRngCore;
 use rsa::pkcs8::{
@@ -122,7 +123,8 @@ impl PrivateKey {
         Phrase::from_decrypted(Zeroizing::new(plain), client).ok_or(Opaque)
     }
 
-    /// Opens a threshold key share dealt by `client` for shareholder `index` in `round`: 32 bytes.
+    /// Opens a threshold key share pair dealt by `client` for shareholder `index` in `round`
+    /// ([`SHARE_PAIR_BYTES`]).
     /// Blinded; any failure is [`Opaque`].
     pub fn open_share(
         &self,
@@ -131,7 +133,7 @@ impl PrivateKey {
         index: Index,
         ciphertext: &[u8],
         mut rng: &mut dyn CryptoRngCore,
-    ) -> Result<Zeroizing<[u8; 32]>, Opaque> {
+    ) -> Result<Zeroizing<[u8; SHARE_PAIR_BYTES]>, Opaque> {
         if ciphertext.len() != self.inner.size() {
             return Err(Opaque);
         }
@@ -140,7 +142,7 @@ impl PrivateKey {
                 .decrypt_blinded(&mut rng, share_oaep(round, client, index), ciphertext)
                 .map_err(|_| Opaque)?,
         );
-        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| Opaque)?;
+        let bytes: [u8; SHARE_PAIR_BYTES] = plain.as_slice().try_into().map_err(|_| Opaque)?;
         Ok(Zeroizing::new(bytes))
     }
 }
@@ -233,14 +235,14 @@ impl PublicKey {
 }
 
 impl PublicKey {
-    /// Seals a 32-byte key share for shareholder `index` (RSA-OAEP-SHA256, labelled with round,
+    /// Seals a key share pair ([`SHARE_PAIR_BYTES`]) for shareholder `index` (RSA-OAEP-SHA256, labelled with round,
     /// dealer and shareholder, so a share cannot be replayed into another slot).
     pub fn seal_share(
         &self,
         round: RoundId,
         client: ClientId,
         index: Index,
-        share: &[u8; 32],
+        share: &[u8; SHARE_PAIR_BYTES],
         mut rng: &mut dyn CryptoRngCore,
     ) -> Result<Vec<u8>, KeyError> {
         self.inner

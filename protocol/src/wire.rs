@@ -151,8 +151,9 @@ pub struct Complaints {
     pub missing: Vec<ClientId>,
 }
 
-/// Threshold mode: a contributor answers a complaint by publishing the share in question; anyone
-/// checks it against the commitments. A dealing whose complaint goes unanswered, or is answered
+/// Threshold mode: a contributor answers a complaint by publishing the share pair in question
+/// (f(j) ‖ g(j), [`crate::threshold::poly::SHARE_PAIR_BYTES`]); anyone checks it against the
+/// commitments. A dealing whose complaint goes unanswered, or is answered
 /// with a share that does not match, is left out of the round.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Justification {
@@ -160,7 +161,7 @@ pub struct Justification {
     pub client: ClientId,
     pub index: Index,
     #[serde(with = "serde_bytes")]
-    pub share: [u8; 32],
+    pub share: [u8; crate::threshold::poly::SHARE_PAIR_BYTES],
     pub commitments: WireCommitments,
 }
 
@@ -675,11 +676,16 @@ impl Response {
 }
 
 fn check_points(name: &'static str, points: &WireCommitments) -> Result<(), WireError> {
+    // Two polynomials of t ≤ MAX_SHAREHOLDERS points each (threshold::poly::Pair).
     match points.0.len() {
         0 => Err(field(name, "no points".into())),
-        n if n > MAX_SHAREHOLDERS as usize => Err(field(
+        n if n > 2 * MAX_SHAREHOLDERS as usize => Err(field(
             name,
-            format!("{n} points, at most {MAX_SHAREHOLDERS}"),
+            format!("{n} points, at most {}", 2 * MAX_SHAREHOLDERS),
+        )),
+        n if !n.is_multiple_of(2) => Err(field(
+            name,
+            format!("{n} points: two polynomials need an even count"),
         )),
         _ => Ok(()),
     }

@@ -133,7 +133,7 @@ impl Pair {
     fn key_of(&self, who: PeerId) -> Option<EpochKey> {
         self.records.iter().rev().find_map(|(p, r)| match r {
             Record::Enrolment { epoch, key, .. } if *p == who => {
-                Some(EpochKey::new(*epoch, *key.as_bytes()))
+                Some(EpochKey::new(*epoch, *key.as_array().unwrap()))
             }
             _ => None,
         })

@@ -16,7 +16,7 @@ use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Millis, Role, 
 use otpmesh_protocol::round::{RoundId, ThresholdKey};
 use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
 use otpmesh_protocol::threshold::eval::{self, Input, KeyShare};
-use otpmesh_protocol::threshold::poly::Polynomial;
+use otpmesh_protocol::threshold::poly::{Pair, Polynomial, SharePair};
 use otpmesh_protocol::threshold::{Index, Params};
 use otpmesh_protocol::wire::{Deal, Gossip, PartialGrant, Request, Response};
 use rand::SeedableRng;
@@ -83,10 +83,15 @@ fn two_colluding_distributors_offering_their_own_key_are_not_believed() {
     let params = Params::new(2, 3).unwrap();
     let secret = Scalar::from(777u64);
     let polynomial = Polynomial::random(secret, params, &mut sim.rng);
+    let password_polynomial = Polynomial::random(Scalar::from(778u64), params, &mut sim.rng);
     // Signed, even, by one of them: not by the coordinator.
     let mut key = ThresholdKey {
         params,
-        public: polynomial.commit().to_wire(),
+        public: Pair {
+            otp: polynomial.commit(),
+            password: password_polynomial.commit(),
+        }
+        .to_wire(),
         seal: None,
     };
     let colluder_identity = libp2p_identity::Keypair::generate_ed25519();
@@ -95,7 +100,13 @@ fn two_colluding_distributors_offering_their_own_key_are_not_believed() {
         let index = Index(j as u32 + 1);
         let colluder = Colluder {
             me: *peer,
-            share: KeyShare::new(index, polynomial.evaluate(index)),
+            share: KeyShare::new(
+                index,
+                SharePair {
+                    otp: polynomial.evaluate(index),
+                    password: password_polynomial.evaluate(index),
+                },
+            ),
             key: key.clone(),
             round: t.round,
             digits: sim.mesh.settings.digits,
@@ -246,10 +257,22 @@ fn opposite_errors_in_two_dealings_are_caught_and_both_dealers_named() {
             dealing.received_by(client, j).unwrap()
         })
         .collect();
-    received[0].share += delta;
-    received[1].share -= delta;
+    received[0].share.otp += delta;
+    received[1].share.otp -= delta;
     let named = dkg::complaints(j, params, &received, &mut rng);
     assert_eq!(named, vec![1, 2], "both cheaters are named");
+    // The same in the password key's sharing, checked in the same batch.
+    received[0].share.otp -= delta;
+    received[1].share.otp += delta;
+    assert!(dkg::complaints(j, params, &received, &mut rng).is_empty());
+    received[1].share.password += delta;
+    received[2].share.password -= delta;
+    let named = dkg::complaints(j, params, &received, &mut rng);
+    assert_eq!(
+        named,
+        vec![2, 3],
+        "both cheaters are named, password sharing"
+    );
 }
 
 /// Finding 5: two proofs made from one rng state (a replayed `--seed`) must not share a nonce,
@@ -257,7 +280,13 @@ fn opposite_errors_in_two_dealings_are_caught_and_both_dealers_named() {
 #[test]
 fn two_proofs_under_one_rng_state_do_not_reveal_the_key_share() {
     let k = Scalar::from(987_654_321u64);
-    let share = KeyShare::new(Index(1), k);
+    let share = KeyShare::new(
+        Index(1),
+        SharePair {
+            otp: k,
+            password: Scalar::from(5u64),
+        },
+    );
     let input = |counter| Input {
         domain: "otp".into(),
         requester: vec![1, 2, 3],
@@ -583,10 +612,124 @@ fn one_generator_reporting_every_dealing_missing_does_not_stall_the_round() {
     assert_eq!(t.generator_dealers().len(), N, "and every generator's");
 }
 
+/// Finding 10: a password must stay the requester's even against every distributor's store and
+/// everything they were sent. The coalition here is all N (more than T): it rebuilds both round
+/// keys, k and k', from the stored key shares and tries each request it saw under each. (Failed on
+/// 62d0565, where a password was the evaluation at ("password", requester, round, counter).)
+#[test]
+fn all_distributors_together_cannot_rebuild_a_password() {
+    use otpmesh_protocol::role::Record;
+    use otpmesh_protocol::threshold::password::{self, Alphabet};
+    use otpmesh_protocol::threshold::poly::lagrange_at_zero;
+    use std::sync::{Arc, Mutex};
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let log = seen.clone();
+    sim.hook = Some(Box::new(move |_, msg| {
+        if let Msg::Request(_, _, _, request) = msg {
+            log.lock().unwrap().push(request.clone());
+        }
+        true
+    }));
+    sim.events.clear();
+    let role = threshold::Requester::password_once(
+        alice,
+        sim.mesh.clone(),
+        d.clone(),
+        Alphabet::default(),
+        20,
+    );
+    sim.add(alice, Box::new(role));
+    sim.settle();
+    let got = sim.find(|p, e| match e {
+        Event::PasswordReceived { password, .. } if *p == alice => Some(password.clone()),
+        _ => None,
+    });
+    assert_eq!(got.len(), 1, "{:?}", sim.events);
+    // k and k' from every distributor's stored share pair of round 1.
+    let half = |secret: &[u8], at: usize| {
+        Scalar::from_canonical_bytes(secret[at..at + 32].try_into().unwrap()).unwrap()
+    };
+    let shares: Vec<(Index, Scalar, Scalar)> = d
+        .iter()
+        .enumerate()
+        .filter_map(|(j, peer)| {
+            sim.records[peer].iter().find_map(|r| match r {
+                Record::Round { secret, .. } => Some((
+                    Index(j as u32 + 1),
+                    half(secret.as_bytes(), 0),
+                    half(secret.as_bytes(), 32),
+                )),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(shares.len(), N, "every distributor's share pair");
+    let indices: Vec<Index> = shares.iter().map(|(i, _, _)| *i).collect();
+    let otp_key: Scalar = shares
+        .iter()
+        .map(|(i, s, _)| s * lagrange_at_zero(&indices, *i))
+        .sum();
+    let password_key: Scalar = shares
+        .iter()
+        .map(|(i, _, s)| s * lagrange_at_zero(&indices, *i))
+        .sum();
+    let mut rebuilt = Vec::new();
+    for (request, k) in seen
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| [(r, otp_key), (r, password_key)])
+    {
+        match request {
+            Request::Partial(ask) => {
+                let input = threshold::input(ask.domain, &alice, RoundId(1), ask.counter);
+                let y = input.point() * k;
+                if let Ok(p) = password::derive(&y, &input, &Alphabet::default(), 20) {
+                    rebuilt.push(p.to_string());
+                }
+            }
+            Request::Evaluate(ask) => {
+                // k·B is all a coalition can make of a blinded element: the input and the blind
+                // never left the requester. Try B itself as the input and k·B as the element.
+                let b =
+                    otpmesh_protocol::threshold::voprf::decode_element("b", &ask.blinded).unwrap();
+                let guess =
+                    otpmesh_protocol::threshold::voprf::Blind::from_scalar(Scalar::ONE).unwrap();
+                if let Ok(out) = otpmesh_protocol::threshold::voprf::finalize_element(
+                    &ask.blinded,
+                    &guess,
+                    &(b * k),
+                ) {
+                    rebuilt.push(
+                        password::from_output(&out, &Alphabet::default(), 20)
+                            .unwrap()
+                            .to_string(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !rebuilt.is_empty(),
+        "the coalition saw the password requests"
+    );
+    assert!(
+        !rebuilt.contains(&got[0]),
+        "the distributors rebuilt the requester's password"
+    );
+}
+
 /// Review of the first fix: a blind evaluation under the OTP key is an oracle for k·P at any P.
-/// Bob asks every distributor to "evaluate" Alice's OTP input H(x): he must get nothing.
+/// Bob asks every distributor to "evaluate" Alice's OTP input H(x) and combines the answers: he
+/// gets k'·H(x) under the password key, which says nothing of Alice's OTP k·H(x). (Failed on
+/// 2827814, where Evaluate used k: Bob computed Alice's OTP.)
 #[test]
 fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_input() {
+    use otpmesh_protocol::threshold::voprf;
     use otpmesh_protocol::wire::EvaluateRequest;
     let mut sim = Sim::new(3);
     sim.seal_first_round();
@@ -595,28 +738,40 @@ fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_inp
         sim.requesters[1],
         sim.distributors.clone(),
     );
-    let (round, counter, _, _) = sim.issue(alice, d.clone()).unwrap();
-    let x = threshold::otp_input(&alice, round, counter).point();
+    let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
+    let input = threshold::otp_input(&alice, round, counter);
+    let x = input.point();
     let ask = Request::Evaluate(EvaluateRequest {
         round: Some(round),
         blinded: x.compress().to_bytes(),
     });
+    let mut evaluations = Vec::new();
     for distributor in d {
         let now = sim.now;
         let role = sim.roles.get_mut(&distributor).unwrap();
-        let actions = role.request(now, bob, InboundId(77), ask.clone(), &mut sim.rng);
-        let answered = actions.iter().any(|a| {
-            matches!(
-                a,
-                Action::Reply {
-                    response: Response::Evaluated(_),
-                    ..
-                }
-            )
-        });
-        assert!(
-            !answered,
-            "a distributor evaluated Alice's OTP input for Bob"
+        for action in role.request(now, bob, InboundId(77), ask.clone(), &mut sim.rng) {
+            if let Action::Reply {
+                response: Response::Evaluated(grant),
+                ..
+            } = action
+            {
+                evaluations.push((grant.partial.index, grant.partial.evaluated.point()));
+            }
+        }
+    }
+    assert_eq!(
+        evaluations.len(),
+        5,
+        "every distributor answers a blind evaluation"
+    );
+    let digits = sim.mesh.settings.digits;
+    for subset in [&evaluations[..3], &evaluations[1..4], &evaluations[2..]] {
+        let bobs = voprf::combine(subset);
+        let guess = Otp::new(eval::otp(&bobs, &input, digits), digits).unwrap();
+        assert_ne!(
+            guess.to_string(),
+            otp,
+            "Bob computed Alice's OTP from blind evaluations"
         );
     }
 }

@@ -9,7 +9,9 @@ use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::role::{self, Action, Event, InboundId, Record, Verdict};
 use otpmesh_protocol::round::Transcript;
 use otpmesh_protocol::threshold::{generator_dealer, Index, GENERATOR_DEALER_BASE};
-use otpmesh_protocol::wire::{Deal, DealingRequest, Gossip, Handover, Refusal, Request, Response};
+use otpmesh_protocol::wire::{
+    Deal, DealingRequest, Domain, Gossip, Handover, PartialRequest, Refusal, Request, Response,
+};
 use sim::*;
 
 /// The refusal a role answered `request` from `peer` with.
@@ -147,6 +149,22 @@ fn a_distributor_refuses_a_handover_whose_key_the_coordinator_did_not_sign() {
 }
 
 #[test]
+fn a_distributor_refuses_a_password_at_an_input_it_can_see() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d1) = (sim.requesters[0], sim.distributors[0]);
+    let ask = Request::Partial(PartialRequest {
+        domain: Domain::Password,
+        round: None,
+        counter: otpmesh_protocol::threshold::counter::fresh(sim.now, &mut sim.rng),
+        requester_key: [9; 32],
+        enrolled: false,
+    });
+    let why = refusal(&mut sim, d1, alice, ask);
+    assert!(why.to_string().contains("blinded"), "{why}");
+}
+
+#[test]
 fn a_partial_answered_under_another_distributors_index_is_refused_and_named() {
     let mut sim = Sim::new(3);
     sim.seal_first_round();
@@ -211,4 +229,39 @@ fn generators_take_no_share_of_a_transcript_signed_by_anyone_but_the_coordinator
         refused.iter().any(|r| r.contains("not the coordinator's")),
         "{refused:?}"
     );
+}
+
+/// A handover whose share is one scalar (k_j alone, as before rounds had a password key), or whose
+/// password half is not generator 2's, is refused and says which.
+#[test]
+fn a_distributor_refuses_a_share_without_its_password_half_or_with_a_wrong_one() {
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (transcript, share) = stored(&sim, 1);
+    let (g2, d2) = (sim.mesh.generators[1].peer_id, sim.distributors[1]);
+    let handover = |share: otpmesh_protocol::round::Secret| {
+        Request::Handover(Box::new(Handover {
+            transcript: transcript.clone(),
+            index: Index(2),
+            share,
+        }))
+    };
+    let otp_half: [u8; 32] = share.as_bytes()[..32].try_into().unwrap();
+    let why = refusal(
+        &mut sim,
+        d2,
+        g2,
+        handover(otpmesh_protocol::round::Secret::from_bytes(otp_half)),
+    );
+    assert!(why.to_string().contains("pair of scalars"), "{why}");
+    let mut wrong = [0u8; 64];
+    wrong[..32].copy_from_slice(&otp_half);
+    wrong[32] = 1; // k'_j = 1: a scalar, but not the one behind K'_2
+    let why = refusal(
+        &mut sim,
+        d2,
+        g2,
+        handover(otpmesh_protocol::round::Secret::from_share_pair(&wrong)),
+    );
+    assert!(why.to_string().contains("K'_2"), "{why}");
 }

@@ -116,7 +116,10 @@ fn corrupt_share_for_generator_2(sim: &mut Sim, silent: bool) {
     sim.hook = Some(Box::new(move |_, msg| {
         if let Msg::Gossip(_, Gossip::Deal(deal)) = msg {
             if deal.client == ClientId(2) {
-                let bogus = curve25519_dalek::scalar::Scalar::from(12345u64).to_bytes();
+                let bogus = [curve25519_dalek::scalar::Scalar::from(12345u64).to_bytes(); 2]
+                    .concat()
+                    .try_into()
+                    .unwrap();
                 let sealed = generator_2_key
                     .seal_share(deal.round, deal.client, Index(2), &bogus, &mut rng)
                     .unwrap();
@@ -199,7 +202,7 @@ fn one_distributors_whole_state_cannot_compute_an_otp() {
         .unwrap();
     let dump = format!("{records:?}");
     assert!(!dump.contains(&otp), "no record holds the OTP");
-    let share = KeyShare::from_bytes(Index(1), *share.as_bytes()).unwrap();
+    let share = KeyShare::from_bytes(Index(1), share.as_bytes()).unwrap();
     let public = transcript.threshold.as_ref().unwrap().key().unwrap();
     let input = threshold::otp_input(&alice, round, counter);
     let digits = sim.mesh.settings.digits;
@@ -311,18 +314,28 @@ fn a_generator_that_missed_the_dealings_fetches_them_from_the_coordinator() {
 fn a_lying_distributor_cannot_offer_a_key_of_its_own() {
     use curve25519_dalek::scalar::Scalar;
     use otpmesh_protocol::round::ThresholdKey;
-    use otpmesh_protocol::threshold::poly::Commitments;
+    use otpmesh_protocol::threshold::poly::{Commitments, Pair, SharePair};
     let mut sim = Sim::new(3);
     sim.seal_first_round();
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let (round, counter, _, _) = sim.issue(alice, d.clone()).unwrap();
     // The liar's own "round key" k', announced as a 1-of-1 key with a valid proof under it.
-    let fake = KeyShare::new(Index(1), Scalar::from(4242u64));
+    let fake = KeyShare::new(
+        Index(1),
+        SharePair {
+            otp: Scalar::from(4242u64),
+            password: Scalar::from(4243u64),
+        },
+    );
     let input = threshold::otp_input(&alice, round, counter);
     let fake_partial = fake.evaluate(&input, &mut sim.rng);
     let fake_key = ThresholdKey {
         params: Params::new(1, 1).unwrap(),
-        public: Commitments(vec![fake.public()]).to_wire(),
+        public: Pair {
+            otp: Commitments(vec![fake.public()]),
+            password: Commitments(vec![fake.password_public()]),
+        }
+        .to_wire(),
         seal: None,
     };
     let digits = sim.mesh.settings.digits;

@@ -14,7 +14,7 @@ use otpmesh_protocol::round::{self, RoundId};
 use otpmesh_protocol::threshold::beacon;
 use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
 use otpmesh_protocol::threshold::eval::{Input, KeyShare, PublicKey};
-use otpmesh_protocol::threshold::poly::Commitments;
+use otpmesh_protocol::threshold::poly::{Pair, Polynomial, SHARE_PAIR_BYTES};
 use otpmesh_protocol::threshold::{voprf, Index, Params};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -58,7 +58,7 @@ fn setup(
         .indices()
         .map(|j| dkg::key_share(j, &received(j, &dealings), &qualified))
         .collect();
-    let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
+    let commitments: Vec<&Pair> = dealings.iter().map(|d| &d.commitments).collect();
     let public = dkg::public_key(params, &commitments).expect("honest dealings");
     (public, shares)
 }
@@ -167,7 +167,7 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             }
         }),
     );
-    let share = [7u8; 32];
+    let share = [7u8; SHARE_PAIR_BYTES];
     let sealed_share = key
         .public()
         .seal_share(r1, first, Index(1), &share, &mut rng)
@@ -270,12 +270,14 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
         );
         let share_keys: Vec<voprf::PublicKey> = params
             .indices()
-            .map(|j| voprf::PublicKey::from_point(public.share_key(j)))
+            .map(|j| voprf::PublicKey::from_point(public.password_share_key(j)))
             .collect();
+        // The password half of each key share pair (k'_j).
         let voprf_keys: Vec<voprf::SecretKey> = shares
             .iter()
             .map(|s| {
-                let k = Scalar::from_canonical_bytes(*s.to_bytes()).expect("canonical");
+                let bytes: [u8; 32] = s.to_bytes()[32..].try_into().expect("32 bytes");
+                let k = Scalar::from_canonical_bytes(bytes).expect("canonical");
                 voprf::SecretKey::from_scalar(k).expect("non-zero share")
             })
             .collect();
@@ -349,6 +351,14 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             std::hint::black_box(Dealing::new(Scalar::from(7u64), setup_params, &mut rng));
         }),
     );
+    row(
+        "threshold",
+        format!("(before) contributor: deal one sharing (no password key) to n = {n}"),
+        time(|| {
+            let f = Polynomial::random(Scalar::from(7u64), setup_params, &mut rng);
+            std::hint::black_box((f.commit(), f.shares(setup_params)));
+        }),
+    );
     // The contributors' dealings, then (since issue 20) the n generators' own.
     let all: Vec<Dealing> = (1..=c + n)
         .map(|i| {
@@ -376,10 +386,10 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
         "threshold",
         format!("(before) generator: check {c} shares by plain sum (unsound)"),
         time(|| {
-            let sum: Scalar = at_one.iter().map(|r| r.share).sum();
+            let sum: Scalar = at_one.iter().map(|r| r.share.otp).sum();
             let expected = at_one
                 .iter()
-                .map(|r| r.commitments.clone())
+                .map(|r| r.commitments.otp.clone())
                 .reduce(|a, b| a.add(&b))
                 .map(|c| c.evaluate(Index(1)))
                 .unwrap_or_default();
@@ -398,7 +408,7 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
             );
         }),
     );
-    let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
+    let commitments: Vec<&Pair> = dealings.iter().map(|d| &d.commitments).collect();
     row(
         "threshold",
         format!("anyone: round public key from {c} dealings"),
@@ -418,7 +428,10 @@ pub fn threshold(args: BenchThresholdArgs) -> Outcome {
         "round setup critical path (one contributor's work + one generator's; contributors and generators run in parallel): single ≈ {:.1} ms, threshold ≈ {:.1} ms (before issue 20, same run: ≈ {:.1} ms)",
         path("single", &["contributor", "generator"]),
         path("threshold", &["contributor", "generator"]),
-        path("threshold", &["contributor", "(before) generator"])
+        path(
+            "threshold",
+            &["contributor: seal", "(before) contributor", "(before) generator"]
+        )
     );
     args.out
         .write_json(&serde_json::json!({ "suite": "threshold", "rows": rows }))?;

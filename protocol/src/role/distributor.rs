@@ -169,8 +169,9 @@ impl Distributor {
         }
         d.tokens.extend(restored.tokens);
         for (requester, epoch, key) in restored.enrolments {
-            d.enrolments
-                .insert(requester, EpochKey::new(epoch, *key.as_bytes()));
+            if let Some(key) = key.as_array() {
+                d.enrolments.insert(requester, EpochKey::new(epoch, *key));
+            }
         }
         // Locked requesters first, then the rest, up to the bound.
         let mut attempts = restored.attempts;

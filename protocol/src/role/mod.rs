@@ -439,7 +439,7 @@ pub trait Role {
         &mut self,
         _now: Millis,
         _job: DecryptJob,
-        _share: Option<zeroize::Zeroizing<[u8; 32]>>,
+        _share: Option<zeroize::Zeroizing<[u8; crate::threshold::poly::SHARE_PAIR_BYTES]>>,
     ) -> Vec<Action> {
         Vec::new()
     }

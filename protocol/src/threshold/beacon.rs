@@ -264,7 +264,7 @@ mod tests {
     use super::*;
     use crate::threshold::dkg::{self, Dealing};
     use crate::threshold::eval::KeyShare;
-    use crate::threshold::poly::Commitments;
+    use crate::threshold::poly::Pair;
     use crate::threshold::Params;
     use rand::SeedableRng;
 
@@ -292,7 +292,7 @@ mod tests {
                 dkg::key_share(j, &received, &qualified)
             })
             .collect();
-        let commitments: Vec<&Commitments> = dealings.iter().map(|d| &d.commitments).collect();
+        let commitments: Vec<&Pair> = dealings.iter().map(|d| &d.commitments).collect();
         (dkg::public_key(params, &commitments).unwrap(), shares)
     }
 

@@ -1,13 +1,14 @@
 //! Round setup: a Joint-Feldman DKG fed by the contributors.
 //!
-//! Each contributor deals a Shamir sharing of its scalar s_i with Feldman commitments; generator
-//! j checks what it received ([`complaints`]: one aggregate check, per-dealing checks only to name
-//! cheaters), the generators agree on the qualified set Q (every dealing no generator complained
-//! about), and then j holds k_j = Σ_{i∈Q} f_i(j) ([`key_share`]) while everyone can compute K and
-//! every K_j from the commitments alone ([`public_key`]).
+//! Each contributor deals two Shamir sharings with Feldman commitments, of its scalar s_i (the
+//! OTP key) and of a fresh s'_i (the password key); generator j checks what it received
+//! ([`complaints`]: one weighted batch check, per-dealing checks only to name cheaters), the
+//! generators agree on the qualified set Q (every dealing no generator complained about), and
+//! then j holds k_j = Σ_{i∈Q} f_i(j) and k'_j = Σ_{i∈Q} g_i(j) ([`key_share`]) while everyone can
+//! compute K, K' and every K_j, K'_j from the commitments alone ([`public_key`]).
 
 use super::eval::{KeyShare, PublicKey};
-use super::poly::{Commitments, Polynomial};
+use super::poly::{Pair, Polynomial, SharePair};
 use super::{framed, tags, Index, Params, ThresholdError};
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
 use curve25519_dalek::ristretto::RistrettoPoint;
@@ -26,25 +27,37 @@ pub fn contribution_scalar(phrase: &[u8], round: u64, client: u32) -> Scalar {
     ))
 }
 
-/// A contributor's dealing: public commitments, and the share for each generator 1 ..= n.
+/// A contributor's dealing: public commitments, and the share pair for each generator 1 ..= n.
+/// Two independent sharings: f of s_i (the OTP key) and g of a fresh random s'_i (the password
+/// key), so k' = Σ s'_i is as unknown as k and unrelated to it.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Dealing {
     #[zeroize(skip)]
-    pub commitments: Commitments,
-    shares: Vec<Scalar>,
+    pub commitments: Pair,
+    shares: Vec<SharePair>,
 }
 
 impl Dealing {
     pub fn new(secret: Scalar, params: Params, rng: &mut dyn CryptoRngCore) -> Dealing {
-        let polynomial = Polynomial::random(secret, params, rng);
+        let otp = Polynomial::random(secret, params, rng);
+        let password = Polynomial::random(Scalar::random(rng), params, rng);
         Dealing {
-            commitments: polynomial.commit(),
-            shares: polynomial.shares(params),
+            commitments: Pair {
+                otp: otp.commit(),
+                password: password.commit(),
+            },
+            shares: params
+                .indices()
+                .map(|j| SharePair {
+                    otp: otp.evaluate(j),
+                    password: password.evaluate(j),
+                })
+                .collect(),
         }
     }
 
-    /// f_i(j), for generator j only.
-    pub fn share(&self, j: Index) -> Option<&Scalar> {
+    /// (f_i(j), g_i(j)), for generator j only.
+    pub fn share(&self, j: Index) -> Option<&SharePair> {
         self.shares.get((j.0 as usize).checked_sub(1)?)
     }
 
@@ -54,7 +67,7 @@ impl Dealing {
         Some(Received {
             client,
             commitments: self.commitments.clone(),
-            share: *self.share(j)?,
+            share: self.share(j)?.clone(),
         })
     }
 }
@@ -65,14 +78,14 @@ pub struct Received {
     #[zeroize(skip)]
     pub client: u32,
     #[zeroize(skip)]
-    pub commitments: Commitments,
-    pub share: Scalar,
+    pub commitments: Pair,
+    pub share: SharePair,
 }
 
-/// The contributors whose share to generator `j` does not match their commitments (or whose
-/// commitments have the wrong degree). All shares are checked at once with fresh random weights
-/// ρ_i, G·Σ ρ_i s_i = Σ ρ_i C_i(j) (one multiscalar multiplication; a plain sum would pass two
-/// dealers whose errors cancel, +δ and −δ); only if that fails is each checked, to name the
+/// The contributors whose share pair to generator `j` does not match their commitments (or whose
+/// commitments have the wrong degree). All shares of both sharings are checked at once with fresh
+/// random weights ρ, G·Σ ρ s = Σ ρ C(j) (one multiscalar multiplication; a plain sum would pass
+/// two dealers whose errors cancel, +δ and −δ); only if that fails is each checked, to name the
 /// cheaters. A cheating set passes the batch with probability 1/ℓ (ℓ ≈ 2^252).
 pub fn complaints(
     j: Index,
@@ -91,14 +104,19 @@ pub fn complaints(
     let mut weighted_share = Zeroizing::new(Scalar::ZERO);
     let (mut scalars, mut points) = (Vec::new(), Vec::new());
     for r in &well_formed {
-        let rho = Scalar::random(rng);
-        *weighted_share += rho * r.share;
-        // ρ_i · C_i(j) = Σ_l (ρ_i j^l) · C_il
-        let mut power = rho;
-        for c in &r.commitments.0 {
-            scalars.push(power);
-            points.push(*c);
-            power *= x;
+        for (share, commitments) in [
+            (&r.share.otp, &r.commitments.otp),
+            (&r.share.password, &r.commitments.password),
+        ] {
+            let rho = Scalar::random(rng);
+            *weighted_share += rho * share;
+            // ρ · C(j) = Σ_l (ρ j^l) · C_l
+            let mut power = rho;
+            for c in &commitments.0 {
+                scalars.push(power);
+                points.push(*c);
+                power *= x;
+            }
         }
     }
     let expected = RistrettoPoint::vartime_multiscalar_mul(&scalars, &points);
@@ -114,18 +132,19 @@ pub fn complaints(
     bad
 }
 
-/// k_j = Σ f_i(j) over the qualified contributors.
+/// (k_j, k'_j) = Σ (f_i(j), g_i(j)) over the qualified contributors.
 pub fn key_share(j: Index, received: &[Received], qualified: &[u32]) -> KeyShare {
-    let mut k = Zeroizing::new(Scalar::ZERO);
+    let mut k = SharePair::zero();
     for r in received.iter().filter(|r| qualified.contains(&r.client)) {
-        *k += r.share;
+        k.add(&r.share);
     }
-    KeyShare::new(j, *k)
+    KeyShare::new(j, k)
 }
 
-/// The round's public key from the qualified dealings' commitments: K = Σ C_i0, K_j = Σ C_i(j).
-pub fn public_key(params: Params, qualified: &[&Commitments]) -> Result<PublicKey, ThresholdError> {
-    let mut sum: Option<Commitments> = None;
+/// The round's public keys from the qualified dealings' commitments: K = Σ C_i0, K_j = Σ C_i(j),
+/// and the same for the password key.
+pub fn public_key(params: Params, qualified: &[&Pair]) -> Result<PublicKey, ThresholdError> {
+    let mut sum: Option<Pair> = None;
     for c in qualified {
         c.check_degree(params)?;
         sum = Some(match sum {

@@ -1,10 +1,10 @@
 //! Issuance in threshold mode: partial evaluations with proofs, their combination, the OTP.
 
-use super::poly::{lagrange_at_zero, Commitments};
-use super::{dleq, framed, tags, Index, Params, ThresholdError};
+use super::poly::{lagrange_at_zero, Pair, SharePair, SHARE_PAIR_BYTES};
+use super::{dleq, framed, tags, voprf, Index, Params, ThresholdError};
 use crate::otp::{reduce, Digits};
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
-use curve25519_dalek::scalar::Scalar;
 use hmac::{Hmac, Mac};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
@@ -39,37 +39,56 @@ impl Input {
     }
 }
 
-/// Shareholder `index`'s share k_j of the round key. Zeroized on drop.
+/// Shareholder `index`'s shares of a round's two keys: k_j (OTPs, beacon) and k'_j (passwords,
+/// evaluated blinded only). Zeroized on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct KeyShare {
     #[zeroize(skip)]
     pub index: Index,
-    pub(crate) k: Scalar,
+    pub(crate) k: SharePair,
 }
 
 impl KeyShare {
-    pub fn new(index: Index, k: Scalar) -> KeyShare {
+    pub fn new(index: Index, k: SharePair) -> KeyShare {
         KeyShare { index, k }
     }
 
     /// K_j = G·k_j.
     pub fn public(&self) -> RistrettoPoint {
-        curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT * self.k
+        RISTRETTO_BASEPOINT_POINT * self.k.otp
     }
 
-    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.k.to_bytes())
+    /// K'_j = G·k'_j.
+    pub fn password_public(&self) -> RistrettoPoint {
+        RISTRETTO_BASEPOINT_POINT * self.k.password
     }
 
-    pub fn from_bytes(index: Index, bytes: [u8; 32]) -> Option<KeyShare> {
-        Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).map(|k| KeyShare { index, k })
+    /// k_j ‖ k'_j.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; SHARE_PAIR_BYTES]> {
+        self.k.to_bytes()
+    }
+
+    pub fn from_bytes(index: Index, bytes: &[u8]) -> Option<KeyShare> {
+        let bytes: &[u8; SHARE_PAIR_BYTES] = bytes.try_into().ok()?;
+        SharePair::from_bytes(bytes).map(|k| KeyShare { index, k })
+    }
+
+    /// A blinded password element's partial, Z_j = k'_j·B with its RFC 9497 proof against K'_j
+    /// (never under k_j: the caller chooses B).
+    pub fn evaluate_blinded(
+        &self,
+        blinded: &voprf::BlindedElement,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Option<voprf::Partial> {
+        let k = voprf::SecretKey::from_scalar(self.k.password).ok()?;
+        Some(voprf::partial_evaluate(self.index, &k, blinded, rng))
     }
 
     /// y_j = k_j·H(x), with a proof that it used the k_j behind K_j = G·k_j.
     pub fn evaluate(&self, input: &Input, rng: &mut dyn CryptoRngCore) -> Partial {
         let h = input.point();
-        let y = h * self.k;
-        let proof = dleq::prove(&self.k, &h, &input.bytes(), rng);
+        let y = h * self.k.otp;
+        let proof = dleq::prove(&self.k.otp, &h, &input.bytes(), rng);
         Partial {
             index: self.index,
             y: y.compress().to_bytes(),
@@ -93,33 +112,54 @@ impl Partial {
     }
 }
 
-/// The round key's public side: K = G·k and every K_j = G·k_j, from the aggregated commitments
-/// (the K_j computed once, here).
+/// The round keys' public side: K = G·k, K' = G·k' and every K_j, K'_j, from the aggregated
+/// commitments (the K_j computed once, here).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey {
     pub params: Params,
-    pub commitments: Commitments,
+    pub commitments: Pair,
     share_keys: Vec<RistrettoPoint>,
+    password_share_keys: Vec<RistrettoPoint>,
 }
 
 impl PublicKey {
-    pub fn new(params: Params, commitments: Commitments) -> PublicKey {
-        let share_keys = params.indices().map(|j| commitments.evaluate(j)).collect();
+    pub fn new(params: Params, commitments: Pair) -> PublicKey {
+        let share_keys = params
+            .indices()
+            .map(|j| commitments.otp.evaluate(j))
+            .collect();
+        let password_share_keys = params
+            .indices()
+            .map(|j| commitments.password.evaluate(j))
+            .collect();
         PublicKey {
             params,
             commitments,
             share_keys,
+            password_share_keys,
         }
     }
 
     pub fn key(&self) -> RistrettoPoint {
-        self.commitments.public()
+        self.commitments.otp.public()
     }
 
     /// K_j (the identity for an index that is not a shareholder's).
     pub fn share_key(&self, index: Index) -> RistrettoPoint {
         let i = (index.0 as usize).wrapping_sub(1);
         self.share_keys.get(i).copied().unwrap_or_default()
+    }
+
+    /// K'_j, the password key's (the identity for an index that is not a shareholder's).
+    pub fn password_share_key(&self, index: Index) -> RistrettoPoint {
+        let i = (index.0 as usize).wrapping_sub(1);
+        self.password_share_keys.get(i).copied().unwrap_or_default()
+    }
+
+    /// Whether `share` is shareholder `share.index`'s of both keys.
+    pub fn holds(&self, share: &KeyShare) -> bool {
+        share.public() == self.share_key(share.index)
+            && share.password_public() == self.password_share_key(share.index)
     }
 
     /// Whether `partial` is shareholder `partial.index`'s true evaluation at `input`.

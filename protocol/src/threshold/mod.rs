@@ -88,6 +88,8 @@ pub enum ThresholdError {
     Index(u32),
     #[error("{0} commitments; the threshold needs {1}")]
     Degree(usize, u32),
+    #[error("{0} commitments: a dealing commits to two polynomials of t points each")]
+    Halves(usize),
     #[error("not a point of the group")]
     Point,
     #[error("quorum unavailable: {valid} valid partial(s), {needed} needed{}", culprits(.bad))]

@@ -312,7 +312,7 @@ impl Sim {
                 Record::Round { transcript, .. } => Some(transcript.clone()),
                 _ => None,
             })
-            .expect("a distributor stored the round")
+            .unwrap_or_else(|| panic!("a distributor stored the round: {:?}", self.events))
     }
 
     /// `requester` asks `distributors` for one OTP: (round, counter, otp, bad) or the failure.

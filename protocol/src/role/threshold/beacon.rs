@@ -768,7 +768,7 @@ impl Role for Beaconed {
         &mut self,
         now: Millis,
         job: DecryptJob,
-        share: Option<zeroize::Zeroizing<[u8; 32]>>,
+        share: Option<zeroize::Zeroizing<[u8; crate::threshold::poly::SHARE_PAIR_BYTES]>>,
     ) -> Vec<Action> {
         let actions = self.inner.share_decrypted(now, job, share);
         // Partials that need these transcripts go out on the next tick.

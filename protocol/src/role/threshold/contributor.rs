@@ -214,7 +214,7 @@ impl Contributor {
             round: c.round,
             client: self.client,
             index: c.index,
-            share: share.to_bytes(),
+            share: *share.to_bytes(),
             commitments: dealing.commitments.to_wire(),
         };
         vec![

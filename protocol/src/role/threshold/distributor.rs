@@ -1,13 +1,16 @@
-//! A distributor in threshold mode: holds its key share k_j of each round and answers with partial
-//! evaluations, never with an OTP (it cannot compute one).
+//! A distributor in threshold mode: holds its key shares (k_j, k'_j) of each round and answers with
+//! partial evaluations, never with an OTP or a password (it cannot compute one).
 //!
 //! ```text
-//! Handover(transcript, k_j) from generator j ─► G·k_j == K_j? ─► Persist(Round) ─► Delivered
+//! Handover(transcript, k_j ‖ k'_j) from generator j ─► G·k_j == K_j, G·k'_j == K'_j?
+//!     ─► Persist(Round) ─► Delivered
 //! Partial(x) from a listed requester ─► counter current, not answered before
 //!     ─► Persist(Issued x) ─► y_j masked under the requester's salt key + DLEQ proof ─► Partial
 //! VerifyPartial(x) from its requester ─► used? ─► Verified(used) · expired? ─► Verified(expired)
 //!     ─► issued here? (else refused: a lost record fails closed)
 //!     ─► Persist(Used x) ─► y_j + proof, in clear (the OTP it reveals is already spent)
+//! Evaluate(B) from anyone ─► Z_j = k'_j·B + RFC 9497 proof against K'_j ─► Evaluated
+//!     (password key only; nothing recorded)
 //! Enrol ─► as in single mode (the enrolment key salts partials)
 //! ```
 //! Single use without replication: a verification needs t partials, each distributor marks x used
@@ -19,10 +22,11 @@ use crate::role::{refuse, Action, Event, InboundId, Millis, OtpRef, Record};
 use crate::round::{RoundId, Secret, Transcript};
 use crate::threshold::counter;
 use crate::threshold::eval::KeyShare;
+use crate::threshold::voprf;
 use crate::threshold::{Index, Params};
 use crate::wire::{
-    Domain, Handover, PartialGrant, PartialRequest, Refusal, Request, Response, VerifyPartialGrant,
-    VerifyPartialRequest, VerifyResult,
+    Domain, EvaluateGrant, EvaluateRequest, Handover, PartialGrant, PartialRequest, Refusal,
+    Request, Response, VerifyPartialGrant, VerifyPartialRequest, VerifyResult,
 };
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
@@ -183,11 +187,14 @@ impl Shares {
         let key = public
             .key()
             .ok_or_else(|| "the round's public key is not valid".to_string())?;
-        let share = KeyShare::from_bytes(self.index, *share.as_bytes())
-            .ok_or_else(|| "the key share is not a scalar".to_string())?;
-        if share.public() != key.share_key(self.index) {
+        let share = KeyShare::from_bytes(self.index, share.as_bytes()).ok_or_else(|| {
+            "the key share is not a pair of scalars (k_j ‖ k'_j, 64 bytes; a share stored before \
+             password keys is not one)"
+                .to_string()
+        })?;
+        if !key.holds(&share) {
             return Err(format!(
-                "the key share does not match the round's public key K_{}",
+                "the key share does not match the round's public keys K_{0} and K'_{0}",
                 self.index.0
             ));
         }
@@ -211,14 +218,7 @@ impl Distributor {
             Request::Handover(h) => self.handover(peer, id, h),
             Request::Partial(p) => self.partial(now, peer, id, p, rng),
             Request::VerifyPartial(v) => self.verify_partial(now, peer, id, v, rng),
-            // An evaluation at a point the caller chooses, under the key that also makes OTPs and
-            // beacon values, would hand out k·P for any P (another requester's OTP input, a beacon
-            // input): blinded passwords wait for a key of their own.
-            Request::Evaluate(_) => Err(Refusal::WrongRole(
-                "evaluate: blind evaluations need a password key apart from the OTP key, which \
-                 this version does not deal"
-                    .into(),
-            )),
+            Request::Evaluate(e) => self.evaluate(id, e, rng),
             Request::Enrol(e) => return self.enrol(now, peer, id, &request, &e.requester_key, rng),
             other => Err(Refusal::WrongRole(format!(
                 "{} (this mesh runs in threshold mode)",
@@ -311,17 +311,21 @@ impl Distributor {
         }
         let expires_at_ms = check_counter(ask.counter, now, expiry)?;
         let slot = (peer, round, ask.counter);
-        let password = ask.domain == Domain::Password;
-        if !password && shares.spent.contains_key(&slot) {
+        if ask.domain == Domain::Password {
+            return Err(Refusal::Invalid(
+                "passwords are evaluated blinded (an evaluate request), never at an input the \
+                 distributor sees"
+                    .into(),
+            ));
+        }
+        if shares.spent.contains_key(&slot) {
             return Err(Refusal::Invalid(
                 "this counter was already answered for this requester and round; take a fresh one"
                     .into(),
             ));
         }
-        if !password {
-            // Before salting, which may move an enrolment on (durably).
-            shares.room_for(&peer, now, expiry)?;
-        }
+        // Before salting, which may move an enrolment on (durably).
+        shares.room_for(&peer, now, expiry)?;
         let salting = self.salting(now, peer, ask.enrolled, &ask.requester_key, rng)?;
         let me = self.me;
         let shares = self.shares();
@@ -355,11 +359,6 @@ impl Distributor {
             to: id,
             response: Response::Partial(Box::new(grant)),
         };
-        if password {
-            // A password is the requester's alone: nothing to expire, verify or remember.
-            actions.push(reply);
-            return Ok(actions);
-        }
         let spent = Spent {
             expires_at: expires_at_ms,
             used: false,
@@ -384,6 +383,44 @@ impl Distributor {
             reply,
         ]);
         Ok(actions)
+    }
+
+    /// A password's blinded element: k'_j·B with its RFC 9497 proof against K'_j. Under the
+    /// password key only, which makes nothing else: an evaluation at a point the caller chooses
+    /// under k would hand out k·P for any P (another requester's OTP input, a beacon input).
+    /// Nothing is recorded: B is uniformly random and the password is the requester's alone.
+    fn evaluate(
+        &mut self,
+        id: InboundId,
+        ask: &EvaluateRequest,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<Action>, Refusal> {
+        let blinded = voprf::BlindedElement::from_bytes(&ask.blinded)
+            .map_err(|e| Refusal::Invalid(format!("blinded element: {e}")))?;
+        let shares = self.shares();
+        let round = match ask.round {
+            Some(r) if shares.rounds.contains_key(&r) => r,
+            Some(r) => return Err(Refusal::UnknownRound(r)),
+            None => shares.latest_round().ok_or(Refusal::NoRound)?,
+        };
+        let held = &shares.rounds[&round];
+        let (Some(partial), Some(key)) = (
+            held.share.evaluate_blinded(&blinded, rng),
+            held.transcript.threshold.clone(),
+        ) else {
+            return Err(Refusal::Unavailable(
+                "this round's password key share is zero".into(),
+            ));
+        };
+        let grant = EvaluateGrant {
+            round,
+            partial,
+            key,
+        };
+        Ok(vec![Action::Reply {
+            to: id,
+            response: Response::Evaluated(Box::new(grant)),
+        }])
     }
 
     fn verify_partial(

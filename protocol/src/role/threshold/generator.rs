@@ -35,14 +35,13 @@ use crate::role::{
 use crate::round::{Inclusion, RoundId, Secret, ThresholdKey, Transcript};
 use crate::seal::PublicKey;
 use crate::threshold::dkg::{self, Received};
-use crate::threshold::poly::Commitments;
+use crate::threshold::eval::KeyShare;
+use crate::threshold::poly::{Pair, SharePair, SHARE_PAIR_BYTES};
 use crate::threshold::{dealing_generator, Index, Params};
 use crate::wire::{
     Complaints, Deal, DealingRequest, Gossip, Handover, Justification, Proposal, Refusal, Request,
     Response, RoundFailure, RoundOpen,
 };
-use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT as G;
-use curve25519_dalek::scalar::Scalar;
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -60,12 +59,12 @@ pub const MAX_PENDING_HANDOVERS: usize = 8;
 
 enum Share {
     Opening,
-    Opened(Zeroizing<Scalar>),
+    Opened(SharePair),
     Failed,
 }
 
 struct Dealt {
-    commitments: Commitments,
+    commitments: Pair,
     digest: Digest32,
     share: Share,
 }
@@ -87,7 +86,7 @@ struct Round {
     /// Complaints answered with a share that matches the commitments.
     answered: BTreeSet<(ClientId, Index)>,
     /// Commitments learnt from justifications, for dealings this generator never received.
-    justified_commitments: BTreeMap<ClientId, Commitments>,
+    justified_commitments: BTreeMap<ClientId, Pair>,
     /// The sealed transcript, while a share it needs is still on its way (and since when).
     sealed: Option<(Transcript, Millis)>,
 }
@@ -123,7 +122,7 @@ impl Round {
         (self.dealings.len() - generators, generators)
     }
 
-    fn commitments_of(&self, client: ClientId) -> Option<&Commitments> {
+    fn commitments_of(&self, client: ClientId) -> Option<&Pair> {
         self.dealings
             .get(&client)
             .map(|d| &d.commitments)
@@ -151,7 +150,7 @@ fn key_share(
     index: Index,
     params: Params,
     coordinator: &PeerId,
-) -> Result<Zeroizing<Scalar>, Missing> {
+) -> Result<KeyShare, Missing> {
     t.check_round_key(coordinator, params)
         .map_err(|e| Missing::Never(format!("the transcript's round key: {e}")))?;
     let public = t
@@ -160,8 +159,8 @@ fn key_share(
         .and_then(|k| k.key())
         .ok_or_else(|| Missing::Never("the transcript carries no usable public key".into()))?;
     let complained = round.complained.clone().unwrap_or_default();
-    let mut k = Zeroizing::new(Scalar::ZERO);
-    let mut sum: Option<Commitments> = None;
+    let mut k = SharePair::zero();
+    let mut sum: Option<Pair> = None;
     for q in &t.included {
         let Some(d) = round.dealings.get(&q.client) else {
             return Err(Missing::Wait(format!(
@@ -177,7 +176,7 @@ fn key_share(
         }
         let answered = round.answered.contains(&(q.client, index));
         match &d.share {
-            Share::Opened(s) if !complained.contains(&q.client) || answered => *k += **s,
+            Share::Opened(s) if !complained.contains(&q.client) || answered => k.add(s),
             Share::Opening => {
                 return Err(Missing::Opening(format!(
                     "client {}'s share is still opening",
@@ -201,7 +200,8 @@ fn key_share(
             "the transcript's public key is not the sum of its dealings".into(),
         ));
     }
-    if G * *k != public.share_key(index) {
+    let k = KeyShare::new(index, k);
+    if !public.holds(&k) {
         return Err(Missing::Never(
             "the key share does not match the public key".into(),
         ));
@@ -414,7 +414,7 @@ impl Generator {
             let reason = format!("dealing for round {}, which is not open", deal.round);
             return refused(PhraseRefusal::NotOpen, Verdict::Ignore(reason));
         };
-        let commitments = match Commitments::from_wire(&deal.commitments)
+        let commitments = match Pair::from_wire(&deal.commitments)
             .and_then(|c| c.check_degree(self.params).map(|()| c))
         {
             Ok(c) => c,
@@ -621,7 +621,7 @@ impl Generator {
                 }) if *digest == p.ciphertext_hash => received.push(Received {
                     client: p.client.0,
                     commitments: commitments.clone(),
-                    share: **share,
+                    share: share.clone(),
                 }),
                 Some(d) if d.digest == p.ciphertext_hash => {
                     against.insert(p.client);
@@ -687,7 +687,7 @@ impl Generator {
                 Vec::new(),
             );
         }
-        let commitments = match Commitments::from_wire(&j.commitments) {
+        let commitments = match Pair::from_wire(&j.commitments) {
             Ok(c) if Digest32(c.digest()) == expected.ciphertext_hash => c,
             _ => {
                 return (
@@ -696,7 +696,7 @@ impl Generator {
                 )
             }
         };
-        let share: Option<Scalar> = Scalar::from_canonical_bytes(j.share).into();
+        let share = SharePair::from_bytes(&j.share);
         let Some(share) = share.filter(|s| commitments.verify(j.index, s)) else {
             // A bad answer: the dealing stays complained of, and is left out.
             return (Verdict::Accept, Vec::new());
@@ -710,7 +710,7 @@ impl Generator {
                 Dealt {
                     commitments: commitments.clone(),
                     digest: expected.ciphertext_hash,
-                    share: Share::Opened(Zeroizing::new(share)),
+                    share: Share::Opened(share),
                 },
             );
         }
@@ -870,7 +870,7 @@ impl Generator {
         let sum = qualified
             .iter()
             .map(|p| round.commitments_of(p.client).cloned())
-            .collect::<Option<Vec<Commitments>>>()
+            .collect::<Option<Vec<Pair>>>()
             .and_then(|all| all.into_iter().reduce(|a, b| a.add(&b)));
         let (sum, true) = (sum, contributed >= minimum) else {
             let reason =
@@ -958,7 +958,7 @@ impl Generator {
             }
         };
         self.head = t.commitment;
-        let share = Secret::from_bytes(k.to_bytes());
+        let share = Secret::from_share_pair(&k.to_bytes());
         let mut actions = vec![
             Action::Persist(Record::Round {
                 transcript: t.clone(),
@@ -1303,7 +1303,7 @@ impl Role for Generator {
         &mut self,
         now: Millis,
         job: DecryptJob,
-        share: Option<Zeroizing<[u8; 32]>>,
+        share: Option<Zeroizing<[u8; SHARE_PAIR_BYTES]>>,
     ) -> Vec<Action> {
         let Some(round) = self.round.as_mut().filter(|r| r.id() == job.round) else {
             return Vec::new();
@@ -1314,10 +1314,8 @@ impl Role for Generator {
         if !matches!(dealt.share, Share::Opening) {
             return Vec::new();
         }
-        let scalar: Option<Scalar> =
-            share.and_then(|bytes| Option::from(Scalar::from_canonical_bytes(*bytes)));
-        dealt.share = match scalar {
-            Some(s) => Share::Opened(Zeroizing::new(s)),
+        dealt.share = match share.and_then(|bytes| SharePair::from_bytes(&bytes)) {
+            Some(s) => Share::Opened(s),
             None => Share::Failed,
         };
         // Complaints go out from the next tick, at their fixed offset.

@@ -22,9 +22,10 @@ use crate::role::{Action, Event, Millis, Record, Role, Tag, Tags};
 use crate::round::{RoundId, Secret, ThresholdKey};
 use crate::threshold::eval::{self, Partial};
 use crate::threshold::password::{self, Alphabet};
-use crate::threshold::{counter, Index, Params};
+use crate::threshold::{counter, voprf, Index, Params};
 use crate::wire::{
-    Domain, PartialGrant, PartialRequest, Request, Response, VerifyPartialRequest, VerifyResult,
+    Domain, EvaluateRequest, PartialGrant, PartialRequest, Request, Response, VerifyPartialRequest,
+    VerifyResult,
 };
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
@@ -40,14 +41,27 @@ enum Goal {
         /// Per distributor: the fresh exchange, unless it salts under an enrolment.
         ephemerals: HashMap<PeerId, Ephemeral>,
         counter: u64,
-        /// A password of this alphabet and length, instead of an OTP.
-        password: Option<(Alphabet, usize)>,
+    },
+    /// A password: an RFC 9497 VOPRF evaluation at a 256-bit random input only this requester
+    /// knows, blinded, so that no set of distributors can rebuild it.
+    Password {
+        alphabet: Alphabet,
+        length: usize,
+        /// (input, blind, blinded element), drawn at start.
+        blinded: Option<Box<Blinded>>,
     },
     Verify {
         round: RoundId,
         counter: u64,
         code: String,
     },
+}
+
+/// A password request's private input and its blinding.
+struct Blinded {
+    input: zeroize::Zeroizing<[u8; 32]>,
+    blind: voprf::Blind,
+    element: voprf::BlindedElement,
 }
 
 /// What a partial claims to be of: a round and its transcript commitment, which the coordinator
@@ -63,6 +77,13 @@ enum Answer {
         commitment: Digest32,
         /// The enrolment epoch this answer moved to, saved only if the partial combines.
         epoch: Option<Box<EpochKey>>,
+    },
+    /// A password's blind evaluation (proof checked when combining).
+    Evaluated {
+        round: RoundId,
+        partial: voprf::Partial,
+        key: Box<ThresholdKey>,
+        commitment: Digest32,
     },
     Verdict(VerifyResult),
     Failed(String),
@@ -110,13 +131,12 @@ impl Requester {
             Goal::Issue {
                 ephemerals: HashMap::new(),
                 counter: 0,
-                password: None,
             },
         )
     }
 
-    /// One password from every one of `distributors` (`otpmesh password`): the same evaluation
-    /// at ("password", requester, round, counter), seen by this requester only.
+    /// One password from every one of `distributors` (`otpmesh password`): a threshold VOPRF
+    /// evaluation at a blinded random input, seen by this requester only.
     pub fn password_once(
         me: PeerId,
         mesh: Arc<MeshConfig>,
@@ -129,10 +149,10 @@ impl Requester {
             me,
             mesh,
             distributors,
-            Goal::Issue {
-                ephemerals: HashMap::new(),
-                counter: 0,
-                password: Some((alphabet, length)),
+            Goal::Password {
+                alphabet,
+                length,
+                blinded: None,
             },
         )
     }
@@ -197,10 +217,13 @@ impl Requester {
         rng: &mut dyn CryptoRngCore,
     ) -> Action {
         let request = match &mut self.goal {
+            Goal::Password { blinded, .. } => Request::Evaluate(EvaluateRequest {
+                round,
+                blinded: blinded.as_ref().map_or([0; 32], |b| b.element.to_bytes()),
+            }),
             Goal::Issue {
                 ephemerals,
                 counter,
-                password,
             } => {
                 let enrolled = self.enrolments.contains_key(&distributor);
                 let requester_key = if enrolled {
@@ -212,10 +235,7 @@ impl Requester {
                     public
                 };
                 Request::Partial(PartialRequest {
-                    domain: match password {
-                        Some(_) => Domain::Password,
-                        None => Domain::Otp,
-                    },
+                    domain: Domain::Otp,
                     round,
                     counter: *counter,
                     requester_key,
@@ -341,6 +361,7 @@ impl Requester {
         let (requester, counter) = match &self.goal {
             Goal::Issue { counter, .. } => (self.me, *counter),
             Goal::Verify { counter, .. } => (self.me, *counter),
+            Goal::Password { .. } => return self.settle_password(rng),
         };
         let Some(params) = self.params() else {
             self.done = true;
@@ -423,25 +444,8 @@ impl Requester {
                 .collect();
             self.done = true;
             let event = match &self.goal {
-                Goal::Issue {
-                    password: Some((alphabet, length)),
-                    ..
-                } => match password::derive(&y, &input, alphabet, *length) {
-                    Ok(text) => Event::PasswordReceived {
-                        round: *round,
-                        password: text.to_string(),
-                        length: *length,
-                        alphabet: alphabet.len(),
-                        bits: alphabet.bits(*length) as u32,
-                        from,
-                        bad,
-                    },
-                    Err(e) => Event::RequestFailed {
-                        peer: self.me,
-                        request: "password".into(),
-                        reason: e.to_string(),
-                    },
-                },
+                // Passwords settle in settle_password, never here.
+                Goal::Password { .. } => self.give_up(),
                 Goal::Issue { .. } => Event::ThresholdOtpReceived {
                     round: *round,
                     counter,
@@ -495,6 +499,119 @@ impl Requester {
         vec![Action::Emit(self.give_up())]
     }
 
+    /// A password: t blind evaluations under one signed round key, each proof checked against
+    /// its K_j, combined, unblinded and finalized (RFC 9497), then mapped to the alphabet.
+    fn settle_password(&mut self, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        let (
+            Some(params),
+            Goal::Password {
+                alphabet,
+                length,
+                blinded: Some(blinded),
+            },
+        ) = (self.params(), &self.goal)
+        else {
+            self.done = true;
+            return vec![Action::Emit(self.give_up())];
+        };
+        let mut groups: BTreeMap<Claim, Vec<(PeerId, &voprf::Partial, &ThresholdKey)>> =
+            BTreeMap::new();
+        for (peer, a) in &self.answers {
+            if let Answer::Evaluated {
+                round,
+                partial,
+                key,
+                commitment,
+            } = a
+            {
+                groups
+                    .entry((*round, *commitment))
+                    .or_default()
+                    .push((*peer, partial, key));
+            }
+        }
+        let mut best: Option<(RoundId, usize)> = None;
+        for ((round, _), members) in &groups {
+            if best.is_none_or(|(_, n)| n < members.len()) {
+                best = Some((*round, members.len()));
+            }
+            let Some(public) = members.first().and_then(|m| m.2.key()) else {
+                continue;
+            };
+            let share_keys: Vec<voprf::PublicKey> = params
+                .indices()
+                .map(|j| voprf::PublicKey::from_point(public.password_share_key(j)))
+                .collect();
+            let partials: Vec<voprf::Partial> = members.iter().map(|m| *m.1).collect();
+            let combined = voprf::finalize_combined(
+                blinded.input.as_slice(),
+                &blinded.blind,
+                &blinded.element,
+                params,
+                &share_keys,
+                &partials,
+            );
+            let Ok((output, bad_indices)) = combined else {
+                continue;
+            };
+            let output = zeroize::Zeroizing::new(output);
+            let bad: Vec<PeerId> = members
+                .iter()
+                .filter(|m| bad_indices.contains(&m.1.index))
+                .map(|m| m.0)
+                .collect();
+            let from: Vec<u32> = partials
+                .iter()
+                .map(|p| p.index.0)
+                .filter(|i| !bad_indices.contains(&Index(*i)))
+                .take(params.t as usize)
+                .collect();
+            let event = match password::from_output(&output, alphabet, *length) {
+                Ok(text) => Event::PasswordReceived {
+                    round: *round,
+                    password: text.to_string(),
+                    length: *length,
+                    alphabet: alphabet.len(),
+                    bits: alphabet.bits(*length) as u32,
+                    from,
+                    bad,
+                },
+                Err(e) => Event::RequestFailed {
+                    peer: self.me,
+                    request: "password".into(),
+                    reason: e.to_string(),
+                },
+            };
+            self.done = true;
+            return vec![Action::Emit(event)];
+        }
+        // Distributors that answered for another round are asked once for the best one.
+        if let (Some((best_round, _)), false) = (best, self.realigned) {
+            let others: Vec<PeerId> = self
+                .answers
+                .iter()
+                .filter(
+                    |(_, a)| matches!(a, Answer::Evaluated { round, .. } if *round != best_round),
+                )
+                .map(|(p, _)| *p)
+                .collect();
+            if !others.is_empty() && self.in_flight.is_empty() {
+                self.realigned = true;
+                let mut actions = Vec::new();
+                for peer in others {
+                    self.answers.remove(&peer);
+                    actions.push(self.ask(peer, Some(best_round), rng));
+                }
+                return actions;
+            }
+        }
+        if !self.in_flight.is_empty() {
+            return Vec::new();
+        }
+        self.done = true;
+        vec![Action::Emit(self.give_up())]
+    }
+
     /// Every distributor answered and no t partials agree.
     fn give_up(&self) -> Event {
         if self.params().is_none() {
@@ -530,7 +647,7 @@ impl Requester {
         let partials = self
             .answers
             .values()
-            .filter(|a| matches!(a, Answer::Partial { .. }))
+            .filter(|a| matches!(a, Answer::Partial { .. } | Answer::Evaluated { .. }))
             .count();
         let mut reasons: Vec<String> = self
             .answers
@@ -557,19 +674,12 @@ impl Requester {
     }
 
     fn domain(&self) -> Domain {
-        match &self.goal {
-            Goal::Issue {
-                password: Some(_), ..
-            } => Domain::Password,
-            _ => Domain::Otp,
-        }
+        Domain::Otp
     }
 
     fn kind(&self) -> &'static str {
         match self.goal {
-            Goal::Issue {
-                password: Some(_), ..
-            } => "password",
+            Goal::Password { .. } => "password",
             Goal::Issue { .. } => "partial",
             Goal::Verify { .. } => "verify-partial",
         }
@@ -589,8 +699,30 @@ fn named(members: &[(PeerId, &Answer)], bad: &[Index]) -> Vec<PeerId> {
 
 impl Role for Requester {
     fn start(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        if let Goal::Issue { counter, .. } = &mut self.goal {
-            *counter = counter::fresh(now, rng);
+        match &mut self.goal {
+            Goal::Issue { counter, .. } => *counter = counter::fresh(now, rng),
+            Goal::Password { blinded, .. } => {
+                let mut input = zeroize::Zeroizing::new([0u8; 32]);
+                rng.fill_bytes(input.as_mut());
+                match voprf::blind(input.as_slice(), rng) {
+                    Ok((blind, element)) => {
+                        *blinded = Some(Box::new(Blinded {
+                            input,
+                            blind,
+                            element,
+                        }))
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return vec![Action::Emit(Event::RequestFailed {
+                            peer: self.me,
+                            request: "password".into(),
+                            reason: format!("blinding the input: {e}"),
+                        })];
+                    }
+                }
+            }
+            Goal::Verify { .. } => {}
         }
         if self.distributors.is_empty() || self.params().is_none() {
             self.done = true;
@@ -638,6 +770,17 @@ impl Role for Requester {
                     },
                 }
             }
+            Ok(Response::Evaluated(grant)) if matches!(self.goal, Goal::Password { .. }) => {
+                match self.believe(&distributor, grant.partial.index, grant.round, &grant.key) {
+                    Ok(commitment) => Answer::Evaluated {
+                        round: grant.round,
+                        partial: grant.partial,
+                        key: Box::new(grant.key.clone()),
+                        commitment,
+                    },
+                    Err(reason) => Answer::Failed(reason),
+                }
+            }
             Ok(Response::VerifyPartial(grant)) => match &self.goal {
                 Goal::Verify { round, .. } => {
                     match self.believe(&distributor, grant.partial.index, *round, &grant.key) {
@@ -651,7 +794,7 @@ impl Role for Requester {
                         Err(reason) => Answer::Failed(reason),
                     }
                 }
-                Goal::Issue { .. } => Answer::Failed("answered with a verification partial".into()),
+                _ => Answer::Failed("answered with a verification partial".into()),
             },
             Ok(Response::Verified(result)) => Answer::Verdict(result),
             Ok(Response::Refused(r)) => Answer::Failed(r.to_string()),
