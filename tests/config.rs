@@ -274,6 +274,7 @@ fn a_node_runs_with_what_the_file_and_the_environment_say() {
         list.push(Member {
             peer_id: peer(),
             addrs: vec![],
+            name: None,
         });
     }
     mesh.contributors.push(Contributor {

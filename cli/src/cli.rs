@@ -540,6 +540,8 @@ pub enum Role {
     Generator,
     Distributor,
     Requester,
+    /// The door of the services where codes are typed: RADIUS and HTTP fronts.
+    Verifier,
 }
 
 #[derive(Args, Debug, Default)]
@@ -608,6 +610,25 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0: any).
     #[arg(long, env = "OTPMESH_METRICS", value_name = "IP:PORT")]
     pub metrics: Option<String>,
+    /// Verifier: answer RADIUS Access-Requests (PAP) on this UDP address, e.g. 127.0.0.1:1812.
+    #[arg(long, env = "OTPMESH_RADIUS", value_name = "IP:PORT")]
+    pub radius: Option<String>,
+    /// Verifier: the RADIUS clients and their shared secrets, a 0600 TOML file of
+    /// `[[clients]] address, secret, require_message_authenticator (default true), rate_per_s`.
+    /// Default: radius-clients.toml in the data dir.
+    #[arg(long, env = "OTPMESH_RADIUS_CLIENTS", value_name = "FILE")]
+    pub radius_clients: Option<PathBuf>,
+    /// Verifier: serve POST /validate/check on this TCP address (loopback unless
+    /// --http-allow-remote), e.g. 127.0.0.1:8080.
+    #[arg(long, env = "OTPMESH_HTTP", value_name = "IP:PORT")]
+    pub http: Option<String>,
+    /// Verifier: the relying parties' bearer tokens, a 0600 TOML file of `[[parties]] name, token`.
+    /// Default: http-tokens.toml in the data dir.
+    #[arg(long, env = "OTPMESH_HTTP_TOKENS", value_name = "FILE")]
+    pub http_tokens: Option<PathBuf>,
+    /// Verifier: let --http listen on an address other than loopback.
+    #[arg(long, env = "OTPMESH_HTTP_ALLOW_REMOTE", value_parser = BoolishValueParser::new())]
+    pub http_allow_remote: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -633,6 +654,10 @@ pub struct MeshUpArgs {
     pub distributors: u32,
     #[arg(long, default_value_t = 1)]
     pub requesters: u32,
+    /// Verifier nodes: each answers RADIUS (PAP) and POST /validate/check on 127.0.0.1 for every
+    /// requester, by its node name (requester-1, …); mesh.json names their ports and secret files.
+    #[arg(long, default_value_t = 0)]
+    pub verifiers: u32,
     /// Exit 0 after this many rounds are sealed and delivered (default: run until Ctrl-C).
     #[arg(long)]
     pub rounds: Option<u32>,

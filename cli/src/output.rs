@@ -273,6 +273,12 @@ pub fn human(event: &NodeEvent) -> Option<String> {
             } => {
                 format!("refused {request} request from {}: {reason}", short(peer))
             }
+            Event::CheckDecided {
+                user,
+                outcome,
+                detail,
+                ..
+            } => format!("check for {user}: {} ({detail})", outcome.as_str()),
             Event::RequestFailed {
                 peer,
                 request,

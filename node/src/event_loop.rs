@@ -123,6 +123,10 @@ pub struct EventLoop {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<NodeEvent>,
     pub(crate) replies: HashMap<u64, Reply>,
+    /// Verifier: the fronts' checks under way, by ticket.
+    pub(crate) checks:
+        HashMap<u64, tokio::sync::oneshot::Sender<(role::verifier::Outcome, String)>>,
+    pub(crate) next_check: u64,
     pub(crate) next_inbound: u64,
     pub(crate) outbound: HashMap<OutboundRequestId, (Tag, PeerId)>,
     pub(crate) unpublished: VecDeque<Gossip>,
@@ -336,6 +340,20 @@ impl EventLoop {
             }
             Command::Control(control) => {
                 let actions = self.role.control(now_ms(), control);
+                self.execute(actions);
+            }
+            Command::Check { user, code, reply } => {
+                if self.checks.len() >= role::verifier::MAX_PENDING_CHECKS {
+                    let busy = (role::verifier::Outcome::Busy, "too many checks".into());
+                    let _ = reply.send(busy);
+                    return;
+                }
+                self.next_check += 1;
+                let ticket = self.next_check;
+                self.checks.insert(ticket, reply);
+                let actions = self
+                    .role
+                    .check(now_ms(), ticket, &user, &code, &mut *self.rng);
                 self.execute(actions);
             }
             Command::ListenAddrs { reply } => {
@@ -662,6 +680,17 @@ impl EventLoop {
 
     fn emit_role_event(&mut self, event: Event) {
         self.metrics.role_event(&event, now_ms());
+        if let Event::CheckDecided {
+            ticket,
+            outcome,
+            detail,
+            ..
+        } = &event
+        {
+            if let Some(reply) = self.checks.remove(ticket) {
+                let _ = reply.send((*outcome, detail.clone()));
+            }
+        }
         match &event {
             Event::RoundOpened { round, .. } => self.rounds.opened(*round),
             Event::RoundSealed {

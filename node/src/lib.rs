@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod rpc;
 pub mod status;
 pub mod store;
+pub mod verifier;
 
 pub use event_loop::EventLoop;
 
@@ -56,6 +57,10 @@ pub enum RoleSpec {
     },
     Generator,
     Distributor,
+    /// The door of the services where codes are typed: its RADIUS and HTTP fronts.
+    Verifier {
+        fronts: verifier::Fronts,
+    },
     /// Asks one of `distributors` (all listed ones when empty) after every sealed round.
     Requester {
         distributors: Vec<PeerId>,
@@ -107,6 +112,7 @@ impl RoleSpec {
             RoleSpec::Contributor { .. } => "contributor",
             RoleSpec::Generator => "generator",
             RoleSpec::Distributor => "distributor",
+            RoleSpec::Verifier { .. } => "verifier",
             RoleSpec::Requester { .. }
             | RoleSpec::OneShotRequester { .. }
             | RoleSpec::OneShotVerify { .. }
@@ -183,6 +189,12 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
     Control(role::Control),
+    /// Verifier: a service's user typed `code`.
+    Check {
+        user: String,
+        code: zeroize::Zeroizing<String>,
+        reply: oneshot::Sender<(role::verifier::Outcome, String)>,
+    },
     /// Drop and refuse connections with a peer (a transport-level partition).
     Block {
         peer: PeerId,
@@ -218,6 +230,8 @@ pub enum NodeError {
     Listen { addr: String, reason: String },
     #[error(transparent)]
     ControlSocket(#[from] status::SocketError),
+    #[error("verifier: {0}")]
+    Front(#[from] verifier::FrontError),
     #[error("cannot serve metrics on {addr}: {reason}")]
     Metrics { addr: String, reason: String },
     /// The role cannot run with this mesh config.
@@ -253,6 +267,18 @@ impl Client {
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::ListenAddrs { reply }).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Verifier: judges `code` typed by `user` (the fronts' one path): the outcome and what the
+    /// distributors said, in words.
+    pub async fn check(
+        &self,
+        user: String,
+        code: zeroize::Zeroizing<String>,
+    ) -> Result<(role::verifier::Outcome, String), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Check { user, code, reply }).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -294,6 +320,9 @@ pub struct Node {
     pub peer_id: PeerId,
     /// Where `/metrics` is served (with [`NodeConfig::metrics`]).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Verifier: where its RADIUS front listens (UDP) and its HTTP front (TCP).
+    pub radius_addr: Option<std::net::SocketAddr>,
+    pub http_addr: Option<std::net::SocketAddr>,
     pub client: Client,
     pub events: mpsc::Receiver<NodeEvent>,
     pub event_loop: EventLoop,
@@ -426,6 +455,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             store = Some(db);
             Box::new(distributor)
         }
+        RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),
         RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
             Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
         }
@@ -545,6 +575,13 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     };
     let mut registry = libp2p::metrics::Registry::default();
     let node_metrics = metrics::Metrics::new(&mut registry);
+    // The verifier's fronts, bound now: a taken port is an error at start.
+    let fronts = match &config.role {
+        RoleSpec::Verifier { fronts } => {
+            Some((fronts.bind()?, verifier::Metrics::new(&mut registry)))
+        }
+        _ => None,
+    };
 
     let kad_server = matches!(config.role, RoleSpec::Generator | RoleSpec::Distributor);
     let mut swarm = SwarmBuilder::with_existing_identity(identity)
@@ -673,6 +710,8 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         commands,
         events: events_tx,
         replies: HashMap::new(),
+        checks: HashMap::new(),
+        next_check: 0,
         next_inbound: 0,
         outbound: HashMap::new(),
         unpublished: VecDeque::new(),
@@ -716,12 +755,20 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         stopping: false,
         unwritten: Arc::default(),
     };
+    let client = Client {
+        commands: commands_tx,
+    };
+    let (mut radius_addr, mut http_addr) = (None, None);
+    if let Some((bound, metrics)) = fronts {
+        (radius_addr, http_addr) = (bound.radius_addr, bound.http_addr);
+        bound.spawn(client.clone(), metrics);
+    }
     Ok(Node {
         peer_id,
         metrics_addr,
-        client: Client {
-            commands: commands_tx,
-        },
+        radius_addr,
+        http_addr,
+        client,
         events,
         event_loop,
     })

@@ -107,6 +107,7 @@ impl Layout {
         let member = |name: &str| Member {
             peer_id: identity(&root.path().join(name)),
             addrs: vec![],
+            name: None,
         };
         let mut mesh = MeshConfig {
             generators: vec![member("generator")],

@@ -149,6 +149,7 @@ async fn a_taken_port_is_an_error_not_a_shared_listener() {
         generators: vec![Member {
             peer_id: Keypair::generate_ed25519().public().to_peer_id(),
             addrs: vec![],
+            name: None,
         }],
         settings: otpmesh_protocol::mesh::Settings {
             quorum: 1,

@@ -23,6 +23,9 @@ use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod verifiers;
+pub use verifiers::{UserName, Verifier};
+
 /// Most peers any one role list may name.
 pub const MAX_LISTED_PEERS: usize = 4096;
 /// Most addresses one listed peer may carry.
@@ -145,6 +148,20 @@ pub struct Member {
     /// Where the peer listens (optional; helps the others dial it).
     #[serde(default)]
     pub addrs: Vec<String>,
+    /// Requesters only: the user name services know this requester by (RADIUS User-Name, a web
+    /// login), for verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<UserName>,
+}
+
+impl Member {
+    pub fn new(peer_id: PeerId, addrs: Vec<String>) -> Member {
+        Member {
+            peer_id,
+            addrs,
+            name: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +189,9 @@ pub struct MeshConfig {
     pub contributors: Vec<Contributor>,
     #[serde(default)]
     pub requesters: Vec<Member>,
+    /// The doors of the services where codes are typed (RADIUS, HTTP).
+    #[serde(default)]
+    pub verifiers: Vec<Verifier>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +215,8 @@ pub enum MeshError {
     },
     #[error("a mesh needs at least one generator (none listed under [[generators]])")]
     NoGenerator,
+    #[error("{0}")]
+    Users(String),
     #[error("{0}")]
     Syntax(String),
 }
@@ -230,11 +252,12 @@ impl MeshConfig {
     }
 
     pub fn validate(&self) -> Result<(), MeshError> {
-        let lists: [(&'static str, usize); 4] = [
+        let lists: [(&'static str, usize); 5] = [
             ("[[generators]]", self.generators.len()),
             ("[[distributors]]", self.distributors.len()),
             ("[[contributors]]", self.contributors.len()),
             ("[[requesters]]", self.requesters.len()),
+            ("[[verifiers]]", self.verifiers.len()),
         ];
         for (list, len) in lists {
             if len > MAX_LISTED_PEERS {
@@ -266,13 +289,62 @@ impl MeshConfig {
             .chain(&self.distributors)
             .chain(&self.requesters)
             .map(|m| (m.peer_id, m.addrs.len()))
-            .chain(self.contributors.iter().map(|c| (c.peer_id, c.addrs.len())));
+            .chain(self.contributors.iter().map(|c| (c.peer_id, c.addrs.len())))
+            .chain(self.verifiers.iter().map(|v| (v.peer_id, v.addrs.len())));
         for (peer, n) in all_addrs {
             if n > MAX_ADDRS_PER_PEER {
                 return Err(MeshError::TooManyAddrs(peer));
             }
         }
+        self.check_users()?;
         self.check_settings()
+    }
+
+    /// Names on requesters only, each once; verifiers listed once, naming listed users or `*`.
+    fn check_users(&self) -> Result<(), MeshError> {
+        let bad = |problem: String| Err(MeshError::Users(problem));
+        if let Some(m) = self
+            .generators
+            .iter()
+            .chain(&self.distributors)
+            .find(|m| m.name.is_some())
+        {
+            return bad(format!(
+                "peer {} carries a name: names are for [[requesters]]",
+                m.peer_id
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for name in self.requesters.iter().filter_map(|m| m.name.as_ref()) {
+            if !names.insert(name) {
+                return bad(format!("user name {name:?} is given to two requesters"));
+            }
+        }
+        let mut verifiers = BTreeSet::new();
+        for v in &self.verifiers {
+            if !verifiers.insert(v.peer_id) {
+                return bad(format!("verifier {} is listed twice", v.peer_id));
+            }
+            if v.users.len() > verifiers::MAX_VERIFIER_USERS {
+                return bad(format!(
+                    "verifier {} names {} users; at most {}",
+                    v.peer_id,
+                    v.users.len(),
+                    verifiers::MAX_VERIFIER_USERS
+                ));
+            }
+            if let Some(u) = v
+                .users
+                .iter()
+                .find(|u| *u != "*" && !names.iter().any(|n| n.as_str() == u.as_str()))
+            {
+                return bad(format!(
+                    "verifier {} names user {u:?}, which no requester is called",
+                    v.peer_id
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_settings(&self) -> Result<(), MeshError> {
@@ -518,6 +590,34 @@ impl MeshConfig {
         self.open || self.requesters.iter().any(|m| &m.peer_id == peer)
     }
 
+    /// The requester called `user`.
+    pub fn requester_named(&self, user: &UserName) -> Option<PeerId> {
+        self.requesters
+            .iter()
+            .find(|m| m.name.as_ref() == Some(user))
+            .map(|m| m.peer_id)
+    }
+
+    pub fn is_verifier(&self, peer: &PeerId) -> bool {
+        self.verifiers.iter().any(|v| &v.peer_id == peer)
+    }
+
+    /// The requester whose codes verifier `peer` asks to check as `user`, if it may.
+    pub fn may_verify(&self, peer: &PeerId, user: &UserName) -> Result<PeerId, Denied> {
+        let verifier = self
+            .verifiers
+            .iter()
+            .find(|v| &v.peer_id == peer)
+            .ok_or(Denied::NotVerifier)?;
+        let requester = self
+            .requester_named(user)
+            .ok_or_else(|| Denied::UnknownUser(user.to_string()))?;
+        match verifier.covers(user) {
+            true => Ok(requester),
+            false => Err(Denied::NotVerifiersUser(user.to_string())),
+        }
+    }
+
     /// Whether `peer` may submit phrases as `client`.
     pub fn may_contribute(&self, peer: &PeerId, client: ClientId) -> Result<(), Denied> {
         if client.0 == 0 {
@@ -557,6 +657,11 @@ impl MeshConfig {
                     .iter()
                     .map(|c| (c.peer_id, c.addrs.as_slice())),
             )
+            .chain(
+                self.verifiers
+                    .iter()
+                    .map(|v| (v.peer_id, v.addrs.as_slice())),
+            )
             .collect()
     }
 }
@@ -586,6 +691,12 @@ pub enum Denied {
     NotDistributor,
     #[error("peer is not a listed requester")]
     NotRequester,
+    #[error("peer is not a listed verifier")]
+    NotVerifier,
+    #[error("no requester is called {0:?}")]
+    UnknownUser(String),
+    #[error("this verifier may not check {0:?}'s codes")]
+    NotVerifiersUser(String),
 }
 
 #[cfg(test)]
@@ -597,6 +708,7 @@ mod tests {
             generators: vec![Member {
                 peer_id: PeerId::random(),
                 addrs: vec![],
+                name: None,
             }],
             contributors: (1..=n)
                 .map(|i| Contributor {

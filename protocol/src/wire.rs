@@ -420,10 +420,20 @@ pub enum Request {
     /// Threshold mode, requester to a distributor: a password's blinded input (RFC 9497 VOPRF,
     /// ristretto255-SHA512): the distributor sees one random group element and learns nothing.
     Evaluate(EvaluateRequest),
+    /// From a listed verifier: is `code` a live OTP of `user`? Judged and spent as a requester's
+    /// own verification would be; answered with `Verified`.
+    Check(CheckRequest),
 }
 
-/// A blinded element B = r·H(input) for a password, under the round key of `round` (the newest
-/// held if absent).
+/// A verifier asks on behalf of a service where `user` typed `code`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub user: crate::mesh::UserName,
+    pub code: String,
+}
+
+/// A blinded element B = r·H(input) for a password, under the password key k' of `round` (the
+/// newest held if absent); never under the OTP key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluateRequest {
     pub round: Option<RoundId>,
@@ -431,8 +441,8 @@ pub struct EvaluateRequest {
     pub blinded: [u8; 32],
 }
 
-/// Distributor j's blind evaluation k_j·B with its RFC 9497 proof against K_j, and the round key
-/// (signed by the coordinator) that K_j comes from.
+/// Distributor j's blind evaluation k'_j·B with its RFC 9497 proof against K'_j, and the round key
+/// (signed by the coordinator) that K'_j comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluateGrant {
     pub round: RoundId,
@@ -544,6 +554,7 @@ impl Request {
             Request::Beacon(_) => "beacon",
             Request::Dealing(_) => "dealing",
             Request::Evaluate(_) => "evaluate",
+            Request::Check(_) => "check",
         }
     }
 
@@ -553,6 +564,10 @@ impl Request {
             Request::Verify(v) if v.code.len() > MAX_CODE_CHARS => Err(field(
                 "code",
                 format!("{} characters, at most {MAX_CODE_CHARS}", v.code.len()),
+            )),
+            Request::Check(c) if c.code.len() > MAX_CODE_CHARS => Err(field(
+                "code",
+                format!("{} characters, at most {MAX_CODE_CHARS}", c.code.len()),
             )),
             Request::Kdc(k) => k.check(),
             Request::Handover(h) => check_transcript(&h.transcript),

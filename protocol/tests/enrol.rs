@@ -39,14 +39,17 @@ impl Pair {
             generators: vec![Member {
                 peer_id: generator,
                 addrs: vec![],
+                name: None,
             }],
             distributors: vec![Member {
                 peer_id: distributor_id,
                 addrs: vec![],
+                name: None,
             }],
             requesters: vec![Member {
                 peer_id: requester,
                 addrs: vec![],
+                name: None,
             }],
             settings: Settings {
                 quorum: 1,

@@ -56,6 +56,7 @@ impl World {
         let member = |peer_id| Member {
             peer_id,
             addrs: vec![],
+            name: None,
         };
         let mesh = Arc::new(MeshConfig {
             generators: vec![member(generator)],

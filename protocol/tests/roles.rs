@@ -84,14 +84,17 @@ impl Sim {
             generators: vec![Member {
                 peer_id: ids.generator,
                 addrs: vec![],
+                name: None,
             }],
             distributors: vec![Member {
                 peer_id: ids.distributor,
                 addrs: vec![],
+                name: None,
             }],
             requesters: vec![Member {
                 peer_id: ids.requester,
                 addrs: vec![],
+                name: None,
             }],
             contributors: ids
                 .contributors
@@ -588,10 +591,12 @@ fn the_distributor_checks_deliveries_and_never_repeats_an_otp_across_restarts() 
         generators: vec![Member {
             peer_id: generator,
             addrs: vec![],
+            name: None,
         }],
         requesters: vec![Member {
             peer_id: requester,
             addrs: vec![],
+            name: None,
         }],
         settings: otpmesh_protocol::mesh::Settings {
             quorum: 1,

@@ -40,17 +40,20 @@ impl World {
             generators: vec![Member {
                 peer_id: generator,
                 addrs: vec![],
+                name: None,
             }],
             distributors: distributors
                 .iter()
                 .map(|p| Member {
                     peer_id: *p,
                     addrs: vec![],
+                    name: None,
                 })
                 .collect(),
             requesters: vec![Member {
                 peer_id: requester,
                 addrs: vec![],
+                name: None,
             }],
             settings: Settings {
                 quorum: 1,

@@ -38,6 +38,11 @@ pub struct FileConfig {
     manual_rounds: Option<bool>,
     seed: Option<u64>,
     metrics: Option<String>,
+    radius: Option<String>,
+    radius_clients: Option<PathBuf>,
+    http: Option<String>,
+    http_tokens: Option<PathBuf>,
+    http_allow_remote: Option<bool>,
     log_format: Option<LogFormat>,
 }
 
@@ -168,6 +173,11 @@ pub fn resolve(
     setting!(manual_rounds, |b| b);
     setting!(seed, Some);
     setting!(metrics, Some);
+    setting!(radius, Some);
+    setting!(radius_clients, |p| Some(rel(p)));
+    setting!(http, Some);
+    setting!(http_tokens, |p| Some(rel(p)));
+    setting!(http_allow_remote, |b| b);
     let log_format = match (given("log_format"), file.log_format) {
         (Some(source), _) => {
             sources.push(("log_format", source));
@@ -227,6 +237,11 @@ impl Resolved {
                 // TOML integers are i64: a larger seed can only be a flag.
                 "seed" => a.seed.and_then(|s| i64::try_from(s).ok()).map(Value::from),
                 "metrics" => a.metrics.as_ref().map(|m| Value::from(m.as_str())),
+                "radius" => a.radius.as_ref().map(|m| Value::from(m.as_str())),
+                "radius_clients" => path(&a.radius_clients),
+                "http" => a.http.as_ref().map(|m| Value::from(m.as_str())),
+                "http_tokens" => path(&a.http_tokens),
+                "http_allow_remote" => Some(Value::from(a.http_allow_remote)),
                 "log_format" => Some(Value::from(format!("{:?}", self.log_format).to_lowercase())),
                 _ => None,
             };

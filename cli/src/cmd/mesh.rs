@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use otpmesh_node::keys;
-use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig};
+use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig, UserName, Verifier};
 use otpmesh_protocol::phrase::ClientId;
 use rand::Rng;
 use serde::Serialize;
@@ -47,6 +47,17 @@ pub struct NodeEntry {
     /// `http://127.0.0.1:PORT/metrics`, with `mesh up --metrics`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// Verifiers: `127.0.0.1:PORT` (UDP) and the file holding the RADIUS shared secret alone
+    /// (`radclient -S FILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub radius: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub radius_secret_file: Option<PathBuf>,
+    /// Verifiers: `http://127.0.0.1:PORT/validate/check` and the file holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_token_file: Option<PathBuf>,
     pub restart: Vec<String>,
 }
 
@@ -100,6 +111,47 @@ pub fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
     Ok((tcp_ports, udp_ports))
 }
 
+/// A verifier's secrets, made once per data dir (0600): its RADIUS clients file (127.0.0.1, a
+/// fresh shared secret; Message-Authenticator not required, because Debian 12's pam_radius_auth
+/// 2.0 sends none; radclient works either way) and its HTTP tokens file, each with a file holding
+/// the bare secret for clients (`radclient -S`, `curl -H "Authorization: Bearer $(cat …)"`).
+/// Returns (secret file, token file).
+fn verifier_files(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    keys::ensure_data_dir(data_dir)?;
+    let (secret_file, token_file) = (data_dir.join("radius-secret"), data_dir.join("http-token"));
+    if !secret_file.exists() {
+        let secret = otpmesh_node::verifier::fresh_secret();
+        let clients = format!(
+            "# RADIUS clients of this verifier. mesh up: Message-Authenticator is not required\n\
+             # from 127.0.0.1, so that Debian 12's pam_radius_auth (which sends none) works;\n\
+             # set require_message_authenticator = true where every client sends one.\n\
+             [[clients]]\naddress = \"127.0.0.1\"\nsecret = \"{}\"\n\
+             require_message_authenticator = false\n",
+            secret.as_str()
+        );
+        keys::write_file(
+            &data_dir.join("radius-clients.toml"),
+            clients.as_bytes(),
+            0o600,
+        )?;
+        keys::write_file(&secret_file, secret.as_bytes(), 0o600)?;
+    }
+    if !token_file.exists() {
+        let token = otpmesh_node::verifier::fresh_secret();
+        let parties = format!(
+            "[[parties]]\nname = \"mesh-up\"\ntoken = \"{}\"\n",
+            token.as_str()
+        );
+        keys::write_file(
+            &data_dir.join("http-tokens.toml"),
+            parties.as_bytes(),
+            0o600,
+        )?;
+        keys::write_file(&token_file, token.as_bytes(), 0o600)?;
+    }
+    Ok((secret_file, token_file))
+}
+
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(if path.is_absolute() {
         path.to_path_buf()
@@ -134,7 +186,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     if args.contributors == 0 || distributors == 0 {
         bail!("a mesh needs at least one contributor and one distributor");
     }
-    let total = args.contributors + generators + distributors + args.requesters;
+    let total = args.contributors + generators + distributors + args.requesters + args.verifiers;
     if total > MAX_NODES {
         bail!("{total} nodes is more than the {MAX_NODES} one mesh up starts");
     }
@@ -148,9 +200,13 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     names.extend((1..=distributors).map(|i| ("distributor", format!("distributor-{i}"))));
     names.extend((1..=args.contributors).map(|i| ("contributor", format!("contributor-{i}"))));
     names.extend((1..=args.requesters).map(|i| ("requester", format!("requester-{i}"))));
-    // With metrics, a second TCP port per node serves them.
-    let (tcp, udp) = free_ports(names.len() * if args.metrics { 2 } else { 1 })?;
-    let metrics_ports = &tcp[names.len()..];
+    names.extend((1..=args.verifiers).map(|i| ("verifier", format!("verifier-{i}"))));
+    // With metrics, a second TCP port per node serves them; a verifier has a RADIUS (UDP) and an
+    // HTTP (TCP) port besides.
+    let per_node = if args.metrics { 2 } else { 1 };
+    let fronts_at = names.len() * per_node;
+    let (tcp, udp) = free_ports(fronts_at + args.verifiers as usize)?;
+    let metrics_ports = &tcp[names.len()..fronts_at];
 
     let mut mesh = MeshConfig::default();
     mesh.settings.deadline_ms = args.deadline_ms;
@@ -171,11 +227,21 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
         let member = Member {
             peer_id: peer,
             addrs: vec![tcp_addr.to_string()],
+            // Services know a requester by its node's name (RADIUS User-Name, a web login).
+            name: match *role {
+                "requester" => Some(UserName::new(name)?),
+                _ => None,
+            },
         };
         match *role {
             "generator" => mesh.generators.push(member),
             "distributor" => mesh.distributors.push(member),
             "requester" => mesh.requesters.push(member),
+            "verifier" => mesh.verifiers.push(Verifier {
+                peer_id: peer,
+                addrs: member.addrs,
+                users: vec!["*".into()],
+            }),
             _ => {
                 let client_id = ClientId(mesh.contributors.len() as u32 + 1);
                 mesh.contributors.push(Contributor {
@@ -225,6 +291,24 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
         if let Some(addr) = &metrics {
             argv.extend(["--metrics".into(), addr.clone()]);
         }
+        let fronts = match *role {
+            "verifier" => {
+                let v = mesh.verifiers.len() - 1;
+                let (radius, http) = (
+                    format!("127.0.0.1:{}", udp[fronts_at + v]),
+                    format!("127.0.0.1:{}", tcp[fronts_at + v]),
+                );
+                let files = verifier_files(&data_dir)?;
+                argv.extend([
+                    "--radius".into(),
+                    radius.clone(),
+                    "--http".into(),
+                    http.clone(),
+                ]);
+                Some((radius, http, files))
+            }
+            _ => None,
+        };
         let log = data_dir.join("node.log");
         entries.push(NodeEntry {
             name: name.clone(),
@@ -235,6 +319,12 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
             data_dir,
             log,
             metrics: metrics.map(|addr| format!("http://{addr}/metrics")),
+            radius: fronts.as_ref().map(|f| f.0.clone()),
+            radius_secret_file: fronts.as_ref().map(|f| f.2 .0.clone()),
+            http: fronts
+                .as_ref()
+                .map(|f| format!("http://{}/validate/check", f.1)),
+            http_token_file: fronts.as_ref().map(|f| f.2 .1.clone()),
             restart: argv,
         });
     }

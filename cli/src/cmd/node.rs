@@ -105,7 +105,7 @@ pub fn parse_parts(args: &NodeArgs) -> anyhow::Result<Parts> {
 pub fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
     let parts = parse_parts(args)?;
     let role = args.role.ok_or_else(|| {
-        anyhow!("--role is required (contributor, generator, distributor or requester)")
+        anyhow!("--role is required (contributor, generator, distributor, requester or verifier)")
     })?;
     let data_dir = args
         .data_dir
@@ -132,6 +132,9 @@ pub fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
         Role::Requester => RoleSpec::Requester {
             distributors: parts.distributors,
         },
+        Role::Verifier => RoleSpec::Verifier {
+            fronts: fronts(args, &data_dir)?,
+        },
     };
     let config = NodeConfig {
         role,
@@ -145,6 +148,45 @@ pub fn build(args: &NodeArgs) -> anyhow::Result<(NodeConfig, bool)> {
         metrics: parts.metrics,
     };
     Ok((config, ask))
+}
+
+fn socket_addr(flag: &str, text: &str) -> anyhow::Result<std::net::SocketAddr> {
+    text.parse()
+        .map_err(|e| anyhow!("--{flag} {text:?} is not an IP:PORT address: {e}"))
+}
+
+/// A verifier's fronts from its flags; each needs its secrets file (0600).
+fn fronts(args: &NodeArgs, data_dir: &Path) -> anyhow::Result<otpmesh_node::verifier::Fronts> {
+    use otpmesh_node::verifier;
+    let mut fronts = verifier::Fronts::default();
+    if args.radius.is_none() && args.http.is_none() {
+        bail!("a verifier needs --radius IP:PORT, --http IP:PORT or both: they are its doors");
+    }
+    if let Some(text) = &args.radius {
+        let addr = socket_addr("radius", text)?;
+        let file = args
+            .radius_clients
+            .clone()
+            .unwrap_or_else(|| data_dir.join("radius-clients.toml"));
+        let clients = verifier::load_radius_clients(&file).context("--radius-clients")?;
+        fronts.radius = Some((addr, clients));
+    }
+    if let Some(text) = &args.http {
+        let addr = socket_addr("http", text)?;
+        if !addr.ip().is_loopback() && !args.http_allow_remote {
+            bail!(
+                "--http {addr} is not a loopback address: put a TLS proxy in front and pass \
+                 --http-allow-remote, or listen on 127.0.0.1"
+            );
+        }
+        let file = args
+            .http_tokens
+            .clone()
+            .unwrap_or_else(|| data_dir.join("http-tokens.toml"));
+        let parties = verifier::load_parties(&file).context("--http-tokens")?;
+        fronts.http = Some((addr, parties));
+    }
+    Ok(fronts)
 }
 
 /// Asks the user for the integer for `round` until one parses (or stdin closes).
@@ -207,15 +249,23 @@ pub async fn run(args: NodeArgs) -> Outcome {
     let (client, mut events, peer_id) = (node.client.clone(), node.events, node.peer_id);
     tracing::info!(peer_id = %node.peer_id, role, "node started");
     let metrics = node.metrics_addr.map(|a| format!("http://{a}/metrics"));
+    let radius = node.radius_addr.map(|a| a.to_string());
+    let http = node.http_addr.map(|a| format!("http://{a}/validate/check"));
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"event": "started", "peer_id": node.peer_id.to_string(), "role": role, "metrics": metrics})
+            serde_json::json!({"event": "started", "peer_id": node.peer_id.to_string(), "role": role, "metrics": metrics, "radius": radius, "http": http})
         );
     } else {
         println!("{role} {} starting", node.peer_id);
         if let Some(url) = metrics {
             println!("metrics at {url}");
+        }
+        if let Some(addr) = radius {
+            println!("RADIUS at {addr} (udp)");
+        }
+        if let Some(url) = http {
+            println!("validate at {url}");
         }
     }
     let running = tokio::spawn(node.event_loop.run());

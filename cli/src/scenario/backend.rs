@@ -227,6 +227,10 @@ impl Backend {
                     data_dir: node.data_dir.clone(),
                     log: node.data_dir.join("node.log"),
                     metrics: None,
+                    radius: None,
+                    radius_secret_file: None,
+                    http: None,
+                    http_token_file: None,
                     restart: node.argv.clone(),
                 };
                 let mut child = spawn(&entry, p.tx.clone(), true)?;

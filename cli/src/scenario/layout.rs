@@ -81,6 +81,7 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
         let member = Member {
             peer_id,
             addrs: vec![tcp.to_string()],
+            name: None,
         };
         let client_id = match spec.role {
             NodeRole::Hostile => Some(spec.client_id.unwrap_or(HOSTILE_CLIENT_ID)),

@@ -716,6 +716,7 @@ fn check_nodes(
     let member = || otpmesh_protocol::mesh::Member {
         peer_id: libp2p::PeerId::random(),
         addrs: vec![],
+        name: None,
     };
     mesh.generators = (0..count(NodeRole::Generator)).map(|_| member()).collect();
     mesh.distributors = (0..count(NodeRole::Distributor))

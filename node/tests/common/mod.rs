@@ -28,6 +28,7 @@ impl Distributor {
         let member = |peer_id| Member {
             peer_id,
             addrs: vec![],
+            name: None,
         };
         let me = otpmesh_node::keys::load_or_create_identity(dir).unwrap();
         let mesh = MeshConfig {

@@ -7,6 +7,7 @@
 //!     ─► accepted: Persist(Used) · Publish(Used marker) ─► Verified(accepted)
 //!     ─► wrong: Persist(Attempts) (lock after max_failures in the window) ─► Verified(wrong)
 //! Used marker from another distributor ─► Persist(Used) (its OTP now answers `used` here too)
+//! Check(user, code) from a listed verifier ─► judged as the user's own Verify (check.rs)
 //! Kdc(Register | Present | Session) from a listed requester ─► crate::kdc::centre decides
 //!     ─► Persist(KdcUser) ─► Registered · Present (memory only) · Session: [OTP checked as Verify] ─► Grant
 //! ```
@@ -14,7 +15,10 @@
 //! are never stored: they are recomputed from the round secret, the requester, the issuer and the
 //! counter.
 
+mod check;
+
 use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
+
 use crate::kdc::centre::Policy;
 use crate::kdc::message::{CentreRequest, CentreResponse};
 use crate::kx::{Ephemeral, EpochKey};
@@ -113,6 +117,8 @@ pub struct Distributor {
     last_compact: Millis,
     /// Threshold mode: this distributor's key shares and spent OTP inputs.
     pub(super) shares: Option<super::threshold::distributor::Shares>,
+    /// Verifiers' checks that matched nothing here, until the issuer's use marker takes them back.
+    misses: check::Misses,
 }
 
 impl Distributor {
@@ -129,6 +135,7 @@ impl Distributor {
             kdc: crate::kdc::centre::Centre::new(Vec::new()),
             last_compact: 0,
             shares: None,
+            misses: check::Misses::default(),
         };
         if let (Some(params), Some(index), Some(coordinator)) = (
             d.mesh.threshold(),
@@ -991,16 +998,19 @@ impl Distributor {
             round: marker.round,
             counter: marker.counter,
         };
-        (
-            Verdict::Accept,
-            vec![
-                Action::Persist(Record::Used {
-                    otp,
-                    expires_at_ms: marker.expires_at_ms,
-                }),
-                Action::Emit(event),
-            ],
-        )
+        let mut actions = vec![Action::Persist(Record::Used {
+            otp,
+            expires_at_ms: marker.expires_at_ms,
+        })];
+        let value = self.known[&marker.requester]
+            .iter()
+            .find(|k| k.otp == otp)
+            .map(|k| k.value);
+        if let Some(value) = value {
+            actions.extend(self.refund(now, marker.requester, value));
+        }
+        actions.push(Action::Emit(event));
+        (Verdict::Accept, actions)
     }
 }
 
@@ -1085,6 +1095,7 @@ impl Role for Distributor {
             }
             Request::TotpVerify(v) => self.totp_verify(now, peer, id, &request, &v.code),
             Request::Kdc(k) => self.kdc(now, peer, id, &request, k, rng),
+            Request::Check(c) => self.check(now, peer, id, &request, c),
             Request::Beacon(_) => refuse(
                 peer,
                 id,

@@ -12,11 +12,13 @@ pub mod distributor;
 pub mod generator;
 pub mod requester;
 pub mod threshold;
+pub mod verifier;
 
 pub use contributor::Contributor;
 pub use distributor::Distributor;
 pub use generator::Generator;
 pub use requester::Requester;
+pub use verifier::Verifier;
 
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
@@ -342,6 +344,13 @@ pub enum Event {
         accepted: u32,
         problem: Option<String>,
     },
+    /// A verifier decided a check a front asked for (`ticket` is the front's).
+    CheckDecided {
+        ticket: u64,
+        user: String,
+        outcome: verifier::Outcome,
+        detail: String,
+    },
     RequestRefused {
         peer: PeerId,
         request: String,
@@ -452,6 +461,24 @@ pub trait Role {
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
         Vec::new()
+    }
+
+    /// Verifier: a service's user typed `code`; answered by an [`Event::CheckDecided`] with
+    /// `ticket`. Other roles decide it unavailable at once.
+    fn check(
+        &mut self,
+        _now: Millis,
+        ticket: u64,
+        user: &str,
+        _code: &str,
+        _rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        vec![Action::Emit(Event::CheckDecided {
+            ticket,
+            user: user.to_string(),
+            outcome: verifier::Outcome::Unavailable,
+            detail: "this node is not a verifier".into(),
+        })]
     }
 
     /// An operator's instruction (a scenario step, a control channel). Roles ignore what is not

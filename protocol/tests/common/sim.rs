@@ -90,6 +90,7 @@ impl Sim {
         let member = |p: &PeerId| Member {
             peer_id: *p,
             addrs: vec![],
+            name: None,
         };
         let mut mesh = MeshConfig {
             generators: generators.iter().map(member).collect(),
