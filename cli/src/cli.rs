@@ -40,6 +40,9 @@ pub enum Command {
     Request(RequestArgs),
     /// Threshold mode: a password made by a quorum of distributors that only you see.
     Password(PasswordArgs),
+    /// Threshold mode: your current login code and the seconds it has left, like an
+    /// authenticator app (made by T distributors; no node holds its secret).
+    Code(CodeArgs),
     /// Threshold mode: the public randomness beacon (read a node's chain, export it, verify it
     /// offline).
     #[command(subcommand)]
@@ -658,6 +661,9 @@ pub struct MeshUpArgs {
     /// requester, by its node name (requester-1, …); mesh.json names their ports and secret files.
     #[arg(long, default_value_t = 0)]
     pub verifiers: u32,
+    /// Threshold mode: the time step of login codes (`otpmesh code`), in seconds (15 to 300).
+    #[arg(long, default_value_t = 30)]
+    pub code_period_s: u64,
     /// Exit 0 after this many rounds are sealed and delivered (default: run until Ctrl-C).
     #[arg(long)]
     pub rounds: Option<u32>,
@@ -722,6 +728,33 @@ pub struct PasswordArgs {
     #[arg(long)]
     pub json: bool,
     /// Give up after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh code --data-dir otpmesh-mesh/requester-1\n  otpmesh code --data-dir otpmesh-mesh/requester-1 --watch\n\nThe code of the current time step (the mesh's code_period_s, 30 s by default; code_digits, 6):\nT distributors each answer a partial with a proof, masked for you, under the round key a published\nrule picks; you combine them. Type it where a verifier checks it (RADIUS, /validate/check): it is\naccepted once. The distributors come from the mesh config (default: mesh.toml beside the data dir).\n\nExit codes: 0 code printed; 6 quorum unavailable; 2 no threshold mesh config; 3 unreachable; 1 other errors."
+)]
+pub struct CodeArgs {
+    /// The requester's data dir (its identity.key is used).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The mesh config (default: mesh.toml beside the data dir, as `mesh up` lays it out).
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+    /// A distributor to ask instead of the mesh config's (repeatable; each ending in /p2p/<peer id>).
+    #[arg(long)]
+    pub distributor: Vec<String>,
+    /// Show a new code every step until Ctrl-C (or --count codes).
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: stop after this many codes.
+    #[arg(long)]
+    pub count: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on one code after this many seconds.
     #[arg(long, default_value_t = 20)]
     pub timeout_secs: u64,
 }

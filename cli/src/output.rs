@@ -273,6 +273,9 @@ pub fn human(event: &NodeEvent) -> Option<String> {
             } => {
                 format!("refused {request} request from {}: {reason}", short(peer))
             }
+            Event::CodeReceived {
+                code, seconds_left, ..
+            } => format!("{code}  ({seconds_left} s left)"),
             Event::CheckDecided {
                 user,
                 outcome,

@@ -708,6 +708,7 @@ impl EventLoop {
             Event::ThresholdOtpReceived {
                 round, from, bad, ..
             } => info!(%round, shareholders = ?from, bad = bad.len(), "otp combined"),
+            Event::CodeReceived { round, step, .. } => info!(%round, step, "code combined"),
             Event::PasswordReceived { round, bits, .. } => {
                 info!(%round, bits, "password combined")
             }

@@ -97,6 +97,8 @@ pub enum RoleSpec {
         alphabet: otpmesh_protocol::threshold::password::Alphabet,
         length: usize,
     },
+    /// Threshold mode: the requester's time-step code of now, from the mesh config's distributors.
+    OneShotCode,
     /// Threshold mode: presents `code` for (`round`, `counter`) to a quorum of `distributors`.
     OneShotThresholdVerify {
         distributors: Vec<PeerId>,
@@ -121,7 +123,8 @@ impl RoleSpec {
             | RoleSpec::OneShotTotpVerify { .. }
             | RoleSpec::OneShotThresholdRequest { .. }
             | RoleSpec::OneShotThresholdPassword { .. }
-            | RoleSpec::OneShotThresholdVerify { .. } => "requester",
+            | RoleSpec::OneShotThresholdVerify { .. }
+            | RoleSpec::OneShotCode => "requester",
         }
     }
 }
@@ -373,6 +376,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             | RoleSpec::OneShotThresholdRequest { .. }
             | RoleSpec::OneShotThresholdPassword { .. }
             | RoleSpec::OneShotThresholdVerify { .. }
+            | RoleSpec::OneShotCode
     );
     if !one_shot {
         config.mesh.validate()?;
@@ -456,6 +460,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
             Box::new(distributor)
         }
         RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),
+        RoleSpec::OneShotCode => Box::new(role::threshold::code::Code::new(peer_id, mesh.clone())),
         RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
             Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
         }

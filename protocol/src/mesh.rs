@@ -75,6 +75,10 @@ pub struct Settings {
     /// Threshold mode: how long generators have to complain about a dealing, and contributors to
     /// answer, after the first generator proposes the round's dealings.
     pub complaint_ms: u64,
+    /// Threshold mode: the digits of a time-step code a person types (`otpmesh code`), 6 to 8.
+    pub code_digits: u32,
+    /// Threshold mode: a code's time step, in seconds (15 to 300).
+    pub code_period_s: u64,
 }
 
 /// A `T/N` threshold setting.
@@ -137,6 +141,8 @@ impl Default for Settings {
             kdc_require_otp: false,
             threshold: None,
             complaint_ms: 3_000,
+            code_digits: 6,
+            code_period_s: 30,
         }
     }
 }
@@ -422,6 +428,15 @@ impl MeshConfig {
             return bad(
                 "lockout_ms",
                 format!("{} is outside 1 ms to 7 days", s.lockout_ms),
+            );
+        }
+        if !(6..=8).contains(&s.code_digits) {
+            return bad("code_digits", format!("{} is not 6 to 8", s.code_digits));
+        }
+        if !(15..=300).contains(&s.code_period_s) {
+            return bad(
+                "code_period_s",
+                format!("{} s is not 15 to 300", s.code_period_s),
             );
         }
         if s.totp_window > 10 {

@@ -423,6 +423,43 @@ pub enum Request {
     /// From a listed verifier: is `code` a live OTP of `user`? Judged and spent as a requester's
     /// own verification would be; answered with `Verified`.
     Check(CheckRequest),
+    /// Threshold mode: a partial of a time-step code (`threshold::code`), for the requester's own
+    /// code, or for a listed verifier checking a user's (then the step is spent first).
+    Code(CodeRequest),
+}
+
+/// Threshold mode: the partial of step `step`'s code of `user` (a verifier) or of the asker (a
+/// requester), masked under an exchange with `key` (the asker's fresh X25519 key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRequest {
+    pub user: Option<crate::mesh::UserName>,
+    pub step: u64,
+    #[serde(with = "serde_bytes")]
+    pub key: [u8; 32],
+}
+
+/// Distributor j's answer to a [`CodeRequest`]: the round the rule chose and its signed key, and
+/// y_j masked for the asker with its proof, or nothing if the step was spent before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub step: u64,
+    pub round: RoundId,
+    pub index: Index,
+    pub key: ThresholdKey,
+    #[serde(with = "serde_bytes")]
+    pub salt: [u8; SALT_BYTES],
+    #[serde(with = "serde_bytes")]
+    pub distributor_key: [u8; 32],
+    /// None: the step was already spent here.
+    pub partial: Option<MaskedPartial>,
+}
+
+/// y_j masked, and its proof in clear.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedPartial {
+    #[serde(with = "serde_bytes")]
+    pub masked_y: [u8; 32],
+    pub proof: crate::threshold::dleq::Proof,
 }
 
 /// A verifier asks on behalf of a service where `user` typed `code`.
@@ -555,6 +592,7 @@ impl Request {
             Request::Dealing(_) => "dealing",
             Request::Evaluate(_) => "evaluate",
             Request::Check(_) => "check",
+            Request::Code(_) => "code",
         }
     }
 
@@ -628,6 +666,7 @@ pub enum Response {
     /// A dealing, as its dealer gossiped it.
     Dealing(Box<Deal>),
     Evaluated(Box<EvaluateGrant>),
+    Code(Box<CodeGrant>),
 }
 
 impl Response {
@@ -646,6 +685,7 @@ impl Response {
             Response::Beacon(_) => "beacon",
             Response::Dealing(_) => "dealing",
             Response::Evaluated(_) => "evaluated",
+            Response::Code(_) => "code",
         }
     }
 
@@ -664,6 +704,7 @@ impl Response {
             Response::Partial(g) => check_points("public", &g.key.public),
             Response::VerifyPartial(g) => check_points("public", &g.key.public),
             Response::Evaluated(g) => check_points("public", &g.key.public),
+            Response::Code(g) => check_points("public", &g.key.public),
             Response::Beacon(entries) => {
                 if entries.len() > MAX_BEACON_PAGE {
                     return Err(field(

@@ -215,6 +215,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     mesh.settings.requests_per_peer_s = args.requests_per_peer_s;
     mesh.settings.quorum = args.quorum.unwrap_or(0);
     mesh.settings.threshold = args.threshold;
+    mesh.settings.code_period_s = args.code_period_s;
     let mut entries = Vec::new();
     let mut hubs = Vec::new();
     for (i, (role, name)) in names.iter().enumerate() {

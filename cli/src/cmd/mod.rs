@@ -1,6 +1,7 @@
 //! Each subcommand: parse into a config, build, run, print.
 
 pub mod beacon;
+pub mod code;
 pub mod config;
 pub mod enrol;
 pub mod kdc;
@@ -85,6 +86,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         // A one-shot request says what went wrong in its error; logs would repeat it.
         Command::Request(_)
         | Command::Password(_)
+        | Command::Code(_)
         | Command::Verify(_)
         | Command::Enrol(_)
         | Command::Totp(_)
@@ -127,6 +129,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
             Command::Request(args) => request::run(args).await,
             Command::Password(args) => password::run(args).await,
+            Command::Code(args) => code::run(args).await,
             Command::Beacon(BeaconCommand::Get(args)) => beacon::get(args).await,
             Command::Beacon(BeaconCommand::Export(args)) => beacon::export(args).await,
             Command::Beacon(BeaconCommand::Verify(args)) => beacon::verify(args),

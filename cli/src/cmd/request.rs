@@ -112,6 +112,27 @@ pub fn threshold_mesh(given: Option<&Path>, data_dir: &Path) -> Result<MeshConfi
     Ok(mesh)
 }
 
+/// Every distributor the mesh config lists, as a dialable address ending in /p2p/<peer id>, or
+/// `given` if any were named (a one-off).
+pub fn distributors_of(mesh: &MeshConfig, given: &[String]) -> Result<Vec<String>, Failure> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    mesh.distributors
+        .iter()
+        .map(|m| match m.addrs.first() {
+            Some(addr) => Ok(format!("{addr}/p2p/{}", m.peer_id)),
+            None => Err(fail(
+                2,
+                anyhow!(
+                    "the mesh config gives distributor {} no address: name it with --distributor",
+                    m.peer_id
+                ),
+            )),
+        })
+        .collect()
+}
+
 /// The mesh.toml beside a data dir, if there is one.
 pub fn mesh_beside(data_dir: &Path) -> Option<PathBuf> {
     let path = data_dir.parent()?.join("mesh.toml");

@@ -1109,7 +1109,8 @@ impl Role for Distributor {
             Request::Handover(_)
             | Request::Partial(_)
             | Request::VerifyPartial(_)
-            | Request::Evaluate(_) => refuse(
+            | Request::Evaluate(_)
+            | Request::Code(_) => refuse(
                 peer,
                 id,
                 &request,

@@ -344,6 +344,14 @@ pub enum Event {
         accepted: u32,
         problem: Option<String>,
     },
+    /// Threshold mode: the requester's own time-step code (its user's output: never logged).
+    CodeReceived {
+        step: u64,
+        code: String,
+        round: RoundId,
+        seconds_left: u64,
+        from: Vec<u32>,
+    },
     /// A verifier decided a check a front asked for (`ticket` is the front's).
     CheckDecided {
         ticket: u64,

@@ -26,6 +26,7 @@
 //! distribution does not make an OTP predictable (docs/design.md, threshold section).
 
 pub mod beacon;
+pub mod code;
 pub mod counter;
 pub mod dkg;
 pub mod dleq;

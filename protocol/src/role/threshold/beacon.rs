@@ -793,6 +793,17 @@ impl Role for Beaconed {
         actions
     }
 
+    fn check(
+        &mut self,
+        now: Millis,
+        ticket: u64,
+        user: &str,
+        code: &str,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<Action> {
+        self.inner.check(now, ticket, user, code, rng)
+    }
+
     fn beacon_partial(
         &mut self,
         round: RoundId,

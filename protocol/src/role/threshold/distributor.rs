@@ -16,6 +16,8 @@
 //! Single use without replication: a verification needs t partials, each distributor marks x used
 //! before it releases one, and with t > n/2 any two sets of t distributors share one.
 
+mod code;
+
 use crate::mesh::MeshConfig;
 use crate::role::distributor::{Distributor, MAX_HELD_ROUNDS};
 use crate::role::{refuse, Action, Event, InboundId, Millis, OtpRef, Record};
@@ -219,6 +221,7 @@ impl Distributor {
             Request::Partial(p) => self.partial(now, peer, id, p, rng),
             Request::VerifyPartial(v) => self.verify_partial(now, peer, id, v, rng),
             Request::Evaluate(e) => self.evaluate(id, e, rng),
+            Request::Code(c) => self.code(now, peer, id, c, rng),
             Request::Enrol(e) => return self.enrol(now, peer, id, &request, &e.requester_key, rng),
             other => Err(Refusal::WrongRole(format!(
                 "{} (this mesh runs in threshold mode)",

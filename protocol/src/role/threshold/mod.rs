@@ -24,6 +24,7 @@
 //! fans out and combines; [`Follower`] runs one per sealed round (a requester node).
 
 pub mod beacon;
+pub mod code;
 pub mod contributor;
 pub mod distributor;
 pub mod follower;

@@ -311,42 +311,7 @@ impl Requester {
         round: RoundId,
         key: &ThresholdKey,
     ) -> Result<Digest32, String> {
-        let listed = self
-            .mesh
-            .distributor_index(distributor)
-            .ok_or("not a distributor of this mesh")?;
-        if listed != index {
-            return Err(format!(
-                "answered as shareholder {}, but the mesh config lists it as {}",
-                index.0, listed.0
-            ));
-        }
-        if Some(key.params) != self.params() {
-            return Err(format!(
-                "answered under a {}/{} key; the mesh is {}",
-                key.params.t,
-                key.params.n,
-                self.params()
-                    .map_or("not a threshold mesh".into(), |p| format!(
-                        "{}/{}",
-                        p.t, p.n
-                    ))
-            ));
-        }
-        let coordinator = self
-            .mesh
-            .coordinator()
-            .ok_or("the mesh lists no generator")?;
-        let seal = key
-            .sealed_by(&coordinator)
-            .map_err(|e| format!("round key not believed: {e}"))?;
-        if seal.round != round {
-            return Err(format!(
-                "round key not believed: signed for round {}, offered for round {round}",
-                seal.round
-            ));
-        }
-        Ok(seal.commitment)
+        believe(&self.mesh, distributor, index, round, key)
     }
 
     fn params(&self) -> Option<Params> {
@@ -805,4 +770,48 @@ impl Role for Requester {
         self.answers.insert(distributor, answer);
         self.settle(rng)
     }
+}
+
+/// Whether an answer from `distributor` as shareholder `index`, under `key` for `round`, is
+/// believed: its index is its place in the mesh config, the key is the mesh's T/N and signed by
+/// the coordinator for that round. The signed transcript commitment, if so.
+pub(crate) fn believe(
+    mesh: &MeshConfig,
+    distributor: &PeerId,
+    index: Index,
+    round: RoundId,
+    key: &ThresholdKey,
+) -> Result<Digest32, String> {
+    let listed = mesh
+        .distributor_index(distributor)
+        .ok_or("not a distributor of this mesh")?;
+    if listed != index {
+        return Err(format!(
+            "answered as shareholder {}, but the mesh config lists it as {}",
+            index.0, listed.0
+        ));
+    }
+    if Some(key.params) != mesh.threshold() {
+        return Err(format!(
+            "answered under a {}/{} key; the mesh is {}",
+            key.params.t,
+            key.params.n,
+            mesh.threshold()
+                .map_or("not a threshold mesh".into(), |p| format!(
+                    "{}/{}",
+                    p.t, p.n
+                ))
+        ));
+    }
+    let coordinator = mesh.coordinator().ok_or("the mesh lists no generator")?;
+    let seal = key
+        .sealed_by(&coordinator)
+        .map_err(|e| format!("round key not believed: {e}"))?;
+    if seal.round != round {
+        return Err(format!(
+            "round key not believed: signed for round {}, offered for round {round}",
+            seal.round
+        ));
+    }
+    Ok(seal.commitment)
 }
