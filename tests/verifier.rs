@@ -272,3 +272,97 @@ fn a_user_logs_in_through_radius_pam_and_http_once_and_every_other_try_is_refuse
         }
     }
 }
+
+/// `otpmesh code` for requester-1, with the distributors from the mesh.toml beside its data dir:
+/// (code, step), or the error.
+fn code_now(json: &Value) -> Result<(String, u64), String> {
+    let dir = Mesh::node(json, "requester-1")["data_dir"]
+        .as_str()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["code", "--json", "--data-dir", dir])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Ok((
+        v["code"].as_str().unwrap().to_string(),
+        v["step"].as_u64().unwrap(),
+    ))
+}
+
+/// The first code whose step is after `after`. Codes change with the clock: a fresh mesh serves
+/// them once its first round is ROUND_MARGIN_MS old at a step's start, and a new step begins on
+/// the period. Between tries this waits for the next step boundary, which is the clock the protocol
+/// itself runs on (no event says it); bounded in count.
+fn code_after(json: &Value, after: u64, period_s: u64) -> (String, u64) {
+    let mut last = String::new();
+    for _ in 0..12 {
+        match code_now(json) {
+            Ok((code, step)) if step > after => return (code, step),
+            Ok(_) => {}
+            Err(e) => last = e,
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let next = (now / 1000 / period_s + 1) * period_s * 1000;
+        std::thread::sleep(std::time::Duration::from_millis(next - now + 100));
+    }
+    panic!("no code after step {after}: {last}");
+}
+
+#[test]
+fn threshold_codes_log_in_through_radius_and_http_once() {
+    let (Some(_), Some(_)) = (tool("radclient", "freeradius-utils"), tool("curl", "curl")) else {
+        return;
+    };
+    let mesh = Mesh::up(&[
+        "--threshold",
+        "3/5",
+        "--verifiers",
+        "2",
+        "--contributors",
+        "2",
+        "--code-period-s",
+        "15",
+    ]);
+    mesh.wait_for("round 1 handed over", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
+    let json = mesh.mesh_json();
+    let (v1, v2) = (door(&json, "verifier-1"), door(&json, "verifier-2"));
+    let (code, step) = code_after(&json, 0, 15);
+    assert_eq!(code.len(), 6, "{code}");
+    assert_eq!(radclient(&v1, "requester-1", &code, None).0, "accept");
+    let (verdict, text) = radclient(&v2, "requester-1", &code, None);
+    assert_eq!(verdict, "reject", "the same code at another verifier");
+    assert!(text.contains("used"), "{text}");
+    let (_, body) = curl(&v1, None, "requester-1", &code);
+    assert_eq!(body["result"]["value"], false, "{body}");
+    assert_eq!(body["detail"]["message"], "used");
+    // The next step's code, through HTTP.
+    let (code, _) = code_after(&json, step, 15);
+    let (status, body) = curl(&v2, None, "requester-1", &code);
+    assert_eq!(
+        (status, &body["result"]["value"]),
+        (200, &Value::Bool(true)),
+        "{body}"
+    );
+    assert_eq!(
+        radclient(&v1, "nobody", &code, None).0,
+        "reject",
+        "an unknown user"
+    );
+    let (status, stopped) = mesh.stop_keeping();
+    assert!(status.success());
+    for entry in std::fs::read_dir(stopped.path()).unwrap() {
+        let Ok(log) = std::fs::read_to_string(entry.unwrap().path().join("node.log")) else {
+            continue;
+        };
+        assert!(!log.contains(&format!("\"{code}\"")), "a log holds a code");
+    }
+}

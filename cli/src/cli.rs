@@ -699,11 +699,12 @@ pub struct MeshUpArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  otpmesh password --distributor A --distributor B --distributor C --data-dir otpmesh-mesh/requester-1\n  otpmesh password … --length 32 --alphabet lower,digits --json\n  otpmesh password … --chars 'abcdef0123456789'\n\nEvery distributor answers k_j·H(\"password\", you, round, counter) with a proof, masked for you; T of\nthem combine into a point only you hold, mapped to the alphabet without modulo bias. A\nsingle-generator mesh refuses: there one distributor holds the whole round secret.\n\nExit codes: 0 password printed; 6 quorum unavailable (or not a threshold mesh); 3 unreachable; 1 other errors."
+    after_help = "Examples:\n  otpmesh password --distributor A --distributor B --distributor C --data-dir otpmesh-mesh/requester-1\n  otpmesh password … --length 32 --alphabet lower,digits --json\n  otpmesh password … --chars 'abcdef0123456789'\n\nYou blind a 256-bit random input; every distributor evaluates it under its share of the round's\npassword key with an RFC 9497 proof, seeing one random point; T of them combine, you unblind, and\nthe output only you hold is mapped to the alphabet without modulo bias. A\nsingle-generator mesh refuses: there one distributor holds the whole round secret.\n\nExit codes: 0 password printed; 6 quorum unavailable (or not a threshold mesh); 3 unreachable; 1 other errors."
 )]
 pub struct PasswordArgs {
-    /// Every distributor of the threshold mesh, each ending in /p2p/<peer id> (repeat the flag).
-    #[arg(long, required = true)]
+    /// Every distributor of the threshold mesh, each ending in /p2p/<peer id> (repeat the flag;
+    /// default: the mesh config's).
+    #[arg(long)]
     pub distributor: Vec<String>,
     /// Threshold mode: the mesh config, whose T/N, coordinator and distributor order decide what
     /// is believed (default: mesh.toml beside the data dir, as `mesh up` lays it out).
@@ -815,18 +816,19 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1\n  otpmesh request --distributor … --data-dir … --json   # {\"otp\":\"…\",\"round\":3,\"expires_at\":\"…\",…}\n\nThreshold mode:\n  otpmesh request --threshold --distributor A --distributor B --distributor C … --data-dir …\n\nExit codes: 0 OTP printed; 3 distributor unreachable; 4 not authorised; 5 no round sealed yet; 6 quorum unavailable (threshold mode); 1 other errors."
+    after_help = "Examples:\n  otpmesh request --data-dir otpmesh-mesh/requester-1   # the distributors from otpmesh-mesh/mesh.toml\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1\n  otpmesh request --distributor … --data-dir … --json   # {\"otp\":\"…\",\"round\":3,\"expires_at\":\"…\",…}\n\nThreshold mode:\n  otpmesh request --threshold --distributor A --distributor B --distributor C … --data-dir …\n\nExit codes: 0 OTP printed; 3 distributor unreachable; 4 not authorised; 5 no round sealed yet; 6 quorum unavailable (threshold mode); 1 other errors."
 )]
 pub struct RequestArgs {
-    /// The distributor's address, ending in /p2p/<peer id> (mesh.json lists them). With
-    /// --threshold, name every distributor of the mesh (repeat the flag).
-    #[arg(long, required = true)]
+    /// A distributor's address, ending in /p2p/<peer id>, for a one-off (default: the mesh
+    /// config's distributors). With --threshold, name every distributor (repeat the flag).
+    #[arg(long)]
     pub distributor: Vec<String>,
     /// Threshold mode: ask every --distributor for a partial and combine a quorum of them.
     #[arg(long)]
     pub threshold: bool,
-    /// Threshold mode: the mesh config, whose T/N, coordinator and distributor order decide what
-    /// is believed (default: mesh.toml beside the data dir, as `mesh up` lays it out).
+    /// The mesh config: where the distributors are, and in threshold mode whose T/N,
+    /// coordinator and distributor order decide what is believed (default: mesh.toml beside the
+    /// data dir, as `mesh up` lays it out).
     #[arg(long, value_name = "FILE")]
     pub mesh: Option<PathBuf>,
     /// The requester's data dir (its identity.key is used; created if missing).

@@ -19,8 +19,9 @@ pub async fn run(args: PasswordArgs) -> Outcome {
     }
     let length = args.length;
     let mesh = super::request::threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
+    let distributors = super::request::distributors_of(&mesh, &args.distributor)?;
     let (password, round, bits, size) = ask(
-        &args.distributor,
+        &distributors,
         mesh,
         &args.data_dir,
         None,

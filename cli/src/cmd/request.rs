@@ -86,20 +86,7 @@ fn parse_distributors(
 /// data dir (as `mesh up` and scenarios lay it out). Exit 2 if there is none or it is no
 /// threshold mesh.
 pub fn threshold_mesh(given: Option<&Path>, data_dir: &Path) -> Result<MeshConfig, Failure> {
-    let path = match given {
-        Some(path) => path.to_path_buf(),
-        None => mesh_beside(data_dir).ok_or_else(|| {
-            fail(
-                2,
-                anyhow!(
-                    "threshold mode needs the mesh config (its T/N, coordinator and distributors \
-                     decide which answers are believed): give --mesh FILE (no mesh.toml beside {})",
-                    data_dir.display()
-                ),
-            )
-        })?,
-    };
-    let mesh = super::node::load_mesh(&path).map_err(|e| fail(2, e))?;
+    let (mesh, path) = mesh_for(given, data_dir, "threshold mode needs the mesh config (its T/N, coordinator and distributors decide which answers are believed)")?;
     if mesh.threshold().is_none() {
         return Err(fail(
             2,
@@ -110,6 +97,29 @@ pub fn threshold_mesh(given: Option<&Path>, data_dir: &Path) -> Result<MeshConfi
         ));
     }
     Ok(mesh)
+}
+
+/// The mesh config `--mesh FILE` names, else the mesh.toml beside the data dir; exit 2 (saying
+/// `why` it is needed) if there is none.
+pub fn mesh_for(
+    given: Option<&Path>,
+    data_dir: &Path,
+    why: &str,
+) -> Result<(MeshConfig, PathBuf), Failure> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => mesh_beside(data_dir).ok_or_else(|| {
+            fail(
+                2,
+                anyhow!(
+                    "{why}: give --mesh FILE (no mesh.toml beside {})",
+                    data_dir.display()
+                ),
+            )
+        })?,
+    };
+    let mesh = super::node::load_mesh(&path).map_err(|e| fail(2, e))?;
+    Ok((mesh, path))
 }
 
 /// Every distributor the mesh config lists, as a dialable address ending in /p2p/<peer id>, or
@@ -196,7 +206,16 @@ pub async fn run(args: RequestArgs) -> Outcome {
     if args.threshold {
         return run_threshold(args).await;
     }
-    let distributor = single_distributor(&args.distributor)?;
+    let named = match args.distributor.is_empty() {
+        false => args.distributor.clone(),
+        true => {
+            let why = "name a --distributor, or give the mesh config that lists them";
+            let (mesh, _) = mesh_for(args.mesh.as_deref(), &args.data_dir, why)?;
+            // Any one: in single mode each distributor issues OTPs of its own.
+            distributors_of(&mesh, &[])?.into_iter().take(1).collect()
+        }
+    };
+    let distributor = single_distributor(&named)?;
     let (otp, round, expires_at_ms, distributor) = ask_once(
         distributor,
         &args.data_dir,
@@ -247,8 +266,9 @@ pub fn single_distributor(distributors: &[String]) -> Result<&str, Failure> {
 /// Threshold mode: every distributor is asked for its partial; t valid ones make the OTP.
 async fn run_threshold(args: RequestArgs) -> Outcome {
     let mesh = threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
+    let distributors = distributors_of(&mesh, &args.distributor)?;
     let (round, counter, otp, expires_at_ms, from, bad) = ask(
-        &args.distributor,
+        &distributors,
         mesh,
         &args.data_dir,
         args.seed,
