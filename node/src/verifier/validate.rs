@@ -108,7 +108,7 @@ fn party<'a>(parties: &'a [Party], header: Option<&HeaderValue>) -> Option<&'a P
 }
 
 /// (user, pass) from a form or JSON body.
-fn credentials(json: bool, body: &[u8]) -> Option<(String, Zeroizing<String>)> {
+pub fn credentials(json: bool, body: &[u8]) -> Option<(String, Zeroizing<String>)> {
     if json {
         let v: serde_json::Value = serde_json::from_slice(body).ok()?;
         let user = v.get("user")?.as_str()?.to_string();

@@ -1,0 +1,175 @@
+//! The verifier's RADIUS front under hostile input, in process on 127.0.0.1: garbage datagrams,
+//! oversized and overrunning attributes, requests without the Message-Authenticator its client
+//! must send, a flood past the client's rate, an unknown client. All are dropped (counted by
+//! reason in /metrics), and an honest request is still answered.
+
+use libp2p::identity::Keypair;
+use otpmesh_node::verifier::{radius, Fronts, RadiusClient};
+use otpmesh_node::{NodeConfig, RoleSpec};
+use otpmesh_protocol::mesh::{Member, MeshConfig, UserName, Verifier};
+use rand::{Rng, RngCore};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+const SECRET: &str = "a-shared-secret";
+
+fn metric(text: &str, outcome: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("otpmesh_verifier_dropped_total"))
+        .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Sends `packet` and waits (bounded) for a reply that is authentic for it.
+fn exchange(socket: &UdpSocket, to: std::net::SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let authenticator: [u8; 16] = packet[4..20].try_into().unwrap();
+    socket.send_to(packet, to).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        if radius::response_is_authentic(&buf[..n], &authenticator, SECRET.as_bytes()) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = otpmesh_node::keys::load_or_create_identity(dir.path()).unwrap();
+    let member = |peer_id, addrs: Vec<String>, name: Option<&str>| Member {
+        peer_id,
+        addrs,
+        name: name.map(|n| UserName::new(n).unwrap()),
+    };
+    let other = || Keypair::generate_ed25519().public().to_peer_id();
+    let mesh = MeshConfig {
+        generators: vec![member(other(), vec![], None)],
+        // A distributor nobody runs: checks come to "unavailable", which is still an answer.
+        distributors: vec![member(other(), vec!["/ip4/127.0.0.1/tcp/1".into()], None)],
+        requesters: vec![member(other(), vec![], Some("alice"))],
+        verifiers: vec![Verifier {
+            peer_id: me.public().to_peer_id(),
+            addrs: vec![],
+            users: vec!["*".into()],
+        }],
+        settings: otpmesh_protocol::mesh::Settings {
+            quorum: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let fronts = Fronts {
+        radius: Some((
+            "127.0.0.1:0".parse().unwrap(),
+            vec![RadiusClient {
+                address: "127.0.0.1".parse().unwrap(),
+                secret: SECRET.into(),
+                require_message_authenticator: true,
+                rate_per_s: 20,
+            }],
+        )),
+        http: None,
+    };
+    let node = otpmesh_node::start(NodeConfig {
+        role: RoleSpec::Verifier { fronts },
+        data_dir: dir.path().to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![],
+        mesh,
+        mdns: false,
+        manual_rounds: false,
+        seed: None,
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+    })
+    .expect("the verifier starts");
+    let (radius_at, metrics_at) = (node.radius_addr.unwrap(), node.metrics_addr.unwrap());
+    tokio::spawn(node.event_loop.run());
+
+    let result = tokio::task::spawn_blocking(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut rng = rand::thread_rng();
+        let honest = |id: u8| {
+            let mut auth = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut auth);
+            radius::access_request(id, auth, "alice", b"12345678", SECRET.as_bytes(), true)
+        };
+        // Garbage, of every length up to past the largest datagram.
+        for _ in 0..500 {
+            let mut g = vec![0u8; rng.gen_range(0..5000)];
+            rng.fill_bytes(&mut g);
+            socket.send_to(&g, radius_at).unwrap();
+        }
+        // An attribute that overruns the packet, and one that claims 255 octets in a short one.
+        let mut overrun = honest(1);
+        overrun[21] = 250;
+        socket.send_to(&overrun, radius_at).unwrap();
+        let mut long = honest(2);
+        long.extend(std::iter::repeat_n(0xAB, 4000));
+        let len = (long.len() as u16).to_be_bytes();
+        long[2..4].copy_from_slice(&len);
+        socket.send_to(&long, radius_at).unwrap();
+        // No Message-Authenticator, from a client that must send one; a wrong one.
+        let bare = radius::access_request(3, [3; 16], "alice", b"1", SECRET.as_bytes(), false);
+        assert!(
+            exchange(&socket, radius_at, &bare).is_none(),
+            "answered without a Message-Authenticator"
+        );
+        let forged = radius::access_request(4, [4; 16], "alice", b"1", b"not-the-secret", true);
+        assert!(
+            exchange(&socket, radius_at, &forged).is_none(),
+            "answered a forged request"
+        );
+        // An unknown client (another loopback address).
+        let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+        stranger.send_to(&honest(5), radius_at).unwrap();
+        // A flood past the rate.
+        for i in 0..300u32 {
+            socket
+                .send_to(&honest((i % 200) as u8 + 10), radius_at)
+                .unwrap();
+        }
+        // Drain what the flood got answered, then an honest request is answered (the client
+        // retransmits, as RADIUS clients do; bounded).
+        let mut buf = [0u8; 4096];
+        while socket.recv_from(&mut buf).is_ok() {}
+        let request = honest(250);
+        let reply = (0..20).find_map(|_| exchange(&socket, radius_at, &request));
+        reply.map(|r| r[0])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        result,
+        Some(radius::ACCESS_REJECT),
+        "the honest request is answered"
+    );
+    let text = scrape(metrics_at).await;
+    for reason in [
+        "malformed",
+        "no_message_authenticator",
+        "bad_authenticator",
+        "unknown_client",
+        "rate_limited",
+    ] {
+        assert!(
+            metric(&text, reason) >= 1.0,
+            "no drop counted as {reason}:\n{text}"
+        );
+    }
+}
