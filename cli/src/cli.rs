@@ -310,6 +310,12 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench soak --duration 10m\n  otpmesh bench soak --duration 45s --json soak.json --plot soak.svg"
     )]
     Soak(BenchSoakArgs),
+    /// Checks per second and p50/p99 through a verifier's RADIUS front at several concurrencies,
+    /// single and threshold mode, beside a plain UDP request/response of the same sizes, same run.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench verify\n  otpmesh bench verify --clients 1,8,64 --requests 512 --json verify.json"
+    )]
+    Verify(BenchVerifyArgs),
     /// Threshold mode's cryptography (partial evaluation, the requester's combination for
     /// several t, round setup) beside single mode's work for the same jobs, same run.
     #[command(
@@ -385,6 +391,21 @@ pub struct BenchThresholdArgs {
     /// Generators (n) in the round-setup measurement; t = n/2 + 1.
     #[arg(long, default_value_t = 16)]
     pub generators: u32,
+    #[command(flatten)]
+    pub out: BenchOutput,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchVerifyArgs {
+    /// Concurrent RADIUS clients, comma-separated.
+    #[arg(long, default_value = "1,8,64")]
+    pub clients: String,
+    /// Checks per concurrency level and mode (bounded: at most 10 000).
+    #[arg(long, default_value_t = 256)]
+    pub requests: u32,
+    /// Users (requesters) the checks rotate over.
+    #[arg(long, default_value_t = 8)]
+    pub users: u32,
     #[command(flatten)]
     pub out: BenchOutput,
 }
@@ -661,6 +682,9 @@ pub struct MeshUpArgs {
     /// requester, by its node name (requester-1, …); mesh.json names their ports and secret files.
     #[arg(long, default_value_t = 0)]
     pub verifiers: u32,
+    /// Verifiers: RADIUS requests per second accepted from 127.0.0.1 (bursts of twice that).
+    #[arg(long, default_value_t = otpmesh_node::verifier::DEFAULT_RATE_PER_S)]
+    pub radius_rate_per_s: u32,
     /// Threshold mode: the time step of login codes (`otpmesh code`), in seconds (15 to 300).
     #[arg(long, default_value_t = 30)]
     pub code_period_s: u64,

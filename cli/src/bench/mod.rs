@@ -7,6 +7,7 @@ mod round;
 mod serve;
 mod soak;
 mod threshold;
+mod verify;
 
 pub use ingest::ingest;
 pub use mesh::mesh;
@@ -14,6 +15,7 @@ pub use round::round;
 pub use serve::{serve, tcp_baseline};
 pub use soak::soak;
 pub use threshold::threshold;
+pub use verify::verify;
 
 use serve::{enrolled, Requester, ENROLLED_OTP};
 

@@ -116,7 +116,7 @@ pub fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
 /// 2.0 sends none; radclient works either way) and its HTTP tokens file, each with a file holding
 /// the bare secret for clients (`radclient -S`, `curl -H "Authorization: Bearer $(cat …)"`).
 /// Returns (secret file, token file).
-fn verifier_files(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn verifier_files(data_dir: &Path, rate_per_s: u32) -> anyhow::Result<(PathBuf, PathBuf)> {
     keys::ensure_data_dir(data_dir)?;
     let (secret_file, token_file) = (data_dir.join("radius-secret"), data_dir.join("http-token"));
     if !secret_file.exists() {
@@ -126,7 +126,7 @@ fn verifier_files(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
              # from 127.0.0.1, so that Debian 12's pam_radius_auth (which sends none) works;\n\
              # set require_message_authenticator = true where every client sends one.\n\
              [[clients]]\naddress = \"127.0.0.1\"\nsecret = \"{}\"\n\
-             require_message_authenticator = false\n",
+             require_message_authenticator = false\nrate_per_s = {rate_per_s}\n",
             secret.as_str()
         );
         keys::write_file(
@@ -299,7 +299,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
                     format!("127.0.0.1:{}", udp[fronts_at + v]),
                     format!("127.0.0.1:{}", tcp[fronts_at + v]),
                 );
-                let files = verifier_files(&data_dir)?;
+                let files = verifier_files(&data_dir, args.radius_rate_per_s)?;
                 argv.extend([
                     "--radius".into(),
                     radius.clone(),
