@@ -52,14 +52,13 @@ async fn client(
         let outcome = match (got, &secret) {
             (Ok(Ok((n, _))), Some(secret)) => {
                 let auth: [u8; 16] = packet[4..20].try_into().expect("a header");
-                radius::response_is_authentic(&buf[..n], &auth, secret)
-                    .then(|| {
-                        radius::Packet::decode(&buf[..n])
-                            .ok()
-                            .and_then(|p| p.attribute(radius::REPLY_MESSAGE).map(|m| m.to_vec()))
-                            .map(|m| String::from_utf8_lossy(&m).into_owned())
-                            .unwrap_or_default()
-                    })
+                radius::response_is_authentic(&buf[..n], &auth, secret).then(|| {
+                    radius::Packet::decode(&buf[..n])
+                        .ok()
+                        .and_then(|p| p.attribute(radius::REPLY_MESSAGE).map(|m| m.to_vec()))
+                        .map(|m| String::from_utf8_lossy(&m).into_owned())
+                        .unwrap_or_default()
+                })
             }
             (Ok(Ok(_)), None) => Some("echo".into()),
             _ => None,
@@ -134,7 +133,15 @@ async fn mesh_up(extra: &[&str], users: u32, threshold: bool) -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
-        .args(["mesh", "up", "--json", "--verifiers", "1", "--radius-rate-per-s", "1000000"])
+        .args([
+            "mesh",
+            "up",
+            "--json",
+            "--verifiers",
+            "1",
+            "--radius-rate-per-s",
+            "1000000",
+        ])
         .arg("--requesters")
         .arg(users.to_string())
         .args(extra)
@@ -161,7 +168,8 @@ async fn mesh_up(extra: &[&str], users: u32, threshold: bool) -> anyhow::Result<
     ready?;
     // Keep reading its output, so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("mesh.json"))?)?;
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("mesh.json"))?)?;
     if threshold {
         // Codes are served once a round is ROUND_MARGIN_MS old at a step's start.
         tokio::time::sleep(Duration::from_millis(
@@ -181,7 +189,10 @@ fn verifier(json: &Value) -> anyhow::Result<(std::net::SocketAddr, Vec<u8>)> {
         .as_array()
         .and_then(|n| n.iter().find(|n| n["role"] == "verifier"))
         .ok_or_else(|| anyhow!("mesh.json lists no verifier"))?;
-    let addr = v["radius"].as_str().ok_or_else(|| anyhow!("no radius"))?.parse()?;
+    let addr = v["radius"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no radius"))?
+        .parse()?;
     let secret = std::fs::read(
         v["radius_secret_file"]
             .as_str()
@@ -198,7 +209,14 @@ fn checks(n: u32, users: u32, digits: usize, secret: &[u8], authenticate: bool) 
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut auth);
             let user = format!("requester-{}", i % users + 1);
             let code = "0".repeat(digits);
-            radius::access_request((i % 256) as u8, auth, &user, code.as_bytes(), secret, authenticate)
+            radius::access_request(
+                (i % 256) as u8,
+                auth,
+                &user,
+                code.as_bytes(),
+                secret,
+                authenticate,
+            )
         })
         .collect()
 }
@@ -210,10 +228,21 @@ pub async fn verify(args: BenchVerifyArgs) -> Outcome {
     }
     let mut rows = Vec::new();
     let modes: [(&'static str, Vec<&str>, usize); 2] = [
-        ("single", vec!["--distributors", "2", "--contributors", "2"], 8),
+        (
+            "single",
+            vec!["--distributors", "2", "--contributors", "2"],
+            8,
+        ),
         (
             "threshold",
-            vec!["--threshold", "3/5", "--contributors", "2", "--code-period-s", "15"],
+            vec![
+                "--threshold",
+                "3/5",
+                "--contributors",
+                "2",
+                "--code-period-s",
+                "15",
+            ],
             6,
         ),
     ];

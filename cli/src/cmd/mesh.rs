@@ -454,6 +454,18 @@ pub async fn up(args: MeshUpArgs) -> Outcome {
     })
     .context("writing mesh.json")?;
     keys::write_file(&mesh_json, json.as_bytes(), 0o644)?;
+    for v in entries.iter().filter(|e| e.role == "verifier") {
+        // Which setting lets every local PAM client in, said once (stderr: stdout is events).
+        eprintln!(
+            "{}: RADIUS on {} from 127.0.0.1 without a Message-Authenticator \
+             (require_message_authenticator = false in {}, for Debian 12's pam_radius_auth); \
+             /validate/check at {}",
+            v.name,
+            v.radius.as_deref().unwrap_or("?"),
+            v.data_dir.join("radius-clients.toml").display(),
+            v.http.as_deref().unwrap_or("?"),
+        );
+    }
 
     let result = follow(&args, &entries, &planned.generator, &mesh_json, &mut rx).await;
     stop_all(&mut children).await;
