@@ -246,7 +246,7 @@ pub async fn serve(
                     outcome: outcome.as_str(),
                 })
                 .inc();
-            info!(%user, client = %from, outcome = outcome.as_str(), %detail, "radius: checked");
+            info!(?user, client = %from, outcome = outcome.as_str(), %detail, "radius: checked");
         });
     }
 }

@@ -193,7 +193,7 @@ async fn respond(
             outcome: outcome.as_str(),
         })
         .inc();
-    info!(%user, %party, outcome = outcome.as_str(), %detail, "validate: checked");
+    info!(?user, %party, outcome = outcome.as_str(), %detail, "validate: checked");
     answer(
         StatusCode::OK,
         json!({

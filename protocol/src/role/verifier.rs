@@ -17,8 +17,9 @@
 //! ```
 //! In threshold mode the verdict is the verifier's alone: no partial reaches the requester.
 //! Distributors authorise the verifier themselves (mesh config `[[verifiers]]`), spend the code
-//! durably before they answer `accepted`, and count a wrong code towards the user's lockout, so
-//! neither a second verifier nor a replay gets a code in twice.
+//! durably before they answer `accepted`, and (single mode) count a wrong code towards the user's
+//! lockout, or (threshold mode) spend every step looked at, so neither a second verifier nor a
+//! replay gets a code in twice, and guesses are bounded per user mesh-wide.
 
 use super::threshold::code::{Gather, Gathered};
 use super::{Action, Event, Millis, Role, Tag, Tags};
@@ -201,6 +202,8 @@ impl Verifier {
                     Step::Decided(o, d) => Some((o, d)),
                     Step::Wait => None,
                     Step::Neighbours(step) => {
+                        // The neighbours get a deadline of their own.
+                        p.started = now;
                         let requester = *requester;
                         let user = p.user.clone();
                         let mut actions = Vec::new();
@@ -225,7 +228,6 @@ impl Verifier {
                                 gathers.push(g);
                             }
                         }
-                        let _ = now;
                         return actions;
                     }
                 }
@@ -374,6 +376,16 @@ impl Role for Verifier {
         }
         if self.mesh.threshold().is_some() {
             return self.check_code(now, ticket, name, code, _rng);
+        }
+        let digits = self.mesh.settings.digits.get() as usize;
+        if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
+            // Not an OTP of this mesh: no distributor need look (nor count it).
+            return vec![Verifier::decided(
+                ticket,
+                user,
+                Outcome::Wrong,
+                format!("a code here is {digits} digits"),
+            )];
         }
         let distributors: Vec<PeerId> = self.mesh.distributors.iter().map(|m| m.peer_id).collect();
         let mut actions = Vec::new();

@@ -72,6 +72,11 @@ impl Distributor {
                 ask.step
             ))
         })?;
+        // The exchange first: a key it refuses must not spend the step.
+        let ephemeral = Ephemeral::new(rng);
+        let salt_key = ephemeral
+            .salt_key(&ask.key, &peer, &me)
+            .map_err(|e| Refusal::Invalid(e.to_string()))?;
         let slot = (requester, code::SPENT_ROUND, ask.step);
         let spent_before = checking && shares.spent.contains_key(&slot);
         let mut actions = Vec::new();
@@ -89,10 +94,6 @@ impl Distributor {
             }));
         }
         let held = &shares.rounds[&round];
-        let ephemeral = Ephemeral::new(rng);
-        let salt_key = ephemeral
-            .salt_key(&ask.key, &peer, &me)
-            .map_err(|e| Refusal::Invalid(e.to_string()))?;
         let mut salt = [0u8; SALT_BYTES];
         rng.fill_bytes(&mut salt);
         let partial = (!spent_before).then(|| {
