@@ -295,9 +295,9 @@ fn code_now(json: &Value) -> Result<(String, u64), String> {
 
 /// The first code whose step is after `after`. Codes change with the clock: a fresh mesh serves
 /// them once its first round is ROUND_MARGIN_MS old at a step's start, and a new step begins on
-/// the period. Between tries this waits for the next step boundary, which is the clock the protocol
-/// itself runs on (no event says it); bounded in count.
-fn code_after(json: &Value, after: u64, period_s: u64) -> (String, u64) {
+/// the period. Between tries it reads the mesh's events (rounds, beacon values) until the next step
+/// has begun, each wait bounded by that boundary; bounded in count.
+fn code_after(mesh: &Mesh, json: &Value, after: u64, period_s: u64) -> (String, u64) {
     let mut last = String::new();
     for _ in 0..12 {
         match code_now(json) {
@@ -309,8 +309,17 @@ fn code_after(json: &Value, after: u64, period_s: u64) -> (String, u64) {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        let next = (now / 1000 / period_s + 1) * period_s * 1000;
-        std::thread::sleep(std::time::Duration::from_millis(next - now + 100));
+        let next = std::time::Instant::now()
+            + std::time::Duration::from_millis(
+                (now / 1000 / period_s + 1) * period_s * 1000 - now + 100,
+            );
+        while let Some(left) = next.checked_duration_since(std::time::Instant::now()) {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                mesh.events.recv_timeout(left)
+            {
+                panic!("mesh up stopped");
+            }
+        }
     }
     panic!("no code after step {after}: {last}");
 }
@@ -335,7 +344,7 @@ fn threshold_codes_log_in_through_radius_and_http_once() {
     });
     let json = mesh.mesh_json();
     let (v1, v2) = (door(&json, "verifier-1"), door(&json, "verifier-2"));
-    let (code, step) = code_after(&json, 0, 15);
+    let (code, step) = code_after(&mesh, &json, 0, 15);
     assert_eq!(code.len(), 6, "{code}");
     assert_eq!(radclient(&v1, "requester-1", &code, None).0, "accept");
     let (verdict, text) = radclient(&v2, "requester-1", &code, None);
@@ -345,7 +354,7 @@ fn threshold_codes_log_in_through_radius_and_http_once() {
     assert_eq!(body["result"]["value"], false, "{body}");
     assert_eq!(body["detail"]["message"], "used");
     // The next step's code, through HTTP.
-    let (code, _) = code_after(&json, step, 15);
+    let (code, _) = code_after(&mesh, &json, step, 15);
     let (status, body) = curl(&v2, None, "requester-1", &code);
     assert_eq!(
         (status, &body["result"]["value"]),
