@@ -151,6 +151,36 @@ fn threshold_passes_and_a_quorum_decides() {
 }
 
 #[test]
+fn login_passes_through_both_fronts_and_the_lockout_holds_at_either_verifier() {
+    let report = assert_passes("login");
+    let steps = report["steps"].as_array().unwrap();
+    let outcome = |name: &str| outcome_of(steps, name);
+    assert!(
+        outcome("alice logs in at door-1").ends_with("(RADIUS): accepted (accepted)"),
+        "{}",
+        outcome("alice logs in at door-1")
+    );
+    let replay = outcome("the replay at door-2, over HTTP");
+    assert!(replay.ends_with("(HTTP): rejected (used)"), "{replay}");
+    let locked = outcome("bob's right code at door-2 is locked out too");
+    assert!(locked.ends_with("rejected (locked)"), "{locked}");
+}
+
+#[test]
+fn login_threshold_passes_a_code_is_spent_everywhere_and_three_down_is_unavailable() {
+    let report = assert_passes("login-threshold");
+    let steps = report["steps"].as_array().unwrap();
+    let outcome = |name: &str| outcome_of(steps, name);
+    assert!(outcome("erin logs in at door-1").ends_with("accepted (accepted)"));
+    assert!(outcome("the replay at door-2, over HTTP").ends_with("rejected (used)"));
+    assert!(outcome("frank's own code, after the guess").ends_with("rejected (used)"));
+    assert!(outcome("grace logs in with two distributors down").ends_with("accepted (accepted)"));
+    assert!(outcome("grace tries again with three down").ends_with("rejected (used)"));
+    let three = outcome("heidi, whose step nobody looked at, with three down");
+    assert!(three.ends_with("rejected (quorum unavailable)"), "{three}");
+}
+
+#[test]
 fn beacon_passes_every_node_agrees_and_passwords_keep_their_shape() {
     let report = assert_passes("beacon");
     let steps = report["steps"].as_array().unwrap();

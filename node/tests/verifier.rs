@@ -1,7 +1,8 @@
-//! The verifier's RADIUS front under hostile input, in process on 127.0.0.1: garbage datagrams,
+//! The verifier's fronts under hostile input, in process on 127.0.0.1. RADIUS: garbage datagrams,
 //! oversized and overrunning attributes, requests without the Message-Authenticator its client
 //! must send, a flood past the client's rate, an unknown client. All are dropped (counted by
-//! reason in /metrics), and an honest request is still answered.
+//! reason in /metrics), and an honest request is still answered. HTTP: a relying party past its
+//! rate is answered 429 and counted, and neither it (once it slows down) nor another is shut out.
 
 use libp2p::identity::Keypair;
 use otpmesh_node::verifier::{radius, Fronts, RadiusClient};
@@ -68,10 +69,10 @@ fn exchange(socket: &UdpSocket, to: std::net::SocketAddr, packet: &[u8]) -> Opti
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    let me = otpmesh_node::keys::load_or_create_identity(dir.path()).unwrap();
+/// A verifier for user alice whose one distributor nobody runs (checks come to "unavailable",
+/// which is still an answer), with `fronts`, on 127.0.0.1.
+fn start_verifier(dir: &std::path::Path, fronts: Fronts) -> otpmesh_node::Node {
+    let me = otpmesh_node::keys::load_or_create_identity(dir).unwrap();
     let member = |peer_id, addrs: Vec<String>, name: Option<&str>| Member {
         peer_id,
         addrs,
@@ -80,7 +81,6 @@ async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_ans
     let other = || Keypair::generate_ed25519().public().to_peer_id();
     let mesh = MeshConfig {
         generators: vec![member(other(), vec![], None)],
-        // A distributor nobody runs: checks come to "unavailable", which is still an answer.
         distributors: vec![member(other(), vec!["/ip4/127.0.0.1/tcp/1".into()], None)],
         requesters: vec![member(other(), vec![], Some("alice"))],
         verifiers: vec![Verifier {
@@ -94,6 +94,23 @@ async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_ans
         },
         ..Default::default()
     };
+    otpmesh_node::start(NodeConfig {
+        role: RoleSpec::Verifier { fronts },
+        data_dir: dir.to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![],
+        mesh,
+        mdns: false,
+        manual_rounds: false,
+        seed: None,
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+    })
+    .expect("the verifier starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_answered() {
+    let dir = tempfile::tempdir().unwrap();
     let fronts = Fronts {
         radius: Some((
             "127.0.0.1:0".parse().unwrap(),
@@ -106,18 +123,7 @@ async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_ans
         )),
         http: None,
     };
-    let node = otpmesh_node::start(NodeConfig {
-        role: RoleSpec::Verifier { fronts },
-        data_dir: dir.path().to_path_buf(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        peers: vec![],
-        mesh,
-        mdns: false,
-        manual_rounds: false,
-        seed: None,
-        metrics: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .expect("the verifier starts");
+    let node = start_verifier(dir.path(), fronts);
     let (radius_at, metrics_at) = (node.radius_addr.unwrap(), node.metrics_addr.unwrap());
     tokio::spawn(node.event_loop.run());
 
@@ -201,4 +207,116 @@ async fn hostile_datagrams_are_dropped_and_counted_and_honest_requests_still_ans
             "no drop counted as {reason}:\n{text}"
         );
     }
+}
+
+/// One `POST /validate/check` as alice with `token`: (status code, headers and body).
+fn validate(at: std::net::SocketAddr, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(at).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = "user=alice&pass=12345678";
+    write!(
+        s,
+        "POST /validate/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// A relying party past its rate (the default, 50 checks a second in bursts of 100) gets 429 with
+/// Retry-After, counted as rate_limited; once it slows down it is answered again, and another
+/// party is never held up by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_party_past_its_rate_is_told_to_wait_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (greedy, polite) = ("a-token-of-the-greedy-party", "a-token-of-the-polite-party");
+    let file = dir.path().join("http-tokens.toml");
+    otpmesh_node::keys::write_file(
+        &file,
+        format!(
+            "[[parties]]\nname = \"greedy\"\ntoken = \"{greedy}\"\n\
+             [[parties]]\nname = \"polite\"\ntoken = \"{polite}\"\n"
+        )
+        .as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let parties = otpmesh_node::verifier::load_parties(&file).unwrap();
+    let fronts = Fronts {
+        radius: None,
+        http: Some(("127.0.0.1:0".parse().unwrap(), parties)),
+    };
+    let node = start_verifier(dir.path(), fronts);
+    let (http_at, metrics_at) = (node.http_addr.unwrap(), node.metrics_addr.unwrap());
+    tokio::spawn(node.event_loop.run());
+    let (statuses, polite_status, later, text) = tokio::task::spawn_blocking(move || {
+        // 8 connections at a time, 400 checks: far past 100 + 50 a second.
+        let statuses: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(move || {
+                        (0..50)
+                            .map(|_| validate(http_at, greedy))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let polite_status = validate(http_at, polite).0;
+        // Slowed down: answered again within a bounded number of tries a second apart, as
+        // Retry-After asks.
+        let later = (0..10).find_map(|_| {
+            let (status, _) = validate(http_at, greedy);
+            if status == 200 {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            None
+        });
+        (statuses, polite_status, later, scrape(metrics_at))
+    })
+    .await
+    .unwrap();
+    let limited: Vec<&String> = statuses
+        .iter()
+        .filter(|(code, _)| *code == 429)
+        .map(|(_, text)| text)
+        .collect();
+    assert!(!limited.is_empty(), "400 checks at once were all served");
+    assert!(
+        limited
+            .iter()
+            .all(|t| t.to_lowercase().contains("retry-after: 1")),
+        "a 429 without Retry-After: {}",
+        limited[0]
+    );
+    assert!(
+        statuses.iter().all(|(code, _)| matches!(code, 200 | 429)),
+        "an answer other than 200 or 429: {:?}",
+        statuses.iter().find(|(c, _)| !matches!(c, 200 | 429))
+    );
+    assert_eq!(polite_status, 200, "the other party is served");
+    assert_eq!(
+        later,
+        Some(200),
+        "the greedy party is served once it slows down"
+    );
+    assert!(
+        metric(&text, "rate_limited") >= limited.len() as f64,
+        "{text}"
+    );
 }

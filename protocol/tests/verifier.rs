@@ -157,7 +157,7 @@ fn two_distributors_down_still_serve_and_a_third_leaves_the_quorum_unavailable()
     let err = w.code().unwrap_err();
     assert!(err.contains("quorum unavailable"), "{err}");
     let (outcome, detail) = w.check(0, "alice", "123456");
-    assert_eq!(outcome, Outcome::Unavailable, "{detail}");
+    assert_eq!(outcome, Outcome::QuorumUnavailable, "{detail}");
     assert!(detail.contains("quorum unavailable"), "{detail}");
 }
 

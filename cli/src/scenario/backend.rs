@@ -517,6 +517,46 @@ impl Backend {
         Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
     }
 
+    /// Threshold mode: `requester`'s current time-step code from `distributors` (as `otpmesh code`
+    /// shows it): (code, step, seconds left), or why none came.
+    pub async fn code(
+        &mut self,
+        requester: &Planned,
+        distributors: &[&Planned],
+    ) -> anyhow::Result<Result<(zeroize::Zeroizing<String>, u64, u64), String>> {
+        if let Backend::Process(_) = self {
+            let out = run_cli_with(&["code"], requester, distributors).await?;
+            let parsed = serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| {
+                    Some((
+                        v["code"].as_str()?.to_string().into(),
+                        v["step"].as_u64()?,
+                        v["seconds_left"].as_u64()?,
+                    ))
+                });
+            return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
+        }
+        let answer = one_shot_with(
+            RoleSpec::OneShotCode,
+            requester,
+            distributors,
+            None,
+            |e| match e {
+                NodeEvent::Role(Event::CodeReceived {
+                    code,
+                    step,
+                    seconds_left,
+                    ..
+                }) => Some(Ok((code.into(), step, seconds_left))),
+                NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
+                _ => None,
+            },
+        )
+        .await?;
+        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+    }
+
     pub async fn stop_all(&mut self) {
         match self {
             Backend::Process(p) => {

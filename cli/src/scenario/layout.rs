@@ -6,7 +6,7 @@ use anyhow::Context;
 use libp2p::identity::Keypair;
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use otpmesh_node::{keys, NodeConfig, RoleSpec};
-use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig};
+use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig, UserName, Verifier};
 use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::seal::{PrivateKey, PublicKey};
 use rand::SeedableRng;
@@ -45,6 +45,65 @@ pub struct Planned {
     pub config: Option<NodeConfig>,
     /// How to run it as a process.
     pub argv: Vec<String>,
+    /// Verifiers: where their fronts listen, and the secrets a client needs.
+    pub door: Option<Door>,
+}
+
+/// A verifier's fronts as a client sees them: RADIUS (with the shared secret of 127.0.0.1, which
+/// must send a Message-Authenticator) and HTTP (with a bearer token). Both are in 0600 files in
+/// the verifier's data dir, as `mesh up` writes them.
+#[derive(Clone)]
+pub struct Door {
+    pub radius: std::net::SocketAddr,
+    pub secret: zeroize::Zeroizing<String>,
+    pub http: std::net::SocketAddr,
+    pub token: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Door(radius {}, http {}, <secrets>)",
+            self.radius, self.http
+        )
+    }
+}
+
+/// Writes a verifier's clients and tokens files (0600) into `data_dir` and reads them back as
+/// its fronts would.
+fn door(
+    data_dir: &Path,
+    radius: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+) -> anyhow::Result<(Door, otpmesh_node::verifier::Fronts)> {
+    use otpmesh_node::verifier::{self, Fronts};
+    keys::ensure_data_dir(data_dir)?;
+    let (secret, token) = (verifier::fresh_secret(), verifier::fresh_secret());
+    let clients = data_dir.join("radius-clients.toml");
+    let text = zeroize::Zeroizing::new(format!(
+        "[[clients]]\naddress = \"127.0.0.1\"\nsecret = \"{}\"\n\
+         require_message_authenticator = true\nrate_per_s = 50\n",
+        secret.as_str()
+    ));
+    keys::write_file(&clients, text.as_bytes(), 0o600)?;
+    let tokens = data_dir.join("http-tokens.toml");
+    let text = zeroize::Zeroizing::new(format!(
+        "[[parties]]\nname = \"scenario\"\ntoken = \"{}\"\n",
+        token.as_str()
+    ));
+    keys::write_file(&tokens, text.as_bytes(), 0o600)?;
+    let fronts = Fronts {
+        radius: Some((radius, verifier::load_radius_clients(&clients)?)),
+        http: Some((http, verifier::load_parties(&tokens)?)),
+    };
+    let door = Door {
+        radius,
+        secret,
+        http,
+        token,
+    };
+    Ok((door, fronts))
 }
 
 pub struct Layout {
@@ -63,7 +122,11 @@ impl Layout {
 
 pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout> {
     let exe = std::env::current_exe().context("finding the otpmesh binary")?;
-    let (ports, _) = crate::cmd::mesh_ports(scenario.nodes.len())?;
+    // A TCP port per node, and a verifier's RADIUS (UDP) and HTTP (TCP) ports besides.
+    let count = scenario.nodes.len();
+    let verifiers = scenario.nodes_with(NodeRole::Verifier).count();
+    let (tcp_ports, udp_ports) = crate::cmd::mesh_ports(count + verifiers)?;
+    let ports = tcp_ports[..count].to_vec();
     let mesh_path = dir.join("mesh.toml");
     let mut mesh = MeshConfig {
         settings: scenario.settings.clone(),
@@ -81,7 +144,11 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
         let member = Member {
             peer_id,
             addrs: vec![tcp.to_string()],
-            name: None,
+            // Services know a requester by its node's name (a login step's `user`).
+            name: match spec.role {
+                NodeRole::Requester => UserName::new(&spec.name).ok(),
+                _ => None,
+            },
         };
         let client_id = match spec.role {
             NodeRole::Hostile => Some(spec.client_id.unwrap_or(HOSTILE_CLIENT_ID)),
@@ -102,6 +169,11 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
             }
             NodeRole::Distributor => mesh.distributors.push(member),
             NodeRole::Requester => mesh.requesters.push(member),
+            NodeRole::Verifier => mesh.verifiers.push(Verifier {
+                peer_id,
+                addrs: member.addrs,
+                users: vec!["*".into()],
+            }),
             NodeRole::Contributor | NodeRole::Hostile if spec.is_listed() => {
                 mesh.contributors.push(Contributor {
                     client_id: ClientId(client_id.expect("contributors have client ids")),
@@ -121,6 +193,7 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
             client_id,
             config: None,
             argv: Vec::new(),
+            door: None,
         });
     }
     mesh.validate().context("the scenario's mesh config")?;
@@ -131,6 +204,7 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
         .filter(|p| matches!(p.role, NodeRole::Generator | NodeRole::Distributor))
         .map(|p| p.addr.clone())
         .collect();
+    let mut fronts_at = tcp_ports[count..].iter().zip(&udp_ports);
     for p in &mut planned {
         let role = match p.role {
             NodeRole::Generator => RoleSpec::Generator,
@@ -140,6 +214,16 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
                 input: None,
             },
             NodeRole::Requester => continue,
+            NodeRole::Verifier => {
+                let (http, radius) = fronts_at.next().expect("a port pair per verifier");
+                let (door, fronts) = door(
+                    &p.data_dir,
+                    ([127, 0, 0, 1], *radius).into(),
+                    ([127, 0, 0, 1], *http).into(),
+                )?;
+                p.door = Some(door);
+                RoleSpec::Verifier { fronts }
+            }
         };
         let (_, listen) = otpmesh_node::split_peer(&p.addr);
         let peers: Vec<Multiaddr> = hubs.iter().filter(|h| **h != p.addr).cloned().collect();
@@ -164,6 +248,14 @@ pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout
         }
         if p.role == NodeRole::Generator {
             argv.push("--manual-rounds".into());
+        }
+        if let Some(door) = &p.door {
+            argv.extend([
+                "--radius".into(),
+                door.radius.to_string(),
+                "--http".into(),
+                door.http.to_string(),
+            ]);
         }
         for peer in &peers {
             argv.extend(["--peer".into(), peer.to_string()]);

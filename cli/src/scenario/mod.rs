@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod kdc;
 pub mod layout;
+pub mod login;
 pub mod runner;
 pub mod spec;
 

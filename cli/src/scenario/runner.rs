@@ -74,6 +74,8 @@ pub struct State {
     pub otps: Vec<IssuedOtp>,
     /// Beacon values each node reported: round → node → value (hex).
     pub beacon: BTreeMap<u64, BTreeMap<String, String>>,
+    /// The code each user last typed fresh at a `login` step (what `code = "again"` types).
+    pub typed: HashMap<String, zeroize::Zeroizing<String>>,
 }
 
 /// A step's verdict.
@@ -421,6 +423,18 @@ impl Runner<'_> {
                     expected: want.as_str().into(),
                     passed: matches!(result, Ok(r) if r == want),
                 })
+            }
+            Step::Login {
+                user,
+                verifier,
+                via,
+                code,
+                timeout_ms,
+                expect,
+            } => {
+                let within = timeout_ms.map_or(super::login::LOGIN_TIMEOUT, Duration::from_millis);
+                self.login(user, verifier, *via, *code, within, expect)
+                    .await
             }
             Step::Kill { node } => {
                 self.kill(node).await?;

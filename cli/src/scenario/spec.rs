@@ -44,6 +44,8 @@ pub enum NodeRole {
     Requester,
     /// A peer that sends bad input on `inject` steps and never contributes honestly.
     Hostile,
+    /// The door of a service: RADIUS and HTTP fronts that `login` steps knock on.
+    Verifier,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -166,6 +168,39 @@ pub struct VerifyExpect {
     pub result: Option<otpmesh_protocol::wire::VerifyResult>,
 }
 
+/// Which of a verifier's fronts a `login` step uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Front {
+    /// RFC 2865 Access-Request with PAP User-Password (and a Message-Authenticator).
+    #[default]
+    Radius,
+    /// `POST /validate/check` with the bearer token.
+    Http,
+}
+
+/// Which code a `login` step types.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginCode {
+    /// The user's newest code: its last OTP (single mode), or its current time-step code from
+    /// `otpmesh code` run as the user (threshold mode).
+    #[default]
+    Fresh,
+    /// The code this user typed at its previous login step (a replay).
+    Again,
+    /// A code of the right length that is not the user's newest.
+    Wrong,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginExpect {
+    /// accepted (default), wrong, used, expired, locked, unknown_user, unavailable,
+    /// quorum_unavailable or busy: what the front answered.
+    pub result: Option<otpmesh_protocol::role::verifier::Outcome>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attack {
@@ -266,6 +301,18 @@ pub enum Step {
         otp: CodeChoice,
         #[serde(default)]
         expect: VerifyExpect,
+    },
+    /// `user` (a requester) types a code at `verifier`'s RADIUS or HTTP front.
+    Login {
+        user: String,
+        verifier: String,
+        #[serde(default)]
+        via: Front,
+        #[serde(default)]
+        code: LoginCode,
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        expect: LoginExpect,
     },
     Kill {
         node: String,
@@ -381,6 +428,7 @@ impl Step {
             Step::Round { .. } => "round",
             Step::Request { .. } => "request",
             Step::Verify { .. } => "verify",
+            Step::Login { .. } => "login",
             Step::Kill { .. } => "kill",
             Step::Restart { .. } => "restart",
             Step::Partition { .. } => "partition",
@@ -598,7 +646,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, SpecError> {
             .to_string();
         let step: Step = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
             let hint = if e.message().contains("unknown variant") {
-                Some("kinds: round, request, verify, kill, restart, partition, heal, inject, wait, expect".into())
+                Some("kinds: round, request, verify, login, kill, restart, partition, heal, inject, wait, expect, password, beacon, kdc_register, kdc_send".into())
             } else {
                 hint_for(e.message())
             };
@@ -670,7 +718,13 @@ fn check_nodes(
             {
                 return Err(c.err(at, format!("client id {id} is used twice"), None));
             }
-            (NodeRole::Generator | NodeRole::Distributor | NodeRole::Requester, Some(_)) => {
+            (
+                NodeRole::Generator
+                | NodeRole::Distributor
+                | NodeRole::Requester
+                | NodeRole::Verifier,
+                Some(_),
+            ) => {
                 return Err(c.err(
                     at,
                     format!(
@@ -807,6 +861,23 @@ fn check_step(
                     ))
                 }
                 (true, None) => {}
+            }
+        }
+        Step::Login {
+            user,
+            verifier,
+            timeout_ms,
+            ..
+        } => {
+            timeout(timeout_ms)?;
+            need(user, &[NodeRole::Requester], "requester")?;
+            need(verifier, &[NodeRole::Verifier], "verifier")?;
+            if let Err(e) = otpmesh_protocol::mesh::UserName::new(user) {
+                return Err(c.err(
+                    at,
+                    format!("`{user}` cannot be a user name: {e}"),
+                    Some("user names are letters, digits and . _ @ + -".into()),
+                ));
             }
         }
         Step::Kill { node } | Step::Heal { node } => need(node, &[], "node")?,
@@ -1030,6 +1101,39 @@ distributor = "dist"
 
     fn error_of(text: &str) -> String {
         parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn login_steps_need_a_requester_a_verifier_and_known_choices() {
+        let mesh = format!("{GOOD}[[nodes]]\nname = \"door\"\nrole = \"verifier\"\n");
+        let login = |body: &str| format!("{mesh}[[steps]]\nkind = \"login\"\n{body}");
+        let ok = parse_str(&login(
+            "user = \"req\"\nverifier = \"door\"\nvia = \"http\"\ncode = \"again\"\n",
+        ))
+        .expect("a good login step");
+        assert!(matches!(
+            ok.steps.last().unwrap().step,
+            Step::Login {
+                via: Front::Http,
+                code: LoginCode::Again,
+                ..
+            }
+        ));
+        let e = error_of(&login("user = \"req\"\nverifier = \"dist\"\n"));
+        assert!(e.contains("verifier `dist` is a Distributor"), "{e}");
+        let e = error_of(&login("user = \"alice\"\nverifier = \"door\"\n"));
+        assert!(e.contains("requester `alice` is a Contributor"), "{e}");
+        let e = error_of(&login(
+            "user = \"req\"\nverifier = \"door\"\nvia = \"telnet\"\n",
+        ));
+        assert!(e.contains("telnet") && e.contains("radius"), "{e}");
+        let e = error_of(&login(
+            "user = \"req\"\nverifier = \"door\"\nexpect = { result = \"maybe\" }\n",
+        ));
+        assert!(
+            e.contains("maybe") && e.contains("quorum_unavailable"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! tokens), bound every input, and log and count what they drop, never a code or a secret.
 
 pub mod radius;
+pub mod rate;
 pub mod server;
 pub mod validate;
 
@@ -85,6 +86,9 @@ struct RadiusFile {
 pub struct Party {
     pub name: String,
     pub token: String,
+    /// Checks a second this party may ask (bursts of two seconds' worth); more are answered 429.
+    #[serde(default = "default_rate")]
+    pub rate_per_s: u32,
 }
 
 impl std::fmt::Debug for Party {
@@ -166,6 +170,12 @@ pub fn load_parties(path: &Path) -> Result<Vec<Party>, FrontError> {
         .find(|p| p.token.len() < 16 || p.token.len() > 256)
     {
         return Err(bad(format!("party {}: a token is 16 to 256 bytes", p.name)));
+    }
+    if let Some(p) = file.parties.iter().find(|p| p.rate_per_s == 0) {
+        return Err(bad(format!(
+            "party {}: rate_per_s must be at least 1",
+            p.name
+        )));
     }
     Ok(file.parties)
 }

@@ -36,8 +36,7 @@ struct State {
     /// None while being judged.
     cache: HashMap<Key, (Instant, Option<Vec<u8>>)>,
     order: VecDeque<Key>,
-    /// Per client: (tokens, last refill).
-    buckets: HashMap<std::net::IpAddr, (f64, Instant)>,
+    buckets: super::rate::Buckets<std::net::IpAddr>,
     /// Per drop reason: when last logged, and how many since.
     logged: HashMap<&'static str, (Instant, u64)>,
 }
@@ -70,19 +69,8 @@ impl State {
     }
 
     fn take_token(&mut self, client: &RadiusClient) -> bool {
-        let now = Instant::now();
-        let rate = f64::from(client.rate_per_s);
-        let (tokens, last) = self
-            .buckets
-            .entry(client.address)
-            .or_insert((2.0 * rate, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(2.0 * rate);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            return true;
-        }
-        false
+        self.buckets
+            .take(client.address, client.rate_per_s, Instant::now())
     }
 
     /// Logs a drop at most once a second per reason, saying how many went unlogged.

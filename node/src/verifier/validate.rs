@@ -5,9 +5,11 @@
 //! POST /validate/check   Authorization: Bearer TOKEN   body (≤ 4 KiB): user=…&pass=…  or
 //!                        {"user": "…", "pass": "…"}
 //!   200 {"result":{"status":true,"value":true|false},"detail":{"message":"accepted|wrong|…"}}
-//!   401 / 400 / 404 / 405 / 413 {"result":{"status":false,"error":{"code":…,"message":"…"}}}
+//!   401 / 400 / 404 / 405 / 413 / 429 {"result":{"status":false,"error":{"code":…,"message":"…"}}}
+//!   (429: past the party's rate_per_s, with Retry-After: 1)
 //! ```
 
+use super::rate::Buckets;
 use super::{Label, Metrics, Party};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -16,8 +18,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tracing::{debug, info};
@@ -34,6 +36,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection is closed after this long, whatever it is doing.
 pub const MAX_CONNECTION_TIME: Duration = Duration::from_secs(30);
 
+/// The relying parties and their rate buckets (by index in the tokens file).
+struct Parties {
+    listed: Vec<Party>,
+    buckets: Mutex<Buckets<usize>>,
+}
+
 /// Serves `/validate/check` on `listener` until the node stops.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -42,7 +50,10 @@ pub async fn serve(
     metrics: Metrics,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let parties = Arc::new(parties);
+    let parties = Arc::new(Parties {
+        listed: parties,
+        buckets: Mutex::new(Buckets::default()),
+    });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -95,13 +106,14 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     )
 }
 
-/// The relying party whose token `header` carries (every token compared, in constant time).
-fn party<'a>(parties: &'a [Party], header: Option<&HeaderValue>) -> Option<&'a Party> {
+/// The relying party whose token `header` carries, by index (every token compared, in constant
+/// time).
+fn party(parties: &[Party], header: Option<&HeaderValue>) -> Option<usize> {
     let given = header?.as_bytes().strip_prefix(b"Bearer ")?;
     let mut found = None;
-    for p in parties {
+    for (i, p) in parties.iter().enumerate() {
         if bool::from(p.token.as_bytes().ct_eq(given)) {
-            found = Some(p);
+            found = Some(i);
         }
     }
     found
@@ -128,7 +140,7 @@ pub fn credentials(json: bool, body: &[u8]) -> Option<(String, Zeroizing<String>
 
 async fn respond(
     request: Request<Incoming>,
-    parties: &[Party],
+    parties: &Parties,
     node: &crate::Client,
     metrics: &Metrics,
 ) -> Response<Full<Bytes>> {
@@ -152,11 +164,27 @@ async fn respond(
             .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let Some(party) = party(parties, request.headers().get(AUTHORIZATION)) else {
+    let Some(index) = party(&parties.listed, request.headers().get(AUTHORIZATION)) else {
         dropped("unauthorised");
         info!("validate: request without a known bearer token refused");
         return error(StatusCode::UNAUTHORIZED, "a known bearer token is required");
     };
+    let party = &parties.listed[index];
+    let within_rate = parties.buckets.lock().expect("validate buckets lock").take(
+        index,
+        party.rate_per_s,
+        Instant::now(),
+    );
+    if !within_rate {
+        dropped("rate_limited");
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("more than {} checks a second", party.rate_per_s),
+        );
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
     let party = party.name.clone();
     let json = request
         .headers()

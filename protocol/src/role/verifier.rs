@@ -50,6 +50,8 @@ pub enum Outcome {
     UnknownUser,
     /// No distributor answered.
     Unavailable,
+    /// Threshold mode: fewer than T distributors gave a partial that combines.
+    QuorumUnavailable,
     /// Too many checks under way.
     Busy,
 }
@@ -68,8 +70,28 @@ impl Outcome {
             Outcome::Locked => "locked",
             Outcome::UnknownUser => "unknown user",
             Outcome::Unavailable => "unavailable",
+            Outcome::QuorumUnavailable => "quorum unavailable",
             Outcome::Busy => "busy",
         }
+    }
+
+    /// Every outcome, for reading one back from its text.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Accepted,
+        Outcome::Wrong,
+        Outcome::Used,
+        Outcome::Expired,
+        Outcome::Locked,
+        Outcome::UnknownUser,
+        Outcome::Unavailable,
+        Outcome::QuorumUnavailable,
+        Outcome::Busy,
+    ];
+
+    /// The outcome whose [`Outcome::as_str`] is `text` (as a RADIUS Reply-Message or the HTTP
+    /// front's `detail.message` carry it).
+    pub fn from_text(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
     }
 }
 
@@ -332,8 +354,11 @@ fn codes_outcome(
         Some(Gathered::Spent) => {
             Step::Decided(Outcome::Used, "this step's code was already checked".into())
         }
-        Some(Gathered::Unavailable(why)) => Step::Decided(Outcome::Unavailable, why.clone()),
-        None => Step::Decided(Outcome::Unavailable, "no answer in time".into()),
+        Some(Gathered::Unavailable(why)) => Step::Decided(Outcome::QuorumUnavailable, why.clone()),
+        None => Step::Decided(
+            Outcome::QuorumUnavailable,
+            "quorum unavailable: no answer in time".into(),
+        ),
         Some(Gathered::Code { .. }) => Step::Decided(
             Outcome::Wrong,
             "not the code of this step or its neighbours (now spent)".into(),
