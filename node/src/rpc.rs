@@ -508,6 +508,26 @@ impl Endpoint {
         swarm
             .dial(addr.clone())
             .map_err(|e| format!("dialling {addr}: {e}"))?;
+        // Connected before the stream is asked for: asked while the dial is under way, the
+        // stream could wait for a dial of its own that is never made.
+        let connected = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            loop {
+                match swarm.select_next_some().await {
+                    libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. }
+                        if peer_id == peer =>
+                    {
+                        return Ok(());
+                    }
+                    libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        return Err(format!("dialling {addr}: {error}"));
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("dialling {addr}: no connection within {REQUEST_TIMEOUT:?}"))?;
+        connected?;
         let swarm = tokio::spawn(async move {
             loop {
                 swarm.select_next_some().await;

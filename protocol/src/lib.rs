@@ -36,6 +36,7 @@ pub mod phrase;
 pub mod role;
 pub mod round;
 pub mod seal;
+pub mod sim;
 pub mod threshold;
 pub mod totp;
 pub mod wire;

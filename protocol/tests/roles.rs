@@ -523,41 +523,11 @@ fn a_restarted_generator_delivers_the_round_a_distributor_missed() {
     assert_eq!(delivered.len(), 1, "round 1 reached the distributor");
 }
 
-/// What a store would give back from these records (the node's store keeps the same facts).
+/// What a store would give back from these records, with `rounds` held.
 fn restore(records: &[Record], rounds: Vec<(Transcript, Secret)>) -> Restored {
-    let mut otps: Vec<(otpmesh_protocol::role::OtpRef, u64, bool)> = Vec::new();
-    let mut attempts = HashMap::new();
-    let mut counters: HashMap<(RoundId, PeerId), u64> = HashMap::new();
-    for r in records {
-        match r {
-            Record::Issued { otp, expires_at_ms } => {
-                otps.push((*otp, *expires_at_ms, false));
-                let c = counters.entry((otp.round, otp.requester)).or_insert(0);
-                *c = (*c).max(otp.counter + 1);
-            }
-            Record::Used { otp, expires_at_ms } => match otps.iter_mut().find(|(o, _, _)| o == otp)
-            {
-                Some(entry) => entry.2 = true,
-                None => otps.push((*otp, *expires_at_ms, true)),
-            },
-            Record::Attempts {
-                requester,
-                failures,
-                locked_until,
-            } => {
-                attempts.insert(*requester, (failures.clone(), *locked_until));
-            }
-            _ => {}
-        }
-    }
     Restored {
         rounds,
-        otps,
-        attempts: attempts.into_iter().map(|(p, (f, l))| (p, f, l)).collect(),
-        counters: counters.into_iter().map(|((r, p), n)| (r, p, n)).collect(),
-        enrolments: Vec::new(),
-        tokens: Vec::new(),
-        kdc_users: Vec::new(),
+        ..Restored::replay(records)
     }
 }
 

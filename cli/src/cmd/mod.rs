@@ -10,6 +10,7 @@ pub mod node;
 pub mod password;
 pub mod request;
 pub mod shell;
+pub mod sim;
 pub mod status;
 pub mod totp;
 pub mod verify;
@@ -154,6 +155,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Scenario(ScenarioCommand::Run(args)) => crate::scenario::run(args).await,
             Command::Scenario(ScenarioCommand::Check { file }) => crate::scenario::check(&file),
             Command::Config(ConfigCommand::Check(args)) => config::check(args),
+            Command::Sim(args) => sim::run(args),
             Command::Status(args) => status::run(args).await,
             Command::Config(ConfigCommand::Show(_)) => unreachable!("resolved above"),
             Command::Completions(args) => shell::completions(args),

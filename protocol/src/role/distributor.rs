@@ -95,6 +95,67 @@ pub struct Restored {
     pub kdc_users: Vec<crate::kdc::centre::User>,
 }
 
+impl Restored {
+    /// What a store holds after `records` were committed in order (the node's store keeps the
+    /// same facts in its tables; the simulator and tests restart a distributor from this).
+    pub fn replay(records: &[Record]) -> Restored {
+        let mut restored = Restored::default();
+        let mut attempts: HashMap<PeerId, (Vec<Millis>, Millis)> = HashMap::new();
+        let mut counters: HashMap<(RoundId, PeerId), u64> = HashMap::new();
+        let mut otps: HashMap<OtpRef, (Millis, bool)> = HashMap::new();
+        let mut order = Vec::new();
+        for r in records {
+            match r {
+                Record::Round { transcript, secret } => {
+                    restored.rounds.retain(|(t, _)| t.round != transcript.round);
+                    restored.rounds.push((transcript.clone(), secret.clone()));
+                }
+                Record::Issued { otp, expires_at_ms } => {
+                    if !otps.contains_key(otp) {
+                        order.push(*otp);
+                    }
+                    otps.entry(*otp).or_insert((*expires_at_ms, false));
+                    let next = counters.entry((otp.round, otp.requester)).or_insert(0);
+                    *next = (*next).max(otp.counter + 1);
+                }
+                Record::Used { otp, expires_at_ms } => {
+                    if !otps.contains_key(otp) {
+                        order.push(*otp);
+                    }
+                    otps.entry(*otp).or_insert((*expires_at_ms, true)).1 = true;
+                }
+                Record::Attempts {
+                    requester,
+                    failures,
+                    locked_until,
+                } => {
+                    attempts.insert(*requester, (failures.clone(), *locked_until));
+                }
+                Record::Enrolment { peer, epoch, key } => {
+                    restored.enrolments.retain(|(p, _, _)| p != peer);
+                    restored.enrolments.push((*peer, *epoch, key.clone()));
+                }
+                Record::TotpToken { requester, token } => {
+                    restored.tokens.retain(|(p, _)| p != requester);
+                    restored.tokens.push((*requester, token.clone()));
+                }
+                _ => {}
+            }
+        }
+        restored.otps = order
+            .into_iter()
+            .map(|o| (o, otps[&o].0, otps[&o].1))
+            .collect();
+        let mut attempts: Vec<_> = attempts.into_iter().map(|(p, (f, l))| (p, f, l)).collect();
+        attempts.sort_by_key(|(p, _, _)| *p);
+        restored.attempts = attempts;
+        let mut counters: Vec<_> = counters.into_iter().map(|((r, p), n)| (r, p, n)).collect();
+        counters.sort();
+        restored.counters = counters;
+        restored
+    }
+}
+
 /// How an answer is salted, and what must be stored before it is sent.
 pub(crate) struct Salting {
     pub(crate) key: otp::SaltKey,
