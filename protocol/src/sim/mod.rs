@@ -25,6 +25,7 @@ pub mod check;
 pub mod net;
 
 use crate::mesh::{Contributor as Listed, Member, MeshConfig};
+use crate::round::MAX_ROUND_CONTRIBUTORS;
 use crate::phrase::{ClientId, UserInput};
 use crate::role::distributor::Restored;
 use crate::role::{
@@ -216,6 +217,9 @@ impl Sim {
             ..Default::default()
         };
         mesh.settings.rsa_bits = config.rsa_bits;
+        // A round holds at most MAX_ROUND_CONTRIBUTORS phrases: with more contributors listed, it
+        // seals at the first that many (the rest are refused as the round is full).
+        mesh.settings.quorum = config.contributors.min(MAX_ROUND_CONTRIBUTORS as u32);
         mesh.settings.deadline_ms = 20_000;
         mesh.settings.round_interval_ms = 5_000;
         mesh.settings.hash_iterations = 1000;
