@@ -72,3 +72,36 @@ fn a_distributor_that_accepts_a_replay_is_caught() {
         r.violations
     );
 }
+
+/// Swarm testing: many seeds, each with its own mix of faults and sizes, bounded in count (and so
+/// in time: about a tenth of a second each). A seed that breaks an invariant is printed with its
+/// configuration; it then becomes a test of its own.
+#[test]
+fn swarm_of_seeds_with_random_faults_keeps_every_invariant() {
+    let mixes = [
+        "",
+        "loss=0.1",
+        "dup=0.1",
+        "crash",
+        "partition",
+        "loss=0.05,dup=0.05,partition,crash",
+    ];
+    let mut failures = Vec::new();
+    for seed in 100..160u64 {
+        let faults = mixes[seed as usize % mixes.len()];
+        let c = Config {
+            contributors: 2 + (seed % 7) as u32,
+            distributors: 1 + (seed % 4) as u32,
+            requesters: 1 + (seed % 5) as u32,
+            rounds: 1 + (seed % 3) as u32,
+            requests: 1 + (seed % 6) as u32,
+            ..config(seed, faults)
+        };
+        let summary = format!("{c:?}");
+        let r = run(c);
+        if !r.violations.is_empty() {
+            failures.push(format!("{summary}: {:?}", r.violations));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

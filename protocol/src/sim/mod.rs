@@ -25,7 +25,6 @@ pub mod check;
 pub mod net;
 
 use crate::mesh::{Contributor as Listed, Member, MeshConfig};
-use crate::round::MAX_ROUND_CONTRIBUTORS;
 use crate::phrase::{ClientId, UserInput};
 use crate::role::distributor::Restored;
 use crate::role::{
@@ -33,6 +32,7 @@ use crate::role::{
     Role, Verdict,
 };
 use crate::round::RoundId;
+use crate::round::MAX_ROUND_CONTRIBUTORS;
 use crate::seal::PrivateKey;
 use crate::wire::{Gossip, Response, VerifyResult, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
 use check::Checker;
