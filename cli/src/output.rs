@@ -286,6 +286,7 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                 peer,
                 request,
                 reason,
+                ..
             } => format!("{request} request to {} failed: {reason}", short(peer)),
         },
     })

@@ -734,8 +734,9 @@ impl EventLoop {
             Event::RequestFailed {
                 peer,
                 request,
+                failure,
                 reason,
-            } => warn!(%peer, %reason, %request, "request failed"),
+            } => warn!(%peer, %reason, %request, ?failure, "request failed"),
             Event::BeaconCatchUp {
                 peer,
                 accepted,

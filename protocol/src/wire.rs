@@ -647,6 +647,9 @@ pub enum Refusal {
     Invalid(String),
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Threshold codes: no round held was sealed `margin_s` before `step` began.
+    #[error("no round held here was sealed {margin_s} s before step {step} began (a new mesh serves codes once its first round is that old)")]
+    NoCodeRound { step: u64, margin_s: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use anyhow::anyhow;
 use libp2p::Multiaddr;
 use otpmesh_node::{split_peer, NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::mesh::MeshConfig;
-use otpmesh_protocol::role::Event;
+use otpmesh_protocol::role::{Event, Failure as RoleFailure};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,33 +16,19 @@ fn fail(code: u8, error: anyhow::Error) -> Failure {
     Failure { code, error }
 }
 
-/// The exit code `--help` documents for a failure reason: 4 not authorised, 5 no round yet,
-/// 6 quorum unavailable, 3 unreachable, 1 anything else.
-pub fn exit_code_for(reason: &str) -> u8 {
-    if reason.starts_with("quorum unavailable") {
-        6
-    } else if reason.starts_with("not authorised") {
-        4
-    } else if reason.contains("no round has been sealed") {
-        5
-    } else if reason.to_lowercase().contains("dial") || reason.contains("onnection") {
-        3
-    } else {
-        1
-    }
-}
-
-/// Says what a failed request means, with the exit code for it.
-fn classify(address: &str, reason: String) -> Failure {
-    let code = exit_code_for(&reason);
-    let error = match code {
-        4 => anyhow!("the distributor refused this requester: {reason}"),
-        5 => anyhow!("no round sealed yet: {reason}"),
-        3 => anyhow!("could not reach the distributor at {address}: {reason}"),
-        6 => anyhow!("{reason}"),
-        _ => anyhow!("the request failed: {reason}"),
+/// Says what a failed request means, with the exit code its kind has (`--help` documents them:
+/// 3 unreachable, 4 not authorised, 5 no round yet, 6 quorum unavailable, 1 anything else).
+fn classify(address: &str, failure: RoleFailure, reason: String) -> Failure {
+    let error = match failure {
+        RoleFailure::Unauthorised => anyhow!("the distributor refused this requester: {reason}"),
+        RoleFailure::NoRound => anyhow!("no round sealed yet: {reason}"),
+        RoleFailure::Unreachable => {
+            anyhow!("could not reach the distributor at {address}: {reason}")
+        }
+        RoleFailure::QuorumUnavailable => anyhow!("{reason}"),
+        RoleFailure::Refused => anyhow!("the request failed: {reason}"),
     };
-    fail(code, error)
+    fail(failure.exit_code(), error)
 }
 
 /// Starts a one-shot node with the identity in `data_dir`, aimed at `distributor` (a multiaddr
@@ -182,8 +168,11 @@ pub async fn ask<T>(
     tokio::spawn(node.event_loop.run());
     let outcome = tokio::time::timeout(Duration::from_secs(timeout_secs), async {
         while let Some(event) = events.recv().await {
-            if let NodeEvent::Role(Event::RequestFailed { reason, .. }) = &event {
-                return Err(classify(distributor, reason.clone()));
+            if let NodeEvent::Role(Event::RequestFailed {
+                failure, reason, ..
+            }) = &event
+            {
+                return Err(classify(distributor, *failure, reason.clone()));
             }
             if let Some(answer) = pick(event) {
                 return answer;

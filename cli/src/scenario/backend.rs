@@ -371,9 +371,9 @@ impl Backend {
             NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
                 Some(RequestResult::issued(otp, round.0, None))
             }
-            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
-                RequestResult::from_failure(crate::cmd::request::exit_code_for(&reason), reason),
-            ),
+            NodeEvent::Role(Event::RequestFailed {
+                failure, reason, ..
+            }) => Some(RequestResult::from_failure(failure.exit_code(), reason)),
             _ => None,
         })
         .await?;
@@ -429,9 +429,9 @@ impl Backend {
                 counter,
                 ..
             }) => Some(RequestResult::issued(otp, round.0, Some(counter))),
-            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(
-                RequestResult::from_failure(crate::cmd::request::exit_code_for(&reason), reason),
-            ),
+            NodeEvent::Role(Event::RequestFailed {
+                failure, reason, ..
+            }) => Some(RequestResult::from_failure(failure.exit_code(), reason)),
             _ => None,
         })
         .await?;
@@ -523,7 +523,7 @@ impl Backend {
         &mut self,
         requester: &Planned,
         distributors: &[&Planned],
-    ) -> anyhow::Result<Result<(zeroize::Zeroizing<String>, u64, u64), String>> {
+    ) -> anyhow::Result<Result<(zeroize::Zeroizing<String>, u64, u64), (u8, String)>> {
         if let Backend::Process(_) = self {
             let out = run_cli_with(&["code"], requester, distributors).await?;
             let parsed = serde_json::from_slice::<Value>(&out.stdout)
@@ -535,7 +535,8 @@ impl Backend {
                         v["seconds_left"].as_u64()?,
                     ))
                 });
-            return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
+            let code = out.status.code().unwrap_or(1) as u8;
+            return Ok(parsed.ok_or_else(|| (code, last_error(&out.stderr))));
         }
         let answer = one_shot_with(
             RoleSpec::OneShotCode,
@@ -549,12 +550,14 @@ impl Backend {
                     seconds_left,
                     ..
                 }) => Some(Ok((code.into(), step, seconds_left))),
-                NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
+                NodeEvent::Role(Event::RequestFailed {
+                    failure, reason, ..
+                }) => Some(Err((failure.exit_code(), reason))),
                 _ => None,
             },
         )
         .await?;
-        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+        Ok(answer.unwrap_or_else(|| Err((3, "no answer in time".into()))))
     }
 
     pub async fn stop_all(&mut self) {

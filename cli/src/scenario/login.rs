@@ -16,6 +16,7 @@ use super::spec::{Front, LoginCode, LoginExpect, NodeRole};
 use anyhow::{anyhow, bail, Context};
 use otpmesh_node::verifier::radius;
 use otpmesh_protocol::role::verifier::Outcome;
+use otpmesh_protocol::role::Failure;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -257,8 +258,8 @@ impl Runner<'_> {
                 Ok((code, _, left)) if left >= min_left => return Ok(code),
                 Ok((_, step, left)) => format!("step {step} has {left} s left"),
                 // A young mesh: no round is old enough for this step yet.
-                Err(reason) if reason.contains("no round held here was sealed") => reason,
-                Err(reason) => bail!("{user} has no code: {reason}"),
+                Err((code, reason)) if code == Failure::NoRound.exit_code() => reason,
+                Err((_, reason)) => bail!("{user} has no code: {reason}"),
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

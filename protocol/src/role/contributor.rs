@@ -200,6 +200,7 @@ impl Role for Contributor {
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "public-key".into(),
+                    failure: super::Failure::Unreachable,
                     reason,
                 })]
             }

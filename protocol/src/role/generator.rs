@@ -439,10 +439,11 @@ impl Role for Generator {
             }
             other => {
                 d.retry_at = now + DELIVERY_RETRY_MS;
-                let reason = super::failure_reason(other);
+                let (failure, reason) = super::failure_of(other);
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "deliver".into(),
+                    failure,
                     reason,
                 })]
             }

@@ -367,6 +367,8 @@ pub enum Event {
     RequestFailed {
         peer: PeerId,
         request: String,
+        /// What kind of failure, as a type: what exit codes and runners decide on.
+        failure: Failure,
         reason: String,
     },
 }
@@ -519,13 +521,59 @@ pub enum Control {
     OpenRound,
 }
 
+/// Why a request failed, as a type (its words go beside it, for people).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The peer could not be reached: no connection, or no answer in time.
+    Unreachable,
+    /// The peer refused this node: not listed, or not allowed to ask that.
+    Unauthorised,
+    /// No round has been sealed and delivered there yet (or none old enough for a code).
+    NoRound,
+    /// Threshold mode: fewer than T distributors gave a partial that combines.
+    QuorumUnavailable,
+    /// Refused for another reason, an answer that makes no sense, or bad local input.
+    Refused,
+}
+
+impl Failure {
+    /// The failure a distributor's refusal means.
+    pub fn of_refusal(refusal: &Refusal) -> Failure {
+        match refusal {
+            Refusal::Unauthorised(_) => Failure::Unauthorised,
+            Refusal::NoRound | Refusal::NoCodeRound { .. } => Failure::NoRound,
+            _ => Failure::Refused,
+        }
+    }
+
+    /// The process exit code for it (one table: `otpmesh --help` and the README list it).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::Unreachable => 3,
+            Failure::Unauthorised => 4,
+            Failure::NoRound => 5,
+            Failure::QuorumUnavailable => 6,
+            Failure::Refused => 1,
+        }
+    }
+}
+
 /// Why a response is not the one asked for: the refusal's words, the transport's error, or which
 /// kind of answer came instead (never its contents).
 pub fn failure_reason(response: Result<Response, String>) -> String {
+    failure_of(response).1
+}
+
+/// [`failure_reason`], with the kind of failure.
+pub fn failure_of(response: Result<Response, String>) -> (Failure, String) {
     match response {
-        Ok(Response::Refused(r)) => r.to_string(),
-        Ok(other) => format!("unexpected {} response", other.kind()),
-        Err(e) => e,
+        Ok(Response::Refused(r)) => (Failure::of_refusal(&r), r.to_string()),
+        Ok(other) => (
+            Failure::Refused,
+            format!("unexpected {} response", other.kind()),
+        ),
+        Err(e) => (Failure::Unreachable, e),
     }
 }
 
@@ -625,5 +673,45 @@ impl Tags {
     pub(crate) fn next(&mut self) -> Tag {
         self.0 += 1;
         Tag(self.0)
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_typed_from_the_answer_and_has_one_exit_code() {
+        let of = |r: Result<Response, String>| failure_of(r).0;
+        assert_eq!(of(Err("connection refused".into())), Failure::Unreachable);
+        assert_eq!(
+            of(Ok(Response::Refused(Refusal::Unauthorised("x".into())))),
+            Failure::Unauthorised
+        );
+        assert_eq!(
+            of(Ok(Response::Refused(Refusal::NoRound))),
+            Failure::NoRound
+        );
+        assert_eq!(
+            of(Ok(Response::Refused(Refusal::NoCodeRound {
+                step: 1,
+                margin_s: 10
+            }))),
+            Failure::NoRound
+        );
+        assert_eq!(
+            of(Ok(Response::Refused(Refusal::Invalid("x".into())))),
+            Failure::Refused
+        );
+        assert_eq!(of(Ok(Response::Delivered(RoundId(1)))), Failure::Refused);
+        let all = [
+            Failure::Unreachable,
+            Failure::Unauthorised,
+            Failure::NoRound,
+            Failure::QuorumUnavailable,
+            Failure::Refused,
+        ];
+        let codes: std::collections::BTreeSet<u8> = all.iter().map(|f| f.exit_code()).collect();
+        assert_eq!(codes.len(), all.len(), "one exit code per kind");
     }
 }

@@ -4,7 +4,7 @@
 //! `follow` asks after every sealed round it sees (a requester node in a mesh), retrying while the
 //! distributor has not received the round yet.
 
-use super::{Action, Event, Millis, Record, Role, Tag, Tags, Verdict};
+use super::{failure_of, Action, Event, Failure, Millis, Record, Role, Tag, Tags, Verdict};
 use crate::kx::{Ephemeral, EpochKey};
 use crate::round::RoundId;
 use crate::wire::{
@@ -266,10 +266,11 @@ impl Role for Requester {
             let Some((_, ephemeral)) = self.totp_enrolling.take() else {
                 return Vec::new();
             };
-            let failed = |reason: String| {
+            let failed = |failure: Failure, reason: String| {
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "totp-enrol".into(),
+                    failure,
                     reason,
                 })]
             };
@@ -284,22 +285,24 @@ impl Role for Requester {
                                 params: grant.params,
                             })]
                         }
-                        Err(e) => failed(e.to_string()),
+                        Err(e) => failed(Failure::Refused, e.to_string()),
                     }
                 }
-                Ok(Response::Refused(r)) => failed(r.to_string()),
-                Ok(other) => failed(format!("unexpected {} response", other.kind())),
-                Err(reason) => failed(reason),
+                other => {
+                    let (failure, reason) = failure_of(other);
+                    failed(failure, reason)
+                }
             };
         }
         if matches!(&self.enrolling, Some((Some(t), _)) if *t == tag) {
             let Some((_, ephemeral)) = self.enrolling.take() else {
                 return Vec::new();
             };
-            let failed = |reason: String| {
+            let failed = |failure: Failure, reason: String| {
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "enrol".into(),
+                    failure,
                     reason,
                 })]
             };
@@ -321,12 +324,13 @@ impl Role for Requester {
                                 }),
                             ]
                         }
-                        Err(e) => failed(e.to_string()),
+                        Err(e) => failed(Failure::Refused, e.to_string()),
                     }
                 }
-                Ok(Response::Refused(r)) => failed(r.to_string()),
-                Ok(other) => failed(format!("unexpected {} response", other.kind())),
-                Err(reason) => failed(reason),
+                other => {
+                    let (failure, reason) = failure_of(other);
+                    failed(failure, reason)
+                }
             };
         }
         if matches!(&self.verify, Some((_, Some(t))) if *t == tag) {
@@ -335,31 +339,26 @@ impl Role for Requester {
                     distributor: peer,
                     result,
                 },
-                Ok(Response::Refused(r)) => Event::RequestFailed {
-                    peer,
-                    request: "verify".into(),
-                    reason: r.to_string(),
-                },
-                Ok(other) => Event::RequestFailed {
-                    peer,
-                    request: "verify".into(),
-                    reason: format!("unexpected {} response", other.kind()),
-                },
-                Err(reason) => Event::RequestFailed {
-                    peer,
-                    request: "verify".into(),
-                    reason,
-                },
+                other => {
+                    let (failure, reason) = failure_of(other);
+                    Event::RequestFailed {
+                        peer,
+                        request: "verify".into(),
+                        failure,
+                        reason,
+                    }
+                }
             };
             return vec![Action::Emit(event)];
         }
         let Some(asking) = self.in_flight.remove(&tag) else {
             return Vec::new();
         };
-        let failed = |reason: String| {
+        let failed = |failure: Failure, reason: String| {
             vec![Action::Emit(Event::RequestFailed {
                 peer,
                 request: "otp".into(),
+                failure,
                 reason,
             })]
         };
@@ -368,10 +367,13 @@ impl Role for Requester {
             Ok(Response::Otp(grant))
                 if grant.expires_at_ms > now.saturating_add(MAX_OTP_LIFETIME_MS) =>
             {
-                failed(format!(
-                    "the distributor claims an expiry {} ms away",
-                    grant.expires_at_ms - now
-                ))
+                failed(
+                    Failure::Refused,
+                    format!(
+                        "the distributor claims an expiry {} ms away",
+                        grant.expires_at_ms - now
+                    ),
+                )
             }
             Ok(Response::Otp(grant)) => {
                 let mut actions = Vec::new();
@@ -411,9 +413,10 @@ impl Role for Requester {
                         otp: otp.to_string(),
                         expires_at_ms: grant.expires_at_ms,
                     })),
-                    Err(reason) => {
-                        actions.extend(failed(format!("could not remove the salt: {reason}")))
-                    }
+                    Err(reason) => actions.extend(failed(
+                        Failure::Refused,
+                        format!("could not remove the salt: {reason}"),
+                    )),
                 }
                 actions
             }
@@ -424,9 +427,10 @@ impl Role for Requester {
                     .push((now + RETRY_MS, asking.round, asking.attempt + 1));
                 Vec::new()
             }
-            Ok(Response::Refused(r)) => failed(r.to_string()),
-            Ok(other) => failed(format!("unexpected {} response", other.kind())),
-            Err(e) => failed(e),
+            other => {
+                let (failure, reason) = failure_of(other);
+                failed(failure, reason)
+            }
         }
     }
 }

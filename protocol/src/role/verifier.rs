@@ -354,7 +354,9 @@ fn codes_outcome(
         Some(Gathered::Spent) => {
             Step::Decided(Outcome::Used, "this step's code was already checked".into())
         }
-        Some(Gathered::Unavailable(why)) => Step::Decided(Outcome::QuorumUnavailable, why.clone()),
+        Some(Gathered::Unavailable(_, why)) => {
+            Step::Decided(Outcome::QuorumUnavailable, why.clone())
+        }
         None => Step::Decided(
             Outcome::QuorumUnavailable,
             "quorum unavailable: no answer in time".into(),

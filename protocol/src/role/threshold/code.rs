@@ -12,7 +12,7 @@ use super::requester::believe;
 use crate::digest::Digest32;
 use crate::kx::Ephemeral;
 use crate::mesh::{MeshConfig, UserName};
-use crate::role::{Action, Event, Millis, Role, Tag, Tags};
+use crate::role::{Action, Event, Failure, Millis, Role, Tag, Tags};
 use crate::round::RoundId;
 use crate::threshold::eval::{self, Partial};
 use crate::threshold::{code, Index};
@@ -30,6 +30,8 @@ enum Answer {
         partial: Partial,
     },
     Spent,
+    /// No round old enough for this step is held there (a young mesh).
+    NoRound(String),
     Failed(String),
 }
 
@@ -44,8 +46,9 @@ pub enum Gathered {
     },
     /// Too many distributors had the step spent for T partials to exist.
     Spent,
-    /// Fewer than T partials that combine; why, per distributor.
-    Unavailable(String),
+    /// Fewer than T partials that combine (`NoRound` when every distributor said its rounds
+    /// are too young for the step; `QuorumUnavailable` otherwise); why, per distributor.
+    Unavailable(Failure, String),
 }
 
 /// One step's code of `requester`, asked of every distributor.
@@ -102,6 +105,9 @@ impl Gather {
         let answer = match response {
             Ok(Response::Code(grant)) if grant.step == self.step => self.open(distributor, grant),
             Ok(Response::Code(_)) => Answer::Failed("answered for another step".into()),
+            Ok(Response::Refused(r)) if Failure::of_refusal(&r) == Failure::NoRound => {
+                Answer::NoRound(r.to_string())
+            }
             Ok(Response::Refused(r)) => Answer::Failed(r.to_string()),
             Ok(other) => Answer::Failed(format!("unexpected {} response", other.kind())),
             Err(e) => Answer::Failed(e),
@@ -212,20 +218,31 @@ impl Gather {
             .answers
             .iter()
             .filter_map(|(peer, a)| match a {
-                Answer::Failed(r) => Some(format!("{peer}: {r}")),
+                Answer::Failed(r) | Answer::NoRound(r) => Some(format!("{peer}: {r}")),
                 _ => None,
             })
             .chain((!bad_proofs.is_empty()).then(|| format!("bad proofs from {bad_proofs:?}")))
             .collect();
+        let young = self
+            .answers
+            .values()
+            .all(|a| matches!(a, Answer::NoRound(_)));
+        let failure = match young {
+            true => Failure::NoRound,
+            false => Failure::QuorumUnavailable,
+        };
         Some(match spent {
-            0 => Gathered::Unavailable(format!(
-                "quorum unavailable: fewer than {} distributors gave a partial that combines{}",
-                params.t,
-                match reasons.is_empty() {
-                    true => String::new(),
-                    false => format!(" ({})", reasons.join("; ")),
-                }
-            )),
+            0 => Gathered::Unavailable(
+                failure,
+                format!(
+                    "quorum unavailable: fewer than {} distributors gave a partial that combines{}",
+                    params.t,
+                    match reasons.is_empty() {
+                        true => String::new(),
+                        false => format!(" ({})", reasons.join("; ")),
+                    }
+                ),
+            ),
             _ => Gathered::Spent,
         })
     }
@@ -274,6 +291,7 @@ impl Role for Code {
             return vec![Action::Emit(Event::RequestFailed {
                 peer: self.me,
                 request: "code".into(),
+                failure: Failure::Refused,
                 reason: "codes need a threshold mesh config with its distributors (--mesh FILE)"
                     .into(),
             })];
@@ -315,11 +333,13 @@ impl Role for Code {
             Gathered::Spent => Event::RequestFailed {
                 peer: self.me,
                 request: "code".into(),
+                failure: Failure::Refused,
                 reason: "this step was spent".into(),
             },
-            Gathered::Unavailable(reason) => Event::RequestFailed {
+            Gathered::Unavailable(failure, reason) => Event::RequestFailed {
                 peer: self.me,
                 request: "code".into(),
+                failure,
                 reason,
             },
         };

@@ -291,6 +291,7 @@ impl Role for Contributor {
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "public-key".into(),
+                    failure: crate::role::Failure::Unreachable,
                     reason,
                 })]
             }

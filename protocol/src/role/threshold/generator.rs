@@ -1086,11 +1086,15 @@ impl Generator {
             {
                 self.on_deal(now, peer, &deal).1
             }
-            other => vec![Action::Emit(Event::RequestFailed {
-                peer,
-                request: "dealing".into(),
-                reason: crate::role::failure_reason(other),
-            })],
+            other => {
+                let (failure, reason) = crate::role::failure_of(other);
+                vec![Action::Emit(Event::RequestFailed {
+                    peer,
+                    request: "dealing".into(),
+                    failure,
+                    reason,
+                })]
+            }
         }
     }
 
@@ -1282,10 +1286,11 @@ impl Role for Generator {
             }
             other => {
                 h.retry_at = now + HANDOVER_RETRY_MS;
-                let reason = crate::role::failure_reason(other);
+                let (failure, reason) = crate::role::failure_of(other);
                 vec![Action::Emit(Event::RequestFailed {
                     peer,
                     request: "handover".into(),
+                    failure,
                     reason,
                 })]
             }

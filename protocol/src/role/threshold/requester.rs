@@ -18,7 +18,7 @@ use crate::digest::Digest32;
 use crate::kx::{Ephemeral, EpochKey};
 use crate::mesh::MeshConfig;
 use crate::otp::Otp;
-use crate::role::{Action, Event, Millis, Record, Role, Tag, Tags};
+use crate::role::{Action, Event, Failure, Millis, Record, Role, Tag, Tags};
 use crate::round::{RoundId, Secret, ThresholdKey};
 use crate::threshold::eval::{self, Partial};
 use crate::threshold::password::{self, Alphabet};
@@ -544,6 +544,7 @@ impl Requester {
                 Err(e) => Event::RequestFailed {
                     peer: self.me,
                     request: "password".into(),
+                    failure: Failure::Refused,
                     reason: e.to_string(),
                 },
             };
@@ -583,6 +584,7 @@ impl Requester {
             return Event::RequestFailed {
                 peer: self.me,
                 request: self.kind().into(),
+                failure: Failure::Refused,
                 reason:
                     "the mesh config is not a threshold mesh: threshold requests need the mesh's \
                          mesh.toml (--mesh FILE)"
@@ -631,6 +633,7 @@ impl Requester {
         Event::RequestFailed {
             peer: self.me,
             request: self.kind().into(),
+            failure: Failure::QuorumUnavailable,
             reason: crate::wire::bounded_reason(format!(
                 "quorum unavailable: {partials} of {} distributors gave a partial that combines, too few for the threshold{detail}",
                 self.distributors.len()
@@ -682,6 +685,7 @@ impl Role for Requester {
                         return vec![Action::Emit(Event::RequestFailed {
                             peer: self.me,
                             request: "password".into(),
+                            failure: Failure::Refused,
                             reason: format!("blinding the input: {e}"),
                         })];
                     }

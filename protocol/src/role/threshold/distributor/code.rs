@@ -64,14 +64,12 @@ impl Distributor {
         }
         let me = self.me;
         let shares = self.shares();
-        let round = shares.code_round(ask.step, period).ok_or_else(|| {
-            Refusal::Unavailable(format!(
-                "no round held here was sealed {} s before step {} began (a new mesh serves \
-                 codes once its first round is that old)",
-                code::ROUND_MARGIN_MS / 1000,
-                ask.step
-            ))
-        })?;
+        let round = shares
+            .code_round(ask.step, period)
+            .ok_or(Refusal::NoCodeRound {
+                step: ask.step,
+                margin_s: code::ROUND_MARGIN_MS / 1000,
+            })?;
         // The exchange first: a key it refuses must not spend the step.
         let ephemeral = Ephemeral::new(rng);
         let salt_key = ephemeral
