@@ -68,7 +68,7 @@ pub enum Command {
     /// Run the real role state machines over a simulated network in virtual time, from one seed,
     /// checking invariants as it goes (single mode).
     #[command(
-        after_help = "Examples:\n  otpmesh sim --seed 7\n  otpmesh sim --seed 7 --contributors 1000 --distributors 10 --requesters 1000 --faults loss=0.05,dup=0.01,partition,crash --json\n\nThe same seed gives the same trace hash. Exit codes: 0 every invariant held, 1 a violation (the command that replays it is printed), 2 bad input."
+        after_help = "Examples:\n  otpmesh sim --seed 7\n  otpmesh sim --seed 7 --threshold 3/5 --faults partition,crash\n  otpmesh sim --seed 7 --contributors 1000 --distributors 10 --requesters 1000 --faults loss=0.05,dup=0.01,partition,crash --json\n\nThe same seed gives the same trace hash. Exit codes: 0 every invariant held, 1 a violation (the command that replays it is printed), 2 bad input."
     )]
     Sim(SimArgs),
     /// Ask running nodes how they are doing (over the control socket in their data dir).
@@ -111,6 +111,9 @@ pub struct SimArgs {
     /// A comma list: loss=P, dup=P, partition, crash.
     #[arg(long, default_value = "")]
     pub faults: String,
+    /// Threshold mode, T/N: N generators and N distributors (--distributors is then N).
+    #[arg(long, value_name = "T/N")]
+    pub threshold: Option<otpmesh_protocol::mesh::Threshold>,
     #[arg(long, default_value_t = 2048)]
     pub rsa_bits: usize,
     #[arg(long)]

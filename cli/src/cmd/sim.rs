@@ -22,6 +22,7 @@ pub fn run(args: SimArgs) -> Outcome {
         faults,
         rsa_bits: args.rsa_bits,
         sabotage: false,
+        threshold: args.threshold.map(|t| t.0),
     };
     let replay = format!(
         "otpmesh sim --seed {seed} --contributors {} --distributors {} --requesters {} --rounds {} --requests {}{}{}",
@@ -37,8 +38,11 @@ pub fn run(args: SimArgs) -> Outcome {
         match config.rsa_bits {
             2048 => String::new(),
             bits => format!(" --rsa-bits {bits}"),
-        }
-    );
+        },
+    ) + &match config.threshold {
+        Some(p) => format!(" --threshold {}/{}", p.t, p.n),
+        None => String::new(),
+    };
     let report = Sim::new(config)
         .map_err(|e| bad(e.to_string()))?
         .run_to_end();

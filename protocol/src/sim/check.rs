@@ -15,6 +15,8 @@ struct Issued {
     requester: PeerId,
     distributor: PeerId,
     round: RoundId,
+    /// Threshold mode: the OTP's counter.
+    counter: u64,
     otp: String,
     accepted: u32,
 }
@@ -22,8 +24,11 @@ struct Issued {
 #[derive(Default)]
 pub struct Checker {
     pub sealed: BTreeSet<u64>,
-    pub failed: u32,
+    pub failed: BTreeSet<u64>,
+    /// Rounds every generator reported delivered.
     pub delivered: BTreeSet<u64>,
+    /// Rounds whose requests went out.
+    pub requested: BTreeSet<u64>,
     issued: Vec<Issued>,
     replays_refused: u32,
     rejected: u32,
@@ -43,12 +48,12 @@ impl Checker {
         }
     }
 
-    /// Whether every round up to `rounds` that sealed reached every distributor.
-    pub fn delivered_all(&self, rounds: u32) -> bool {
+    /// Whether every round up to `rounds` that sealed has had its requests.
+    pub fn requested_all(&self, rounds: u32) -> bool {
         self.sealed
             .iter()
             .filter(|r| **r <= u64::from(rounds))
-            .all(|r| self.delivered.contains(r))
+            .all(|r| self.requested.contains(r))
     }
 
     /// An OTP given to `requester`; its id.
@@ -63,10 +68,21 @@ impl Checker {
             requester,
             distributor,
             round,
+            counter: 0,
             otp: otp.to_string(),
             accepted: 0,
         });
         self.issued.len() as u64 - 1
+    }
+
+    pub fn counter(&mut self, id: u64, counter: u64) {
+        self.issued[id as usize].counter = counter;
+    }
+
+    /// Threshold mode: what to present for OTP `id`.
+    pub fn presented(&self, id: u64) -> (RoundId, u64, String) {
+        let i = &self.issued[id as usize];
+        (i.round, i.counter, i.otp.clone())
     }
 
     pub fn otp(&self, id: u64) -> (PeerId, String) {
@@ -99,9 +115,11 @@ impl Checker {
     }
 
     /// End-of-run checks: the sealed transcripts check against their secrets and chain.
-    pub fn finish(&mut self, transcripts: &[(Transcript, Secret)]) {
+    /// `with_secrets`: single mode, where the generator's secret is the round's (threshold mode:
+    /// a generator holds a share, and the transcript commits to the public round key).
+    pub fn finish(&mut self, transcripts: &[(Transcript, Secret)], with_secrets: bool) {
         for (t, secret) in transcripts {
-            if let Err(e) = t.check(Some(secret)) {
+            if let Err(e) = t.check(with_secrets.then_some(secret)) {
                 self.violation(format!(
                     "round {}'s transcript does not check: {e}",
                     t.round.0
@@ -123,7 +141,8 @@ impl Checker {
 
     pub fn fill(&self, report: &mut Report) {
         report.rounds_sealed = self.sealed.len() as u32;
-        report.rounds_failed = self.failed;
+        report.rounds_failed = self.failed.len() as u32;
+        report.rounds_undelivered = self.sealed.difference(&self.delivered).count() as u32;
         report.otps_issued = self.issued.len() as u32;
         report.otps_accepted = self.issued.iter().filter(|i| i.accepted > 0).count() as u32;
         report.replays_refused = self.replays_refused;
