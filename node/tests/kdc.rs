@@ -276,16 +276,31 @@ async fn hello_is_refused(
     assert!(reason.contains(why), "{reason}");
 }
 
-/// A bare peer as `identity`, dialling `addr`: its stream control, and the task driving its swarm.
-fn raw_peer(
+/// A bare peer as `identity`, connected to `addr`: its stream control, and the task driving its
+/// swarm. It waits for the connection: a stream asked for while the dial is under way can land on
+/// a second connection that is then closed (seen once: "connection is closed" on the first write).
+async fn raw_peer(
     identity: Keypair,
     addr: &Multiaddr,
 ) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
     let mut swarm = rpc::bare_swarm(identity).unwrap();
     let control = swarm.behaviour().new_control();
     swarm.dial(addr.clone()).unwrap();
+    timeout(WAIT, async {
+        loop {
+            match swarm.select_next_some().await {
+                libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => return,
+                libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("dialling {addr}: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("connected in time");
     let task = tokio::spawn(async move {
-        use futures::StreamExt;
         loop {
             swarm.select_next_some().await;
         }
@@ -339,7 +354,7 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
         .parse::<Multiaddr>()
         .unwrap()
         .with(Protocol::P2p(bob.peer()));
-    let (mut idle_control, _idle_swarm) = raw_peer(Keypair::generate_ed25519(), &bob_addr);
+    let (mut idle_control, _idle_swarm) = raw_peer(Keypair::generate_ed25519(), &bob_addr).await;
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(
@@ -356,7 +371,7 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
         .unwrap()
         .as_millis() as u64;
     let (_, hello) = Sender::hello(&creds, &centre_peer, now, 5, &mut rand_core::OsRng);
-    let (mut control, _swarm) = raw_peer(alice.identity.clone(), &bob_addr);
+    let (mut control, _swarm) = raw_peer(alice.identity.clone(), &bob_addr).await;
     let mut first = timeout(WAIT, control.open_stream(bob.peer(), kdc::PROTOCOL))
         .await
         .unwrap()
@@ -371,7 +386,7 @@ async fn a_replayed_hello_is_refused_and_the_receiver_keeps_serving() {
     hello_is_refused(&mut control, bob.peer(), &hello, &mut refusals, "replay").await;
 
     // Mallory (another peer) presenting alice's Hello: the ticket names alice's PeerId.
-    let (mut control, _mallory) = raw_peer(Keypair::generate_ed25519(), &bob_addr);
+    let (mut control, _mallory) = raw_peer(Keypair::generate_ed25519(), &bob_addr).await;
     let why = "connection comes from";
     hello_is_refused(&mut control, bob.peer(), &hello, &mut refusals, why).await;
 

@@ -116,6 +116,15 @@ async fn raw_stream(addr: &Multiaddr) -> libp2p::Stream {
     let mut swarm = rpc::bare_swarm(Keypair::generate_ed25519()).unwrap();
     let mut control = swarm.behaviour().new_control();
     swarm.dial(addr.clone()).unwrap();
+    // Connected first: a stream asked for during the dial can land on a connection then closed.
+    timeout(WAIT, async {
+        while !matches!(
+            swarm.select_next_some().await,
+            libp2p::swarm::SwarmEvent::ConnectionEstablished { .. }
+        ) {}
+    })
+    .await
+    .expect("connected in time");
     tokio::spawn(async move {
         loop {
             swarm.select_next_some().await;
