@@ -228,6 +228,36 @@ pub enum MeshError {
 }
 
 impl MeshConfig {
+    /// A config listing these peers without addresses (contributors get client ids 1, 2, … in
+    /// order) and default settings: what simulations and tests build meshes from.
+    pub fn listing(
+        generators: &[PeerId],
+        distributors: &[PeerId],
+        requesters: &[PeerId],
+        contributors: &[PeerId],
+    ) -> MeshConfig {
+        let member = |peer_id: &PeerId| Member {
+            peer_id: *peer_id,
+            addrs: vec![],
+            name: None,
+        };
+        MeshConfig {
+            generators: generators.iter().map(member).collect(),
+            distributors: distributors.iter().map(member).collect(),
+            requesters: requesters.iter().map(member).collect(),
+            contributors: contributors
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Contributor {
+                    client_id: ClientId(i as u32 + 1),
+                    peer_id: *p,
+                    addrs: vec![],
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// Reads a mesh config from its TOML text and checks it.
     pub fn from_toml(text: &str) -> Result<MeshConfig, MeshError> {
         let mesh: MeshConfig =

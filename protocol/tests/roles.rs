@@ -4,7 +4,7 @@
 mod common;
 
 use libp2p_identity::{Keypair, PeerId};
-use otpmesh_protocol::mesh::{Contributor as Listed, Member, MeshConfig};
+use otpmesh_protocol::mesh::{Member, MeshConfig};
 use otpmesh_protocol::otp;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::distributor::Restored;
@@ -80,34 +80,12 @@ impl Sim {
             requester: peer(),
             contributors: (0..contributors).map(|_| peer()).collect(),
         };
-        let mut mesh = MeshConfig {
-            generators: vec![Member {
-                peer_id: ids.generator,
-                addrs: vec![],
-                name: None,
-            }],
-            distributors: vec![Member {
-                peer_id: ids.distributor,
-                addrs: vec![],
-                name: None,
-            }],
-            requesters: vec![Member {
-                peer_id: ids.requester,
-                addrs: vec![],
-                name: None,
-            }],
-            contributors: ids
-                .contributors
-                .iter()
-                .enumerate()
-                .map(|(i, p)| Listed {
-                    client_id: ClientId(i as u32 + 1),
-                    peer_id: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let mut mesh = MeshConfig::listing(
+            &[ids.generator],
+            &[ids.distributor],
+            &[ids.requester],
+            &ids.contributors,
+        );
         mesh.settings.hash_iterations = 10;
         mesh.settings.deadline_ms = 10_000;
         mesh.settings.round_interval_ms = 1_000;

@@ -52,9 +52,8 @@ pub async fn run(args: CodeArgs) -> Outcome {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        let next = (code::step(now, period) + 1) * period * 1000;
         tokio::time::sleep(std::time::Duration::from_millis(
-            next.saturating_sub(now) + 50,
+            code::ms_to_next_step(now, period) + 50,
         ))
         .await;
     }

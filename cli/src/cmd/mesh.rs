@@ -111,6 +111,8 @@ pub fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
     Ok((tcp_ports, udp_ports))
 }
 
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// A verifier's secrets, made once per data dir (0600): its RADIUS clients file (127.0.0.1, a
 /// fresh shared secret; Message-Authenticator not required, because Debian 12's pam_radius_auth
 /// 2.0 sends none; radclient works either way) and its HTTP tokens file, each with a file holding
@@ -121,14 +123,14 @@ fn verifier_files(data_dir: &Path, rate_per_s: u32) -> anyhow::Result<(PathBuf, 
     let (secret_file, token_file) = (data_dir.join("radius-secret"), data_dir.join("http-token"));
     if !secret_file.exists() {
         let secret = otpmesh_node::verifier::fresh_secret();
-        let clients = format!(
+        let entry =
+            otpmesh_node::verifier::radius_client_entry(LOOPBACK, &secret, false, rate_per_s);
+        let clients = zeroize::Zeroizing::new(format!(
             "# RADIUS clients of this verifier. mesh up: Message-Authenticator is not required\n\
              # from 127.0.0.1, so that Debian 12's pam_radius_auth (which sends none) works;\n\
-             # set require_message_authenticator = true where every client sends one.\n\
-             [[clients]]\naddress = \"127.0.0.1\"\nsecret = \"{}\"\n\
-             require_message_authenticator = false\nrate_per_s = {rate_per_s}\n",
-            secret.as_str()
-        );
+             # set require_message_authenticator = true where every client sends one.\n{}",
+            entry.as_str()
+        ));
         keys::write_file(
             &data_dir.join("radius-clients.toml"),
             clients.as_bytes(),
@@ -138,10 +140,7 @@ fn verifier_files(data_dir: &Path, rate_per_s: u32) -> anyhow::Result<(PathBuf, 
     }
     if !token_file.exists() {
         let token = otpmesh_node::verifier::fresh_secret();
-        let parties = format!(
-            "[[parties]]\nname = \"mesh-up\"\ntoken = \"{}\"\n",
-            token.as_str()
-        );
+        let parties = otpmesh_node::verifier::party_entry("mesh-up", &token);
         keys::write_file(
             &data_dir.join("http-tokens.toml"),
             parties.as_bytes(),

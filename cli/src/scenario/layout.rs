@@ -81,17 +81,11 @@ fn door(
     keys::ensure_data_dir(data_dir)?;
     let (secret, token) = (verifier::fresh_secret(), verifier::fresh_secret());
     let clients = data_dir.join("radius-clients.toml");
-    let text = zeroize::Zeroizing::new(format!(
-        "[[clients]]\naddress = \"127.0.0.1\"\nsecret = \"{}\"\n\
-         require_message_authenticator = true\nrate_per_s = 50\n",
-        secret.as_str()
-    ));
+    let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+    let text = verifier::radius_client_entry(loopback, &secret, true, verifier::DEFAULT_RATE_PER_S);
     keys::write_file(&clients, text.as_bytes(), 0o600)?;
     let tokens = data_dir.join("http-tokens.toml");
-    let text = zeroize::Zeroizing::new(format!(
-        "[[parties]]\nname = \"scenario\"\ntoken = \"{}\"\n",
-        token.as_str()
-    ));
+    let text = verifier::party_entry("scenario", &token);
     keys::write_file(&tokens, text.as_bytes(), 0o600)?;
     let fronts = Fronts {
         radius: Some((radius, verifier::load_radius_clients(&clients)?)),

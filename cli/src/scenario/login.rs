@@ -12,11 +12,12 @@
 
 use super::layout::Door;
 use super::runner::{Judged, Runner};
-use super::spec::{Front, LoginCode, LoginExpect, NodeRole};
+use super::spec::{Front, LoginCode, LoginExpect};
 use anyhow::{anyhow, bail, Context};
 use otpmesh_node::verifier::radius;
 use otpmesh_protocol::role::verifier::Outcome;
 use otpmesh_protocol::role::Failure;
+use otpmesh_protocol::threshold::code;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -243,12 +244,7 @@ impl Runner<'_> {
         }
         let period = self.scenario.settings.code_period_s;
         let end = tokio::time::Instant::now() + within;
-        let distributors: Vec<_> = self
-            .layout
-            .nodes
-            .iter()
-            .filter(|n| n.role == NodeRole::Distributor)
-            .collect();
+        let distributors = super::runner::distributors(self.layout);
         loop {
             let why = match self
                 .backend
@@ -263,10 +259,10 @@ impl Runner<'_> {
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let into_step = now.as_millis() as u64 % (period * 1000);
+                .unwrap_or_default()
+                .as_millis() as u64;
             let next = tokio::time::Instant::now()
-                + Duration::from_millis(period * 1000 - into_step + 100);
+                + Duration::from_millis(code::ms_to_next_step(now, period) + 100);
             if next > end {
                 bail!("{user} has no code within {within:?}: {why}");
             }

@@ -110,7 +110,7 @@ fn clients(v: &Value) -> Vec<u32> {
 }
 
 /// Every distributor of the scenario (threshold requests ask them all; the down ones fail).
-fn distributors(layout: &layout::Layout) -> Vec<&layout::Planned> {
+pub(super) fn distributors(layout: &layout::Layout) -> Vec<&layout::Planned> {
     layout
         .nodes
         .iter()

@@ -187,6 +187,26 @@ pub fn fresh_secret() -> Zeroizing<String> {
     Zeroizing::new(hex::encode(bytes.as_ref()))
 }
 
+/// One client's entry of a RADIUS clients file, as [`load_radius_clients`] reads it.
+pub fn radius_client_entry(
+    address: IpAddr,
+    secret: &str,
+    require_message_authenticator: bool,
+    rate_per_s: u32,
+) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "[[clients]]\naddress = \"{address}\"\nsecret = \"{secret}\"\n\
+         require_message_authenticator = {require_message_authenticator}\nrate_per_s = {rate_per_s}\n"
+    ))
+}
+
+/// One party's entry of an HTTP tokens file, as [`load_parties`] reads it.
+pub fn party_entry(name: &str, token: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "[[parties]]\nname = \"{name}\"\ntoken = \"{token}\"\n"
+    ))
+}
+
 /// What the fronts count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Label {

@@ -11,13 +11,15 @@ use std::collections::BTreeSet;
 pub const MAX_VIOLATIONS: usize = 100;
 
 /// One OTP a requester was given.
-struct Issued {
-    requester: PeerId,
-    distributor: PeerId,
-    round: RoundId,
+#[derive(Clone)]
+pub struct Issued {
+    pub requester: PeerId,
+    /// Single mode: its issuer.
+    pub distributor: PeerId,
+    pub round: RoundId,
     /// Threshold mode: the OTP's counter.
-    counter: u64,
-    otp: String,
+    pub counter: u64,
+    pub otp: String,
     accepted: u32,
 }
 
@@ -62,32 +64,23 @@ impl Checker {
         requester: PeerId,
         distributor: PeerId,
         round: RoundId,
+        counter: u64,
         otp: &str,
     ) -> u64 {
         self.issued.push(Issued {
             requester,
             distributor,
             round,
-            counter: 0,
+            counter,
             otp: otp.to_string(),
             accepted: 0,
         });
         self.issued.len() as u64 - 1
     }
 
-    pub fn counter(&mut self, id: u64, counter: u64) {
-        self.issued[id as usize].counter = counter;
-    }
-
-    /// Threshold mode: what to present for OTP `id`.
-    pub fn presented(&self, id: u64) -> (RoundId, u64, String) {
-        let i = &self.issued[id as usize];
-        (i.round, i.counter, i.otp.clone())
-    }
-
-    pub fn otp(&self, id: u64) -> (PeerId, String) {
-        let i = &self.issued[id as usize];
-        (i.distributor, i.otp.clone())
+    /// What to present for OTP `id`.
+    pub fn presented(&self, id: u64) -> Issued {
+        self.issued[id as usize].clone()
     }
 
     /// A verification's answer: the first presentation (`replay` false) or its replay.

@@ -26,7 +26,7 @@
 pub mod check;
 pub mod net;
 
-use crate::mesh::{Contributor as Listed, Member, MeshConfig};
+use crate::mesh::MeshConfig;
 use crate::phrase::{ClientId, UserInput};
 use crate::role::distributor::Restored;
 use crate::role::{
@@ -36,7 +36,7 @@ use crate::role::{
 use crate::round::RoundId;
 use crate::round::MAX_ROUND_CONTRIBUTORS;
 use crate::seal::PrivateKey;
-use crate::wire::{Gossip, Response, VerifyResult, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
+use crate::wire::{Response, VerifyResult, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
 use check::Checker;
 use libp2p_identity::{Keypair, PeerId};
 use net::{Address, Arrival, Faults, Message, Net};
@@ -56,6 +56,8 @@ pub const DELIVERY_GRACE_MS: Millis = 5_000;
 pub const OUTAGE_MS: Millis = 3_000;
 /// Virtual time a run may take per round before it gives up.
 pub const MAX_ROUND_MS: Millis = 120_000;
+/// What a distributor subscribes to.
+const DISTRIBUTOR_TOPICS: [&str; 2] = [GOSSIP_TOPIC, USED_TOPIC];
 /// The largest simulation a run builds.
 pub const MAX_NODES: u32 = 100_000;
 
@@ -146,7 +148,8 @@ pub struct Sim {
     requesters: Vec<PeerId>,
     /// Every node, in a fixed order (BTreeMap: iteration never depends on hashing).
     nodes: BTreeMap<PeerId, Box<dyn Role + Send>>,
-    topics: BTreeMap<PeerId, Vec<&'static str>>,
+    /// Each topic's subscribers (a crashed node stays subscribed: what is sent to it is lost).
+    subscribers: BTreeMap<&'static str, BTreeSet<PeerId>>,
     sessions: BTreeMap<Address, Session>,
     next_session: u64,
     records: BTreeMap<PeerId, Vec<Record>>,
@@ -155,8 +158,8 @@ pub struct Sim {
     /// Inbound requests awaiting a reply: (node, inbound id) → who asked, with which tag.
     inbound: BTreeMap<(PeerId, u64), (Address, role::Tag)>,
     next_inbound: u64,
-    /// Outbound requests awaiting an answer: (asker, tag) → deadline.
-    outbound: BTreeMap<(Address, role::Tag), Millis>,
+    /// Outbound requests awaiting an answer: (asker, tag) → (deadline, the peer asked).
+    outbound: BTreeMap<(Address, role::Tag), (Millis, PeerId)>,
     /// Faults scheduled: (at, what).
     outages: Vec<(Millis, Outage)>,
     checker: Checker,
@@ -225,26 +228,7 @@ impl Sim {
         let contributors: Vec<PeerId> = (0..config.contributors)
             .map(|i| identity(seed, "contributor", i))
             .collect();
-        let member = |peer_id: &PeerId| Member {
-            peer_id: *peer_id,
-            addrs: vec![],
-            name: None,
-        };
-        let mut mesh = MeshConfig {
-            generators: generators.iter().map(member).collect(),
-            distributors: distributors.iter().map(member).collect(),
-            requesters: requesters.iter().map(member).collect(),
-            contributors: contributors
-                .iter()
-                .enumerate()
-                .map(|(i, p)| Listed {
-                    client_id: ClientId(i as u32 + 1),
-                    peer_id: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let mut mesh = MeshConfig::listing(&generators, &distributors, &requesters, &contributors);
         mesh.settings.rsa_bits = config.rsa_bits;
         // A round holds at most MAX_ROUND_CONTRIBUTORS phrases: with more contributors listed, it
         // seals at the first that many (the rest are refused as the round is full).
@@ -278,7 +262,7 @@ impl Sim {
             distributors: distributors.clone(),
             requesters,
             nodes: BTreeMap::new(),
-            topics: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             next_session: 0,
             records: BTreeMap::new(),
@@ -313,7 +297,7 @@ impl Sim {
         }
         for d in &distributors {
             let role = Distributor::new(*d, mesh.clone(), Restored::default());
-            sim.add(*d, Box::new(role), vec![GOSSIP_TOPIC, USED_TOPIC]);
+            sim.add(*d, Box::new(role), DISTRIBUTOR_TOPICS.to_vec());
         }
         for (i, c) in contributors.iter().enumerate() {
             let input = UserInput(i128::from(sim.rng.next_u64() as i64));
@@ -333,7 +317,9 @@ impl Sim {
     fn add(&mut self, peer: PeerId, mut role: Box<dyn Role + Send>, topics: Vec<&'static str>) {
         let actions = role.start(self.now, &mut self.rng);
         self.nodes.insert(peer, role);
-        self.topics.insert(peer, topics);
+        for topic in topics {
+            self.subscribers.entry(topic).or_default().insert(peer);
+        }
         self.run(Address { peer, session: 0 }, actions);
     }
 
@@ -414,7 +400,7 @@ impl Sim {
         if node_to && (self.down.contains(&to.peer) || !self.nodes.contains_key(&to.peer)) {
             // A request to a dead node fails at once (the connection is refused).
             if let Message::Request { tag, .. } = message {
-                self.answer_failure(from, tag, "connection refused");
+                self.respond(from, tag, Err("connection refused".into()));
             }
             return;
         }
@@ -446,34 +432,21 @@ impl Sim {
                 let actions = role.request(now, from.peer, InboundId(id), request, &mut self.rng);
                 self.run(to, actions);
             }
-            Message::Response { tag, response } => {
-                if self.outbound.remove(&(to, tag)).is_none() {
-                    return; // a duplicate, or after its timeout
-                }
-                let role = match to.session {
-                    0 => self.nodes.get_mut(&to.peer),
-                    _ => self.sessions.get_mut(&to).map(|s| &mut s.role),
-                };
-                let Some(role) = role else {
-                    return;
-                };
-                let actions = role.response(now, from.peer, tag, response, &mut self.rng);
-                self.run(to, actions);
-            }
+            Message::Response { tag, response } => self.respond(to, tag, response),
         }
     }
 
-    fn answer_failure(&mut self, to: Address, tag: role::Tag, why: &str) {
-        if self.outbound.remove(&(to, tag)).is_none() {
-            return;
-        }
+    /// The answer to `to`'s request `tag`, once: a late or duplicated one is dropped.
+    fn respond(&mut self, to: Address, tag: role::Tag, response: Result<Response, String>) {
+        let Some((_, asked)) = self.outbound.remove(&(to, tag)) else {
+            return; // a duplicate, or after its timeout
+        };
         let role = match to.session {
             0 => self.nodes.get_mut(&to.peer),
             _ => self.sessions.get_mut(&to).map(|s| &mut s.role),
         };
         if let Some(role) = role {
-            let actions =
-                role.response(self.now, to.peer, tag, Err(why.to_string()), &mut self.rng);
+            let actions = role.response(self.now, asked, tag, response, &mut self.rng);
             self.run(to, actions);
         }
     }
@@ -483,11 +456,11 @@ impl Sim {
         let expired: Vec<(Address, role::Tag)> = self
             .outbound
             .iter()
-            .filter(|(_, deadline)| **deadline <= now)
+            .filter(|(_, (deadline, _))| *deadline <= now)
             .map(|(k, _)| *k)
             .collect();
         for (to, tag) in expired {
-            self.answer_failure(to, tag, "timeout");
+            self.respond(to, tag, Err("timeout".into()));
         }
         // Users do not wait for every distributor: a round sealed DELIVERY_GRACE_MS ago is asked
         // for even if some generator never handed it over (it missed the transcript's gossip).
@@ -544,8 +517,7 @@ impl Sim {
                 self.down.remove(&peer);
                 let records = self.records.get(&peer).cloned().unwrap_or_default();
                 let role = Distributor::new(peer, self.mesh.clone(), Restored::replay(&records));
-                let topics = self.topics.get(&peer).cloned().unwrap_or_default();
-                self.add(peer, Box::new(role), topics);
+                self.add(peer, Box::new(role), DISTRIBUTOR_TOPICS.to_vec());
             }
             Outage::Cut(peer) => {
                 self.cut.insert(peer);
@@ -566,16 +538,13 @@ impl Sim {
                 Action::Publish(gossip) => {
                     let topic = gossip.topic();
                     let subscribers: Vec<PeerId> = self
-                        .topics
-                        .iter()
-                        .filter(|(p, t)| **p != at.peer && t.contains(&topic))
-                        .map(|(p, _)| *p)
+                        .subscribers
+                        .get(topic)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| **p != at.peer)
+                        .copied()
                         .collect();
-                    if at.peer == self.generator {
-                        if let Gossip::Sealed(_) = &gossip {
-                            self.trace.update(b"sealed");
-                        }
-                    }
                     for peer in subscribers {
                         let to = Address { peer, session: 0 };
                         self.send(at, to, Message::Gossip(gossip.clone()));
@@ -583,7 +552,7 @@ impl Sim {
                 }
                 Action::Send { peer, tag, request } => {
                     self.outbound
-                        .insert((at, tag), self.now + REQUEST_TIMEOUT_MS);
+                        .insert((at, tag), (self.now + REQUEST_TIMEOUT_MS, peer));
                     let to = Address { peer, session: 0 };
                     self.send(at, to, Message::Request { tag, request });
                 }
@@ -631,13 +600,11 @@ impl Sim {
     }
 
     fn send(&mut self, from: Address, to: Address, message: Message) {
-        let reliable = from.session != 0 && from.peer == to.peer;
-        self.net
-            .send(self.now, from, to, message, reliable, &mut self.rng);
+        self.net.send(self.now, from, to, message, &mut self.rng);
     }
 
     fn event(&mut self, at: Address, event: Event) {
-        self.trace.update(event_kind(&event).as_bytes());
+        self.trace.update(&event_kind(&event).to_be_bytes());
         match &event {
             Event::RoundSealed { round, .. } if at.peer == self.generator => {
                 self.checker.sealed.insert(round.0);
@@ -672,9 +639,9 @@ impl Sim {
                 },
                 Purpose::Request,
             ) => {
-                let id = self.checker.issued(at.peer, *distributor, *round, otp);
-                let role = Requester::verify_once(at.peer, *distributor, otp.clone());
-                self.open_session(at.peer, Purpose::Verify(id), Box::new(role));
+                let id = self.checker.issued(at.peer, *distributor, *round, 0, otp);
+                let role = self.presenter(at.peer, id);
+                self.open_session(at.peer, Purpose::Verify(id), role);
                 true
             }
             (
@@ -686,9 +653,8 @@ impl Sim {
                 },
                 Purpose::Request,
             ) => {
-                let id = self.checker.issued(at.peer, at.peer, *round, otp);
-                self.checker.counter(id, *counter);
-                let role = self.threshold_verify(at.peer, id);
+                let id = self.checker.issued(at.peer, at.peer, *round, *counter, otp);
+                let role = self.presenter(at.peer, id);
                 self.open_session(at.peer, Purpose::Verify(id), role);
                 true
             }
@@ -697,13 +663,7 @@ impl Sim {
                 Purpose::Verify(id),
             ) => {
                 self.checker.verified(id, *result, false);
-                let role: Box<dyn Role + Send> = match self.config.threshold {
-                    None => {
-                        let (distributor, otp) = self.checker.otp(id);
-                        Box::new(Requester::verify_once(at.peer, distributor, otp))
-                    }
-                    Some(_) => self.threshold_verify(at.peer, id),
-                };
+                let role = self.presenter(at.peer, id);
                 self.open_session(at.peer, Purpose::Replay(id), role);
                 true
             }
@@ -738,7 +698,14 @@ impl Sim {
         };
         if finished {
             self.sessions.remove(&at);
-            self.outbound.retain(|(a, _), _| *a != at);
+            let owed: Vec<_> = self
+                .outbound
+                .range((at, role::Tag(0))..=(at, role::Tag(u64::MAX)))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in owed {
+                self.outbound.remove(&k);
+            }
         }
     }
 
@@ -774,17 +741,24 @@ impl Sim {
         }
     }
 
-    /// Threshold mode: a session presenting OTP `id` to every distributor.
-    fn threshold_verify(&self, requester: PeerId, id: u64) -> Box<dyn Role + Send> {
-        let (round, counter, otp) = self.checker.presented(id);
-        Box::new(threshold::Requester::verify_once(
-            requester,
-            self.mesh.clone(),
-            self.distributors.clone(),
-            round,
-            counter,
-            otp,
-        ))
+    /// A session presenting OTP `id`: to its issuer (single mode), or to every distributor.
+    fn presenter(&self, requester: PeerId, id: u64) -> Box<dyn Role + Send> {
+        let issued = self.checker.presented(id);
+        match self.config.threshold {
+            None => Box::new(Requester::verify_once(
+                requester,
+                issued.distributor,
+                issued.otp,
+            )),
+            Some(_) => Box::new(threshold::Requester::verify_once(
+                requester,
+                self.mesh.clone(),
+                self.distributors.clone(),
+                issued.round,
+                issued.counter,
+                issued.otp,
+            )),
+        }
     }
 
     fn open_session(&mut self, peer: PeerId, purpose: Purpose, mut role: Box<dyn Role + Send>) {
@@ -799,12 +773,10 @@ impl Sim {
     }
 }
 
-/// An event's name, for the trace (never its contents: codes stay out of it).
-fn event_kind(event: &Event) -> String {
-    let debug = format!("{event:?}");
-    debug
-        .split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or_default()
-        .to_string()
+/// Which kind of event, for the trace (never its contents: codes stay out of it).
+fn event_kind(event: &Event) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    std::mem::discriminant(event).hash(&mut h);
+    h.finish()
 }

@@ -160,23 +160,21 @@ impl Net {
         }
     }
 
-    /// Sends `message` at `now`; `reliable` messages (to and from a node's own clients, which
-    /// stand for a process on the same host) are neither lost nor duplicated.
+    /// Sends `message` at `now`: lost, duplicated or delayed as the faults and the rng say.
     pub fn send(
         &mut self,
         now: Millis,
         from: Address,
         to: Address,
         message: Message,
-        reliable: bool,
         rng: &mut dyn RngCore,
     ) {
         self.sent += 1;
-        if !reliable && unit(rng) < self.faults.loss {
+        if unit(rng) < self.faults.loss {
             self.lost += 1;
             return;
         }
-        if !reliable && unit(rng) < self.faults.dup {
+        if unit(rng) < self.faults.dup {
             self.duplicated += 1;
             self.push(now, from, to, message.clone(), rng);
         }

@@ -38,6 +38,12 @@ pub fn seconds_left(now_ms: Millis, period_s: u64) -> u64 {
     period - (now_ms / 1000) % period
 }
 
+/// Milliseconds from `now_ms` until the next step begins.
+pub fn ms_to_next_step(now_ms: Millis, period_s: u64) -> Millis {
+    let period_ms = period_s.max(1) * 1000;
+    period_ms - now_ms % period_ms
+}
+
 /// Whether `step` is near enough the one at `now_ms` to be answered.
 pub fn is_current(step: u64, now_ms: Millis, period_s: u64) -> bool {
     self::step(now_ms, period_s).abs_diff(step) <= MAX_STEP_SKEW

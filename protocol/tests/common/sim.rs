@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use libp2p_identity::{Keypair, PeerId};
-use otpmesh_protocol::mesh::{Contributor as Listed, Member, MeshConfig, Threshold};
+use otpmesh_protocol::mesh::{MeshConfig, Threshold};
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{
@@ -87,26 +87,8 @@ impl Sim {
         let distributors: Vec<PeerId> = (0..N).map(|_| peer()).collect();
         let requesters: Vec<PeerId> = (0..2).map(|_| peer()).collect();
         let contributor_ids: Vec<PeerId> = (0..contributors).map(|_| peer()).collect();
-        let member = |p: &PeerId| Member {
-            peer_id: *p,
-            addrs: vec![],
-            name: None,
-        };
-        let mut mesh = MeshConfig {
-            generators: generators.iter().map(member).collect(),
-            distributors: distributors.iter().map(member).collect(),
-            requesters: requesters.iter().map(member).collect(),
-            contributors: contributor_ids
-                .iter()
-                .enumerate()
-                .map(|(i, p)| Listed {
-                    client_id: ClientId(i as u32 + 1),
-                    peer_id: *p,
-                    addrs: vec![],
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let mut mesh =
+            MeshConfig::listing(&generators, &distributors, &requesters, &contributor_ids);
         mesh.settings.deadline_ms = 10_000;
         mesh.settings.complaint_ms = 2_000;
         mesh.settings.round_interval_ms = 60_000;
