@@ -238,11 +238,11 @@ fn main() -> std::io::Result<()> {
 /// Key distribution centre: requests to the centre, a stored user, and exchange frames made with
 /// the keys the `kdc_exchange` target's receiver holds (so its Hellos pass every check).
 fn kdc(out: &Path) -> std::io::Result<()> {
-    use otpmesh_protocol::kdc::centre::{Centre, Policy, User};
     use otpmesh_protocol::kdc::client;
     use otpmesh_protocol::kdc::exchange::Sender;
     use otpmesh_protocol::kdc::message::{CentreRequest, Exchange};
     use otpmesh_protocol::kdc::{Key, Name};
+    use otpmesh_protocol::role::distributor::kdc::{Centre, Policy, User};
     use rand::SeedableRng;
     const NOW: u64 = 1_700_000_000_000;
     let peer = |seed: u8| {

@@ -109,7 +109,7 @@ pub enum Ask {
 pub struct BeaconPage {
     /// Whether the node keeps a beacon at all (threshold mode).
     pub threshold: bool,
-    pub entries: Vec<otpmesh_protocol::threshold::beacon::Entry>,
+    pub entries: Vec<otpmesh_protocol::beacon::Entry>,
 }
 
 #[derive(Debug, Deserialize)]

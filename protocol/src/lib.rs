@@ -27,7 +27,10 @@
 //! [`mesh`] (who may do what), [`role`] (the state machines), [`kdc`] (the key distribution centre),
 //! [`threshold`] (threshold mode's building blocks: sharing, DKG, partial evaluation with proofs).
 
+pub mod beacon;
+pub mod codec;
 pub mod digest;
+pub mod id;
 pub mod kdc;
 pub mod kx;
 pub mod mesh;
@@ -36,8 +39,10 @@ pub mod phrase;
 pub mod role;
 pub mod round;
 pub mod seal;
+pub mod secret;
 pub mod sim;
 pub mod threshold;
+pub mod time;
 pub mod totp;
 pub mod wire;
 

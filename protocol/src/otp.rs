@@ -13,7 +13,8 @@
 //! The salt key is known only to the requester and the distributor ([`crate::kx`]); the requester
 //! computes the same mask and subtracts it.
 
-use crate::round::{RoundId, Secret};
+use crate::id::RoundId;
+use crate::secret::Secret;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use libp2p_identity::PeerId;

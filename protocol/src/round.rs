@@ -14,7 +14,6 @@ use crate::phrase::{ClientId, Phrase};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use zeroize::Zeroizing;
 
 /// Most phrases a round may include (bounds the transcript on the wire).
@@ -22,83 +21,8 @@ pub const MAX_ROUND_CONTRIBUTORS: usize = 1024;
 /// Most hash iterations a mesh may configure.
 pub const MAX_HASH_ITERATIONS: u32 = 1_000_000;
 
-/// A round's number. Round ids increase by one each time a generator opens a round.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-pub struct RoundId(pub u64);
-
-impl fmt::Display for RoundId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for RoundId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "round {}", self.0)
-    }
-}
-
-/// A round secret (32 bytes), or in threshold mode a shareholder's key share pair k_j ‖ k'_j
-/// ([`crate::threshold::poly::SHARE_PAIR_BYTES`]). Zeroized on drop, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Zeroizing<Vec<u8>>);
-
-/// The lengths a [`Secret`] may have.
-pub const SECRET_LENGTHS: [usize; 2] = [32, crate::threshold::poly::SHARE_PAIR_BYTES];
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Secret {
-    pub fn from_bytes(bytes: [u8; 32]) -> Secret {
-        let bytes = Zeroizing::new(bytes);
-        Secret(Zeroizing::new(bytes.to_vec()))
-    }
-
-    /// A threshold key share pair.
-    pub fn from_share_pair(bytes: &[u8; crate::threshold::poly::SHARE_PAIR_BYTES]) -> Secret {
-        Secret(Zeroizing::new(bytes.to_vec()))
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The 32 bytes of a round secret or key (None for a key share pair).
-    pub fn as_array(&self) -> Option<&[u8; 32]> {
-        self.0.as_slice().try_into().ok()
-    }
-
-    /// The public commitment to this secret for `round`.
-    pub fn commitment(&self, round: RoundId) -> Digest32 {
-        digest::tagged(
-            "otpmesh/1/commitment",
-            &[&round.0.to_be_bytes(), self.0.as_ref()],
-        )
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_bytes::Bytes::new(self.0.as_ref()).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = Zeroizing::new(serde_bytes::ByteBuf::deserialize(d)?.into_vec());
-        match SECRET_LENGTHS.contains(&bytes.len()) {
-            true => Ok(Secret(bytes)),
-            false => Err(serde::de::Error::invalid_length(
-                bytes.len(),
-                &"32 bytes (a round secret) or 64 (a key share pair)",
-            )),
-        }
-    }
-}
+pub use crate::id::RoundId;
+pub use crate::secret::{Secret, SECRET_LENGTHS};
 
 /// Combines a round's phrases into its secret by iterated hashing.
 pub fn derive_secret(

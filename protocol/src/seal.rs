@@ -11,9 +11,9 @@
 //! oracle query per round per identity it holds), and no success/failure signal on the wire.
 
 use crate::digest::{self, Digest32};
+use crate::id::RoundId;
 use crate::phrase::{ClientId, Phrase};
-use crate::round::RoundId;
-use crate::threshold::poly::SHARE_PAIR_BYTES;
+use crate::secret::SHARE_PAIR_BYTES;
 use crate::threshold::Index;
 use rand_core::CryptoRngCore;
 use rsa::pkcs8::{

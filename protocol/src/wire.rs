@@ -12,11 +12,11 @@ use crate::seal::{MAX_CIPHERTEXT_BYTES, MAX_SPKI_BYTES};
 use crate::threshold::eval::Partial;
 use crate::threshold::poly::WireCommitments;
 use crate::threshold::{Index, MAX_SHAREHOLDERS};
-use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-/// The wire protocol version every message carries.
-pub const VERSION: u16 = 1;
+pub use crate::codec::{bounded_reason, WireError, MAX_REASON_BYTES, VERSION};
+pub(crate) use crate::codec::{check_reason, decode, encode, field};
+
 /// The gossipsub topic every node follows: round announcements, transcripts, failures.
 pub const GOSSIP_TOPIC: &str = "otpmesh/1";
 /// The topic phrases travel on. Only generators subscribe, so contributors publish to them directly
@@ -35,25 +35,6 @@ pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
 pub const MAX_RESPONSE_BYTES: usize = 128 * 1024;
 /// Most beacon entries in one catch-up answer (fewer when they would not fit a response).
 pub const MAX_BEACON_PAGE: usize = 64;
-/// Longest free-text reason in a message.
-pub const MAX_REASON_BYTES: usize = 256;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    #[error("message is {len} bytes, more than the {max} allowed")]
-    TooLarge { len: usize, max: usize },
-    #[error("message has protocol version {found}, this node speaks version {VERSION}")]
-    Version { found: u16 },
-    #[error("message is not valid CBOR for this type: {0}")]
-    Malformed(String),
-    #[error("message has {0} trailing bytes")]
-    Trailing(usize),
-    #[error("field {field} is out of bounds: {problem}")]
-    Field {
-        field: &'static str,
-        problem: String,
-    },
-}
 
 /// A generator opens a round.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,7 +413,7 @@ pub enum Request {
 /// requester), masked under an exchange with `key` (the asker's fresh X25519 key).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeRequest {
-    pub user: Option<crate::mesh::UserName>,
+    pub user: Option<crate::id::UserName>,
     pub step: u64,
     #[serde(with = "serde_bytes")]
     pub key: [u8; 32],
@@ -465,7 +446,7 @@ pub struct MaskedPartial {
 /// A verifier asks on behalf of a service where `user` typed `code`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRequest {
-    pub user: crate::mesh::UserName,
+    pub user: crate::id::UserName,
     pub code: String,
 }
 
@@ -516,10 +497,34 @@ pub enum Domain {
 impl Domain {
     pub fn as_str(self) -> &'static str {
         match self {
-            Domain::Otp => crate::role::threshold::OTP_DOMAIN,
+            Domain::Otp => crate::threshold::eval::OTP_DOMAIN,
             Domain::Password => crate::threshold::password::DOMAIN,
         }
     }
+
+    /// The input x = (domain, requester, round, counter) a partial is evaluated at.
+    pub fn input(
+        self,
+        requester: &libp2p_identity::PeerId,
+        round: RoundId,
+        counter: u64,
+    ) -> crate::threshold::eval::Input {
+        crate::threshold::eval::Input {
+            domain: self.as_str().into(),
+            requester: requester.to_bytes(),
+            round: round.0,
+            counter,
+        }
+    }
+}
+
+/// The input of `requester`'s OTP with `counter` in `round`.
+pub fn otp_input(
+    requester: &libp2p_identity::PeerId,
+    round: RoundId,
+    counter: u64,
+) -> crate::threshold::eval::Input {
+    Domain::Otp.input(requester, round, counter)
 }
 
 /// Threshold mode: the partial for x = (domain, requester, round, counter).
@@ -665,7 +670,7 @@ pub enum Response {
     Partial(Box<PartialGrant>),
     VerifyPartial(Box<VerifyPartialGrant>),
     /// Beacon entries, newest first.
-    Beacon(Vec<crate::threshold::beacon::Entry>),
+    Beacon(Vec<crate::beacon::Entry>),
     /// A dealing, as its dealer gossiped it.
     Dealing(Box<Deal>),
     Evaluated(Box<EvaluateGrant>),
@@ -766,70 +771,6 @@ fn check_transcript(t: &Transcript) -> Result<(), WireError> {
     }
 }
 
-fn field(field: &'static str, problem: String) -> WireError {
-    WireError::Field { field, problem }
-}
-
-fn check_reason(reason: &str) -> Result<(), WireError> {
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(field(
-            "reason",
-            format!("{} bytes, at most {MAX_REASON_BYTES}", reason.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// Cuts a reason to [`MAX_REASON_BYTES`] on a character boundary.
-pub fn bounded_reason(mut reason: String) -> String {
-    if reason.len() > MAX_REASON_BYTES {
-        let mut end = MAX_REASON_BYTES;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    reason
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    v: u16,
-    m: T,
-}
-
-pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(
-        &Envelope {
-            v: VERSION,
-            m: message,
-        },
-        &mut out,
-    )
-    .expect("writing CBOR into a Vec cannot fail");
-    out
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
-    if bytes.len() > max {
-        return Err(WireError::TooLarge {
-            len: bytes.len(),
-            max,
-        });
-    }
-    let mut rest = bytes;
-    match ciborium::from_reader::<Envelope<T>, _>(&mut rest) {
-        Ok(env) if env.v != VERSION => Err(WireError::Version { found: env.v }),
-        Ok(_) if !rest.is_empty() => Err(WireError::Trailing(rest.len())),
-        Ok(env) => Ok(env.m),
-        Err(e) => match ciborium::from_reader::<Envelope<IgnoredAny>, _>(bytes) {
-            Ok(env) if env.v != VERSION => Err(WireError::Version { found: env.v }),
-            _ => Err(WireError::Malformed(e.to_string())),
-        },
-    }
-}
-
 pub fn encode_gossip(m: &Gossip) -> Vec<u8> {
     encode(m)
 }
@@ -863,6 +804,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Envelope;
     use libp2p_identity::PeerId;
     use proptest::prelude::*;
 

@@ -685,7 +685,7 @@ fn all_distributors_together_cannot_rebuild_a_password() {
     {
         match request {
             Request::Partial(ask) => {
-                let input = threshold::input(ask.domain, &alice, RoundId(1), ask.counter);
+                let input = ask.domain.input(&alice, RoundId(1), ask.counter);
                 let y = input.point() * k;
                 if let Ok(p) = password::derive(&y, &input, &Alphabet::default(), 20) {
                     rebuilt.push(p.to_string());

@@ -454,7 +454,7 @@ fn beacon_sim() -> (Sim, PeerId) {
 
 #[test]
 fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain_verifies() {
-    use otpmesh_protocol::threshold::beacon;
+    use otpmesh_protocol::beacon;
     let (mut sim, observer) = beacon_sim();
     let d = sim.distributors.clone();
     let everyone: Vec<PeerId> = sim.order.clone();

@@ -5,9 +5,9 @@ use super::{Failure, Outcome};
 use crate::cli::{BeaconExportArgs, BeaconGetArgs, BeaconVerifyArgs};
 use anyhow::{anyhow, Context};
 use otpmesh_node::{status, store};
+use otpmesh_protocol::beacon::{self, Entry, MAX_RUN};
 use otpmesh_protocol::digest::Digest32;
 use otpmesh_protocol::role::threshold::beacon::SINGLE_MODE;
-use otpmesh_protocol::threshold::beacon::{self, Entry, MAX_RUN};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -673,7 +673,7 @@ impl Runner<'_> {
         export: Option<&str>,
         within: Duration,
     ) -> anyhow::Result<Judged> {
-        use otpmesh_protocol::threshold::beacon;
+        use otpmesh_protocol::beacon;
         let nodes: Vec<String> = [
             NodeRole::Generator,
             NodeRole::Distributor,

@@ -7,10 +7,10 @@ pub mod record;
 
 use crate::keys::{self, KeyFileError};
 use libp2p::PeerId;
+use otpmesh_protocol::beacon;
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{OtpRef, Record};
 use otpmesh_protocol::round::{RoundId, Secret, Transcript};
-use otpmesh_protocol::threshold::beacon;
 use record::Sealer;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -617,7 +617,8 @@ mod tests {
 
     #[test]
     fn centre_users_survive_reopen_sealed_and_a_second_registration_replaces_the_first() {
-        use otpmesh_protocol::kdc::{centre::User, Key, Name};
+        use otpmesh_protocol::kdc::{Key, Name};
+        use otpmesh_protocol::role::distributor::kdc::User;
         let dir = tempfile::tempdir().unwrap();
         let user = |peer, key: u8, at| User {
             name: Name::new("alice").unwrap(),

@@ -10,7 +10,7 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use libp2p::PeerId;
-use otpmesh_protocol::kdc::centre::User;
+use otpmesh_protocol::role::distributor::kdc::User;
 use otpmesh_protocol::round::{Secret, Transcript};
 use otpmesh_protocol::totp;
 use rand_core::{OsRng, RngCore};

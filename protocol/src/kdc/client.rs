@@ -1,9 +1,9 @@
 //! A user's side of the centre: registering, asking for a session key, opening the answer.
 
-use super::centre::{for_client_context, preauth_context, present_context, reregister_proof};
+use super::context::{for_client_context, preauth_context, present_context, reregister_proof};
 use super::message::{ForClient, Grant, Preauth, Present, Register, SessionRequest};
 use super::{message, KdcError, Key, Name, Purpose, Sealed};
-use crate::role::Millis;
+use crate::time::Millis;
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 

@@ -12,7 +12,7 @@ use super::message::{
 };
 use super::seal::context;
 use super::{Key, Name, Purpose, Sealed};
-use crate::role::Millis;
+use crate::time::Millis;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use libp2p_identity::PeerId;
@@ -307,7 +307,7 @@ impl Receiver {
             .key
             .open(
                 Purpose::Ticket,
-                &super::centre::ticket_context(&self.centre, &self.name),
+                &super::context::ticket_context(&self.centre, &self.name),
                 ticket,
             )
             .and_then(|p| message::from_plain(&p))

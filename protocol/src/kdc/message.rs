@@ -4,7 +4,7 @@
 //! exchange between two users travels as [`Exchange`] frames on a stream of its own.
 
 use super::{Key, Name, Sealed};
-use crate::wire::{self, WireError};
+use crate::codec::{self, WireError};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 
@@ -180,17 +180,17 @@ pub enum Exchange {
 }
 
 pub fn encode_exchange(m: &Exchange) -> Vec<u8> {
-    wire::encode(m)
+    codec::encode(m)
 }
 
 pub fn decode_exchange(bytes: &[u8]) -> Result<Exchange, WireError> {
-    let m: Exchange = wire::decode(bytes, MAX_EXCHANGE_BYTES)?;
+    let m: Exchange = codec::decode(bytes, MAX_EXCHANGE_BYTES)?;
     match &m {
         Exchange::Chunk { data, .. } if data.len() > CHUNK_BYTES + 16 => Err(WireError::Field {
             field: "data",
             problem: format!("{} bytes, at most {}", data.len(), CHUNK_BYTES + 16),
         }),
-        Exchange::Refused(reason) if reason.len() > wire::MAX_REASON_BYTES => {
+        Exchange::Refused(reason) if reason.len() > codec::MAX_REASON_BYTES => {
             Err(WireError::Field {
                 field: "reason",
                 problem: format!("{} bytes", reason.len()),

@@ -30,8 +30,8 @@
 //!   sealed under the name's key (Kerberos' encrypted timestamp), and B accepts a ticket only over a
 //!   connection from the PeerId the ticket names.
 
-pub mod centre;
 pub mod client;
+pub mod context;
 pub mod exchange;
 pub mod message;
 mod seal;

@@ -10,66 +10,12 @@
 //! users = ["alice"]                  # or ["*"]: every named requester
 //! ```
 
+pub use crate::id::{NameError, UserName, MAX_USER_NAME_BYTES};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
-/// Longest user name.
-pub const MAX_USER_NAME_BYTES: usize = 64;
 /// Most users one verifier entry may name.
 pub const MAX_VERIFIER_USERS: usize = 4096;
-
-/// A user name: 1 to 64 of `A–Z a–z 0–9 . _ @ + -` (what RADIUS User-Name and web logins carry,
-/// nothing a log line or a file name could misread).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct UserName(String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("a user name is 1 to {MAX_USER_NAME_BYTES} bytes, not {0}")]
-    Length(usize),
-    #[error("a user name is letters, digits and . _ @ + - only (found {0:?})")]
-    Char(char),
-}
-
-impl UserName {
-    pub fn new(name: &str) -> Result<UserName, NameError> {
-        if name.is_empty() || name.len() > MAX_USER_NAME_BYTES {
-            return Err(NameError::Length(name.len()));
-        }
-        match name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "._@+-".contains(*c)))
-        {
-            Some(c) => Err(NameError::Char(c)),
-            None => Ok(UserName(name.to_string())),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for UserName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for UserName {
-    type Error = NameError;
-    fn try_from(s: String) -> Result<UserName, NameError> {
-        UserName::new(&s)
-    }
-}
-
-impl From<UserName> for String {
-    fn from(n: UserName) -> String {
-        n.0
-    }
-}
 
 /// A verifier: the door of a service where codes are typed. It may check (and so spend) the codes
 /// of the users it names.

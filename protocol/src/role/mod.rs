@@ -29,8 +29,8 @@ use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use serde::Serialize;
 
-/// Milliseconds since the Unix epoch, as the node's clock reads it.
-pub type Millis = u64;
+pub use crate::id::OtpRef;
+pub use crate::time::Millis;
 
 /// The node's handle for an inbound request awaiting a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,7 +90,7 @@ pub enum Record {
         now_ms: Millis,
     },
     /// A beacon value with its round's transcript (public).
-    Beacon(Box<crate::threshold::beacon::Entry>),
+    Beacon(Box<crate::beacon::Entry>),
     /// The current enrolment key shared with `peer` (replaces any older one).
     Enrolment {
         peer: PeerId,
@@ -103,16 +103,7 @@ pub enum Record {
         token: crate::totp::Token,
     },
     /// A user registered with the key distribution centre (replaces any older one of that name).
-    KdcUser(crate::kdc::centre::User),
-}
-
-/// Which OTP: who issued it to whom, for which round, with which counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-pub struct OtpRef {
-    pub issuer: PeerId,
-    pub requester: PeerId,
-    pub round: RoundId,
-    pub counter: u64,
+    KdcUser(crate::role::distributor::kdc::User),
 }
 
 /// Why a generator turned a phrase away.

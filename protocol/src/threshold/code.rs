@@ -13,9 +13,9 @@
 //! once, and a guess costs the guesser the steps it looked at.
 
 use super::eval::Input;
+use crate::id::{OtpRef, RoundId};
 use crate::otp::Digits;
-use crate::role::{Millis, OtpRef};
-use crate::round::RoundId;
+use crate::time::Millis;
 use libp2p_identity::PeerId;
 
 /// The input domain of codes.

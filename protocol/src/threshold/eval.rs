@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+/// The domain of OTP inputs x = (domain, requester, round, counter).
+pub const OTP_DOMAIN: &str = "otp";
+
 /// What an OTP is evaluated at: x = (domain, requester, round, counter).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Input {

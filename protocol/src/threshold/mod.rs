@@ -25,7 +25,6 @@
 //! holding fewer than t shares. OTPs depend on k·H(x), unpredictable without k, so a bias of K's
 //! distribution does not make an OTP predictable (docs/design.md, threshold section).
 
-pub mod beacon;
 pub mod code;
 pub mod counter;
 pub mod dkg;

@@ -172,7 +172,7 @@ impl Pair {
 }
 
 /// Bytes of a [`SharePair`]: f(j) then g(j), 32 bytes each (what a dealer seals to generator j).
-pub const SHARE_PAIR_BYTES: usize = 64;
+pub use crate::secret::SHARE_PAIR_BYTES;
 
 /// One shareholder's share of a dealing: (f(j), g(j)). Zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]

@@ -1,6 +1,6 @@
 //! The beacon on the network: distributors publish partials after each round, every node combines
 //! T valid ones into the round's value, keeps the chain, serves it and catches up on what it missed.
-//! The cryptography is [`crate::threshold::beacon`].
+//! The cryptography is [`crate::beacon`].
 //!
 //! ```text
 //! Sealed(t_r) from the coordinator (or, to distributor j, a handover) ─► trusted transcript
@@ -19,11 +19,11 @@
 //! chain, and catch-up fills it in backwards, each older entry checked against the newer.
 
 use super::super::{Action, Event, InboundId, Millis, Role, Tag, Verdict};
+use crate::beacon::{self, Entry, MAX_RUN};
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
 use crate::role::{DecryptJob, Phrase, UserInput};
 use crate::round::{RoundId, Transcript};
-use crate::threshold::beacon::{self, Entry, MAX_RUN};
 use crate::threshold::eval::{Input, Partial};
 use crate::wire::{
     self, BeaconPartial, BeaconQuery, Gossip, Request, Response, MAX_BEACON_PAGE,

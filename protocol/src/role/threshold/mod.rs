@@ -20,13 +20,12 @@
 //!  verify: ── rr VerifyPartial(round, counter) ─► mark x used (durably) ─► partial ─► combine, compare
 //! ```
 //! [`Generator`] runs both generator parts (the coordinator is generator 1); [`Contributor`] deals;
-//! distributors serve partials from [`crate::role::Distributor`] ([`distributor`]); [`Requester`]
+//! distributors serve partials from [`crate::role::Distributor`] (its `threshold` part); [`Requester`]
 //! fans out and combines; [`Follower`] runs one per sealed round (a requester node).
 
 pub mod beacon;
 pub mod code;
 pub mod contributor;
-pub mod distributor;
 pub mod follower;
 pub mod generator;
 pub mod requester;
@@ -37,29 +36,4 @@ pub use follower::Follower;
 pub use generator::Generator;
 pub use requester::Requester;
 
-/// The domain of OTP inputs x = (domain, requester, round, counter).
-pub const OTP_DOMAIN: &str = "otp";
-
-/// The OTP input for `requester`'s OTP with `counter` in `round`.
-pub fn otp_input(
-    requester: &libp2p_identity::PeerId,
-    round: crate::round::RoundId,
-    counter: u64,
-) -> crate::threshold::eval::Input {
-    input(crate::wire::Domain::Otp, requester, round, counter)
-}
-
-/// The input x = (domain, requester, round, counter).
-pub fn input(
-    domain: crate::wire::Domain,
-    requester: &libp2p_identity::PeerId,
-    round: crate::round::RoundId,
-    counter: u64,
-) -> crate::threshold::eval::Input {
-    crate::threshold::eval::Input {
-        domain: domain.as_str().into(),
-        requester: requester.to_bytes(),
-        round: round.0,
-        counter,
-    }
-}
+pub use crate::wire::otp_input;

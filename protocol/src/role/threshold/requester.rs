@@ -356,7 +356,7 @@ impl Requester {
                 continue;
             }
             let Some(public) = key.key() else { continue };
-            let input = super::input(self.domain(), &requester, *round, counter);
+            let input = self.domain().input(&requester, *round, counter);
             let partials: Vec<Partial> = members
                 .iter()
                 .filter_map(|(_, a)| match a {

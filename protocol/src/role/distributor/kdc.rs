@@ -1,16 +1,18 @@
-//! The centre's side: who is registered, where receivers listen, and issuing session keys.
+//! The key distribution centre a distributor runs: who is registered, where receivers listen, and issuing session keys.
 //!
 //! Pure decisions; the distributor ([`crate::role::Distributor`]) persists what they return and
 //! answers. A session request is judged in two steps so that an OTP is only used up for a request
 //! that would otherwise be granted: [`Centre::check_session`] (no change), then [`Centre::grant`].
 
-use super::message::{
+use crate::kdc::context::{
+    for_client_context, preauth_context, present_context, reregister_proof, ticket_context,
+};
+use crate::kdc::message::{
     ForClient, Grant, Preauth, Present, Register, SessionRequest, Ticket, MAX_ADDR_BYTES,
     MAX_PRESENCE_ADDRS,
 };
-use super::seal::context;
-use super::{message, Key, Name, Purpose};
-use crate::role::Millis;
+use crate::kdc::{message, Key, Name, Purpose};
+use crate::time::Millis;
 use crate::wire::Refusal;
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
@@ -269,7 +271,7 @@ impl Centre {
 fn check_preauth(
     key: &Key,
     context: &[u8],
-    sealed: &super::Sealed,
+    sealed: &crate::kdc::Sealed,
     now: Millis,
     policy: &Policy,
     name: &Name,
@@ -290,49 +292,4 @@ fn check_preauth(
         )));
     }
     Ok(())
-}
-
-/// The proof of the current key that re-registering a name needs.
-pub fn reregister_proof(
-    old: &Key,
-    centre: &PeerId,
-    name: &Name,
-    new: &Key,
-    peer: &PeerId,
-) -> [u8; 32] {
-    old.mac(
-        Purpose::Reregister,
-        &[
-            &centre.to_bytes(),
-            name.as_str().as_bytes(),
-            new.as_bytes(),
-            &peer.to_bytes(),
-        ],
-    )
-}
-
-pub(crate) fn preauth_context(
-    centre: &PeerId,
-    client: &Name,
-    server: &Name,
-    nonce: &[u8],
-) -> Vec<u8> {
-    context(&[
-        &centre.to_bytes(),
-        client.as_str().as_bytes(),
-        server.as_str().as_bytes(),
-        nonce,
-    ])
-}
-
-pub(crate) fn present_context(centre: &PeerId, name: &Name) -> Vec<u8> {
-    context(&[&centre.to_bytes(), name.as_str().as_bytes(), b"present"])
-}
-
-pub(crate) fn for_client_context(centre: &PeerId, client: &Name, nonce: &[u8]) -> Vec<u8> {
-    context(&[&centre.to_bytes(), client.as_str().as_bytes(), nonce])
-}
-
-pub(crate) fn ticket_context(centre: &PeerId, server: &Name) -> Vec<u8> {
-    context(&[&centre.to_bytes(), server.as_str().as_bytes()])
 }

@@ -333,7 +333,7 @@ impl Distributor {
         let me = self.me;
         let shares = self.shares();
         let held = &shares.rounds[&round];
-        let input = super::input(ask.domain, &peer, round, ask.counter);
+        let input = ask.domain.input(&peer, round, ask.counter);
         let partial = held.share.evaluate(&input, rng);
         let mut salt = [0u8; crate::otp::SALT_BYTES];
         rng.fill_bytes(&mut salt);
@@ -474,7 +474,7 @@ impl Distributor {
         };
         shares.remember(slot, spent, now, expiry)?;
         let held = &shares.rounds[&ask.round];
-        let input = super::otp_input(&peer, ask.round, ask.counter);
+        let input = crate::wire::otp_input(&peer, ask.round, ask.counter);
         let grant = VerifyPartialGrant {
             partial: held.share.evaluate(&input, rng),
             digits,

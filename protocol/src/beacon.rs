@@ -18,10 +18,10 @@
 //! each transcript's commitment, the transcripts' links, each value's proofs, the values' links.
 //! Gossiping partials and keeping the chain: [`crate::role::threshold::beacon`].
 
-use super::eval::{Input, Partial, PublicKey};
-use super::{Index, ThresholdError};
 use crate::digest::{self, Digest32};
 use crate::round::Transcript;
+use crate::threshold::eval::{Input, Partial, PublicKey};
+use crate::threshold::{Index, ThresholdError};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use serde::{Deserialize, Serialize};
 

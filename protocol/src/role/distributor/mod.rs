@@ -8,7 +8,7 @@
 //!     ─► wrong: Persist(Attempts) (lock after max_failures in the window) ─► Verified(wrong)
 //! Used marker from another distributor ─► Persist(Used) (its OTP now answers `used` here too)
 //! Check(user, code) from a listed verifier ─► judged as the user's own Verify (check.rs)
-//! Kdc(Register | Present | Session) from a listed requester ─► crate::kdc::centre decides
+//! Kdc(Register | Present | Session) from a listed requester ─► crate::role::distributor::kdc decides
 //!     ─► Persist(KdcUser) ─► Registered · Present (memory only) · Session: [OTP checked as Verify] ─► Grant
 //! ```
 //! Every answer follows the `Persist` it depends on, so the node commits before it replies. OTP values
@@ -16,14 +16,16 @@
 //! counter.
 
 mod check;
+pub mod kdc;
+mod threshold;
 
 use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
 
-use crate::kdc::centre::Policy;
 use crate::kdc::message::{CentreRequest, CentreResponse};
 use crate::kx::{Ephemeral, EpochKey};
 use crate::mesh::MeshConfig;
 use crate::otp::{self, SALT_BYTES};
+use crate::role::distributor::kdc::Policy;
 use crate::round::{RoundId, Secret, Transcript};
 use crate::totp;
 use crate::wire::{
@@ -92,7 +94,7 @@ pub struct Restored {
     /// (requester, token)
     pub tokens: Vec<(PeerId, totp::Token)>,
     /// Users registered with the key distribution centre.
-    pub kdc_users: Vec<crate::kdc::centre::User>,
+    pub kdc_users: Vec<crate::role::distributor::kdc::User>,
 }
 
 impl Restored {
@@ -174,10 +176,10 @@ pub struct Distributor {
     attempts: HashMap<PeerId, Attempts>,
     enrolments: HashMap<PeerId, EpochKey>,
     tokens: HashMap<PeerId, totp::Token>,
-    kdc: crate::kdc::centre::Centre,
+    kdc: crate::role::distributor::kdc::Centre,
     last_compact: Millis,
     /// Threshold mode: this distributor's key shares and spent OTP inputs.
-    pub(super) shares: Option<super::threshold::distributor::Shares>,
+    pub(super) shares: Option<threshold::Shares>,
     /// Verifiers' checks that matched nothing here, until the issuer's use marker takes them back.
     misses: check::Misses,
 }
@@ -193,7 +195,7 @@ impl Distributor {
             attempts: HashMap::new(),
             enrolments: HashMap::new(),
             tokens: HashMap::new(),
-            kdc: crate::kdc::centre::Centre::new(Vec::new()),
+            kdc: crate::role::distributor::kdc::Centre::new(Vec::new()),
             last_compact: 0,
             shares: None,
             misses: check::Misses::default(),
@@ -203,7 +205,7 @@ impl Distributor {
             d.mesh.distributor_index(&me),
             d.mesh.coordinator(),
         ) {
-            let shares = super::threshold::distributor::Shares::restore(
+            let shares = threshold::Shares::restore(
                 me,
                 index,
                 params,
@@ -213,7 +215,7 @@ impl Distributor {
             );
             d.shares = Some(shares);
         }
-        d.kdc = crate::kdc::centre::Centre::new(restored.kdc_users);
+        d.kdc = crate::role::distributor::kdc::Centre::new(restored.kdc_users);
         for (transcript, secret) in restored.rounds {
             if transcript.threshold.is_some() {
                 continue;
