@@ -1,5 +1,22 @@
 //! The command line, as clap sees it.
 
+/// Every command's exit codes: one table, printed by `otpmesh --help` and copied in the README.
+/// The failures a request can end in take theirs from `role::Failure::exit_code`; a test holds
+/// the three to each other.
+#[macro_export]
+macro_rules! exit_codes {
+    () => {
+        "Exit codes (every command; its own --help says which it uses):
+  0  done
+  1  failed: refused, or an error the message names
+  2  bad input: a flag, a file or a mesh config
+  3  unreachable: no node answered in time
+  4  not authorised, or does not verify
+  5  no round sealed yet, or no such value
+  6  quorum unavailable, or not a threshold mesh"
+    };
+}
+
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -9,7 +26,7 @@ use std::path::PathBuf;
     name = "otpmesh",
     version,
     about = "Peer-to-peer one-time passwords from many contributors, salted for each requester",
-    after_help = "Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1 --json\n  otpmesh node --role contributor --data-dir c1 --mesh mesh.toml --client-id 1 --peer /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…"
+    after_help = concat!("Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh request --distributor /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… --data-dir otpmesh-mesh/requester-1 --json\n  otpmesh node --role contributor --data-dir c1 --mesh mesh.toml --client-id 1 --peer /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…\n\n", exit_codes!())
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -901,4 +918,47 @@ pub struct RequestArgs {
     /// Draw the exchange's randomness from this seed (reproducible replays only).
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+#[cfg(test)]
+mod exit_code_tests {
+    use clap::CommandFactory;
+    use otpmesh_protocol::role::Failure;
+
+    /// The words a failure's row says (a new failure must be given a row).
+    fn words(failure: Failure) -> &'static str {
+        match failure {
+            Failure::Unreachable => "unreachable",
+            Failure::Unauthorised => "not authorised",
+            Failure::NoRound => "no round",
+            Failure::QuorumUnavailable => "quorum unavailable",
+            Failure::Refused => "refused",
+        }
+    }
+
+    #[test]
+    fn one_exit_code_table_for_the_failures_the_help_and_the_readme() {
+        let table = exit_codes!();
+        for failure in [
+            Failure::Unreachable,
+            Failure::Unauthorised,
+            Failure::NoRound,
+            Failure::QuorumUnavailable,
+            Failure::Refused,
+        ] {
+            let start = format!("  {}  ", failure.exit_code());
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("no row for {failure:?} ({start:?})"));
+            assert!(row.contains(words(failure)), "{failure:?}: {row}");
+        }
+        let help = super::Cli::command().render_long_help().to_string();
+        assert!(help.contains(table), "{help}");
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(table),
+            "README.md copies the table as --help prints it"
+        );
+    }
 }

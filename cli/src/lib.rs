@@ -5,5 +5,6 @@
 mod bench;
 pub mod cli;
 pub mod cmd;
+pub mod line;
 mod output;
 pub mod scenario;

@@ -270,6 +270,7 @@ pub fn human(event: &NodeEvent) -> Option<String> {
                 peer,
                 request,
                 reason,
+                ..
             } => {
                 format!("refused {request} request from {}: {reason}", short(peer))
             }

@@ -730,6 +730,7 @@ impl EventLoop {
                 peer,
                 request,
                 reason,
+                ..
             } => warn!(%peer, %reason, %request, "request refused"),
             Event::RequestFailed {
                 peer,

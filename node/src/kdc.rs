@@ -195,10 +195,8 @@ impl User {
             .map_err(CentreFailure::Unreachable)?;
         match session.call(&Request::Kdc(ask)).await {
             Ok(Response::Kdc(answer)) => Ok(answer),
-            Ok(Response::Refused(refusal)) => Err(CentreFailure::Refused(refusal.to_string())),
-            Ok(other) => Err(CentreFailure::Refused(format!(
-                "unexpected answer {other:?}"
-            ))),
+            Ok(Response::Refused(refusal)) => Err(CentreFailure::Refused(refusal)),
+            Ok(other) => Err(CentreFailure::Unexpected(other.kind())),
             Err(e) => Err(CentreFailure::Unreachable(e)),
         }
     }
@@ -313,8 +311,10 @@ impl User {
 pub enum CentreFailure {
     /// The centre could not be reached or did not answer.
     Unreachable(String),
-    /// The centre answered with a refusal (its reason).
-    Refused(String),
+    /// The centre answered with a refusal.
+    Refused(otpmesh_protocol::wire::Refusal),
+    /// The centre answered with something else than a centre's answer (its kind).
+    Unexpected(&'static str),
 }
 
 impl std::fmt::Display for CentreFailure {
@@ -322,6 +322,12 @@ impl std::fmt::Display for CentreFailure {
         match self {
             CentreFailure::Unreachable(e) => write!(f, "the centre is unreachable: {e}"),
             CentreFailure::Refused(e) => write!(f, "the centre refused: {e}"),
+            CentreFailure::Unexpected(kind) => {
+                write!(
+                    f,
+                    "the centre answered with a {kind} answer, not a centre's"
+                )
+            }
         }
     }
 }

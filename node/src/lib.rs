@@ -7,7 +7,10 @@
 //! [`NodeEvent`]s, and the [`EventLoop`] to spawn. The event loop owns the swarm, the role's state
 //! machine and the store; everything else talks to it through the client over bounded channels.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod behaviour;
+mod build;
 pub mod codec;
 pub mod commit;
 pub mod control;
@@ -24,15 +27,12 @@ pub mod verifier;
 
 pub use event_loop::EventLoop;
 
-use behaviour::Behaviour;
 use libp2p::multiaddr::Protocol;
-use libp2p::{gossipsub, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
+use libp2p::{Multiaddr, PeerId};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
-use otpmesh_protocol::role::{self, Event, Role};
+use otpmesh_protocol::role::{self, Event};
 use otpmesh_protocol::round::RoundId;
-use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
-use rand_core::SeedableRng;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -148,7 +148,7 @@ pub struct NodeConfig {
 }
 
 /// What a node tells its owner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum NodeEvent {
     Listening {
@@ -394,190 +394,9 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         false => status::bind(&config.data_dir)?,
     };
 
-    let mut rsa = None;
-    let mut store = None;
-    // What the store says of the rounds, for the status until new ones come.
-    let mut rounds = status::Rounds::default();
-    let role: Box<dyn Role + Send> = match &config.role {
-        RoleSpec::Contributor { client, input } => {
-            match role::threshold::Contributor::new(*client, *input, mesh.clone()) {
-                Some(dealer) => Box::new(dealer),
-                None => Box::new(role::Contributor::new(*client, *input)),
-            }
-        }
-        RoleSpec::Generator => {
-            let key = Arc::new(keys::load_or_create_rsa(
-                &config.data_dir,
-                mesh.settings.rsa_bits,
-            )?);
-            let db = store::Store::open(&config.data_dir)?;
-            let last_sealed = db.rounds()?.pop();
-            let last_opened = db.last_opened()?;
-            if let Some(round) = last_opened {
-                rounds.opened(round);
-            }
-            if let Some((t, _)) = &last_sealed {
-                rounds.sealed(t.round, t.commitment);
-            }
-            let generator: Box<dyn Role + Send> = if mesh.threshold().is_some() {
-                let g = role::threshold::Generator::new(
-                    identity.clone(),
-                    mesh.clone(),
-                    key.public().clone(),
-                    last_opened,
-                    last_sealed,
-                )
-                .map_err(|e| NodeError::Role(e.to_string()))?;
-                match config.manual_rounds {
-                    true => Box::new(g.manual()),
-                    false => Box::new(g),
-                }
-            } else {
-                let g = role::Generator::new(
-                    peer_id,
-                    mesh.clone(),
-                    key.public().clone(),
-                    last_opened,
-                    last_sealed,
-                );
-                match config.manual_rounds {
-                    true => Box::new(g.manual()),
-                    false => Box::new(g),
-                }
-            };
-            rsa = Some(key);
-            store = Some(db);
-            generator
-        }
-        RoleSpec::Distributor => {
-            let db = store::Store::open(&config.data_dir)?;
-            let state = db.distributor_state()?;
-            if let Some((t, _)) = state.rounds.last() {
-                rounds.sealed(t.round, t.commitment);
-            }
-            let distributor = role::Distributor::new(peer_id, mesh.clone(), state);
-            store = Some(db);
-            Box::new(distributor)
-        }
-        RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),
-        RoleSpec::OneShotCode => Box::new(role::threshold::code::Code::new(peer_id, mesh.clone())),
-        RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
-            Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
-        }
-        RoleSpec::Requester { distributors } => {
-            let targets = if distributors.is_empty() {
-                mesh.distributors.iter().map(|m| m.peer_id).collect()
-            } else {
-                distributors.clone()
-            };
-            Box::new(role::Requester::follow(peer_id, targets))
-        }
-        RoleSpec::OneShotRequester { distributor } => {
-            let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
-            Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
-        }
-        RoleSpec::OneShotTotpEnrol { distributor } => Box::new(role::Requester::totp_enrol_once(
-            peer_id,
-            *distributor,
-            &mut rand_core::OsRng,
-        )),
-        RoleSpec::OneShotTotpVerify { distributor, code } => Box::new(
-            role::Requester::totp_verify_once(peer_id, *distributor, code.clone()),
-        ),
-        RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
-            peer_id,
-            *distributor,
-            &mut rand_core::OsRng,
-        )),
-        RoleSpec::OneShotVerify { distributor, code } => Box::new(role::Requester::verify_once(
-            peer_id,
-            *distributor,
-            code.clone(),
-        )),
-        RoleSpec::OneShotThresholdRequest { distributors } => {
-            let mut enrolments = std::collections::HashMap::new();
-            for d in distributors {
-                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
-                    enrolments.insert(*d, key);
-                }
-            }
-            Box::new(
-                role::threshold::Requester::issue_once(peer_id, mesh.clone(), distributors.clone())
-                    .with_enrolments(enrolments),
-            )
-        }
-        RoleSpec::OneShotThresholdPassword {
-            distributors,
-            alphabet,
-            length,
-        } => {
-            let mut enrolments = std::collections::HashMap::new();
-            for d in distributors {
-                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
-                    enrolments.insert(*d, key);
-                }
-            }
-            Box::new(
-                role::threshold::Requester::password_once(
-                    peer_id,
-                    mesh.clone(),
-                    distributors.clone(),
-                    alphabet.clone(),
-                    *length,
-                )
-                .with_enrolments(enrolments),
-            )
-        }
-        RoleSpec::OneShotThresholdVerify {
-            distributors,
-            round,
-            counter,
-            code,
-        } => Box::new(role::threshold::Requester::verify_once(
-            peer_id,
-            mesh.clone(),
-            distributors.clone(),
-            *round,
-            *counter,
-            code.clone(),
-        )),
-    };
-
-    // Threshold mode: every long-running node keeps the beacon chain, in its store.
-    let role: Box<dyn Role + Send> = match mesh.threshold().is_some() && !one_shot {
-        true => {
-            let db = match store.take() {
-                Some(db) => db,
-                None => store::Store::open(&config.data_dir)?,
-            };
-            let held = db.rounds()?.into_iter().map(|(t, _)| t).collect();
-            let keeper = role::threshold::Keeper::restore(mesh.clone(), db.beacon()?, held);
-            store = Some(db);
-            Box::new(role::threshold::Beaconed::new(peer_id, role, keeper))
-        }
-        false => role,
-    };
-
-    // Bound first: a taken metrics port is an error before anything else starts.
-    let metrics_listener = match config.metrics {
-        Some(addr) => {
-            let fail = |e: std::io::Error| NodeError::Metrics {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            };
-            let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
-            listener.set_nonblocking(true).map_err(fail)?;
-            Some(tokio::net::TcpListener::from_std(listener).map_err(fail)?)
-        }
-        None => None,
-    };
-    let metrics_addr = match &metrics_listener {
-        Some(l) => Some(l.local_addr().map_err(|e| NodeError::Metrics {
-            addr: format!("{:?}", config.metrics),
-            reason: e.to_string(),
-        })?),
-        None => None,
-    };
+    let built = build::role(&config, &mesh, &identity, one_shot)?;
+    let (role, rsa, store, rounds) = (built.role, built.rsa, built.store, built.rounds);
+    let (metrics_listener, metrics_addr) = build::metrics_listener(&config)?;
     let mut registry = libp2p::metrics::Registry::default();
     let node_metrics = metrics::Metrics::new(&mut registry);
     // The verifier's fronts, bound now: a taken port is an error at start.
@@ -588,24 +407,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         _ => None,
     };
 
-    let kad_server = matches!(config.role, RoleSpec::Generator | RoleSpec::Distributor);
-    let mut swarm = SwarmBuilder::with_existing_identity(identity)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_quic()
-        .with_bandwidth_metrics(&mut registry)
-        .with_behaviour(|key| {
-            Behaviour::new(key, config.mdns, kad_server, &mut registry)
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        })
-        .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
-        .build();
+    let mut swarm = build::swarm(identity, &config, &mut registry)?;
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
 
     // Every node but a one-shot requester answers requests on long-lived streams too.
@@ -623,66 +425,8 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
     let (rpc_inbound_tx, rpc_inbound) = mpsc::channel(event_loop::MAX_BATCH);
     let (rpc_done_tx, rpc_done) = mpsc::channel(rpc::MAX_QUEUED);
 
-    let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
-    let mut topics = Vec::new();
-    if !one_shot {
-        topics.push(topic.clone());
-    }
-    match config.role {
-        RoleSpec::Generator => topics.push(gossipsub::IdentTopic::new(PHRASE_TOPIC)),
-        RoleSpec::Distributor if !one_shot => topics.push(gossipsub::IdentTopic::new(USED_TOPIC)),
-        _ => {}
-    }
-    for t in &topics {
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(t)
-            .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
-    }
-    let mut listeners = Vec::new();
-    for addr in &config.listen {
-        probe_tcp_port(addr)?;
-        let id = swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NodeError::Listen {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
-        listeners.push(id);
-    }
-
-    let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-    let mut keep = Vec::new();
-    for (peer, addrs) in if one_shot {
-        Vec::new()
-    } else {
-        mesh.known_addrs()
-    } {
-        for text in addrs {
-            let addr: Multiaddr =
-                text.parse()
-                    .map_err(|e: libp2p::multiaddr::Error| NodeError::MeshAddr {
-                        peer: peer.to_string(),
-                        addr: text.clone(),
-                        reason: e.to_string(),
-                    })?;
-            let (_, base) = split_peer(&addr);
-            addresses.entry(peer).or_default().push(base.clone());
-            // Stay connected to the mesh's generators and distributors.
-            if peer != peer_id && (mesh.is_generator(&peer) || mesh.is_distributor(&peer)) {
-                keep.push((Some(peer), base.with(Protocol::P2p(peer))));
-            }
-        }
-    }
-    for addr in &config.peers {
-        let (peer, base) = split_peer(addr);
-        if let Some(peer) = peer {
-            addresses.entry(peer).or_default().push(base);
-        }
-        keep.push((peer, addr.clone()));
-    }
-
+    let (topic, listeners) = build::subscribe_and_listen(&mut swarm, &config, one_shot)?;
+    let (addresses, keep) = build::addresses(&config, &mesh, peer_id, one_shot)?;
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (status_tx, status_asks) = mpsc::channel(status::MAX_CLIENTS);
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -726,17 +470,7 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         limiter: limits::Limiter::new(config.mesh.settings.requests_per_peer_s),
         graylisted: HashSet::new(),
         last_flush: 0,
-        rng: match config.seed {
-            Some(seed) => {
-                let mut h = blake3::Hasher::new_derive_key("otpmesh/1 seeded node rng");
-                h.update(&seed.to_be_bytes());
-                h.update(&peer_id.to_bytes());
-                Box::new(rand_chacha::ChaCha20Rng::from_seed(
-                    *h.finalize().as_bytes(),
-                ))
-            }
-            None => Box::new(rand_core::OsRng),
-        },
+        rng: build::rng(config.seed, &peer_id),
         last_redial: 0,
         redial_backoff: event_loop::REDIAL_FIRST_RETRY_MS,
         data_dir: config.data_dir.clone(),

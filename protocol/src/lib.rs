@@ -27,6 +27,8 @@
 //! [`mesh`] (who may do what), [`role`] (the state machines), [`kdc`] (the key distribution centre),
 //! [`threshold`] (threshold mode's building blocks: sharing, DKG, partial evaluation with proofs).
 
+#![warn(clippy::too_many_lines)]
+
 pub mod beacon;
 pub mod codec;
 pub mod digest;

@@ -652,6 +652,12 @@ pub enum Refusal {
     Invalid(String),
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// The KDC: the name is registered, and re-registering it needs its current passphrase.
+    #[error("the name {0} is taken; registering it again needs its current passphrase")]
+    NameTaken(String),
+    /// A threshold request (`{0}`: its kind) to a single-generator mesh.
+    #[error("{0}: this mesh runs in single-generator mode, where one distributor holds each round's whole secret; it needs a threshold key (threshold = \"T/N\" in the mesh config)")]
+    NeedsThreshold(String),
     /// Threshold codes: no round held was sealed `margin_s` before `step` began.
     #[error("no round held here was sealed {margin_s} s before step {step} began (a new mesh serves codes once its first round is that old)")]
     NoCodeRound { step: u64, margin_s: u64 },
@@ -707,7 +713,9 @@ impl Response {
                 Refusal::Unauthorised(s)
                 | Refusal::WrongRole(s)
                 | Refusal::Invalid(s)
-                | Refusal::Unavailable(s),
+                | Refusal::Unavailable(s)
+                | Refusal::NameTaken(s)
+                | Refusal::NeedsThreshold(s),
             ) => check_reason(s),
             Response::Partial(g) => check_points("public", &g.key.public),
             Response::VerifyPartial(g) => check_points("public", &g.key.public),

@@ -5,7 +5,7 @@ mod sim;
 
 use libp2p_identity::PeerId;
 use otpmesh_protocol::phrase::ClientId;
-use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Record};
+use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Record, Role};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::threshold::eval::{self, KeyShare};
 use otpmesh_protocol::threshold::{counter, Index, Params};
@@ -564,4 +564,75 @@ fn a_forged_beacon_partial_is_rejected_and_does_not_change_the_value() {
     for p in &d {
         assert_eq!(chain(&sim, p)[0], (round, value, [0; 32]));
     }
+}
+
+/// A generator restarted from its store hands its last round's share over again, until its
+/// distributor acknowledges it (the handover may have been cut short by the crash).
+#[test]
+fn a_restarted_generator_hands_its_last_share_over_again() {
+    let mut sim = Sim::new(4);
+    let t = sim.seal_first_round();
+    let generators: Vec<PeerId> = sim.mesh.generators.iter().map(|m| m.peer_id).collect();
+    let (j, g) = (1usize, generators[1]);
+    let stored = sim.records[&g]
+        .iter()
+        .find_map(|r| match r {
+            Record::Round { transcript, secret } if transcript.round == t.round => {
+                Some(secret.clone())
+            }
+            _ => None,
+        })
+        .expect("generator 2 stored its share of the round");
+    let mut restarted = threshold::Generator::new(
+        sim.identities[&g].clone(),
+        sim.mesh.clone(),
+        keys()[j].public().clone(),
+        Some(t.round),
+        Some((t.clone(), stored)),
+    )
+    .unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let now = sim.now + 1_000;
+    let mut actions = restarted.start(now, &mut rng);
+    actions.extend(restarted.tick(now, &mut rng));
+    let distributor = sim.mesh.distributor_at(Index(2)).unwrap();
+    let handovers: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                tag,
+                request: Request::Handover(h),
+            } if h.transcript.round == t.round => Some((*peer, *tag)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        handovers.len(),
+        1,
+        "one handover, to distributor 2: {actions:?}"
+    );
+    assert_eq!(handovers[0].0, distributor);
+    // Not acknowledged (the distributor is still down): sent again after the retry wait.
+    let failed = restarted.response(
+        now,
+        distributor,
+        handovers[0].1,
+        Err("connection refused".into()),
+        &mut rng,
+    );
+    assert!(failed
+        .iter()
+        .any(|a| matches!(a, Action::Emit(Event::RequestFailed { .. }))));
+    let again = restarted.tick(now + 60_000, &mut rng);
+    assert!(
+        again.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                request: Request::Handover(_),
+                ..
+            }
+        )),
+        "{again:?}"
+    );
 }

@@ -11,6 +11,7 @@ use super::{decrypt_cost, run_mesh, MAX_K};
 use crate::cli::BenchIngestArgs;
 use crate::cmd::Outcome;
 use anyhow::{anyhow, Context};
+use otpmesh_protocol::role::Event;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -52,17 +53,17 @@ pub async fn ingest(args: BenchIngestArgs) -> Outcome {
         "{:>6} {:>8} {:>12} {:>12} {:>7}",
         "round", "phrases", "accepted/s", "ceiling/s", "ratio"
     );
-    let mut rounds: Vec<u64> = run.arrivals.iter().map(|a| a.2).collect();
-    rounds.sort_unstable();
-    rounds.dedup();
+    // The generator's acceptances, by round.
+    let mut by_round: std::collections::BTreeMap<u64, Vec<std::time::Instant>> = Default::default();
+    for (who, line, at) in &run.arrivals {
+        if let Some(Event::PhraseAccepted { round, .. }) = line.role() {
+            if who == "gen" {
+                by_round.entry(round.0).or_default().push(*at);
+            }
+        }
+    }
     let mut rows = Vec::new();
-    for round in rounds.into_iter().filter(|r| *r > 0) {
-        let accepted: Vec<_> = run
-            .arrivals
-            .iter()
-            .filter(|(who, e, r, _)| who == "gen" && e == "phrase_accepted" && *r == round)
-            .map(|a| a.3)
-            .collect();
+    for (round, accepted) in by_round.into_iter().filter(|(r, _)| *r > 0) {
         let (Some(first), Some(last)) = (accepted.iter().min(), accepted.iter().max()) else {
             continue;
         };

@@ -2,7 +2,10 @@
 
 use super::{counts, percentile, run_mesh, MAX_K};
 use crate::cmd::Outcome;
+use crate::line::Line;
 use anyhow::Context;
+use otpmesh_node::NodeEvent;
+use otpmesh_protocol::role::Event;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -48,15 +51,17 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
             memory.iter().map(f).sum::<f64>() / memory.len().max(1) as f64
         };
         let mut delays = Vec::new();
-        for (_, _, round, opened) in arrivals
+        let opened = arrivals
             .iter()
-            .filter(|(who, e, _, _)| who == "gen" && e == "round_opened")
-        {
-            for (_, _, _, at) in arrivals
-                .iter()
-                .filter(|(_, e, r, _)| e == "input_needed" && r == round)
-            {
-                delays.push(at.saturating_duration_since(*opened).as_secs_f64() * 1000.0);
+            .filter_map(|(who, line, at)| match line.role() {
+                Some(Event::RoundOpened { round, .. }) if who == "gen" => Some((*round, *at)),
+                _ => None,
+            });
+        for (round, opened) in opened {
+            for (_, _, at) in arrivals.iter().filter(|(_, line, _)| {
+                matches!(line, Line::Node(NodeEvent::InputNeeded { round: r }) if *r == round)
+            }) {
+                delays.push(at.saturating_duration_since(opened).as_secs_f64() * 1000.0);
             }
         }
         delays.sort_by(f64::total_cmp);

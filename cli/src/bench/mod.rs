@@ -208,8 +208,8 @@ struct MeshRun {
     latencies: Vec<f64>,
     /// RSS of each node process (empty in-process).
     memory: Vec<Memory>,
-    /// Every event's arrival: (node, event, round, when).
-    arrivals: Vec<(String, String, u64, std::time::Instant)>,
+    /// Every event's arrival: (node, event, when).
+    arrivals: Vec<(String, crate::line::Line, std::time::Instant)>,
 }
 
 /// Starts a fresh mesh of `k` contributors, runs `rounds` rounds on it, and stops it.

@@ -9,6 +9,8 @@ use otpmesh_protocol::kdc::client;
 use otpmesh_protocol::kdc::exchange::{Receiver, MAX_SKEW_MS};
 use otpmesh_protocol::kdc::message::{CentreRequest, CentreResponse, MAX_PRESENCE_ADDRS};
 use otpmesh_protocol::kdc::{Key, Name, MAX_PASSPHRASE_BYTES};
+use otpmesh_protocol::role;
+use otpmesh_protocol::wire::Refusal;
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::time::Duration;
@@ -22,11 +24,13 @@ fn bad_input(error: anyhow::Error) -> Failure {
     failure(2, error)
 }
 
+/// Unreachable (3), or refused by the centre (4: every refusal of the centre's is one of who asks).
 fn centre_failure(e: CentreFailure) -> Failure {
-    match e {
-        CentreFailure::Unreachable(_) => failure(3, anyhow!("{e}")),
-        CentreFailure::Refused(_) => failure(4, anyhow!("{e}")),
-    }
+    let kind = match e {
+        CentreFailure::Unreachable(_) => role::Failure::Unreachable,
+        CentreFailure::Refused(_) | CentreFailure::Unexpected(_) => role::Failure::Unauthorised,
+    };
+    failure(kind.exit_code(), anyhow!("{e}"))
 }
 
 fn now_ms() -> u64 {
@@ -188,7 +192,7 @@ pub async fn register(args: KdcRegisterArgs) -> Outcome {
         Ok(user.call_centre(&ctx.centre_addr, ask(None)).await)
     })
     .await?;
-    let taken = matches!(&answer, Err(CentreFailure::Refused(r)) if r.contains("is taken"));
+    let taken = matches!(&answer, Err(CentreFailure::Refused(Refusal::NameTaken(_))));
     if taken && (args.old_passphrase_file.is_some() || std::io::stdin().is_terminal()) {
         let prompt = format!("current passphrase for {}: ", ctx.name);
         let old = ctx

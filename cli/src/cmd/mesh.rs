@@ -7,12 +7,14 @@
 use super::node::load_mesh;
 use super::{Failure, Outcome};
 use crate::cli::MeshUpArgs;
+use crate::line::Line;
 use anyhow::{anyhow, bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
-use otpmesh_node::keys;
+use otpmesh_node::{keys, NodeEvent};
 use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig, UserName, Verifier};
 use otpmesh_protocol::phrase::ClientId;
+use otpmesh_protocol::role::{self, Event};
 use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
@@ -28,8 +30,6 @@ use tokio::sync::mpsc;
 
 /// Most nodes one `mesh up` starts.
 pub const MAX_NODES: u32 = 512;
-/// Longest event line read from a child.
-const MAX_EVENT_LINE: usize = 64 * 1024;
 /// How long a child has to stop after SIGTERM before it is killed: longer than a node takes to
 /// stop on its own.
 const STOP_GRACE: Duration = super::node::STOP_BOUND.saturating_add(Duration::from_secs(2));
@@ -349,7 +349,7 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
 /// its stdout closes. With `control`, its stdin is a pipe for control lines.
 pub fn spawn(
     entry: &NodeEntry,
-    events: mpsc::Sender<(String, Option<Value>)>,
+    events: mpsc::Sender<(String, Option<Line>)>,
     control: bool,
 ) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
@@ -393,12 +393,15 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.len() > MAX_EVENT_LINE {
-                continue;
-            }
-            if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                if events.send((name.clone(), Some(value))).await.is_err() {
-                    return;
+            match Line::parse(&line) {
+                Ok(line) => {
+                    if events.send((name.clone(), Some(line))).await.is_err() {
+                        return;
+                    }
+                }
+                // Not an event of this version (its text may hold the user's own OTP: not logged).
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "a line the node printed is not an event")
                 }
             }
         }
@@ -428,10 +431,6 @@ pub async fn stop_all(children: &mut HashMap<String, Child>) {
             let _ = child.kill().await;
         }
     }
-}
-
-fn event_name(value: &Value) -> &str {
-    value.get("event").and_then(Value::as_str).unwrap_or("")
 }
 
 pub async fn up(args: MeshUpArgs) -> Outcome {
@@ -476,7 +475,7 @@ async fn follow(
     entries: &[NodeEntry],
     generator: &str,
     mesh_json: &Path,
-    rx: &mut mpsc::Receiver<(String, Option<Value>)>,
+    rx: &mut mpsc::Receiver<(String, Option<Line>)>,
 ) -> Outcome {
     let total = entries.len();
     let bar = if args.json || !std::io::stderr().is_terminal() {
@@ -526,11 +525,11 @@ async fn follow(
             _ = sigterm.recv() => { say("stopping".into()); return Ok(()) }
             _ = tokio::signal::ctrl_c() => { say("stopping".into()); return Ok(()) }
         };
-        let Some(value) = value else {
+        let Some(line) = value else {
             return Err(anyhow!("{name} exited unexpectedly; see its log").into());
         };
         if args.json {
-            let mut tagged = value.clone();
+            let mut tagged = serde_json::to_value(&line).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut tagged {
                 map.insert("node".into(), Value::String(name.clone()));
             }
@@ -539,39 +538,48 @@ async fn follow(
                 return Ok(());
             }
         }
-        let round = value.get("round").and_then(Value::as_u64).unwrap_or(0);
-        match event_name(&value) {
-            "listening" => {
+        let event = match line {
+            Line::Node(NodeEvent::Listening { .. }) => {
                 listening.insert(name.clone());
+                None
             }
-            "subscribed" => {
+            Line::Node(NodeEvent::Subscribed { .. }) => {
                 subscribed.insert(name.clone());
+                None
             }
-            "round_opened" if name == generator => say(format!("round {round}: opened")),
-            "round_sealed" if name == generator => {
-                let included = value
-                    .get("included")
-                    .map(Value::to_string)
-                    .unwrap_or_default();
-                let commitment = value
-                    .get("commitment")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+            Line::Node(NodeEvent::GossipRejected { reason, .. }) => {
+                say(format!("{name}: rejected: {reason}"));
+                None
+            }
+            Line::Node(NodeEvent::Role(event)) => Some(event),
+            _ => None,
+        };
+        match event {
+            Some(Event::RoundOpened { round, .. }) if name == generator => {
+                say(format!("round {round}: opened"))
+            }
+            Some(Event::RoundSealed {
+                round,
+                included,
+                commitment,
+                ..
+            }) if name == generator => {
+                let included: Vec<String> = included.iter().map(|c| c.0.to_string()).collect();
                 say(format!(
-                    "round {round}: sealed with clients {included}, commitment {commitment}"
+                    "round {round}: sealed with clients [{}], commitment {commitment}",
+                    included.join(",")
                 ));
             }
-            "round_failed" if name == generator => {
-                let reason = value.get("reason").and_then(Value::as_str).unwrap_or("");
+            Some(Event::RoundFailed { round, reason }) if name == generator => {
                 say(format!("round {round}: failed: {reason}"));
             }
-            "round_delivered_all" if generators.contains(name.as_str()) => {
-                let by = handed.entry(round).or_default();
+            Some(Event::RoundDeliveredAll { round }) if generators.contains(name.as_str()) => {
+                let by = handed.entry(round.0).or_default();
                 by.insert(name.clone());
                 if by.len() < generators.len() {
                     continue;
                 }
-                handed.remove(&round);
+                handed.remove(&round.0);
                 delivered += 1;
                 say(format!("round {round}: delivered to every distributor"));
                 if args.rounds.is_some_and(|n| delivered >= n) {
@@ -582,17 +590,16 @@ async fn follow(
                     return Ok(());
                 }
             }
-            "otp_received" | "threshold_otp_received" => {
+            Some(Event::OtpReceived { round, .. } | Event::ThresholdOtpReceived { round, .. }) => {
                 say(format!("{name}: received an OTP for round {round}"))
             }
-            "request_refused"
-                if !value
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .starts_with("not authorised") => {}
-            "phrase_rejected" | "gossip_rejected" | "request_refused" => {
-                let reason = value.get("reason").and_then(Value::as_str).unwrap_or("");
+            // Only refusals of who asked are news; the others (no round yet, a retry) are routine.
+            Some(Event::RequestRefused {
+                failure: role::Failure::Unauthorised,
+                reason,
+                ..
+            })
+            | Some(Event::PhraseRejected { reason, .. }) => {
                 say(format!("{name}: rejected: {reason}"));
             }
             _ => {}

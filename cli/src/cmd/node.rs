@@ -2,6 +2,7 @@
 
 use super::{Failure, Outcome};
 use crate::cli::{NodeArgs, Role};
+use crate::line::{Line, Process};
 use crate::output;
 use anyhow::{anyhow, bail, Context};
 use libp2p::{Multiaddr, PeerId};
@@ -229,7 +230,9 @@ async fn read_control(client: otpmesh_node::Client) {
             tracing::warn!(error = %e, "control line refused");
             println!(
                 "{}",
-                serde_json::json!({"event": "control_refused", "reason": e.to_string()})
+                Line::Process(Process::ControlRefused {
+                    reason: e.to_string()
+                })
             );
             if line.len() > MAX_CONTROL_LINE {
                 return;
@@ -254,7 +257,13 @@ pub async fn run(args: NodeArgs) -> Outcome {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"event": "started", "peer_id": node.peer_id.to_string(), "role": role, "metrics": metrics, "radius": radius, "http": http})
+            Line::Process(Process::Started {
+                peer_id: node.peer_id,
+                role: role.into(),
+                metrics: metrics.clone(),
+                radius: radius.clone(),
+                http: http.clone(),
+            })
         );
     } else {
         println!("{role} {} starting", node.peer_id);
@@ -337,7 +346,7 @@ pub async fn run(args: NodeArgs) -> Outcome {
         return Err(anyhow!("the node's event loop failed: {e}").into());
     }
     if args.json {
-        let _ = writeln!(out, "{}", serde_json::json!({"event": "stopped"}));
+        let _ = writeln!(out, "{}", Line::Process(Process::Stopped));
     } else {
         let _ = writeln!(out, "{role} {peer_id} stopped");
     }

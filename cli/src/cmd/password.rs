@@ -1,7 +1,7 @@
 //! `otpmesh password`: a password from a threshold mesh that only this requester ever sees.
 
 use super::request::ask;
-use super::{Failure, Outcome};
+use super::Outcome;
 use crate::cli::PasswordArgs;
 use anyhow::anyhow;
 use otpmesh_node::{NodeEvent, RoleSpec};
@@ -42,8 +42,7 @@ pub async fn run(args: PasswordArgs) -> Outcome {
             _ => None,
         },
     )
-    .await
-    .map_err(explain)?;
+    .await?;
     if args.json {
         let value = serde_json::json!({
             "password": password,
@@ -58,19 +57,4 @@ pub async fn run(args: PasswordArgs) -> Outcome {
         eprintln!("{length} characters from {size}: about {bits} bits (round {round})");
     }
     Ok(())
-}
-
-/// A single-generator mesh refuses every partial: say what that means here.
-fn explain(failure: Failure) -> Failure {
-    let text = format!("{:#}", failure.error);
-    if text.contains("single-generator mode") {
-        return Failure {
-            code: failure.code,
-            error: anyhow!(
-                "passwords need a threshold mesh: in single-generator mode one distributor holds \
-                 each round's whole secret and would see every password it made ({text})"
-            ),
-        };
-    }
-    failure
 }

@@ -4,6 +4,7 @@
 use super::layout::Planned;
 use super::spec::RequestOutcome;
 use crate::cmd::mesh::{spawn, NodeEntry};
+use crate::line::{Line, Process};
 use anyhow::{anyhow, Context};
 use otpmesh_node::control::ControlLine;
 use otpmesh_node::{Client, NodeConfig, NodeEvent, RoleSpec};
@@ -23,7 +24,7 @@ pub const EVENT_QUEUE: usize = 16_384;
 /// How long a one-shot request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub type Events = mpsc::Receiver<(String, Option<Value>)>;
+pub type Events = mpsc::Receiver<(String, Option<Line>)>;
 
 /// What a one-shot request came to.
 #[derive(Clone, Debug)]
@@ -189,12 +190,12 @@ pub enum Backend {
 }
 
 pub struct Processes {
-    tx: mpsc::Sender<(String, Option<Value>)>,
+    tx: mpsc::Sender<(String, Option<Line>)>,
     children: HashMap<String, (Child, ChildStdin)>,
 }
 
 pub struct InProcess {
-    tx: mpsc::Sender<(String, Option<Value>)>,
+    tx: mpsc::Sender<(String, Option<Line>)>,
     nodes: HashMap<String, (Client, JoinHandle<()>)>,
 }
 
@@ -252,21 +253,20 @@ impl Backend {
                 let _ = tx
                     .send((
                         name.clone(),
-                        Some(serde_json::json!({"event": "started", "peer_id": peer.to_string()})),
+                        Some(Line::Process(Process::Started {
+                            peer_id: peer,
+                            role: format!("{:?}", node.role).to_lowercase(),
+                            metrics: None,
+                            radius: None,
+                            http: None,
+                        })),
                     ))
                     .await;
                 let event_loop = started.event_loop;
                 let handle = tokio::spawn(async move {
                     let forward = async {
                         while let Some(e) = events.recv().await {
-                            if tx
-                                .send((
-                                    name.clone(),
-                                    Some(serde_json::to_value(&e).unwrap_or(Value::Null)),
-                                ))
-                                .await
-                                .is_err()
-                            {
+                            if tx.send((name.clone(), Some(Line::Node(e)))).await.is_err() {
                                 return;
                             }
                         }

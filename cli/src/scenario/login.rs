@@ -140,7 +140,12 @@ pub async fn http(door: &Door, user: &str, code: &str, within: Duration) -> anyh
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("the HTTP answer has no body: {text:?}"))?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
+    // "HTTP/1.1 200 OK": the code is the second word.
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
+    if code != Some(200) {
         bail!("the HTTP front answered {status}: {body}");
     }
     let value: serde_json::Value =

@@ -6,16 +6,18 @@ use super::spec::{
     Attack, CodeChoice, NodeRole, RequestOutcome, RoundExpect, RoundOutcome, RoundUntil, Scenario,
     Step, StepSpec, Totals, WaitFor,
 };
+use crate::line::{Line, Process};
 use anyhow::{anyhow, bail};
 use otpmesh_node::control::ControlLine;
+use otpmesh_node::NodeEvent;
 use otpmesh_protocol::digest::Digest32;
 use otpmesh_protocol::phrase::{ClientId, Phrase, UserInput};
+use otpmesh_protocol::role::Event;
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::wire::VerifyResult;
 use otpmesh_protocol::wire::{self, Gossip, PhraseSubmission, MAX_GOSSIP_BYTES};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -67,8 +69,8 @@ pub struct State {
     partitions: HashMap<String, Vec<String>>,
     /// (node, peer id) pairs: the node has seen that peer subscribe to the topic.
     subscriptions: HashSet<(String, String)>,
-    /// When set, every event's arrival: (node, event, round, when) — for benchmarks.
-    pub arrivals: Option<Vec<(String, String, u64, std::time::Instant)>>,
+    /// When set, every event's arrival: (node, event, when) — for benchmarks.
+    pub arrivals: Option<Vec<(String, Line, std::time::Instant)>>,
     /// Kills whose end of stream has not arrived yet, per node.
     killed: HashMap<String, usize>,
     pub otps: Vec<IssuedOtp>,
@@ -92,21 +94,6 @@ pub struct Runner<'a> {
     pub events: Events,
     pub state: State,
     pub seed: u64,
-}
-
-fn str_of<'v>(v: &'v Value, key: &str) -> &'v str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn clients(v: &Value) -> Vec<u32> {
-    v.get("included")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_u64().map(|c| c as u32))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Every distributor of the scenario (threshold requests ask them all; the down ones fail).
@@ -143,8 +130,8 @@ impl Runner<'_> {
     }
 
     /// Folds one event into the state; answers contributors that ask for their integer.
-    async fn absorb(&mut self, name: String, value: Option<Value>) -> anyhow::Result<()> {
-        let Some(v) = value else {
+    async fn absorb(&mut self, name: String, line: Option<Line>) -> anyhow::Result<()> {
+        let Some(line) = line else {
             // The end of a node's event stream: expected after a kill, a crash otherwise.
             match self.state.killed.get_mut(&name) {
                 Some(n) if *n > 0 => *n -= 1,
@@ -157,48 +144,85 @@ impl Runner<'_> {
             }
             return Ok(());
         };
-        let round = v.get("round").and_then(Value::as_u64).unwrap_or(0);
         if let Some(arrivals) = &mut self.state.arrivals {
             if arrivals.len() < MAX_REJECTIONS {
-                arrivals.push((
-                    name.clone(),
-                    str_of(&v, "event").to_string(),
-                    round,
-                    Instant::now(),
-                ));
+                arrivals.push((name.clone(), line.clone(), Instant::now()));
             }
         }
         let from_generator = name == self.generator();
-        match str_of(&v, "event") {
-            "listening" => {
-                self.state.listening.insert(name);
+        let threshold = self.scenario.settings.threshold.is_some();
+        let rejection = match line {
+            Line::Node(NodeEvent::Listening { .. }) => {
+                self.state.listening.insert(name.clone());
+                None
             }
-            "subscribed" => {
-                let peer = str_of(&v, "peer").to_string();
-                self.state.subscriptions.insert((name.clone(), peer));
-                self.state.subscribed.insert(name);
+            Line::Node(NodeEvent::Subscribed { peer }) => {
+                self.state
+                    .subscriptions
+                    .insert((name.clone(), peer.to_string()));
+                self.state.subscribed.insert(name.clone());
+                None
             }
-            "round_opened" if from_generator => self.state.opened = self.state.opened.max(round),
-            "round_sealed" if from_generator => {
-                let sealed = SealedRound {
-                    id: round,
-                    commitment: str_of(&v, "commitment").into(),
-                    prev_commitment: str_of(&v, "prev_commitment").into(),
-                    included: clients(&v),
-                };
-                self.state.sealed.insert(round, sealed);
-            }
-            "round_failed" if from_generator => {
-                self.state.failed.insert(round, str_of(&v, "reason").into());
-            }
-            "round_delivered_all"
-                if from_generator && self.scenario.settings.threshold.is_none() =>
+            Line::Node(NodeEvent::InputNeeded { round })
+                if self.role_of(&name) == Some(NodeRole::Contributor) =>
             {
-                self.state.delivered.insert(round);
+                let value = self.input_for(&name, round.0).to_string();
+                let line = ControlLine::Input { round, value };
+                if let Err(e) = self.backend.control(&name, line).await {
+                    tracing::debug!(%name, error = %e, "could not answer an input request");
+                }
+                None
+            }
+            Line::Node(NodeEvent::GossipRejected { reason, .. })
+            | Line::Process(Process::ControlRefused { reason }) => Some(reason),
+            Line::Node(NodeEvent::Role(event)) => {
+                self.absorb_role(name.clone(), from_generator, threshold, event)
+            }
+            _ => None,
+        };
+        if let Some(reason) = rejection {
+            if self.state.rejections.len() < MAX_REJECTIONS {
+                self.state.rejections.push((name, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds a role's event into the state; a rejection's reason comes back.
+    fn absorb_role(
+        &mut self,
+        name: String,
+        from_generator: bool,
+        threshold: bool,
+        event: Event,
+    ) -> Option<String> {
+        match event {
+            Event::RoundOpened { round, .. } if from_generator => {
+                self.state.opened = self.state.opened.max(round.0)
+            }
+            Event::RoundSealed {
+                round,
+                commitment,
+                prev_commitment,
+                included,
+            } if from_generator => {
+                let sealed = SealedRound {
+                    id: round.0,
+                    commitment: commitment.to_string(),
+                    prev_commitment: prev_commitment.to_string(),
+                    included: included.iter().map(|c| c.0).collect(),
+                };
+                self.state.sealed.insert(round.0, sealed);
+            }
+            Event::RoundFailed { round, reason } if from_generator => {
+                self.state.failed.insert(round.0, reason);
+            }
+            Event::RoundDeliveredAll { round } if from_generator && !threshold => {
+                self.state.delivered.insert(round.0);
             }
             // Threshold mode: delivered once every live distributor holds its key share.
-            "round_stored" if self.scenario.settings.threshold.is_some() => {
-                let stored = self.state.stored.entry(round).or_default();
+            Event::RoundStored { round, .. } if threshold => {
+                let stored = self.state.stored.entry(round.0).or_default();
                 stored.insert(name);
                 let live = self
                     .scenario
@@ -206,36 +230,22 @@ impl Runner<'_> {
                     .filter(|n| !self.state.down.contains(&n.name))
                     .all(|n| stored.contains(&n.name));
                 if live {
-                    self.state.delivered.insert(round);
+                    self.state.delivered.insert(round.0);
                 }
             }
-            "beacon_value" => {
-                let value = str_of(&v, "value").to_string();
+            Event::BeaconValue { round, value, .. } => {
                 self.state
                     .beacon
-                    .entry(round)
+                    .entry(round.0)
                     .or_default()
-                    .insert(name, value);
+                    .insert(name, value.to_string());
             }
-            "gossip_rejected" | "phrase_rejected" | "request_refused" | "control_refused"
-                if self.state.rejections.len() < MAX_REJECTIONS =>
-            {
-                let reason = str_of(&v, "reason").into();
-                self.state.rejections.push((name, reason));
-            }
-            "input_needed" if self.role_of(&name) == Some(NodeRole::Contributor) => {
-                let value = self.input_for(&name, round).to_string();
-                let line = ControlLine::Input {
-                    round: RoundId(round),
-                    value,
-                };
-                if let Err(e) = self.backend.control(&name, line).await {
-                    tracing::debug!(%name, error = %e, "could not answer an input request");
-                }
+            Event::PhraseRejected { reason, .. } | Event::RequestRefused { reason, .. } => {
+                return Some(reason)
             }
             _ => {}
         }
-        Ok(())
+        None
     }
 
     /// Takes events until `done` holds or the time runs out; says which.

@@ -7,6 +7,7 @@
 //! seal ─► Persist(Round) · Publish(Sealed) · Send(Deliver) to every distributor until acknowledged
 //! ```
 
+use super::outbox::Outbox;
 use super::{
     refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
     Tag, Tags, Verdict,
@@ -19,7 +20,7 @@ use crate::seal::PublicKey;
 use crate::wire::{Delivery, Gossip, PhraseSubmission, Request, Response, RoundFailure, RoundOpen};
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// How often an open round is announced again, for nodes that joined late.
@@ -53,14 +54,6 @@ impl OpenRound {
 }
 
 #[derive(Debug)]
-struct Delivering {
-    delivery: Delivery,
-    waiting: BTreeSet<PeerId>,
-    in_flight: BTreeSet<PeerId>,
-    retry_at: Millis,
-}
-
-#[derive(Debug)]
 pub struct Generator {
     me: PeerId,
     mesh: Arc<MeshConfig>,
@@ -69,8 +62,7 @@ pub struct Generator {
     head: Digest32,
     open: Option<OpenRound>,
     next_open_at: Millis,
-    deliveries: BTreeMap<RoundId, Delivering>,
-    in_flight: HashMap<Tag, (RoundId, PeerId)>,
+    deliveries: Outbox,
     tags: Tags,
     /// Open rounds only when told to ([`Control::OpenRound`]), not on the interval.
     manual: bool,
@@ -99,8 +91,7 @@ impl Generator {
             head,
             open: None,
             next_open_at: 0,
-            deliveries: BTreeMap::new(),
-            in_flight: HashMap::new(),
+            deliveries: Outbox::new("deliver", DELIVERY_RETRY_MS, MAX_PENDING_DELIVERIES),
             tags: Tags::default(),
             manual: false,
         };
@@ -266,63 +257,16 @@ impl Generator {
 
     fn queue_delivery(&mut self, delivery: Delivery, now: Millis) -> Vec<Action> {
         let mut actions = self.insert_delivery(delivery, now);
-        actions.extend(self.send_deliveries(now));
+        actions.extend(self.deliveries.due(now, &mut self.tags));
         actions
     }
 
-    /// Adds a delivery to the queue (dropping the oldest past the bound); sends nothing.
+    /// Queues a delivery to every distributor (the oldest past the bound is abandoned).
     fn insert_delivery(&mut self, delivery: Delivery, now: Millis) -> Vec<Action> {
         let round = delivery.transcript.round;
-        let waiting: BTreeSet<PeerId> = self.mesh.distributors.iter().map(|m| m.peer_id).collect();
-        if waiting.is_empty() {
-            return vec![Action::Emit(Event::RoundDeliveredAll { round })];
-        }
-        let mut actions = Vec::new();
-        self.deliveries.insert(
-            round,
-            Delivering {
-                delivery,
-                waiting,
-                in_flight: BTreeSet::new(),
-                retry_at: now,
-            },
-        );
-        while self.deliveries.len() > MAX_PENDING_DELIVERIES {
-            if let Some((old, d)) = self.deliveries.pop_first() {
-                self.in_flight.retain(|_, (r, _)| *r != old);
-                for distributor in d.waiting {
-                    actions.push(Action::Emit(Event::DeliveryAbandoned {
-                        round: old,
-                        distributor,
-                    }));
-                }
-            }
-        }
-        actions
-    }
-
-    fn send_deliveries(&mut self, now: Millis) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for (round, d) in self
-            .deliveries
-            .iter_mut()
-            .filter(|(_, d)| d.retry_at <= now)
-        {
-            for peer in d
-                .waiting
-                .iter()
-                .filter(|p| !d.in_flight.contains(p))
-                .copied()
-                .collect::<Vec<_>>()
-            {
-                let tag = self.tags.next();
-                d.in_flight.insert(peer);
-                self.in_flight.insert(tag, (*round, peer));
-                let request = Request::Deliver(Box::new(d.delivery.clone()));
-                actions.push(Action::Send { peer, tag, request });
-            }
-        }
-        actions
+        let peers = self.mesh.distributors.iter().map(|m| m.peer_id).collect();
+        let request = Request::Deliver(Box::new(delivery));
+        self.deliveries.push(round, request, peers, now)
     }
 }
 
@@ -371,7 +315,7 @@ impl Role for Generator {
             }
             None => {}
         }
-        actions.extend(self.send_deliveries(now));
+        actions.extend(self.deliveries.due(now, &mut self.tags));
         actions
     }
 
@@ -415,39 +359,12 @@ impl Role for Generator {
     fn response(
         &mut self,
         now: Millis,
-        peer: PeerId,
+        _peer: PeerId,
         tag: Tag,
         response: Result<Response, String>,
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
-        let Some((round, distributor)) = self.in_flight.remove(&tag) else {
-            return Vec::new();
-        };
-        let Some(d) = self.deliveries.get_mut(&round) else {
-            return Vec::new();
-        };
-        d.in_flight.remove(&distributor);
-        match response {
-            Ok(Response::Delivered(r)) if r == round => {
-                d.waiting.remove(&distributor);
-                let mut actions = vec![Action::Emit(Event::RoundDelivered { round, distributor })];
-                if d.waiting.is_empty() {
-                    self.deliveries.remove(&round);
-                    actions.push(Action::Emit(Event::RoundDeliveredAll { round }));
-                }
-                actions
-            }
-            other => {
-                d.retry_at = now + DELIVERY_RETRY_MS;
-                let (failure, reason) = super::failure_of(other);
-                vec![Action::Emit(Event::RequestFailed {
-                    peer,
-                    request: "deliver".into(),
-                    failure,
-                    reason,
-                })]
-            }
-        }
+        self.deliveries.answered(now, tag, response)
     }
 
     fn control(&mut self, now: Millis, control: Control) -> Vec<Action> {

@@ -10,6 +10,7 @@
 pub mod contributor;
 pub mod distributor;
 pub mod generator;
+pub(crate) mod outbox;
 pub mod requester;
 pub mod threshold;
 pub mod verifier;
@@ -107,7 +108,7 @@ pub enum Record {
 }
 
 /// Why a generator turned a phrase away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PhraseRefusal {
     /// For a round that is not open (late or early).
@@ -136,7 +137,7 @@ impl PhraseRefusal {
 
 /// Something that happened, for the user, the logs and the tools. Never carries a secret except
 /// the requester's own OTP in [`Event::OtpReceived`], which is that user's output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RoundOpened {
@@ -353,6 +354,8 @@ pub enum Event {
     RequestRefused {
         peer: PeerId,
         request: String,
+        /// What kind of refusal, as a type (the asker's side sees the same [`Failure`]).
+        failure: Failure,
         reason: String,
     },
     RequestFailed {
@@ -532,7 +535,7 @@ impl Failure {
     /// The failure a distributor's refusal means.
     pub fn of_refusal(refusal: &Refusal) -> Failure {
         match refusal {
-            Refusal::Unauthorised(_) => Failure::Unauthorised,
+            Refusal::Unauthorised(_) | Refusal::NameTaken(_) => Failure::Unauthorised,
             Refusal::NoRound | Refusal::NoCodeRound { .. } => Failure::NoRound,
             _ => Failure::Refused,
         }
@@ -574,6 +577,7 @@ pub fn refuse(peer: PeerId, to: InboundId, request: &Request, refusal: Refusal) 
         Action::Emit(Event::RequestRefused {
             peer,
             request: request.kind().into(),
+            failure: Failure::of_refusal(&refusal),
             reason: refusal.to_string(),
         }),
         Action::Reply {

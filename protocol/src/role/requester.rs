@@ -263,174 +263,175 @@ impl Role for Requester {
         _rng: &mut dyn CryptoRngCore,
     ) -> Vec<Action> {
         if matches!(&self.totp_enrolling, Some((Some(t), _)) if *t == tag) {
-            let Some((_, ephemeral)) = self.totp_enrolling.take() else {
-                return Vec::new();
-            };
-            let failed = |failure: Failure, reason: String| {
-                vec![Action::Emit(Event::RequestFailed {
-                    peer,
-                    request: "totp-enrol".into(),
-                    failure,
-                    reason,
-                })]
-            };
-            return match response {
-                Ok(Response::TotpEnrolled(grant)) => {
-                    match ephemeral.salt_key(&grant.distributor_key, &self.me, &peer) {
-                        Ok(key) => {
-                            let secret = key.mask_bytes(&grant.salt, &grant.masked_secret);
-                            vec![Action::Emit(Event::TotpReceived {
-                                distributor: peer,
-                                secret_base32: crate::totp::base32_encode(&secret),
-                                params: grant.params,
-                            })]
-                        }
-                        Err(e) => failed(Failure::Refused, e.to_string()),
-                    }
-                }
-                other => {
-                    let (failure, reason) = failure_of(other);
-                    failed(failure, reason)
-                }
+            return match self.totp_enrolling.take() {
+                Some((_, ephemeral)) => self.totp_enrolled(peer, ephemeral, response),
+                None => Vec::new(),
             };
         }
         if matches!(&self.enrolling, Some((Some(t), _)) if *t == tag) {
-            let Some((_, ephemeral)) = self.enrolling.take() else {
-                return Vec::new();
-            };
-            let failed = |failure: Failure, reason: String| {
-                vec![Action::Emit(Event::RequestFailed {
-                    peer,
-                    request: "enrol".into(),
-                    failure,
-                    reason,
-                })]
-            };
-            return match response {
-                Ok(Response::Enrolled(grant)) => {
-                    match ephemeral.enrol(&grant.distributor_key, &self.me, &peer, grant.epoch) {
-                        Ok(key) => {
-                            let secret = crate::round::Secret::from_bytes(*key.bytes());
-                            self.enrolment = Some(key);
-                            vec![
-                                Action::Persist(Record::Enrolment {
-                                    peer,
-                                    epoch: grant.epoch,
-                                    key: secret,
-                                }),
-                                Action::Emit(Event::Enrolled {
-                                    peer,
-                                    epoch: grant.epoch,
-                                }),
-                            ]
-                        }
-                        Err(e) => failed(Failure::Refused, e.to_string()),
-                    }
-                }
-                other => {
-                    let (failure, reason) = failure_of(other);
-                    failed(failure, reason)
-                }
+            return match self.enrolling.take() {
+                Some((_, ephemeral)) => self.enrolled(peer, ephemeral, response),
+                None => Vec::new(),
             };
         }
         if matches!(&self.verify, Some((_, Some(t))) if *t == tag) {
-            let event = match response {
-                Ok(Response::Verified(result)) => Event::VerifyAnswered {
+            return match response {
+                Ok(Response::Verified(result)) => vec![Action::Emit(Event::VerifyAnswered {
                     distributor: peer,
                     result,
-                },
-                other => {
-                    let (failure, reason) = failure_of(other);
-                    Event::RequestFailed {
-                        peer,
-                        request: "verify".into(),
-                        failure,
-                        reason,
-                    }
-                }
+                })],
+                other => failed(peer, "verify", other),
             };
-            return vec![Action::Emit(event)];
         }
-        let Some(asking) = self.in_flight.remove(&tag) else {
-            return Vec::new();
+        match self.in_flight.remove(&tag) {
+            Some(asking) => self.otp_answered(now, peer, asking, response),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The request failed: the failure its answer (or its absence) stands for.
+fn failed(peer: PeerId, request: &str, response: Result<Response, String>) -> Vec<Action> {
+    let (failure, reason) = failure_of(response);
+    refused(peer, request, failure, reason)
+}
+
+fn refused(peer: PeerId, request: &str, failure: Failure, reason: String) -> Vec<Action> {
+    vec![Action::Emit(Event::RequestFailed {
+        peer,
+        request: request.into(),
+        failure,
+        reason,
+    })]
+}
+
+impl Requester {
+    fn totp_enrolled(
+        &mut self,
+        peer: PeerId,
+        ephemeral: Ephemeral,
+        response: Result<Response, String>,
+    ) -> Vec<Action> {
+        let grant = match response {
+            Ok(Response::TotpEnrolled(grant)) => grant,
+            other => return failed(peer, "totp-enrol", other),
         };
-        let failed = |failure: Failure, reason: String| {
-            vec![Action::Emit(Event::RequestFailed {
-                peer,
-                request: "otp".into(),
-                failure,
-                reason,
-            })]
+        match ephemeral.salt_key(&grant.distributor_key, &self.me, &peer) {
+            Ok(key) => {
+                let secret = key.mask_bytes(&grant.salt, &grant.masked_secret);
+                vec![Action::Emit(Event::TotpReceived {
+                    distributor: peer,
+                    secret_base32: crate::totp::base32_encode(&secret),
+                    params: grant.params,
+                })]
+            }
+            Err(e) => refused(peer, "totp-enrol", Failure::Refused, e.to_string()),
+        }
+    }
+
+    fn enrolled(
+        &mut self,
+        peer: PeerId,
+        ephemeral: Ephemeral,
+        response: Result<Response, String>,
+    ) -> Vec<Action> {
+        let grant = match response {
+            Ok(Response::Enrolled(grant)) => grant,
+            other => return failed(peer, "enrol", other),
         };
-        match response {
+        match ephemeral.enrol(&grant.distributor_key, &self.me, &peer, grant.epoch) {
+            Ok(key) => {
+                let secret = crate::round::Secret::from_bytes(*key.bytes());
+                self.enrolment = Some(key);
+                vec![
+                    Action::Persist(Record::Enrolment {
+                        peer,
+                        epoch: grant.epoch,
+                        key: secret,
+                    }),
+                    Action::Emit(Event::Enrolled {
+                        peer,
+                        epoch: grant.epoch,
+                    }),
+                ]
+            }
+            Err(e) => refused(peer, "enrol", Failure::Refused, e.to_string()),
+        }
+    }
+
+    fn otp_answered(
+        &mut self,
+        now: Millis,
+        peer: PeerId,
+        asking: Asking,
+        response: Result<Response, String>,
+    ) -> Vec<Action> {
+        let grant = match response {
             // No OTP lives longer than a day (the mesh config's bound): refuse nonsense from a peer.
             Ok(Response::Otp(grant))
                 if grant.expires_at_ms > now.saturating_add(MAX_OTP_LIFETIME_MS) =>
             {
-                failed(
+                return refused(
+                    peer,
+                    "otp",
                     Failure::Refused,
                     format!(
                         "the distributor claims an expiry {} ms away",
                         grant.expires_at_ms - now
                     ),
-                )
+                );
             }
-            Ok(Response::Otp(grant)) => {
-                let mut actions = Vec::new();
-                let salt_key = match (grant.epoch, &asking.ephemeral, &self.enrolment) {
-                    (Some(epoch), _, Some(enrolment)) => match enrolment.at(epoch) {
-                        Ok(key) => {
-                            if key.epoch() != enrolment.epoch() {
-                                // Move on: the older epoch's key is forgotten, durably.
-                                let secret = crate::round::Secret::from_bytes(*key.bytes());
-                                actions.push(Action::Persist(Record::Enrolment {
-                                    peer,
-                                    epoch,
-                                    key: secret,
-                                }));
-                                self.enrolment = Some(key.clone());
-                            }
-                            Ok(key.salt_key())
-                        }
-                        Err(e) => Err(format!("salted under epoch {epoch}: {e}")),
-                    },
-                    (None, Some(ephemeral), _) => ephemeral
-                        .salt_key(&grant.distributor_key, &self.me, &asking.distributor)
-                        .map_err(|e| e.to_string()),
-                    _ => Err(
-                        "the distributor salted with a key this requester does not hold"
-                            .to_string(),
-                    ),
-                };
-                let unsalted = salt_key.and_then(|key| {
-                    key.unsalt(grant.salted, &grant.salt, grant.digits)
-                        .map_err(|e| e.to_string())
-                });
-                match unsalted {
-                    Ok(otp) => actions.push(Action::Emit(Event::OtpReceived {
-                        round: grant.round,
-                        distributor: asking.distributor,
-                        otp: otp.to_string(),
-                        expires_at_ms: grant.expires_at_ms,
-                    })),
-                    Err(reason) => actions.extend(failed(
-                        Failure::Refused,
-                        format!("could not remove the salt: {reason}"),
-                    )),
-                }
-                actions
-            }
+            Ok(Response::Otp(grant)) => grant,
             Ok(Response::Refused(Refusal::UnknownRound(_) | Refusal::NoRound))
                 if !self.one_shot && asking.attempt < MAX_ATTEMPTS =>
             {
                 self.retries
                     .push((now + RETRY_MS, asking.round, asking.attempt + 1));
-                Vec::new()
+                return Vec::new();
             }
-            other => {
-                let (failure, reason) = failure_of(other);
-                failed(failure, reason)
-            }
+            other => return failed(peer, "otp", other),
+        };
+        let mut actions = Vec::new();
+        let salt_key = match (grant.epoch, &asking.ephemeral, &self.enrolment) {
+            (Some(epoch), _, Some(enrolment)) => match enrolment.at(epoch) {
+                Ok(key) => {
+                    if key.epoch() != enrolment.epoch() {
+                        // Move on: the older epoch's key is forgotten, durably.
+                        let secret = crate::round::Secret::from_bytes(*key.bytes());
+                        actions.push(Action::Persist(Record::Enrolment {
+                            peer,
+                            epoch,
+                            key: secret,
+                        }));
+                        self.enrolment = Some(key.clone());
+                    }
+                    Ok(key.salt_key())
+                }
+                Err(e) => Err(format!("salted under epoch {epoch}: {e}")),
+            },
+            (None, Some(ephemeral), _) => ephemeral
+                .salt_key(&grant.distributor_key, &self.me, &asking.distributor)
+                .map_err(|e| e.to_string()),
+            _ => Err("the distributor salted with a key this requester does not hold".to_string()),
+        };
+        let unsalted = salt_key.and_then(|key| {
+            key.unsalt(grant.salted, &grant.salt, grant.digits)
+                .map_err(|e| e.to_string())
+        });
+        match unsalted {
+            Ok(otp) => actions.push(Action::Emit(Event::OtpReceived {
+                round: grant.round,
+                distributor: asking.distributor,
+                otp: otp.to_string(),
+                expires_at_ms: grant.expires_at_ms,
+            })),
+            Err(reason) => actions.extend(refused(
+                peer,
+                "otp",
+                Failure::Refused,
+                format!("could not remove the salt: {reason}"),
+            )),
         }
+        actions
     }
 }

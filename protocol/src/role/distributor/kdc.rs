@@ -95,10 +95,7 @@ impl Centre {
             None => false,
             Some(old) => {
                 let Some(proof) = r.proof else {
-                    return Err(unauthorised(format!(
-                        "the name {} is taken; registering it again needs its current passphrase",
-                        r.name
-                    )));
+                    return Err(Refusal::NameTaken(r.name.to_string()));
                 };
                 let expected = reregister_proof(&old.key, me, &r.name, &r.key, &peer);
                 if !bool::from(expected.ct_eq(&proof)) {

@@ -1163,11 +1163,7 @@ impl Role for Distributor {
                 peer,
                 id,
                 &request,
-                Refusal::WrongRole(
-                    "beacon: this mesh runs in single-generator mode and keeps no beacon (it \
-                     needs a threshold key: threshold = \"T/N\" in the mesh config)"
-                        .into(),
-                ),
+                Refusal::NeedsThreshold(request.kind().into()),
             ),
             Request::Handover(_)
             | Request::Partial(_)
@@ -1177,12 +1173,7 @@ impl Role for Distributor {
                 peer,
                 id,
                 &request,
-                Refusal::WrongRole(format!(
-                    "{}: this mesh runs in single-generator mode, where one distributor holds each \
-                     round's whole secret; partials and passwords need a threshold key \
-                     (threshold = \"T/N\" in the mesh config)",
-                    request.kind()
-                )),
+                Refusal::NeedsThreshold(request.kind().into()),
             ),
             Request::PublicKey | Request::Dealing(_) => refuse(
                 peer,

@@ -28,6 +28,7 @@
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
 use crate::phrase::ClientId;
+use crate::role::outbox::Outbox;
 use crate::role::{
     refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
     Tag, Tags, Verdict,
@@ -209,12 +210,6 @@ fn key_share(
     Ok(k)
 }
 
-struct Handing {
-    handover: Handover,
-    in_flight: Option<Tag>,
-    retry_at: Millis,
-}
-
 pub struct Generator {
     me: PeerId,
     /// Signs the round keys this generator seals as coordinator.
@@ -233,7 +228,7 @@ pub struct Generator {
     head: Digest32,
     round: Option<Round>,
     next_open_at: Millis,
-    handovers: BTreeMap<RoundId, Handing>,
+    handovers: Outbox,
     tags: Tags,
     manual: bool,
     /// This generator's own dealing into each round.
@@ -293,15 +288,17 @@ impl Generator {
                 .map_or(Digest32::ZERO, |(t, _)| t.commitment),
             round: None,
             next_open_at: 0,
-            handovers: BTreeMap::new(),
+            handovers: Outbox::new("handover", HANDOVER_RETRY_MS, MAX_PENDING_HANDOVERS),
             tags: Tags::default(),
             manual: false,
             dealer,
             dealt_into: RoundId(0),
             fetches: HashMap::new(),
         };
+        // A restart may have cut the handover short: hand the chain head over again (the
+        // distributor acknowledges a round it already holds). Queued only: the first tick sends it.
         if let Some((transcript, share)) = last_sealed {
-            generator.queue_handover(transcript, share, 0);
+            let _nothing_abandoned = generator.queue_handover(transcript, share, 0);
         }
         Ok(generator)
     }
@@ -765,122 +762,16 @@ impl Generator {
         // at least t of the generators that spoke hold it (a missing report makes the reporter
         // unready, it does not shrink Q: one generator cannot keep dealings out); with fewer it is
         // left out.
-        let t = self.params.t as usize;
-        let missed: BTreeMap<ClientId, Vec<Index>> =
-            round
-                .missing
-                .iter()
-                .fold(BTreeMap::new(), |mut acc, (j, clients)| {
-                    for c in clients {
-                        acc.entry(*c).or_insert_with(Vec::new).push(*j);
-                    }
-                    acc
-                });
-        let mut excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
-        excluded.extend(
-            missed
-                .iter()
-                .filter(|(_, by)| spoken - by.len() < t)
-                .map(|(c, _)| *c),
-        );
-        let ready = round
-            .complaints
-            .keys()
-            .filter(|j| {
-                round.missing.get(j).is_none_or(|m| {
-                    m.iter()
-                        .all(|c| excluded.contains(c) || !proposed.iter().any(|p| p.client == *c))
-                })
-            })
-            .count();
-        if ready < t {
-            let reason = format!(
-                "only {ready} generator(s) hold every dealing of the round; the threshold needs {t}"
-            );
-            return self.fail(now, reason);
-        }
-        let qualified: Vec<Inclusion> = proposed
-            .iter()
-            .filter(|p| !excluded.contains(&p.client))
-            .cloned()
-            .collect();
-        let mut actions: Vec<Action> = excluded
-            .iter()
-            .map(|client| {
-                let by: Vec<String> = unanswered
-                    .iter()
-                    .filter(|(c, _)| c == client)
-                    .map(|(_, j)| j.0.to_string())
-                    .collect();
-                let reason = match missed.get(client) {
-                    Some(at) if by.is_empty() => format!(
-                        "only {} generator(s) received it; generator(s) {} never did",
-                        spoken - at.len(),
-                        at.iter()
-                            .map(|j| j.0.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    _ => format!(
-                        "generator(s) {} complained and no matching share was published",
-                        by.join(", ")
-                    ),
-                };
-                Action::Emit(Event::DealingExcluded {
-                    round: round.id(),
-                    client: *client,
-                    reason,
-                })
-            })
-            .collect();
-        // A shareholder whose every qualified share was published in answers has a public k_j;
-        // T of those would make k public.
-        let public_shares = self
-            .params
-            .indices()
-            .filter(|j| {
-                qualified
-                    .iter()
-                    .all(|q| round.answered.contains(&(q.client, *j)))
-            })
-            .count();
-        if public_shares >= self.params.t as usize {
-            let reason = format!(
-                "{public_shares} key shares would be public (their generators received every \
-                 share in a published answer), at least the threshold {}",
-                self.params.t
-            );
-            actions.extend(self.fail(now, reason));
-            return actions;
-        }
-        let minimum = (round.open.minimum as usize).max(2);
-        let generators = qualified
-            .iter()
-            .filter(|q| dealing_generator(q.client).is_some())
-            .count();
-        if generators < self.params.t as usize {
-            let reason = format!(
-                "{generators} generator dealing(s) qualified; a round key needs at least {}",
-                self.params.t
-            );
-            actions.extend(self.fail(now, reason));
-            return actions;
-        }
-        let contributed = qualified.len() - generators;
-        let sum = qualified
-            .iter()
-            .map(|p| round.commitments_of(p.client).cloned())
-            .collect::<Option<Vec<Pair>>>()
-            .and_then(|all| all.into_iter().reduce(|a, b| a.add(&b)));
-        let (sum, true) = (sum, contributed >= minimum) else {
-            let reason =
-                format!("{contributed} of the minimum {minimum} contributor dealings qualified");
-            actions.extend(self.fail(now, reason));
-            return actions;
+        let (qualified, mut actions) = match qualify(round, proposed, &unanswered, self.params) {
+            Ok(q) => q,
+            Err(reason) => return self.fail(now, reason),
         };
-        let Some(sum) = sum else {
-            actions.extend(self.fail(now, "a qualified dealing's commitments are unknown".into()));
-            return actions;
+        let sum = match key_of(round, &qualified, self.params) {
+            Ok(sum) => sum,
+            Err(reason) => {
+                actions.extend(self.fail(now, reason));
+                return actions;
+            }
         };
         let mut key = ThresholdKey {
             params: self.params,
@@ -978,6 +869,7 @@ impl Generator {
             }));
         }
         actions.extend(self.queue_handover(t.clone(), share, now));
+        actions.extend(self.handovers.due(now, &mut self.tags));
         actions
     }
 
@@ -1098,59 +990,153 @@ impl Generator {
         }
     }
 
+    /// Queues share j for distributor j (sent by the next tick, then until acknowledged).
     fn queue_handover(
         &mut self,
         transcript: Transcript,
         share: Secret,
         now: Millis,
     ) -> Vec<Action> {
-        let round = transcript.round;
-        self.handovers.insert(
-            round,
-            Handing {
-                handover: Handover {
-                    transcript,
-                    index: self.index,
-                    share,
-                },
-                in_flight: None,
-                retry_at: now,
-            },
-        );
-        let mut actions = Vec::new();
-        while self.handovers.len() > MAX_PENDING_HANDOVERS {
-            if let Some((old, _)) = self.handovers.pop_first() {
-                if let Some(distributor) = self.mesh.distributor_at(self.index) {
-                    actions.push(Action::Emit(Event::DeliveryAbandoned {
-                        round: old,
-                        distributor,
-                    }));
-                }
-            }
-        }
-        actions.extend(self.send_handovers(now));
-        actions
-    }
-
-    fn send_handovers(&mut self, now: Millis) -> Vec<Action> {
-        let Some(peer) = self.mesh.distributor_at(self.index) else {
+        let Some(distributor) = self.mesh.distributor_at(self.index) else {
             return Vec::new();
         };
-        let mut actions = Vec::new();
-        for h in self.handovers.values_mut() {
-            if h.in_flight.is_some() || h.retry_at > now {
-                continue;
-            }
-            let tag = self.tags.next();
-            h.in_flight = Some(tag);
-            actions.push(Action::Send {
-                peer,
-                tag,
-                request: Request::Handover(Box::new(h.handover.clone())),
-            });
-        }
-        actions
+        let round = transcript.round;
+        let handover = Handover {
+            transcript,
+            index: self.index,
+            share,
+        };
+        let request = Request::Handover(Box::new(handover));
+        self.handovers
+            .push(round, request, [distributor].into(), now)
     }
+}
+
+/// The dealings that stay in Q, and an exclusion event for each one left out (complained about
+/// and unanswered, or held by fewer than t of the generators that spoke).
+fn qualify(
+    round: &Round,
+    proposed: &[Inclusion],
+    unanswered: &[(ClientId, Index)],
+    params: Params,
+) -> Result<(Vec<Inclusion>, Vec<Action>), String> {
+    let spoken = round.complaints.len();
+    let t = params.t as usize;
+    let missed: BTreeMap<ClientId, Vec<Index>> =
+        round
+            .missing
+            .iter()
+            .fold(BTreeMap::new(), |mut acc, (j, clients)| {
+                for c in clients {
+                    acc.entry(*c).or_insert_with(Vec::new).push(*j);
+                }
+                acc
+            });
+    let mut excluded: BTreeSet<ClientId> = unanswered.iter().map(|(c, _)| *c).collect();
+    excluded.extend(
+        missed
+            .iter()
+            .filter(|(_, by)| spoken - by.len() < t)
+            .map(|(c, _)| *c),
+    );
+    let ready = round
+        .complaints
+        .keys()
+        .filter(|j| {
+            round.missing.get(j).is_none_or(|m| {
+                m.iter()
+                    .all(|c| excluded.contains(c) || !proposed.iter().any(|p| p.client == *c))
+            })
+        })
+        .count();
+    if ready < t {
+        let reason = format!(
+            "only {ready} generator(s) hold every dealing of the round; the threshold needs {t}"
+        );
+        return Err(reason);
+    }
+    let qualified: Vec<Inclusion> = proposed
+        .iter()
+        .filter(|p| !excluded.contains(&p.client))
+        .cloned()
+        .collect();
+    let actions: Vec<Action> = excluded
+        .iter()
+        .map(|client| {
+            let by: Vec<String> = unanswered
+                .iter()
+                .filter(|(c, _)| c == client)
+                .map(|(_, j)| j.0.to_string())
+                .collect();
+            let reason = match missed.get(client) {
+                Some(at) if by.is_empty() => format!(
+                    "only {} generator(s) received it; generator(s) {} never did",
+                    spoken - at.len(),
+                    at.iter()
+                        .map(|j| j.0.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!(
+                    "generator(s) {} complained and no matching share was published",
+                    by.join(", ")
+                ),
+            };
+            Action::Emit(Event::DealingExcluded {
+                round: round.id(),
+                client: *client,
+                reason,
+            })
+        })
+        .collect();
+    Ok((qualified, actions))
+}
+
+/// The round key's commitments Σ C_i over Q, once Q is safe to seal: fewer than t key shares
+/// public, at least t generator dealings and the round's minimum of contributor dealings.
+fn key_of(round: &Round, qualified: &[Inclusion], params: Params) -> Result<Pair, String> {
+    // A shareholder whose every qualified share was published in answers has a public k_j;
+    // T of those would make k public.
+    let public_shares = params
+        .indices()
+        .filter(|j| {
+            qualified
+                .iter()
+                .all(|q| round.answered.contains(&(q.client, *j)))
+        })
+        .count();
+    if public_shares >= params.t as usize {
+        let reason = format!(
+            "{public_shares} key shares would be public (their generators received every \
+             share in a published answer), at least the threshold {}",
+            params.t
+        );
+        return Err(reason);
+    }
+    let minimum = (round.open.minimum as usize).max(2);
+    let generators = qualified
+        .iter()
+        .filter(|q| dealing_generator(q.client).is_some())
+        .count();
+    if generators < params.t as usize {
+        let reason = format!(
+            "{generators} generator dealing(s) qualified; a round key needs at least {}",
+            params.t
+        );
+        return Err(reason);
+    }
+    let contributed = qualified.len() - generators;
+    let sum = qualified
+        .iter()
+        .map(|p| round.commitments_of(p.client).cloned())
+        .collect::<Option<Vec<Pair>>>()
+        .and_then(|all| all.into_iter().reduce(|a, b| a.add(&b)));
+    if contributed < minimum {
+        return Err(format!(
+            "{contributed} of the minimum {minimum} contributor dealings qualified"
+        ));
+    }
+    sum.ok_or_else(|| "a qualified dealing's commitments are unknown".to_string())
 }
 
 impl Role for Generator {
@@ -1196,7 +1182,7 @@ impl Role for Generator {
             }
             None => {}
         }
-        actions.extend(self.send_handovers(now));
+        actions.extend(self.handovers.due(now, &mut self.tags));
         actions
     }
 
@@ -1265,36 +1251,7 @@ impl Role for Generator {
         if let Some((round, client)) = self.fetches.remove(&tag) {
             return self.fetched(now, peer, round, client, response);
         }
-        let Some((&round, h)) = self
-            .handovers
-            .iter_mut()
-            .find(|(_, h)| h.in_flight == Some(tag))
-        else {
-            return Vec::new();
-        };
-        h.in_flight = None;
-        match response {
-            Ok(Response::Delivered(r)) if r == round => {
-                self.handovers.remove(&round);
-                vec![
-                    Action::Emit(Event::RoundDelivered {
-                        round,
-                        distributor: peer,
-                    }),
-                    Action::Emit(Event::RoundDeliveredAll { round }),
-                ]
-            }
-            other => {
-                h.retry_at = now + HANDOVER_RETRY_MS;
-                let (failure, reason) = crate::role::failure_of(other);
-                vec![Action::Emit(Event::RequestFailed {
-                    peer,
-                    request: "handover".into(),
-                    failure,
-                    reason,
-                })]
-            }
-        }
+        self.handovers.answered(now, tag, response)
     }
 
     fn control(&mut self, now: Millis, control: Control) -> Vec<Action> {

@@ -1,0 +1,408 @@
+//! The parts of a node, each built by one function: [`crate::start`] puts them together.
+
+use crate::behaviour::Behaviour;
+use crate::{keys, split_peer, status, store, NodeConfig, NodeError, RoleSpec, IDLE_TIMEOUT};
+use libp2p::multiaddr::Protocol;
+use libp2p::{gossipsub, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
+use otpmesh_protocol::mesh::MeshConfig;
+use otpmesh_protocol::role::{self, Role};
+use otpmesh_protocol::seal::PrivateKey;
+use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
+use rand_core::SeedableRng;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A role's state machine and what it was restored from.
+pub(crate) struct Built {
+    pub role: Box<dyn Role + Send>,
+    pub rsa: Option<Arc<PrivateKey>>,
+    pub store: Option<store::Store>,
+    /// What the store says of the rounds, for the status until new ones come.
+    pub rounds: status::Rounds,
+}
+
+/// The state machine for `config.role`: restored from the store for a generator or distributor,
+/// wrapped in the beacon keeper for a long-running node in threshold mode.
+pub(crate) fn role(
+    config: &NodeConfig,
+    mesh: &Arc<MeshConfig>,
+    identity: &libp2p::identity::Keypair,
+    one_shot: bool,
+) -> Result<Built, NodeError> {
+    let peer_id = identity.public().to_peer_id();
+    let Built {
+        role: inner,
+        rsa,
+        mut store,
+        rounds,
+    } = match &config.role {
+        RoleSpec::Generator => generator(config, mesh, identity)?,
+        RoleSpec::Distributor => {
+            let db = store::Store::open(&config.data_dir)?;
+            let state = db.distributor_state()?;
+            let mut rounds = status::Rounds::default();
+            if let Some((t, _)) = state.rounds.last() {
+                rounds.sealed(t.round, t.commitment);
+            }
+            Built {
+                role: Box::new(role::Distributor::new(peer_id, mesh.clone(), state)),
+                rsa: None,
+                store: Some(db),
+                rounds,
+            }
+        }
+        spec => Built {
+            role: stateless(spec, config, mesh, peer_id)?,
+            rsa: None,
+            store: None,
+            rounds: status::Rounds::default(),
+        },
+    };
+    // Threshold mode: every long-running node keeps the beacon chain, in its store.
+    let role: Box<dyn Role + Send> = match mesh.threshold().is_some() && !one_shot {
+        true => {
+            let db = match store.take() {
+                Some(db) => db,
+                None => store::Store::open(&config.data_dir)?,
+            };
+            let held = db.rounds()?.into_iter().map(|(t, _)| t).collect();
+            let keeper = role::threshold::Keeper::restore(mesh.clone(), db.beacon()?, held);
+            store = Some(db);
+            Box::new(role::threshold::Beaconed::new(peer_id, inner, keeper))
+        }
+        false => inner,
+    };
+    Ok(Built {
+        role,
+        rsa,
+        store,
+        rounds,
+    })
+}
+
+fn generator(
+    config: &NodeConfig,
+    mesh: &Arc<MeshConfig>,
+    identity: &libp2p::identity::Keypair,
+) -> Result<Built, NodeError> {
+    let peer_id = identity.public().to_peer_id();
+    let key = Arc::new(keys::load_or_create_rsa(
+        &config.data_dir,
+        mesh.settings.rsa_bits,
+    )?);
+    let db = store::Store::open(&config.data_dir)?;
+    let last_sealed = db.rounds()?.pop();
+    let last_opened = db.last_opened()?;
+    let mut rounds = status::Rounds::default();
+    if let Some(round) = last_opened {
+        rounds.opened(round);
+    }
+    if let Some((t, _)) = &last_sealed {
+        rounds.sealed(t.round, t.commitment);
+    }
+    let generator: Box<dyn Role + Send> = if mesh.threshold().is_some() {
+        let g = role::threshold::Generator::new(
+            identity.clone(),
+            mesh.clone(),
+            key.public().clone(),
+            last_opened,
+            last_sealed,
+        )
+        .map_err(|e| NodeError::Role(e.to_string()))?;
+        match config.manual_rounds {
+            true => Box::new(g.manual()),
+            false => Box::new(g),
+        }
+    } else {
+        let g = role::Generator::new(
+            peer_id,
+            mesh.clone(),
+            key.public().clone(),
+            last_opened,
+            last_sealed,
+        );
+        match config.manual_rounds {
+            true => Box::new(g.manual()),
+            false => Box::new(g),
+        }
+    };
+    Ok(Built {
+        role: generator,
+        rsa: Some(key),
+        store: Some(db),
+        rounds,
+    })
+}
+
+/// A role that keeps nothing in the store: contributors, verifiers, requesters and one-shots.
+fn stateless(
+    spec: &RoleSpec,
+    config: &NodeConfig,
+    mesh: &Arc<MeshConfig>,
+    peer_id: PeerId,
+) -> Result<Box<dyn Role + Send>, NodeError> {
+    Ok(match spec {
+        RoleSpec::Contributor { client, input } => {
+            match role::threshold::Contributor::new(*client, *input, mesh.clone()) {
+                Some(dealer) => Box::new(dealer),
+                None => Box::new(role::Contributor::new(*client, *input)),
+            }
+        }
+        RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),
+        RoleSpec::OneShotCode => Box::new(role::threshold::code::Code::new(peer_id, mesh.clone())),
+        RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
+            Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
+        }
+        RoleSpec::Requester { distributors } => {
+            let targets = if distributors.is_empty() {
+                mesh.distributors.iter().map(|m| m.peer_id).collect()
+            } else {
+                distributors.clone()
+            };
+            Box::new(role::Requester::follow(peer_id, targets))
+        }
+        RoleSpec::OneShotRequester { distributor } => {
+            let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
+            Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
+        }
+        RoleSpec::OneShotTotpEnrol { distributor } => Box::new(role::Requester::totp_enrol_once(
+            peer_id,
+            *distributor,
+            &mut rand_core::OsRng,
+        )),
+        RoleSpec::OneShotTotpVerify { distributor, code } => Box::new(
+            role::Requester::totp_verify_once(peer_id, *distributor, code.clone()),
+        ),
+        RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
+            peer_id,
+            *distributor,
+            &mut rand_core::OsRng,
+        )),
+        RoleSpec::OneShotVerify { distributor, code } => Box::new(role::Requester::verify_once(
+            peer_id,
+            *distributor,
+            code.clone(),
+        )),
+        RoleSpec::OneShotThresholdRequest { distributors } => {
+            let mut enrolments = std::collections::HashMap::new();
+            for d in distributors {
+                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
+                    enrolments.insert(*d, key);
+                }
+            }
+            Box::new(
+                role::threshold::Requester::issue_once(peer_id, mesh.clone(), distributors.clone())
+                    .with_enrolments(enrolments),
+            )
+        }
+        RoleSpec::OneShotThresholdPassword {
+            distributors,
+            alphabet,
+            length,
+        } => {
+            let mut enrolments = std::collections::HashMap::new();
+            for d in distributors {
+                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
+                    enrolments.insert(*d, key);
+                }
+            }
+            Box::new(
+                role::threshold::Requester::password_once(
+                    peer_id,
+                    mesh.clone(),
+                    distributors.clone(),
+                    alphabet.clone(),
+                    *length,
+                )
+                .with_enrolments(enrolments),
+            )
+        }
+        RoleSpec::OneShotThresholdVerify {
+            distributors,
+            round,
+            counter,
+            code,
+        } => Box::new(role::threshold::Requester::verify_once(
+            peer_id,
+            mesh.clone(),
+            distributors.clone(),
+            *round,
+            *counter,
+            code.clone(),
+        )),
+        RoleSpec::Generator | RoleSpec::Distributor => {
+            return Err(NodeError::Role(format!(
+                "a {} is restored from its store",
+                spec.name()
+            )))
+        }
+    })
+}
+
+/// The swarm: TCP and QUIC, Noise, yamux, and the node's behaviour.
+pub(crate) fn swarm(
+    identity: libp2p::identity::Keypair,
+    config: &NodeConfig,
+    registry: &mut libp2p::metrics::Registry,
+) -> Result<libp2p::Swarm<Behaviour>, NodeError> {
+    let kad_server = matches!(config.role, RoleSpec::Generator | RoleSpec::Distributor);
+    let swarm = SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_quic()
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key| {
+            Behaviour::new(key, config.mdns, kad_server, registry)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
+
+/// Subscribes to the role's topics and listens on the configured addresses.
+pub(crate) fn subscribe_and_listen(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    config: &NodeConfig,
+    one_shot: bool,
+) -> Result<
+    (
+        gossipsub::IdentTopic,
+        Vec<libp2p::core::transport::ListenerId>,
+    ),
+    NodeError,
+> {
+    let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
+    let mut topics = Vec::new();
+    if !one_shot {
+        topics.push(topic.clone());
+    }
+    match config.role {
+        RoleSpec::Generator => topics.push(gossipsub::IdentTopic::new(PHRASE_TOPIC)),
+        RoleSpec::Distributor if !one_shot => topics.push(gossipsub::IdentTopic::new(USED_TOPIC)),
+        _ => {}
+    }
+    for t in &topics {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(t)
+            .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
+    }
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        crate::probe_tcp_port(addr)?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        listeners.push(id);
+    }
+
+    Ok((topic, listeners))
+}
+
+/// Peers' known addresses, and the ones to stay connected to (the mesh's generators and
+/// distributors, and `--peer`s).
+#[allow(clippy::type_complexity)]
+pub(crate) fn addresses(
+    config: &NodeConfig,
+    mesh: &MeshConfig,
+    peer_id: PeerId,
+    one_shot: bool,
+) -> Result<
+    (
+        HashMap<PeerId, Vec<Multiaddr>>,
+        Vec<(Option<PeerId>, Multiaddr)>,
+    ),
+    NodeError,
+> {
+    let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    let mut keep = Vec::new();
+    for (peer, addrs) in if one_shot {
+        Vec::new()
+    } else {
+        mesh.known_addrs()
+    } {
+        for text in addrs {
+            let addr: Multiaddr =
+                text.parse()
+                    .map_err(|e: libp2p::multiaddr::Error| NodeError::MeshAddr {
+                        peer: peer.to_string(),
+                        addr: text.clone(),
+                        reason: e.to_string(),
+                    })?;
+            let (_, base) = split_peer(&addr);
+            addresses.entry(peer).or_default().push(base.clone());
+            // Stay connected to the mesh's generators and distributors.
+            if peer != peer_id && (mesh.is_generator(&peer) || mesh.is_distributor(&peer)) {
+                keep.push((Some(peer), base.with(Protocol::P2p(peer))));
+            }
+        }
+    }
+    for addr in &config.peers {
+        let (peer, base) = split_peer(addr);
+        if let Some(peer) = peer {
+            addresses.entry(peer).or_default().push(base);
+        }
+        keep.push((peer, addr.clone()));
+    }
+
+    Ok((addresses, keep))
+}
+
+/// The node's randomness: the OS's, or with `--seed` (tests) a stream fixed by seed and PeerId.
+pub(crate) fn rng(seed: Option<u64>, peer_id: &PeerId) -> Box<dyn rand_core::CryptoRngCore + Send> {
+    match seed {
+        Some(seed) => {
+            let mut h = blake3::Hasher::new_derive_key("otpmesh/1 seeded node rng");
+            h.update(&seed.to_be_bytes());
+            h.update(&peer_id.to_bytes());
+            Box::new(rand_chacha::ChaCha20Rng::from_seed(
+                *h.finalize().as_bytes(),
+            ))
+        }
+        None => Box::new(rand_core::OsRng),
+    }
+}
+
+/// The metrics listener, bound first: a taken port is an error before anything else starts.
+#[allow(clippy::type_complexity)]
+pub(crate) fn metrics_listener(
+    config: &NodeConfig,
+) -> Result<
+    (
+        Option<tokio::net::TcpListener>,
+        Option<std::net::SocketAddr>,
+    ),
+    NodeError,
+> {
+    let metrics_listener = match config.metrics {
+        Some(addr) => {
+            let fail = |e: std::io::Error| NodeError::Metrics {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            };
+            let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
+            listener.set_nonblocking(true).map_err(fail)?;
+            Some(tokio::net::TcpListener::from_std(listener).map_err(fail)?)
+        }
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| NodeError::Metrics {
+            addr: format!("{:?}", config.metrics),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    Ok((metrics_listener, metrics_addr))
+}
