@@ -56,3 +56,61 @@ fn a_bad_fault_spec_is_named_and_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown fault \"flood\""), "{stderr}");
 }
+
+#[test]
+fn bench_sim_measures_both_modes_beside_the_rsa_floor_and_draws_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, svg) = (dir.path().join("sim.json"), dir.path().join("sim.svg"));
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "sim",
+            "--contributors",
+            "8,16",
+            "--distributors",
+            "3",
+        ])
+        .args(["--thresholds", "2/3", "--threshold-contributors", "4"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .expect("otpmesh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().expect("rows");
+    let setups: Vec<&str> = rows.iter().map(|r| r["setup"].as_str().unwrap()).collect();
+    assert_eq!(setups, ["single", "single", "2/3"]);
+    for row in rows {
+        let wanted = row["contributors"].as_u64().unwrap();
+        assert_eq!(row["otps_accepted"].as_u64(), Some(wanted), "{row}");
+        let (wall, floor) = (
+            row["wall_s"].as_f64().unwrap(),
+            row["floor_s"].as_f64().unwrap(),
+        );
+        assert!(wall > 0.0 && floor > 0.0, "{row}");
+    }
+    // 16 contributors need twice the decryptions of 8; 2/3 needs 3 × (4 + 3).
+    let decryptions: Vec<u64> = rows
+        .iter()
+        .map(|r| r["decryptions"].as_u64().unwrap())
+        .collect();
+    assert_eq!(decryptions, [8, 16, 21]);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let bad = Command::new(BIN)
+        .args(["bench", "sim", "--thresholds", "5/3"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("5/3"));
+}

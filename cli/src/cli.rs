@@ -374,6 +374,12 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench threshold\n  otpmesh bench threshold --t 3,9,33 --contributors 64 --generators 16 --json threshold.json"
     )]
     Threshold(BenchThresholdArgs),
+    /// The simulator at scale: single mode for several contributor counts, threshold mode for
+    /// several N, beside the RSA decryptions each run needs (measured now).
+    #[command(
+        after_help = "Examples:\n  otpmesh bench sim\n  otpmesh bench sim --contributors 1000,3000,10000 --thresholds 3/4,5/8,9/16 --plot docs/bench/sim.svg --json sim.json"
+    )]
+    Sim(BenchSimArgs),
     /// The serve suite's baseline server (started by `bench serve`).
     #[command(hide = true)]
     TcpBaseline(TcpBaselineArgs),
@@ -477,6 +483,24 @@ pub struct BenchMeshArgs {
     /// Rounds per mesh (each gives one propagation sample per contributor).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    #[command(flatten)]
+    pub out: BenchOutput,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchSimArgs {
+    /// Single mode: contributor counts (as many requesters), comma-separated.
+    #[arg(long, default_value = "100,300,1000")]
+    pub contributors: String,
+    /// Single mode: distributors.
+    #[arg(long, default_value_t = 100)]
+    pub distributors: u32,
+    /// Threshold mode: T/N settings, comma-separated (empty: none).
+    #[arg(long, default_value = "3/4,5/8")]
+    pub thresholds: String,
+    /// Threshold mode: contributors (as many requesters).
+    #[arg(long, default_value_t = 100)]
+    pub threshold_contributors: u32,
     #[command(flatten)]
     pub out: BenchOutput,
 }

@@ -5,7 +5,7 @@ use crate::{keys, split_peer, status, store, NodeConfig, NodeError, RoleSpec, ID
 use libp2p::multiaddr::Protocol;
 use libp2p::{gossipsub, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
 use otpmesh_protocol::mesh::MeshConfig;
-use otpmesh_protocol::role::{self, Role};
+use otpmesh_protocol::role::{self, pick, Role};
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
 use rand_core::SeedableRng;
@@ -45,7 +45,7 @@ pub(crate) fn role(
                 rounds.sealed(t.round, t.commitment);
             }
             Built {
-                role: Box::new(role::Distributor::new(peer_id, mesh.clone(), state)),
+                role: pick::distributor(peer_id, mesh.clone(), state),
                 rsa: None,
                 store: Some(db),
                 rounds,
@@ -85,7 +85,6 @@ fn generator(
     mesh: &Arc<MeshConfig>,
     identity: &libp2p::identity::Keypair,
 ) -> Result<Built, NodeError> {
-    let peer_id = identity.public().to_peer_id();
     let key = Arc::new(keys::load_or_create_rsa(
         &config.data_dir,
         mesh.settings.rsa_bits,
@@ -100,32 +99,18 @@ fn generator(
     if let Some((t, _)) = &last_sealed {
         rounds.sealed(t.round, t.commitment);
     }
-    let generator: Box<dyn Role + Send> = if mesh.threshold().is_some() {
-        let g = role::threshold::Generator::new(
-            identity.clone(),
-            mesh.clone(),
-            key.public().clone(),
-            last_opened,
-            last_sealed,
-        )
-        .map_err(|e| NodeError::Role(e.to_string()))?;
-        match config.manual_rounds {
-            true => Box::new(g.manual()),
-            false => Box::new(g),
-        }
-    } else {
-        let g = role::Generator::new(
-            peer_id,
-            mesh.clone(),
-            key.public().clone(),
-            last_opened,
-            last_sealed,
-        );
-        match config.manual_rounds {
-            true => Box::new(g.manual()),
-            false => Box::new(g),
-        }
+    let restart = pick::Restart {
+        last_opened,
+        last_sealed,
+        manual: config.manual_rounds,
     };
+    let generator = pick::generator(
+        identity.clone(),
+        mesh.clone(),
+        key.public().clone(),
+        restart,
+    )
+    .map_err(|e| NodeError::Role(e.to_string()))?;
     Ok(Built {
         role: generator,
         rsa: Some(key),
@@ -142,24 +127,11 @@ fn stateless(
     peer_id: PeerId,
 ) -> Result<Box<dyn Role + Send>, NodeError> {
     Ok(match spec {
-        RoleSpec::Contributor { client, input } => {
-            match role::threshold::Contributor::new(*client, *input, mesh.clone()) {
-                Some(dealer) => Box::new(dealer),
-                None => Box::new(role::Contributor::new(*client, *input)),
-            }
-        }
+        RoleSpec::Contributor { client, input } => pick::contributor(*client, *input, mesh.clone()),
         RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),
         RoleSpec::OneShotCode => Box::new(role::threshold::code::Code::new(peer_id, mesh.clone())),
-        RoleSpec::Requester { .. } if mesh.threshold().is_some() => {
-            Box::new(role::threshold::Follower::new(peer_id, mesh.clone()))
-        }
         RoleSpec::Requester { distributors } => {
-            let targets = if distributors.is_empty() {
-                mesh.distributors.iter().map(|m| m.peer_id).collect()
-            } else {
-                distributors.clone()
-            };
-            Box::new(role::Requester::follow(peer_id, targets))
+            pick::requester(peer_id, mesh.clone(), distributors.clone())
         }
         RoleSpec::OneShotRequester { distributor } => {
             let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;

@@ -7,8 +7,9 @@ use otpmesh_protocol::phrase::UserInput;
 use otpmesh_protocol::round::RoundId;
 use serde::{Deserialize, Serialize};
 
-/// Longest control line (a hex-encoded oversized gossip message fits).
-pub const MAX_CONTROL_LINE: usize = 1024 * 1024;
+/// Longest control line: a gossip message over the limit (by up to a KiB, what the scenarios'
+/// `oversized` attack publishes), hex-encoded, fits.
+pub const MAX_CONTROL_LINE: usize = 2 * (otpmesh_protocol::wire::MAX_GOSSIP_BYTES + 1024) + 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]

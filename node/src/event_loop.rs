@@ -20,7 +20,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, Multiaddr, PeerId, Swarm};
 use otpmesh_protocol::mesh::MeshConfig;
-use otpmesh_protocol::phrase::Phrase;
+use otpmesh_protocol::role::Opened;
 use otpmesh_protocol::role::{
     self, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Verdict,
 };
@@ -94,12 +94,6 @@ pub(crate) enum Reply {
 /// fetches and deliveries between generators and distributors stay on request-response.
 fn by_stream(request: &Request) -> bool {
     !matches!(request, Request::PublicKey | Request::Deliver(_))
-}
-
-/// What a decryption job came to: a phrase (single mode) or a key share (threshold mode).
-pub(crate) enum Opened {
-    Phrase(Option<Phrase>),
-    Share(Option<zeroize::Zeroizing<[u8; otpmesh_protocol::threshold::poly::SHARE_PAIR_BYTES]>>),
 }
 
 pub struct EventLoop {
@@ -221,10 +215,7 @@ impl EventLoop {
                     None => break,
                 },
                 Some((job, opened)) = self.decrypted_rx.recv() => {
-                    let actions = match opened {
-                        Opened::Phrase(phrase) => self.role.decrypted(now_ms(), job, phrase),
-                        Opened::Share(share) => self.role.share_decrypted(now_ms(), job, share),
-                    };
+                    let actions = self.role.decrypted(now_ms(), job, opened);
                     self.execute(actions);
                 }
                 Some(first) = self.rpc_inbound.recv() => {
@@ -764,14 +755,7 @@ impl EventLoop {
                 return;
             };
             let result = tokio::task::spawn_blocking(move || {
-                let (round, client, rng) = (job.round, job.client, &mut rand_core::OsRng);
-                let opened = match job.share {
-                    Some(index) => Opened::Share(
-                        key.open_share(round, client, index, &job.ciphertext, rng)
-                            .ok(),
-                    ),
-                    None => Opened::Phrase(key.open(round, client, &job.ciphertext, rng).ok()),
-                };
+                let opened = job.open(&key, &mut rand_core::OsRng);
                 (job, opened)
             })
             .await;

@@ -21,13 +21,13 @@ use crate::seal::{ALLOWED_KEY_BITS, DEFAULT_KEY_BITS, MAX_CIPHERTEXT_BYTES};
 use crate::threshold::{Index, Params};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 pub mod verifiers;
 pub use verifiers::{UserName, Verifier};
 
 /// Most peers any one role list may name.
-pub const MAX_LISTED_PEERS: usize = 4096;
+pub const MAX_LISTED_PEERS: usize = 16_384;
 /// Most addresses one listed peer may carry.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
@@ -177,6 +177,40 @@ pub struct Contributor {
     pub peer_id: PeerId,
     #[serde(default)]
     pub addrs: Vec<String>,
+}
+
+/// Constant-time membership answers for a config that no longer changes: a role builds one when
+/// it is made (the config's lists are scanned, which costs O(listed) a question; a distributor
+/// asks on every request and use marker).
+#[derive(Clone, Debug, Default)]
+pub struct Lookup {
+    open: bool,
+    requesters: std::collections::HashSet<PeerId>,
+    contributors: std::collections::HashMap<ClientId, PeerId>,
+}
+
+impl Lookup {
+    pub fn of(mesh: &MeshConfig) -> Lookup {
+        Lookup {
+            open: mesh.open,
+            requesters: mesh.requesters.iter().map(|m| m.peer_id).collect(),
+            contributors: mesh
+                .contributors
+                .iter()
+                .map(|c| (c.client_id, c.peer_id))
+                .collect(),
+        }
+    }
+
+    /// As [`MeshConfig::is_requester`].
+    pub fn is_requester(&self, peer: &PeerId) -> bool {
+        self.open || self.requesters.contains(peer)
+    }
+
+    /// As [`MeshConfig::contributor_peer`].
+    pub fn contributor_peer(&self, client: ClientId) -> Option<PeerId> {
+        self.contributors.get(&client).copied()
+    }
 }
 
 /// The whole mesh config.
@@ -682,12 +716,12 @@ impl MeshConfig {
         }
     }
 
-    /// Client id → PeerId of the listed contributors.
-    pub fn contributor_peers(&self) -> BTreeMap<ClientId, PeerId> {
+    /// The contributor listed under `client`, if any.
+    pub fn contributor_peer(&self, client: ClientId) -> Option<PeerId> {
         self.contributors
             .iter()
-            .map(|c| (c.client_id, c.peer_id))
-            .collect()
+            .find(|c| c.client_id == client)
+            .map(|c| c.peer_id)
     }
 
     /// Every listed peer with its addresses (for dialing).

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 /// Most phrases a round may include (bounds the transcript on the wire).
-pub const MAX_ROUND_CONTRIBUTORS: usize = 1024;
+pub const MAX_ROUND_CONTRIBUTORS: usize = 16_384;
 /// Most hash iterations a mesh may configure.
 pub const MAX_HASH_ITERATIONS: u32 = 1_000_000;
 

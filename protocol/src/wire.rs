@@ -27,12 +27,13 @@ pub const PHRASE_TOPIC: &str = "otpmesh/1/phrases";
 pub const USED_TOPIC: &str = "otpmesh/1/used";
 /// The request-response protocol name.
 pub const RR_PROTOCOL: &str = "/otpmesh/rr/1";
-/// Largest gossip message (a transcript of [`MAX_ROUND_CONTRIBUTORS`] entries fits).
-pub const MAX_GOSSIP_BYTES: usize = 128 * 1024;
+/// Largest gossip message (a transcript of [`MAX_ROUND_CONTRIBUTORS`] entries fits: about 40
+/// bytes an entry).
+pub const MAX_GOSSIP_BYTES: usize = 1024 * 1024;
 /// Largest request (a delivery carries a transcript).
-pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
-/// Largest response (a threshold partial carries the round's public key: T points).
-pub const MAX_RESPONSE_BYTES: usize = 128 * 1024;
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest response (beacon entries carry their rounds' transcripts).
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Most beacon entries in one catch-up answer (fewer when they would not fit a response).
 pub const MAX_BEACON_PAGE: usize = 64;
 

@@ -176,14 +176,12 @@ impl Sim {
                 }
                 Action::Persist(r) => self.records.entry(at).or_default().push(r),
                 Action::Decrypt(job) => {
-                    let phrase = key()
-                        .open(job.round, job.client, &job.ciphertext, &mut self.rng)
-                        .ok();
+                    let opened = job.open(key(), &mut self.rng);
                     let actions = self
                         .roles
                         .get_mut(&at)
                         .unwrap()
-                        .decrypted(self.now, job, phrase);
+                        .decrypted(self.now, job, opened);
                     self.run(at, actions);
                 }
                 Action::Emit(e) => self.events.push((at, e)),

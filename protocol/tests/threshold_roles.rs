@@ -636,3 +636,32 @@ fn a_restarted_generator_hands_its_last_share_over_again() {
         "{again:?}"
     );
 }
+
+/// Gossip does not retransmit: a generator that missed the sealed transcript had no way to take
+/// up its share, and its distributor never got one. The coordinator publishes the transcript
+/// again (`RESEAL_COPIES` times, `RESEAL_MS` apart): a later copy is enough.
+#[test]
+fn a_generator_that_missed_the_sealed_transcript_takes_a_later_copy_and_hands_its_share_over() {
+    let mut sim = Sim::new(4);
+    let late = sim.mesh.generators[3].peer_id;
+    let its_distributor = sim.mesh.distributor_at(Index(4)).unwrap();
+    sim.lost.insert((late, "sealed"));
+    let sealed = |s: &Sim| {
+        !s.find(|_, e| matches!(e, Event::RoundSealed { .. }).then_some(()))
+            .is_empty()
+    };
+    run_until(&mut sim, 60_000, sealed);
+    assert!(sealed(&sim), "the round sealed");
+    sim.lost.clear();
+    let stored = |s: &Sim| {
+        s.find(|p, e| {
+            (matches!(e, Event::RoundStored { .. }) && *p == its_distributor).then_some(())
+        })
+        .len()
+            == 1
+    };
+    run_until(&mut sim, 10_000, stored);
+    let held = sim.find(|p, e| (matches!(e, Event::ShareHeld { .. }) && *p == late).then_some(()));
+    assert_eq!(held.len(), 1, "generator 4 took up its share");
+    assert!(stored(&sim), "and distributor 4 holds it");
+}

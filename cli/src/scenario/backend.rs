@@ -24,6 +24,9 @@ pub const EVENT_QUEUE: usize = 16_384;
 /// How long a one-shot request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a node may take to read a control line off its stdin.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub type Events = mpsc::Receiver<(String, Option<Line>)>;
 
 /// What a one-shot request came to.
@@ -333,11 +336,15 @@ impl Backend {
                     .ok_or_else(|| anyhow!("{name} is not running"))?;
                 let mut text = line.to_line();
                 text.push('\n');
-                stdin
-                    .write_all(text.as_bytes())
+                // A node that stopped reading its stdin must not hang the runner.
+                let write = async {
+                    stdin.write_all(text.as_bytes()).await?;
+                    stdin.flush().await
+                };
+                tokio::time::timeout(CONTROL_TIMEOUT, write)
                     .await
+                    .map_err(|_| anyhow!("{name} took no control line within {CONTROL_TIMEOUT:?}"))?
                     .with_context(|| format!("instructing {name}"))?;
-                stdin.flush().await?;
             }
             Backend::InProcess(p) => {
                 let (client, _) = p

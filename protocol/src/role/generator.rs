@@ -13,8 +13,9 @@ use super::{
     Tag, Tags, Verdict,
 };
 use crate::digest::Digest32;
-use crate::mesh::MeshConfig;
+use crate::mesh::{Lookup, MeshConfig};
 use crate::phrase::{ClientId, Phrase};
+use crate::role::Opened;
 use crate::round::{self, RoundId, Secret, Transcript};
 use crate::seal::PublicKey;
 use crate::wire::{Delivery, Gossip, PhraseSubmission, Request, Response, RoundFailure, RoundOpen};
@@ -57,6 +58,7 @@ impl OpenRound {
 pub struct Generator {
     me: PeerId,
     mesh: Arc<MeshConfig>,
+    lookup: Lookup,
     key: PublicKey,
     next_round: RoundId,
     head: Digest32,
@@ -85,6 +87,7 @@ impl Generator {
             .map_or(Digest32::ZERO, |(t, _)| t.commitment);
         let mut generator = Generator {
             me,
+            lookup: Lookup::of(&mesh),
             mesh,
             key,
             next_round,
@@ -374,19 +377,18 @@ impl Role for Generator {
         }
     }
 
-    fn decrypted(&mut self, now: Millis, job: DecryptJob, phrase: Option<Phrase>) -> Vec<Action> {
+    fn decrypted(&mut self, now: Millis, job: DecryptJob, opened: Opened) -> Vec<Action> {
+        // A single-mode generator asks for phrases only.
+        let Opened::Phrase(phrase) = opened else {
+            return Vec::new();
+        };
         let Some(open) = self.open.as_mut().filter(|o| o.announce.round == job.round) else {
             return Vec::new();
         };
         let Some((_, slot @ Slot::Opening)) = open.slots.get_mut(&job.client) else {
             return Vec::new();
         };
-        let peer = self
-            .mesh
-            .contributor_peers()
-            .get(&job.client)
-            .copied()
-            .unwrap_or(self.me);
+        let peer = self.lookup.contributor_peer(job.client).unwrap_or(self.me);
         let event = match phrase {
             Some(p) => {
                 *slot = Slot::Opened(p);

@@ -11,6 +11,7 @@ pub mod contributor;
 pub mod distributor;
 pub mod generator;
 pub(crate) mod outbox;
+pub mod pick;
 pub mod requester;
 pub mod threshold;
 pub mod verifier;
@@ -60,6 +61,29 @@ pub struct DecryptJob {
     pub ciphertext: Vec<u8>,
     /// Threshold mode: a key share dealt to this shareholder, not a phrase.
     pub share: Option<crate::threshold::Index>,
+}
+
+/// What a decryption gave: a phrase (single mode) or a key share (threshold mode); `None` when it
+/// did not open (and nothing says which check failed).
+#[derive(Debug)]
+pub enum Opened {
+    Phrase(Option<Phrase>),
+    Share(Option<zeroize::Zeroizing<[u8; crate::secret::SHARE_PAIR_BYTES]>>),
+}
+
+impl DecryptJob {
+    /// Opens the job's ciphertext with `key`: the one place every runner (the node's worker
+    /// threads, the simulator) decrypts, blinded (`seal`).
+    pub fn open(&self, key: &crate::seal::PrivateKey, rng: &mut dyn CryptoRngCore) -> Opened {
+        let (round, client) = (self.round, self.client);
+        match self.share {
+            Some(index) => Opened::Share(
+                key.open_share(round, client, index, &self.ciphertext, rng)
+                    .ok(),
+            ),
+            None => Opened::Phrase(key.open(round, client, &self.ciphertext, rng).ok()),
+        }
+    }
 }
 
 /// What a role asks the node to store. The node commits before it carries out the next action.
@@ -438,22 +462,8 @@ pub trait Role {
         Vec::new()
     }
 
-    fn decrypted(
-        &mut self,
-        _now: Millis,
-        _job: DecryptJob,
-        _phrase: Option<Phrase>,
-    ) -> Vec<Action> {
-        Vec::new()
-    }
-
-    /// Threshold mode: a key share opened (`None`: it did not open).
-    fn share_decrypted(
-        &mut self,
-        _now: Millis,
-        _job: DecryptJob,
-        _share: Option<zeroize::Zeroizing<[u8; crate::threshold::poly::SHARE_PAIR_BYTES]>>,
-    ) -> Vec<Action> {
+    /// A [`DecryptJob`] the role asked for, opened.
+    fn decrypted(&mut self, _now: Millis, _job: DecryptJob, _opened: Opened) -> Vec<Action> {
         Vec::new()
     }
 

@@ -27,7 +27,7 @@ pub struct Issued {
 pub struct Checker {
     pub sealed: BTreeSet<u64>,
     pub failed: BTreeSet<u64>,
-    /// Rounds every generator reported delivered.
+    /// Rounds every generator reported delivered (or, in threshold mode, held no share of).
     pub delivered: BTreeSet<u64>,
     /// Rounds whose requests went out.
     pub requested: BTreeSet<u64>,
@@ -130,6 +130,11 @@ impl Checker {
                 self.sealed, recorded
             ));
         }
+    }
+
+    /// Every sealed round was delivered (by every generator, in threshold mode).
+    pub fn all_delivered(&self) -> bool {
+        self.sealed.is_subset(&self.delivered)
     }
 
     pub fn fill(&self, report: &mut Report) {

@@ -29,7 +29,8 @@ pub struct Address {
 
 #[derive(Clone, Debug)]
 pub enum Message {
-    Gossip(Gossip),
+    /// One copy for every subscriber (a transcript of 10,000 phrases is not cloned 20,000 times).
+    Gossip(std::sync::Arc<Gossip>),
     Request {
         tag: Tag,
         request: Request,

@@ -184,12 +184,10 @@ impl Sim {
                 }
                 Action::Persist(r) => self.records.entry(at).or_default().push(r),
                 Action::Decrypt(job) => {
-                    let index = job.share.expect("threshold generators open shares only");
-                    let share = self.keys[&at]
-                        .open_share(job.round, job.client, index, &job.ciphertext, &mut self.rng)
-                        .ok();
+                    assert!(job.share.is_some(), "threshold generators open shares only");
+                    let opened = job.open(self.keys[&at], &mut self.rng);
                     let role = self.roles.get_mut(&at).unwrap();
-                    let actions = role.share_decrypted(self.now, job, share);
+                    let actions = role.decrypted(self.now, job, opened);
                     self.run(at, actions);
                 }
                 Action::Emit(e) => self.events.push((at, e)),

@@ -23,7 +23,7 @@ use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verd
 
 use crate::kdc::message::{CentreRequest, CentreResponse};
 use crate::kx::{Ephemeral, EpochKey};
-use crate::mesh::MeshConfig;
+use crate::mesh::{Lookup, MeshConfig};
 use crate::otp::{self, SALT_BYTES};
 use crate::role::distributor::kdc::Policy;
 use crate::round::{RoundId, Secret, Transcript};
@@ -170,6 +170,8 @@ pub(crate) struct Salting {
 pub struct Distributor {
     pub(super) me: PeerId,
     pub(super) mesh: Arc<MeshConfig>,
+    /// The mesh's requesters, for the questions every request asks.
+    pub(super) lookup: Lookup,
     rounds: BTreeMap<RoundId, Held>,
     counters: HashMap<(RoundId, PeerId), u64>,
     known: HashMap<PeerId, Vec<Known>>,
@@ -188,6 +190,7 @@ impl Distributor {
     pub fn new(me: PeerId, mesh: Arc<MeshConfig>, restored: Restored) -> Distributor {
         let mut d = Distributor {
             me,
+            lookup: Lookup::of(&mesh),
             mesh,
             rounds: BTreeMap::new(),
             counters: HashMap::new(),
@@ -1016,7 +1019,7 @@ impl Distributor {
         if source == self.me {
             return (Verdict::Accept, Vec::new());
         }
-        if !self.mesh.is_requester(&marker.requester) {
+        if !self.lookup.is_requester(&marker.requester) {
             return (
                 Verdict::Reject(format!(
                     "use marker for {}, which is not a listed requester",
@@ -1137,7 +1140,7 @@ impl Role for Distributor {
                 | Request::TotpVerify(_)
                 | Request::Kdc(_)
         );
-        if from_requester && !self.mesh.is_requester(&peer) {
+        if from_requester && !self.lookup.is_requester(&peer) {
             return refuse(
                 peer,
                 id,

@@ -22,7 +22,8 @@ use super::super::{Action, Event, InboundId, Millis, Role, Tag, Verdict};
 use crate::beacon::{self, Entry, MAX_RUN};
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
-use crate::role::{DecryptJob, Phrase, UserInput};
+use crate::role::Opened;
+use crate::role::{DecryptJob, UserInput};
 use crate::round::{RoundId, Transcript};
 use crate::threshold::eval::{Input, Partial};
 use crate::wire::{
@@ -758,19 +759,8 @@ impl Role for Beaconed {
         self.after(now, actions, rng)
     }
 
-    fn decrypted(&mut self, now: Millis, job: DecryptJob, phrase: Option<Phrase>) -> Vec<Action> {
-        let actions = self.inner.decrypted(now, job, phrase);
-        self.watch(now, &actions);
-        actions
-    }
-
-    fn share_decrypted(
-        &mut self,
-        now: Millis,
-        job: DecryptJob,
-        share: Option<zeroize::Zeroizing<[u8; crate::threshold::poly::SHARE_PAIR_BYTES]>>,
-    ) -> Vec<Action> {
-        let actions = self.inner.share_decrypted(now, job, share);
+    fn decrypted(&mut self, now: Millis, job: DecryptJob, opened: Opened) -> Vec<Action> {
+        let actions = self.inner.decrypted(now, job, opened);
         // Partials that need these transcripts go out on the next tick.
         self.watch(now, &actions);
         actions

@@ -42,6 +42,8 @@ pub struct Contributor {
     /// The round dealt in and its dealing, kept to answer complaints until the round ends.
     dealt: Option<(RoundId, Dealing)>,
     submitted: BTreeMap<RoundId, Digest32>,
+    /// The newest round whose transcript was checked (the coordinator publishes it more than once).
+    checked: RoundId,
     tags: Tags,
 }
 
@@ -88,6 +90,7 @@ impl Contributor {
             pending: None,
             dealt: None,
             submitted: BTreeMap::new(),
+            checked: RoundId(0),
             tags: Tags::default(),
         })
     }
@@ -243,12 +246,20 @@ impl Role for Contributor {
                 if self.dealt.as_ref().is_some_and(|(r, _)| *r <= t.round) {
                     self.dealt = None;
                 }
-                match self.submitted.get(&t.round) {
-                    Some(digest) => vec![Action::Emit(Event::TranscriptChecked {
-                        round: t.round,
-                        client: self.client,
-                        included: t.includes(self.client, digest),
-                    })],
+                match self
+                    .submitted
+                    .get(&t.round)
+                    .filter(|_| t.round > self.checked)
+                {
+                    Some(digest) => {
+                        let included = t.includes(self.client, digest);
+                        self.checked = t.round;
+                        vec![Action::Emit(Event::TranscriptChecked {
+                            round: t.round,
+                            client: self.client,
+                            included,
+                        })]
+                    }
                     None => Vec::new(),
                 }
             }

@@ -29,6 +29,7 @@ use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
 use crate::phrase::ClientId;
 use crate::role::outbox::Outbox;
+use crate::role::Opened;
 use crate::role::{
     refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
     Tag, Tags, Verdict,
@@ -37,7 +38,7 @@ use crate::round::{Inclusion, RoundId, Secret, ThresholdKey, Transcript};
 use crate::seal::PublicKey;
 use crate::threshold::dkg::{self, Received};
 use crate::threshold::eval::KeyShare;
-use crate::threshold::poly::{Pair, SharePair, SHARE_PAIR_BYTES};
+use crate::threshold::poly::{Pair, SharePair};
 use crate::threshold::{dealing_generator, Index, Params};
 use crate::wire::{
     Complaints, Deal, DealingRequest, Gossip, Handover, Justification, Proposal, Refusal, Request,
@@ -47,12 +48,16 @@ use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 use super::Contributor;
 
 /// How often an open round is announced again.
 pub const REANNOUNCE_MS: Millis = 2_000;
+/// The coordinator publishes a sealed transcript this many times more, `RESEAL_MS` apart (gossip
+/// does not retransmit: a generator that misses the transcript cannot hand its share over).
+pub const RESEAL_COPIES: u32 = 4;
+/// Between two copies of a sealed transcript.
+pub const RESEAL_MS: Millis = 1_000;
 /// Wait before retrying a handover that failed.
 pub const HANDOVER_RETRY_MS: Millis = 1_000;
 /// Handovers still being retried; older ones are abandoned.
@@ -237,6 +242,9 @@ pub struct Generator {
     dealt_into: RoundId,
     /// Dealings asked of the coordinator, by tag.
     fetches: HashMap<Tag, (RoundId, ClientId)>,
+    /// The coordinator's last sealed transcript, published again until `RESEAL_COPIES` more
+    /// copies are out or the next round opens: (transcript, next copy at, copies left).
+    resealing: Option<(Transcript, Millis, u32)>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -294,6 +302,7 @@ impl Generator {
             dealer,
             dealt_into: RoundId(0),
             fetches: HashMap::new(),
+            resealing: None,
         };
         // A restart may have cut the handover short: hand the chain head over again (the
         // distributor acknowledges a round it already holds). Queued only: the first tick sends it.
@@ -314,6 +323,7 @@ impl Generator {
     }
 
     fn open_round(&mut self, now: Millis) -> Vec<Action> {
+        self.resealing = None;
         let round = self.next_round;
         self.next_round = RoundId(round.0 + 1);
         self.seen_round = round;
@@ -792,6 +802,7 @@ impl Generator {
             threshold: Some(key),
         };
         actions.push(Action::Publish(Gossip::Sealed(transcript.clone())));
+        self.resealing = Some((transcript.clone(), now + RESEAL_MS, RESEAL_COPIES));
         // The chain moves on with the publication, whether or not this generator's own share
         // works out.
         self.head = transcript.commitment;
@@ -871,6 +882,23 @@ impl Generator {
         actions.extend(self.queue_handover(t.clone(), share, now));
         actions.extend(self.handovers.due(now, &mut self.tags));
         actions
+    }
+
+    /// The coordinator's next copy of its last sealed transcript, when due.
+    fn reseal(&mut self, now: Millis) -> Vec<Action> {
+        let Some((transcript, at, left)) = self.resealing.as_mut() else {
+            return Vec::new();
+        };
+        if now < *at {
+            return Vec::new();
+        }
+        let copy = Action::Publish(Gossip::Sealed(transcript.clone()));
+        *at = now + RESEAL_MS;
+        *left -= 1;
+        if *left == 0 {
+            self.resealing = None;
+        }
+        vec![copy]
     }
 
     /// A sealed transcript waiting for a share: tried again.
@@ -1182,6 +1210,7 @@ impl Role for Generator {
             }
             None => {}
         }
+        actions.extend(self.reseal(now));
         actions.extend(self.handovers.due(now, &mut self.tags));
         actions
     }
@@ -1261,12 +1290,11 @@ impl Role for Generator {
         }
     }
 
-    fn share_decrypted(
-        &mut self,
-        now: Millis,
-        job: DecryptJob,
-        share: Option<Zeroizing<[u8; SHARE_PAIR_BYTES]>>,
-    ) -> Vec<Action> {
+    fn decrypted(&mut self, now: Millis, job: DecryptJob, opened: Opened) -> Vec<Action> {
+        // A threshold generator asks for its key shares only.
+        let Opened::Share(share) = opened else {
+            return Vec::new();
+        };
         let Some(round) = self.round.as_mut().filter(|r| r.id() == job.round) else {
             return Vec::new();
         };

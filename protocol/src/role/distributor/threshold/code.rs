@@ -42,7 +42,7 @@ impl Distributor {
     ) -> Result<Vec<Action>, Refusal> {
         let period = self.mesh.settings.code_period_s;
         let requester = match &ask.user {
-            None if self.mesh.is_requester(&peer) => peer,
+            None if self.lookup.is_requester(&peer) => peer,
             None => {
                 return Err(Refusal::Unauthorised(format!(
                     "{peer} is not a listed requester"
