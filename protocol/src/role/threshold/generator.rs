@@ -11,7 +11,7 @@
 //! ```text
 //! tick (coordinator) ─► Persist(Opened) · Publish(Open)
 //! round taken up ─► own dealer deals ─► Publish(Deal) (and taken here like any other)
-//! Deal ─► checks ─► Decrypt(own share) ─► share_decrypted
+//! Deal ─► checks ─► Decrypt(own share) ─► decrypted(Opened::Share)
 //! coordinator: quorum of contributor dealings and all n generators' (or the deadline with the
 //!     minimum and t generators') ─► Publish(Proposal)
 //! Proposal ─► dealings missed here: Send(Dealing) to the coordinator (never answered in clear)
@@ -20,7 +20,8 @@
 //! Justification for own index ─► share checked against the commitments ─► replaces the bad one
 //! coordinator: ready (Complaints) from at least t generators, all n or the window closed, every
 //!     complaint answered ─► Q = proposal − unanswered − missing anywhere, with ≥ t generator
-//!     dealings ─► Publish(Sealed, round key signed by the coordinator) (or Failed)
+//!     dealings ─► Publish(Sealed, round key signed by the coordinator) (or Failed), and again
+//!     RESEAL_COPIES times, RESEAL_MS apart, until the next round opens
 //! Sealed ─► every dealing of Q has a good share here? ─► k_j, G·k_j == K_j
 //!     ─► Persist(Round{transcript, k_j}) ─► Send(Handover) to distributor j until acknowledged
 //! ```
