@@ -207,7 +207,7 @@ impl Lookup {
         self.open || self.requesters.contains(peer)
     }
 
-    /// As [`MeshConfig::contributor_peer`].
+    /// The contributor listed under `client`, if any.
     pub fn contributor_peer(&self, client: ClientId) -> Option<PeerId> {
         self.contributors.get(&client).copied()
     }
@@ -714,14 +714,6 @@ impl MeshConfig {
             None if self.open && !self.contributors.iter().any(|c| &c.peer_id == peer) => Ok(()),
             None => Err(Denied::UnlistedContributor(client)),
         }
-    }
-
-    /// The contributor listed under `client`, if any.
-    pub fn contributor_peer(&self, client: ClientId) -> Option<PeerId> {
-        self.contributors
-            .iter()
-            .find(|c| c.client_id == client)
-            .map(|c| c.peer_id)
     }
 
     /// Every listed peer with its addresses (for dialing).

@@ -260,9 +260,9 @@ pub async fn run(args: NodeArgs) -> Outcome {
             Line::Process(Process::Started {
                 peer_id: node.peer_id,
                 role: role.into(),
-                metrics: metrics.clone(),
-                radius: radius.clone(),
-                http: http.clone(),
+                metrics,
+                radius,
+                http,
             })
         );
     } else {
