@@ -25,14 +25,14 @@
 
 pub mod check;
 pub mod net;
+pub mod world;
 
 use crate::mesh::MeshConfig;
 use crate::phrase::{ClientId, UserInput};
 use crate::role::distributor::Restored;
 use crate::role::pick;
 use crate::role::{
-    self, threshold, Action, Distributor, Event, Failure, InboundId, Millis, Record, Requester,
-    Role, Verdict,
+    threshold, Action, Distributor, Event, Failure, Millis, Record, Requester, Role, Verdict,
 };
 use crate::round::RoundId;
 use crate::round::MAX_ROUND_CONTRIBUTORS;
@@ -40,16 +40,13 @@ use crate::seal::PrivateKey;
 use crate::wire::{Response, VerifyResult, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
 use check::Checker;
 use libp2p_identity::{Keypair, PeerId};
-use net::{Address, Arrival, Faults, Message, Net};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use net::{Address, Faults};
+use rand_core::RngCore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// How often every role's timer fires (virtual ms).
-pub const TICK_MS: Millis = 100;
-/// A request with no answer by then is answered "timeout", as libp2p's request-response does.
-pub const REQUEST_TIMEOUT_MS: Millis = 10_000;
+pub use world::{Observer, World, REQUEST_TIMEOUT_MS, TICK_MS};
+
 /// Most virtual time a run goes on after its last request, for deliveries still under way.
 pub const DRAIN_MS: Millis = 3 * REQUEST_TIMEOUT_MS;
 /// Requests for a round go out this long after it sealed, even if not every generator reported
@@ -134,39 +131,23 @@ enum Purpose {
     Replay(u64),
 }
 
-struct Session {
-    role: Box<dyn Role + Send>,
-    purpose: Purpose,
+/// The simulated mesh under its load.
+pub struct Sim {
+    world: World,
+    load: Load,
 }
 
-/// The simulated mesh.
-pub struct Sim {
+/// The load a run puts on the world, and what it checks: the [`Observer`] of a [`Sim`].
+struct Load {
     config: Config,
     mesh: Arc<MeshConfig>,
-    /// Each generator's RSA key.
-    keys: BTreeMap<PeerId, PrivateKey>,
-    rng: ChaCha20Rng,
-    now: Millis,
-    net: Net,
     /// The coordinator (the only generator in single mode): its events count for the round.
     generator: PeerId,
     generators: Vec<PeerId>,
     distributors: Vec<PeerId>,
     requesters: Vec<PeerId>,
-    /// Every node, in a fixed order (BTreeMap: iteration never depends on hashing).
-    nodes: BTreeMap<PeerId, Box<dyn Role + Send>>,
-    /// Each topic's subscribers (a crashed node stays subscribed: what is sent to it is lost).
-    subscribers: BTreeMap<&'static str, BTreeSet<PeerId>>,
-    sessions: BTreeMap<Address, Session>,
-    next_session: u64,
-    records: BTreeMap<PeerId, Vec<Record>>,
-    down: BTreeSet<PeerId>,
-    cut: BTreeSet<PeerId>,
-    /// Inbound requests awaiting a reply: (node, inbound id) → who asked, with which tag.
-    inbound: BTreeMap<(PeerId, u64), (Address, role::Tag)>,
-    next_inbound: u64,
-    /// Outbound requests awaiting an answer: (asker, tag) → (deadline, the peer asked).
-    outbound: BTreeMap<(Address, role::Tag), (Millis, PeerId)>,
+    /// What each open session is for.
+    purposes: BTreeMap<Address, Purpose>,
     /// Faults scheduled: (at, what).
     outages: Vec<(Millis, Outage)>,
     checker: Checker,
@@ -178,7 +159,6 @@ pub struct Sim {
     sealed_at: BTreeMap<u64, Millis>,
     /// The most distributors unreachable at once so far.
     max_unreachable: usize,
-    trace: blake3::Hasher,
     report: Report,
 }
 
@@ -202,6 +182,9 @@ fn keypair(seed: u64, what: &str, i: u32) -> Keypair {
     let bytes = *h.finalize().as_bytes();
     Keypair::ed25519_from_bytes(bytes).expect("32 bytes make an ed25519 key")
 }
+
+/// The virtual time a run starts at.
+const EPOCH_MS: Millis = 1_000_000_000;
 
 impl Sim {
     pub fn new(mut config: Config) -> Result<Sim, ConfigError> {
@@ -253,40 +236,25 @@ impl Sim {
         mesh.validate()
             .map_err(|e| ConfigError::Mesh(e.to_string()))?;
         let mesh = Arc::new(mesh);
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut keys = BTreeMap::new();
+        let mut world = World::new(mesh.clone(), seed, EPOCH_MS, config.faults.clone());
         for g in &generators {
-            let key = PrivateKey::generate(config.rsa_bits, &mut rng)
+            let key = PrivateKey::generate(config.rsa_bits, &mut world.rng)
                 .map_err(|e| ConfigError::Key(e.to_string()))?;
-            keys.insert(*g, key);
+            world.set_key(*g, Arc::new(key));
         }
-        let mut sim = Sim {
+        let mut load = Load {
             mesh: mesh.clone(),
-            keys,
-            rng,
-            now: 1_000_000_000,
-            net: Net::new(config.faults.clone()),
             generator: generators[0],
             generators: generators.clone(),
             distributors: distributors.clone(),
             requesters,
-            nodes: BTreeMap::new(),
-            subscribers: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            next_session: 0,
-            records: BTreeMap::new(),
-            down: BTreeSet::new(),
-            cut: BTreeSet::new(),
-            inbound: BTreeMap::new(),
-            next_inbound: 0,
-            outbound: BTreeMap::new(),
+            purposes: BTreeMap::new(),
             outages: Vec::new(),
             checker: Checker::default(),
             delivered_by: BTreeMap::new(),
             unavailable: BTreeMap::new(),
             sealed_at: BTreeMap::new(),
             max_unreachable: 0,
-            trace: blake3::Hasher::new_derive_key("otpmesh/1 sim trace"),
             report: Report {
                 seed,
                 faults: config.faults.to_string(),
@@ -295,187 +263,74 @@ impl Sim {
             config,
         };
         for (g, identity) in generators.iter().zip(generator_keys) {
-            let public = sim.keys[g].public().clone();
+            let public = world.key(g).expect("just set").public().clone();
             let role = pick::generator(identity, mesh.clone(), public, pick::Restart::default())
                 .map_err(|e| ConfigError::Mesh(e.to_string()))?;
-            sim.add(*g, role, vec![GOSSIP_TOPIC, PHRASE_TOPIC]);
+            world.add(*g, role, &[GOSSIP_TOPIC, PHRASE_TOPIC], &mut load);
         }
         for d in &distributors {
             let role = pick::distributor(*d, mesh.clone(), Restored::default());
-            sim.add(*d, role, DISTRIBUTOR_TOPICS.to_vec());
+            world.add(*d, role, &DISTRIBUTOR_TOPICS, &mut load);
         }
         for (i, c) in contributors.iter().enumerate() {
-            let input = UserInput(i128::from(sim.rng.next_u64() as i64));
+            let input = UserInput(i128::from(world.rng.next_u64() as i64));
             let client = ClientId(i as u32 + 1);
             let role = pick::contributor(client, Some(input), mesh.clone());
-            sim.add(*c, role, vec![GOSSIP_TOPIC]);
+            world.add(*c, role, &[GOSSIP_TOPIC], &mut load);
         }
-        Ok(sim)
-    }
-
-    fn add(&mut self, peer: PeerId, mut role: Box<dyn Role + Send>, topics: Vec<&'static str>) {
-        let actions = role.start(self.now, &mut self.rng);
-        self.nodes.insert(peer, role);
-        for topic in topics {
-            self.subscribers.entry(topic).or_default().insert(peer);
-        }
-        self.run(Address { peer, session: 0 }, actions);
+        Ok(Sim { world, load })
     }
 
     /// Runs until every round is done (or the time allowed runs out); the report.
-    pub fn run_to_end(mut self) -> Report {
+    pub fn run_to_end(self) -> Report {
+        let Sim {
+            mut world,
+            mut load,
+        } = self;
         let started = std::time::Instant::now();
-        let begin = self.now;
-        let limit = begin + MAX_ROUND_MS * u64::from(self.config.rounds);
-        let mut next_tick = self.now + TICK_MS;
-        while !self.done() && self.now < limit {
-            self.step(&mut next_tick);
+        let begin = world.now;
+        let limit = begin + MAX_ROUND_MS * u64::from(load.config.rounds);
+        while !load.done(&world) && world.now < limit {
+            world.step(&mut load);
         }
         // Deliveries and handovers still under way when the last request was answered (one lost
         // near the end waits out its timeout, then goes again): a bounded drain, so that a sealed
         // round left undelivered is one the mesh could not deliver, not one the run cut short.
-        let drain_until = self.now + DRAIN_MS;
-        while self.done() && !self.checker.all_delivered() && self.now < drain_until {
-            self.step(&mut next_tick);
+        let drain_until = world.now + DRAIN_MS;
+        while load.done(&world) && !load.checker.all_delivered() && world.now < drain_until {
+            world.step(&mut load);
         }
-        if !self.done() {
-            self.checker.violation(format!(
+        if !load.done(&world) {
+            load.checker.violation(format!(
                 "the run did not finish within {} s of virtual time ({} of {} rounds sealed, {} sessions open)",
                 (limit - begin) / 1000,
-                self.checker.sealed.len(),
-                self.config.rounds,
-                self.sessions.len()
+                load.checker.sealed.len(),
+                load.config.rounds,
+                world.sessions_open()
             ));
         }
-        let transcripts = self.transcripts();
-        self.checker
-            .finish(&transcripts, self.config.threshold.is_none());
-        let mut report = self.report;
-        report.virtual_ms = self.now - begin;
+        let transcripts = load.transcripts(&world);
+        load.checker
+            .finish(&transcripts, load.config.threshold.is_none());
+        let mut report = load.report;
+        report.virtual_ms = world.now - begin;
         report.wall_ms = started.elapsed().as_millis();
-        report.messages = self.net.sent;
-        report.lost = self.net.lost;
-        report.duplicated = self.net.duplicated;
-        self.checker.fill(&mut report);
-        report.trace = self.trace.finalize().to_hex()[..16].to_string();
+        report.messages = world.net.sent;
+        report.lost = world.net.lost;
+        report.duplicated = world.net.duplicated;
+        load.checker.fill(&mut report);
+        report.trace = world.trace();
         report
     }
+}
 
-    /// Delivers what is due next (a message or a tick), advancing virtual time to it.
-    fn step(&mut self, next_tick: &mut Millis) {
-        let next = self
-            .net
-            .next_at()
-            .map_or(*next_tick, |at| at.min(*next_tick));
-        self.now = next.max(self.now);
-        while let Some(arrival) = self.net.pop(self.now) {
-            self.deliver(arrival);
-        }
-        if self.now >= *next_tick {
-            self.tick();
-            *next_tick += TICK_MS;
-        }
+impl Observer for Load {
+    fn judged(&mut self, _world: &mut World, _at: PeerId, _from: PeerId, verdict: &Verdict) {
+        self.checker.rejected(verdict);
     }
 
-    fn done(&self) -> bool {
-        self.checker.sealed.len() + self.checker.failed.len() >= self.config.rounds as usize
-            && self.checker.requested_all(self.config.rounds)
-            && self.sessions.is_empty()
-    }
-
-    /// The transcripts the generator sealed, with its secrets, from its records.
-    fn transcripts(&self) -> Vec<(crate::round::Transcript, crate::round::Secret)> {
-        self.records
-            .get(&self.generator)
-            .into_iter()
-            .flatten()
-            .filter_map(|r| match r {
-                Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn note(&mut self, what: &str, from: &Address, to: &Address) {
-        self.trace.update(&self.now.to_be_bytes());
-        self.trace.update(what.as_bytes());
-        self.trace.update(&from.peer.to_bytes());
-        self.trace.update(&from.session.to_be_bytes());
-        self.trace.update(&to.peer.to_bytes());
-        self.trace.update(&to.session.to_be_bytes());
-    }
-
-    fn deliver(&mut self, arrival: Arrival) {
-        let Arrival {
-            from, to, message, ..
-        } = arrival;
-        self.note(message.kind(), &from, &to);
-        let node_to = to.session == 0;
-        if node_to && (self.down.contains(&to.peer) || !self.nodes.contains_key(&to.peer)) {
-            // A request to a dead node fails at once (the connection is refused).
-            if let Message::Request { tag, .. } = message {
-                self.respond(from, tag, Err("connection refused".into()));
-            }
-            return;
-        }
-        if self.cut.contains(&to.peer) || self.cut.contains(&from.peer) {
-            return; // the partition drops it; a request times out
-        }
-        let now = self.now;
-        match message {
-            Message::Gossip(gossip) => {
-                let verdict = role::check_gossip(&self.mesh, &from.peer, &gossip);
-                if verdict != Verdict::Accept {
-                    self.checker.rejected(&verdict);
-                    return;
-                }
-                let Some(role) = self.nodes.get_mut(&to.peer) else {
-                    return;
-                };
-                let (verdict, actions) = role.gossip(now, from.peer, &gossip, &mut self.rng);
-                self.checker.rejected(&verdict);
-                self.run(to, actions);
-            }
-            Message::Request { tag, request } => {
-                self.next_inbound += 1;
-                let id = self.next_inbound;
-                self.inbound.insert((to.peer, id), (from, tag));
-                let Some(role) = self.nodes.get_mut(&to.peer) else {
-                    return;
-                };
-                let actions = role.request(now, from.peer, InboundId(id), request, &mut self.rng);
-                self.run(to, actions);
-            }
-            Message::Response { tag, response } => self.respond(to, tag, response),
-        }
-    }
-
-    /// The answer to `to`'s request `tag`, once: a late or duplicated one is dropped.
-    fn respond(&mut self, to: Address, tag: role::Tag, response: Result<Response, String>) {
-        let Some((_, asked)) = self.outbound.remove(&(to, tag)) else {
-            return; // a duplicate, or after its timeout
-        };
-        let role = match to.session {
-            0 => self.nodes.get_mut(&to.peer),
-            _ => self.sessions.get_mut(&to).map(|s| &mut s.role),
-        };
-        if let Some(role) = role {
-            let actions = role.response(self.now, asked, tag, response, &mut self.rng);
-            self.run(to, actions);
-        }
-    }
-
-    fn tick(&mut self) {
-        let now = self.now;
-        let expired: Vec<(Address, role::Tag)> = self
-            .outbound
-            .iter()
-            .filter(|(_, (deadline, _))| *deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for (to, tag) in expired {
-            self.respond(to, tag, Err("timeout".into()));
-        }
+    fn tick(&mut self, world: &mut World) {
+        let now = world.now;
         // Users do not wait for every distributor: a round sealed DELIVERY_GRACE_MS ago is asked
         // for even if some generator never handed it over (it missed the transcript's gossip).
         let late: Vec<u64> = self
@@ -487,7 +342,7 @@ impl Sim {
             .map(|(r, _)| *r)
             .collect();
         for round in late {
-            self.round_delivered(RoundId(round));
+            self.round_delivered(world, RoundId(round));
         }
         let due: Vec<Outage> = self
             .outages
@@ -497,130 +352,26 @@ impl Sim {
             .collect();
         self.outages.retain(|(at, _)| *at > now);
         for outage in due {
-            self.outage(outage);
-        }
-        let peers: Vec<PeerId> = self.nodes.keys().copied().collect();
-        for peer in peers {
-            if self.down.contains(&peer) {
-                continue;
-            }
-            let role = self.nodes.get_mut(&peer).expect("listed");
-            let actions = role.tick(now, &mut self.rng);
-            self.run(Address { peer, session: 0 }, actions);
-        }
-        let sessions: Vec<Address> = self.sessions.keys().copied().collect();
-        for at in sessions {
-            if let Some(s) = self.sessions.get_mut(&at) {
-                let actions = s.role.tick(now, &mut self.rng);
-                self.run(at, actions);
-            }
+            self.outage(world, outage);
         }
     }
 
-    fn outage(&mut self, outage: Outage) {
-        self.trace.update(format!("{outage:?}").as_bytes());
-        let before = self.down.union(&self.cut).count();
-        match outage {
-            Outage::Crash(peer) => {
-                self.down.insert(peer);
-                self.nodes.remove(&peer);
-                self.inbound.retain(|(p, _), _| *p != peer);
-                self.report.crashes += 1;
-            }
-            Outage::Restart(peer) => {
-                self.down.remove(&peer);
-                let records = self.records.get(&peer).cloned().unwrap_or_default();
-                let role = Distributor::new(peer, self.mesh.clone(), Restored::replay(&records));
-                self.add(peer, Box::new(role), DISTRIBUTOR_TOPICS.to_vec());
-            }
-            Outage::Cut(peer) => {
-                self.cut.insert(peer);
-                self.report.partitions += 1;
-            }
-            Outage::Heal(peer) => {
-                self.cut.remove(&peer);
-            }
-        }
-        let after = self.down.union(&self.cut).count();
-        self.max_unreachable = self.max_unreachable.max(before).max(after);
-    }
-
-    /// Carries out what the role at `at` asked for, in order.
-    fn run(&mut self, at: Address, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Publish(gossip) => {
-                    let topic = gossip.topic();
-                    let gossip = std::sync::Arc::new(gossip);
-                    let subscribers: Vec<PeerId> = self
-                        .subscribers
-                        .get(topic)
-                        .into_iter()
-                        .flatten()
-                        .filter(|p| **p != at.peer)
-                        .copied()
-                        .collect();
-                    for peer in subscribers {
-                        let to = Address { peer, session: 0 };
-                        self.send(at, to, Message::Gossip(std::sync::Arc::clone(&gossip)));
-                    }
+    fn outgoing(&mut self, at: Address, action: &mut Action) -> bool {
+        if let Action::Reply { response, .. } = action {
+            if self.config.sabotage && at.peer == self.distributors[0] {
+                if let Response::Verified(VerifyResult::Used) = response {
+                    *response = Response::Verified(VerifyResult::Accepted);
                 }
-                Action::Send { peer, tag, request } => {
-                    self.outbound
-                        .insert((at, tag), (self.now + REQUEST_TIMEOUT_MS, peer));
-                    let to = Address { peer, session: 0 };
-                    self.send(at, to, Message::Request { tag, request });
-                }
-                Action::Reply { to, mut response } => {
-                    if self.config.sabotage && at.peer == self.distributors[0] {
-                        if let Response::Verified(VerifyResult::Used) = response {
-                            response = Response::Verified(VerifyResult::Accepted);
-                        }
-                    }
-                    if let Some((asker, tag)) = self.inbound.remove(&(at.peer, to.0)) {
-                        let message = Message::Response {
-                            tag,
-                            response: Ok(response),
-                        };
-                        self.send(at, asker, message);
-                    }
-                }
-                Action::Persist(record) => self.records.entry(at.peer).or_default().push(record),
-                Action::Decrypt(job) => {
-                    let (Some(key), Some(role)) =
-                        (self.keys.get(&at.peer), self.nodes.get_mut(&at.peer))
-                    else {
-                        continue;
-                    };
-                    let opened = job.open(key, &mut self.rng);
-                    let actions = role.decrypted(self.now, job, opened);
-                    self.run(at, actions);
-                }
-                Action::Emit(event) => self.event(at, event),
-                Action::AskInput { .. } => {}
             }
         }
+        true
     }
 
-    fn send(&mut self, from: Address, to: Address, message: Message) {
-        self.net.send(self.now, from, to, message, &mut self.rng);
-    }
-
-    /// Delivered: every generator handed the round over, or has no share of it to hand over.
-    fn maybe_delivered(&mut self, round: RoundId) {
-        let count = |m: &BTreeMap<u64, BTreeSet<PeerId>>| m.get(&round.0).map_or(0, |s| s.len());
-        let done = count(&self.delivered_by) + count(&self.unavailable);
-        if done >= self.generators.len() && self.checker.delivered.insert(round.0) {
-            self.round_delivered(round);
-        }
-    }
-
-    fn event(&mut self, at: Address, event: Event) {
-        self.trace.update(&event_kind(&event).to_be_bytes());
+    fn event(&mut self, world: &mut World, at: Address, event: Event) {
         match &event {
             Event::RoundSealed { round, .. } if at.peer == self.generator => {
                 self.checker.sealed.insert(round.0);
-                self.sealed_at.insert(round.0, self.now);
+                self.sealed_at.insert(round.0, world.now);
             }
             Event::RoundFailed { round, .. } if at.peer == self.generator => {
                 self.checker.failed.insert(round.0);
@@ -630,24 +381,94 @@ impl Sim {
                     .entry(round.0)
                     .or_default()
                     .insert(at.peer);
-                self.maybe_delivered(*round);
+                self.maybe_delivered(world, *round);
             }
             // Threshold mode: a generator that never got a dealing of Q has no share to hand over
             // (the round is served by the others); it is done with the round.
             Event::ShareUnavailable { round, .. } if self.generators.contains(&at.peer) => {
                 self.report.shares_unavailable += 1;
                 self.unavailable.entry(round.0).or_default().insert(at.peer);
-                self.maybe_delivered(*round);
+                self.maybe_delivered(world, *round);
             }
             _ => {}
         }
         if at.session == 0 {
             return;
         }
-        let Some(purpose) = self.sessions.get(&at).map(|s| s.purpose) else {
+        let Some(purpose) = self.purposes.get(&at).copied() else {
             return;
         };
-        let finished = match (&event, purpose) {
+        if self.session_event(world, at, purpose, &event) {
+            self.purposes.remove(&at);
+            world.close_session(at);
+        }
+    }
+}
+
+impl Load {
+    fn done(&self, world: &World) -> bool {
+        self.checker.sealed.len() + self.checker.failed.len() >= self.config.rounds as usize
+            && self.checker.requested_all(self.config.rounds)
+            && world.sessions_open() == 0
+    }
+
+    /// The transcripts the generator sealed, with its secrets, from its records.
+    fn transcripts(&self, world: &World) -> Vec<(crate::round::Transcript, crate::round::Secret)> {
+        world
+            .records
+            .get(&self.generator)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn outage(&mut self, world: &mut World, outage: Outage) {
+        world.note_fault(&format!("{outage:?}"));
+        let before = world.down.union(&world.cut).count();
+        match outage {
+            Outage::Crash(peer) => {
+                world.crash(peer);
+                self.report.crashes += 1;
+            }
+            Outage::Restart(peer) => {
+                let records = world.records.get(&peer).cloned().unwrap_or_default();
+                let role = Distributor::new(peer, self.mesh.clone(), Restored::replay(&records));
+                world.add(peer, Box::new(role), &DISTRIBUTOR_TOPICS, self);
+            }
+            Outage::Cut(peer) => {
+                world.cut.insert(peer);
+                self.report.partitions += 1;
+            }
+            Outage::Heal(peer) => {
+                world.cut.remove(&peer);
+            }
+        }
+        let after = world.down.union(&world.cut).count();
+        self.max_unreachable = self.max_unreachable.max(before).max(after);
+    }
+
+    /// Delivered: every generator handed the round over, or has no share of it to hand over.
+    fn maybe_delivered(&mut self, world: &mut World, round: RoundId) {
+        let count = |m: &BTreeMap<u64, BTreeSet<PeerId>>| m.get(&round.0).map_or(0, |s| s.len());
+        let done = count(&self.delivered_by) + count(&self.unavailable);
+        if done >= self.generators.len() && self.checker.delivered.insert(round.0) {
+            self.round_delivered(world, round);
+        }
+    }
+
+    /// What a session's event means for its purpose; whether the session is finished.
+    fn session_event(
+        &mut self,
+        world: &mut World,
+        at: Address,
+        purpose: Purpose,
+        event: &Event,
+    ) -> bool {
+        match (event, purpose) {
             (
                 Event::OtpReceived {
                     round,
@@ -659,7 +480,7 @@ impl Sim {
             ) => {
                 let id = self.checker.issued(at.peer, *distributor, *round, 0, otp);
                 let role = self.presenter(at.peer, id);
-                self.open_session(at.peer, Purpose::Verify(id), role);
+                self.open_session(world, at.peer, Purpose::Verify(id), role);
                 true
             }
             (
@@ -673,7 +494,7 @@ impl Sim {
             ) => {
                 let id = self.checker.issued(at.peer, at.peer, *round, *counter, otp);
                 let role = self.presenter(at.peer, id);
-                self.open_session(at.peer, Purpose::Verify(id), role);
+                self.open_session(world, at.peer, Purpose::Verify(id), role);
                 true
             }
             (
@@ -682,7 +503,7 @@ impl Sim {
             ) => {
                 self.checker.verified(id, *result, false);
                 let role = self.presenter(at.peer, id);
-                self.open_session(at.peer, Purpose::Replay(id), role);
+                self.open_session(world, at.peer, Purpose::Replay(id), role);
                 true
             }
             (
@@ -713,22 +534,11 @@ impl Sim {
                 true
             }
             _ => false,
-        };
-        if finished {
-            self.sessions.remove(&at);
-            let owed: Vec<_> = self
-                .outbound
-                .range((at, role::Tag(0))..=(at, role::Tag(u64::MAX)))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in owed {
-                self.outbound.remove(&k);
-            }
         }
     }
 
     /// A round reached every distributor: its requests go out, and its faults are scheduled.
-    fn round_delivered(&mut self, round: RoundId) {
+    fn round_delivered(&mut self, world: &mut World, round: RoundId) {
         if round.0 > u64::from(self.config.rounds) || !self.checker.requested.insert(round.0) {
             return; // past the run's rounds (no more load, no more faults), or already asked
         }
@@ -743,11 +553,11 @@ impl Sim {
                     self.distributors.clone(),
                 )),
             };
-            self.open_session(requester, Purpose::Request, role);
+            self.open_session(world, requester, Purpose::Request, role);
         }
         let victim = self.distributors[(round.0 as usize) % d];
         // Within the round trips of the requests just sent, so the outage meets them.
-        let at = self.now + 1 + self.rng.next_u64() % 80;
+        let at = world.now + 1 + world.rng.next_u64() % 80;
         if self.config.faults.crash {
             self.outages.push((at, Outage::Crash(victim)));
             self.outages.push((at + OUTAGE_MS, Outage::Restart(victim)));
@@ -779,22 +589,14 @@ impl Sim {
         }
     }
 
-    fn open_session(&mut self, peer: PeerId, purpose: Purpose, mut role: Box<dyn Role + Send>) {
-        self.next_session += 1;
-        let at = Address {
-            peer,
-            session: self.next_session,
-        };
-        let actions = role.start(self.now, &mut self.rng);
-        self.sessions.insert(at, Session { role, purpose });
-        self.run(at, actions);
+    fn open_session(
+        &mut self,
+        world: &mut World,
+        peer: PeerId,
+        purpose: Purpose,
+        role: Box<dyn Role + Send>,
+    ) {
+        self.purposes.insert(world.next_session(peer), purpose);
+        world.open_session(peer, role, self);
     }
-}
-
-/// Which kind of event, for the trace (never its contents: codes stay out of it).
-fn event_kind(event: &Event) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    std::mem::discriminant(event).hash(&mut h);
-    h.finish()
 }

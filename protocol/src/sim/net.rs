@@ -31,6 +31,8 @@ pub struct Address {
 pub enum Message {
     /// One copy for every subscriber (a transcript of 10,000 phrases is not cloned 20,000 times).
     Gossip(std::sync::Arc<Gossip>),
+    /// Bytes published as they are (fault injection): each recipient decodes them.
+    Raw(std::sync::Arc<Vec<u8>>),
     Request {
         tag: Tag,
         request: Request,
@@ -45,6 +47,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Gossip(g) => g.kind(),
+            Message::Raw(_) => "raw",
             Message::Request { request, .. } => request.kind(),
             Message::Response { .. } => "response",
         }
