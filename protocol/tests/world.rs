@@ -75,6 +75,13 @@ fn failure_of(m: &mut Mesh, at: Address, limit_ms: u64) -> Option<String> {
     None
 }
 
+/// The requester asks the distributor for an OTP, from a one-shot session; its address.
+fn ask(m: &mut Mesh) -> Address {
+    let role = Requester::one_shot(m.requester, m.distributor);
+    m.world
+        .open_session(m.requester, Box::new(role), &mut m.seen)
+}
+
 #[test]
 fn raw_bytes_are_judged_as_a_node_decodes_them() {
     let mut m = mesh();
@@ -97,11 +104,7 @@ fn raw_bytes_are_judged_as_a_node_decodes_them() {
 fn a_blocked_pair_refuses_at_once_and_a_crashed_node_until_it_is_back() {
     let mut m = mesh();
     m.world.block(m.requester, m.distributor, true);
-    let at = m.world.open_session(
-        m.requester,
-        Box::new(Requester::one_shot(m.requester, m.distributor)),
-        &mut m.seen,
-    );
+    let at = ask(&mut m);
     // Refused within a round trip, long before the request timeout.
     let reason = failure_of(&mut m, at, 1_000).expect("refused at once");
     assert!(reason.contains("connection refused"), "{reason}");
@@ -109,11 +112,7 @@ fn a_blocked_pair_refuses_at_once_and_a_crashed_node_until_it_is_back() {
     m.world.block(m.requester, m.distributor, false);
     m.world.crash(m.distributor);
     assert!(!m.world.is_up(&m.distributor));
-    let at = m.world.open_session(
-        m.requester,
-        Box::new(Requester::one_shot(m.requester, m.distributor)),
-        &mut m.seen,
-    );
+    let at = ask(&mut m);
     let reason = failure_of(&mut m, at, 1_000).expect("refused at once");
     assert!(reason.contains("connection refused"), "{reason}");
 
@@ -126,11 +125,7 @@ fn a_blocked_pair_refuses_at_once_and_a_crashed_node_until_it_is_back() {
         &[GOSSIP_TOPIC, USED_TOPIC],
         &mut m.seen,
     );
-    let at = m.world.open_session(
-        m.requester,
-        Box::new(Requester::one_shot(m.requester, m.distributor)),
-        &mut m.seen,
-    );
+    let at = ask(&mut m);
     let reason = failure_of(&mut m, at, 1_000).expect("answered");
     assert!(!reason.contains("connection refused"), "{reason}");
 }
