@@ -1,5 +1,6 @@
-//! The four roles wired together by a tiny deterministic simulator: no network, no clock, no disk.
-//! Messages are delivered in order; time moves only when the test says so.
+//! The four roles wired together on the simulator's world (`otpmesh_protocol::sim::World`) with
+//! no latency: what a role sends is delivered at once, in order; time moves only when the test
+//! says so. No network, no clock, no disk.
 
 mod common;
 
@@ -9,60 +10,58 @@ use otpmesh_protocol::otp;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{
-    self, Action, Contributor, Distributor, Event, Generator, InboundId, Record, Requester, Role,
-    Tag, Verdict,
+    Action, Contributor, Distributor, Event, Generator, InboundId, Record, Requester, Role,
 };
 use otpmesh_protocol::round::{self, RoundId, Secret, Transcript};
 use otpmesh_protocol::seal::PrivateKey;
-use otpmesh_protocol::wire::{Delivery, Gossip, Refusal, Request, Response};
+use otpmesh_protocol::sim::net::Address;
+use otpmesh_protocol::sim::{Observer, World};
+use otpmesh_protocol::wire::{
+    Delivery, Gossip, Refusal, Request, Response, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-fn key() -> &'static PrivateKey {
-    static KEY: OnceLock<PrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(1)).unwrap())
+fn key() -> &'static Arc<PrivateKey> {
+    static KEY: OnceLock<Arc<PrivateKey>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        Arc::new(PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(1)).unwrap())
+    })
 }
 
 fn peer() -> PeerId {
     Keypair::generate_ed25519().public().to_peer_id()
 }
 
-enum Msg {
-    Gossip {
-        from: PeerId,
-        message: Gossip,
-    },
-    Request {
-        from: PeerId,
-        to: PeerId,
-        tag: Tag,
-        request: Request,
-    },
-    Response {
-        from: PeerId,
-        to: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-    },
+/// What the test watches: every event, every input asked for, every gossip message published.
+#[derive(Default)]
+struct Log {
+    events: Vec<(PeerId, Event)>,
+    asked: Vec<(PeerId, RoundId)>,
+    published: Vec<Gossip>,
+}
+
+impl Observer for Log {
+    fn event(&mut self, _world: &mut World, at: Address, event: Event) {
+        self.events.push((at.peer, event));
+    }
+    fn asked_input(&mut self, _world: &mut World, at: PeerId, round: RoundId) {
+        self.asked.push((at, round));
+    }
+    fn outgoing(&mut self, _at: Address, action: &mut Action) -> bool {
+        if let Action::Publish(message) = action {
+            self.published.push(message.clone());
+        }
+        true
+    }
 }
 
 struct Sim {
+    world: World,
+    log: Log,
     mesh: Arc<MeshConfig>,
-    roles: HashMap<PeerId, Box<dyn Role>>,
-    order: Vec<PeerId>,
-    down: HashSet<PeerId>,
-    now: u64,
-    rng: ChaCha20Rng,
-    queue: VecDeque<Msg>,
-    pending: HashMap<(PeerId, u64), (PeerId, Tag)>,
-    next_inbound: u64,
-    records: HashMap<PeerId, Vec<Record>>,
-    events: Vec<(PeerId, Event)>,
-    verdicts: Vec<(PeerId, Verdict)>,
-    gossip_log: Vec<Gossip>,
-    asked: Vec<(PeerId, RoundId)>,
 }
 
 struct Ids {
@@ -92,44 +91,25 @@ impl Sim {
         tune(&mut mesh);
         mesh.validate().unwrap();
         let mesh = Arc::new(mesh);
+        let mut world = World::instant(mesh.clone(), 7, 1_000_000);
+        world.set_key(ids.generator, key().clone());
         let mut sim = Sim {
+            world,
+            log: Log::default(),
             mesh: mesh.clone(),
-            roles: HashMap::new(),
-            order: Vec::new(),
-            down: HashSet::new(),
-            now: 1_000_000,
-            rng: ChaCha20Rng::seed_from_u64(7),
-            queue: VecDeque::new(),
-            pending: HashMap::new(),
-            next_inbound: 0,
-            records: HashMap::new(),
-            events: Vec::new(),
-            verdicts: Vec::new(),
-            gossip_log: Vec::new(),
-            asked: Vec::new(),
         };
-        sim.add(
+        let generator = Generator::new(
             ids.generator,
-            Box::new(Generator::new(
-                ids.generator,
-                mesh.clone(),
-                key().public().clone(),
-                None,
-                None,
-            )),
+            mesh.clone(),
+            key().public().clone(),
+            None,
+            None,
         );
-        sim.add(
-            ids.distributor,
-            Box::new(Distributor::new(
-                ids.distributor,
-                mesh.clone(),
-                Restored::default(),
-            )),
-        );
-        sim.add(
-            ids.requester,
-            Box::new(Requester::follow(ids.requester, vec![ids.distributor])),
-        );
+        sim.add(ids.generator, Box::new(generator));
+        let distributor = Distributor::new(ids.distributor, mesh.clone(), Restored::default());
+        sim.add(ids.distributor, Box::new(distributor));
+        let requester = Requester::follow(ids.requester, vec![ids.distributor]);
+        sim.add(ids.requester, Box::new(requester));
         for (i, p) in ids.contributors.iter().enumerate() {
             let input = Some(UserInput(100 + i as i128));
             sim.add(
@@ -140,148 +120,40 @@ impl Sim {
         (sim, ids)
     }
 
-    fn add(&mut self, id: PeerId, mut role: Box<dyn Role>) {
-        let actions = role.start(self.now, &mut self.rng);
-        if !self.order.contains(&id) {
-            self.order.push(id);
-        }
-        self.roles.insert(id, role);
-        self.run(id, actions);
+    /// Starts (or restarts) `role` as node `id`, on every topic (each role ignores what is not
+    /// its own).
+    fn add(&mut self, id: PeerId, role: Box<dyn Role + Send>) {
+        let topics = [GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC];
+        self.world.add(id, role, &topics, &mut self.log);
     }
 
-    fn run(&mut self, at: PeerId, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Publish(message) => {
-                    self.gossip_log.push(message.clone());
-                    self.queue.push_back(Msg::Gossip { from: at, message });
-                }
-                Action::Send { peer, tag, request } => self.queue.push_back(Msg::Request {
-                    from: at,
-                    to: peer,
-                    tag,
-                    request,
-                }),
-                Action::Reply { to, response } => {
-                    let (peer, tag) = self
-                        .pending
-                        .remove(&(at, to.0))
-                        .expect("reply to a pending request");
-                    self.queue.push_back(Msg::Response {
-                        from: at,
-                        to: peer,
-                        tag,
-                        response: Ok(response),
-                    });
-                }
-                Action::Persist(r) => self.records.entry(at).or_default().push(r),
-                Action::Decrypt(job) => {
-                    let opened = job.open(key(), &mut self.rng);
-                    let actions = self
-                        .roles
-                        .get_mut(&at)
-                        .unwrap()
-                        .decrypted(self.now, job, opened);
-                    self.run(at, actions);
-                }
-                Action::Emit(e) => self.events.push((at, e)),
-                Action::AskInput { round } => self.asked.push((at, round)),
-            }
-        }
+    fn down(&mut self, id: PeerId) {
+        self.world.down.insert(id);
     }
 
-    /// Delivers queued messages until none is left.
-    fn settle(&mut self) {
-        while let Some(msg) = self.queue.pop_front() {
-            match msg {
-                Msg::Gossip { from, message } => {
-                    for id in self.order.clone() {
-                        if id == from || self.down.contains(&id) || self.down.contains(&from) {
-                            continue;
-                        }
-                        let verdict = match role::check_gossip(&self.mesh, &from, &message) {
-                            Verdict::Accept => {
-                                let role = self.roles.get_mut(&id).unwrap();
-                                let (verdict, actions) =
-                                    role.gossip(self.now, from, &message, &mut self.rng);
-                                self.run(id, actions);
-                                verdict
-                            }
-                            other => other,
-                        };
-                        self.verdicts.push((id, verdict));
-                    }
-                }
-                Msg::Request {
-                    from,
-                    to,
-                    tag,
-                    request,
-                } => {
-                    if self.down.contains(&to) || !self.roles.contains_key(&to) {
-                        self.queue.push_back(Msg::Response {
-                            from: to,
-                            to: from,
-                            tag,
-                            response: Err("unreachable".into()),
-                        });
-                        continue;
-                    }
-                    self.next_inbound += 1;
-                    self.pending.insert((to, self.next_inbound), (from, tag));
-                    let id = InboundId(self.next_inbound);
-                    let actions = self.roles.get_mut(&to).unwrap().request(
-                        self.now,
-                        from,
-                        id,
-                        request,
-                        &mut self.rng,
-                    );
-                    self.run(to, actions);
-                }
-                Msg::Response {
-                    from,
-                    to,
-                    tag,
-                    response,
-                } => {
-                    if self.down.contains(&to) {
-                        continue;
-                    }
-                    let actions = self.roles.get_mut(&to).unwrap().response(
-                        self.now,
-                        from,
-                        tag,
-                        response,
-                        &mut self.rng,
-                    );
-                    self.run(to, actions);
-                }
-            }
-        }
+    fn up(&mut self, id: PeerId) {
+        self.world.down.remove(&id);
     }
 
-    /// Moves time forward in 100 ms ticks, settling after each.
+    /// Moves time forward by `ms`, every tick's messages delivered before the next.
     fn advance(&mut self, ms: u64) {
-        for _ in 0..(ms / 100) {
-            self.now += 100;
-            for id in self.order.clone() {
-                if self.down.contains(&id) {
-                    continue;
-                }
-                let actions = self
-                    .roles
-                    .get_mut(&id)
-                    .unwrap()
-                    .tick(self.now, &mut self.rng);
-                self.run(id, actions);
-            }
-            self.settle();
+        self.world.settle(&mut self.log);
+        let end = self.world.now + ms;
+        while self.world.next_at() <= end {
+            self.world.step(&mut self.log);
         }
+    }
+
+    fn records(&self, id: &PeerId) -> &[Record] {
+        &self.world.records[id]
     }
 
     fn find<T>(&self, pick: impl Fn(&PeerId, &Event) -> Option<T>) -> Vec<T> {
-        self.events.iter().filter_map(|(p, e)| pick(p, e)).collect()
+        self.log
+            .events
+            .iter()
+            .filter_map(|(p, e)| pick(p, e))
+            .collect()
     }
 
     fn sealed(&self) -> Vec<(RoundId, Vec<ClientId>)> {
@@ -294,7 +166,7 @@ impl Sim {
     }
 
     fn secret_of(&self, generator: PeerId, round: RoundId) -> Secret {
-        self.records[&generator]
+        self.records(&generator)
             .iter()
             .find_map(|r| match r {
                 Record::Round { transcript, secret } if transcript.round == round => {
@@ -306,7 +178,8 @@ impl Sim {
     }
 
     fn transcripts(&self) -> Vec<Transcript> {
-        self.gossip_log
+        self.log
+            .published
             .iter()
             .filter_map(|g| match g {
                 Gossip::Sealed(t) => Some(t.clone()),
@@ -359,7 +232,8 @@ fn a_round_seals_at_quorum_and_the_requester_unsalts_the_issued_otp() {
         "the requester sees exactly the issued OTP"
     );
     // The distributor committed the counter before replying.
-    let counters: Vec<_> = sim.records[&ids.distributor]
+    let counters: Vec<_> = sim
+        .records(&ids.distributor)
         .iter()
         .filter(|r| matches!(r, Record::Issued { otp, .. } if otp.counter == 0))
         .collect();
@@ -375,7 +249,7 @@ fn rounds_chain_and_survive_a_generator_restart() {
         "two rounds in 3 s with a 1 s interval"
     );
     // Restart the generator from what it persisted.
-    let records = sim.records[&ids.generator].clone();
+    let records = sim.records(&ids.generator).to_vec();
     let last_opened = records
         .iter()
         .filter_map(|r| {
@@ -416,8 +290,8 @@ fn rounds_chain_and_survive_a_generator_restart() {
 fn the_deadline_seals_with_the_minimum_or_fails_with_a_reason() {
     for (minimum, expect_seal) in [(2, true), (3, false)] {
         let (mut sim, ids) = Sim::new(4, |m| m.settings.minimum = minimum);
-        sim.down.insert(ids.contributors[2]);
-        sim.down.insert(ids.contributors[3]);
+        sim.down(ids.contributors[2]);
+        sim.down(ids.contributors[3]);
         sim.advance(9_000);
         assert!(sim.sealed().is_empty(), "nothing seals before the deadline");
         sim.advance(1_500);
@@ -446,7 +320,7 @@ fn the_deadline_seals_with_the_minimum_or_fails_with_a_reason() {
 #[test]
 fn delivery_is_retried_until_the_distributor_is_back() {
     let (mut sim, ids) = Sim::new(2, |m| m.settings.round_interval_ms = 60_000);
-    sim.down.insert(ids.distributor);
+    sim.down(ids.distributor);
     sim.advance(3_000);
     assert_eq!(sim.sealed().len(), 1);
     let failures = sim.find(|_, e| {
@@ -460,7 +334,7 @@ fn delivery_is_retried_until_the_distributor_is_back() {
     assert!(sim
         .find(|_, e| matches!(e, Event::RoundDeliveredAll { .. }).then_some(()))
         .is_empty());
-    sim.down.remove(&ids.distributor);
+    sim.up(ids.distributor);
     sim.advance(1_500);
     assert_eq!(
         sim.find(|_, e| matches!(e, Event::RoundDeliveredAll { .. }).then_some(()))
@@ -472,10 +346,10 @@ fn delivery_is_retried_until_the_distributor_is_back() {
 #[test]
 fn a_restarted_generator_delivers_the_round_a_distributor_missed() {
     let (mut sim, ids) = Sim::new(2, |m| m.settings.round_interval_ms = 60_000);
-    sim.down.insert(ids.distributor);
+    sim.down(ids.distributor);
     sim.advance(3_000);
     assert_eq!(sim.sealed().len(), 1);
-    let records = sim.records[&ids.generator].clone();
+    let records = sim.records(&ids.generator).to_vec();
     let last_sealed = records.iter().rev().find_map(|r| match r {
         Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
         _ => None,
@@ -490,7 +364,7 @@ fn a_restarted_generator_delivers_the_round_a_distributor_missed() {
     );
     sim.add(ids.generator, Box::new(generator));
     sim.advance(500);
-    sim.down.remove(&ids.distributor);
+    sim.up(ids.distributor);
     sim.advance(3_000);
     let delivered = sim.find(|peer, e| {
         matches!(e, Event::RoundStored { round: RoundId(1), .. } if *peer == ids.distributor)
@@ -653,22 +527,19 @@ fn a_contributor_without_input_asks_its_user_each_round() {
     sim.advance(300);
     assert!(sim.sealed().is_empty(), "client 1 has not answered yet");
     assert_eq!(
-        sim.asked,
+        sim.log.asked,
         vec![(asker, RoundId(1))],
         "asked once, for round 1"
     );
     // The key was fetched while the user was being asked: the answer publishes at once.
-    let actions = sim.roles.get_mut(&asker).unwrap().user_input(
-        sim.now,
-        RoundId(1),
-        UserInput(-5),
-        &mut ChaCha20Rng::seed_from_u64(2),
-    );
-    assert!(actions
+    let published = sim.log.published.len();
+    sim.world.input(asker, &mut sim.log, |role, now, rng| {
+        role.user_input(now, RoundId(1), UserInput(-5), rng)
+    });
+    assert!(sim.log.published[published..]
         .iter()
-        .any(|a| matches!(a, Action::Publish(Gossip::Phrase(_)))));
-    sim.run(asker, actions);
-    sim.settle();
+        .any(|g| matches!(g, Gossip::Phrase(_))));
+    sim.world.settle(&mut sim.log);
     assert_eq!(
         sim.sealed(),
         vec![(RoundId(1), vec![ClientId(1), ClientId(2)])]

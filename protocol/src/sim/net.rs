@@ -143,6 +143,8 @@ impl fmt::Display for Faults {
 #[derive(Default)]
 pub struct Net {
     faults: Faults,
+    /// One-way latency: uniform in this range (ms).
+    latency: (Millis, Millis),
     queue: BinaryHeap<Reverse<(Millis, u64)>>,
     flying: HashMap<u64, Arrival>,
     next: u64,
@@ -158,8 +160,15 @@ pub fn unit(rng: &mut dyn RngCore) -> f64 {
 
 impl Net {
     pub fn new(faults: Faults) -> Net {
+        Net::with_latency(faults, LATENCY_MS)
+    }
+
+    /// A net whose one-way latency is uniform in `latency` (ms): (0, 0) delivers at once, in the
+    /// order sent.
+    pub fn with_latency(faults: Faults, latency: (Millis, Millis)) -> Net {
         Net {
             faults,
+            latency,
             ..Default::default()
         }
     }
@@ -197,7 +206,7 @@ impl Net {
             self.lost += 1;
             return;
         }
-        let (low, high) = LATENCY_MS;
+        let (low, high) = self.latency;
         let at = now + low + rng.next_u64() % (high - low + 1);
         let seq = self.next;
         self.next += 1;

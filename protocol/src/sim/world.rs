@@ -112,6 +112,14 @@ impl World {
         }
     }
 
+    /// A world without latency or faults: what a role sends arrives at once, in the order sent,
+    /// and time moves only by [`World::step`] (a test's world).
+    pub fn instant(mesh: Arc<MeshConfig>, seed: u64, now: Millis) -> World {
+        let mut world = World::new(mesh, seed, now, Faults::default());
+        world.net = Net::with_latency(Faults::default(), (0, 0));
+        world
+    }
+
     /// Gives `peer` its RSA key (a generator's: what its decryptions open with).
     pub fn set_key(&mut self, peer: PeerId, key: Arc<PrivateKey>) {
         self.keys.insert(peer, key);
@@ -277,6 +285,13 @@ impl World {
         if self.now >= self.next_tick {
             self.tick(observer);
             self.next_tick += TICK_MS;
+        }
+    }
+
+    /// Delivers every message due by now (and what they cause, if due by now too); no tick.
+    pub fn settle(&mut self, observer: &mut dyn Observer) {
+        while let Some(arrival) = self.net.pop(self.now) {
+            self.deliver(arrival, observer);
         }
     }
 
