@@ -8,7 +8,7 @@
 //!              request ─► role (its reply goes back by the net) · response ─► the asker
 //!   tick ─► expired requests answered "timeout" ─► observer.tick ─► every live node and session
 //! run(at, actions): Publish ─► each subscriber · Send ─► the net (deadline REQUEST_TIMEOUT_MS)
-//!   Reply ─► the asker · Persist ─► records (and observer.persisted) · Decrypt ─► opened now
+//!   Reply ─► the asker · Persist ─► records · Decrypt ─► opened now
 //!   Emit ─► observer.event (the trace takes its kind) · AskInput ─► observer.asked_input
 //! ```
 //! A node is a peer id with a role (session 0); a session is a one-shot client on a peer
@@ -41,8 +41,6 @@ pub trait Observer {
     fn judged(&mut self, _world: &mut World, _at: PeerId, _from: PeerId, _verdict: &Verdict) {}
     /// A contributor asks its user for the integer of `round`.
     fn asked_input(&mut self, _world: &mut World, _at: PeerId, _round: RoundId) {}
-    /// `at` made `record` durable.
-    fn persisted(&mut self, _at: PeerId, _record: &Record) {}
     /// Before the nodes' timers fire, every [`TICK_MS`].
     fn tick(&mut self, _world: &mut World) {}
     /// A publish, send or reply `at` is about to make; the observer may change it, or drop it
@@ -51,11 +49,6 @@ pub trait Observer {
         true
     }
 }
-
-/// An observer that watches nothing.
-pub struct Unobserved;
-
-impl Observer for Unobserved {}
 
 /// The nodes, the network and the clock.
 pub struct World {
@@ -155,11 +148,6 @@ impl World {
 
     pub fn is_up(&self, peer: &PeerId) -> bool {
         self.nodes.contains_key(peer) && !self.down.contains(peer)
-    }
-
-    /// The role node `peer` runs.
-    pub fn node(&mut self, peer: &PeerId) -> Option<&mut (dyn Role + Send + 'static)> {
-        self.nodes.get_mut(peer).map(|r| &mut **r)
     }
 
     /// Blocks (or unblocks) `a` and `b` from each other.
@@ -449,10 +437,7 @@ impl World {
                         self.send(at, asker, message);
                     }
                 }
-                Action::Persist(record) => {
-                    observer.persisted(at.peer, &record);
-                    self.records.entry(at.peer).or_default().push(record);
-                }
+                Action::Persist(record) => self.records.entry(at.peer).or_default().push(record),
                 Action::Decrypt(job) => {
                     let (Some(key), Some(role)) =
                         (self.keys.get(&at.peer), self.nodes.get_mut(&at.peer))
