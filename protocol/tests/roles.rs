@@ -50,7 +50,7 @@ impl Observer for Log {
     fn asked_input(&mut self, _world: &mut World, at: PeerId, round: RoundId) {
         self.asked.push((at, round));
     }
-    fn outgoing(&mut self, _at: Address, action: &mut Action) -> bool {
+    fn outgoing(&mut self, _world: &World, _at: Address, action: &mut Action) -> bool {
         if let Action::Publish(message) = action {
             self.published.push(message.clone());
         }

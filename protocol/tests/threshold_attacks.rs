@@ -82,8 +82,8 @@ fn two_colluding_distributors_offering_their_own_key_are_not_believed() {
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let params = Params::new(2, 3).unwrap();
     let secret = Scalar::from(777u64);
-    let polynomial = Polynomial::random(secret, params, &mut sim.rng);
-    let password_polynomial = Polynomial::random(Scalar::from(778u64), params, &mut sim.rng);
+    let polynomial = Polynomial::random(secret, params, &mut sim.world.rng);
+    let password_polynomial = Polynomial::random(Scalar::from(778u64), params, &mut sim.world.rng);
     // Signed, even, by one of them: not by the coordinator.
     let mut key = ThresholdKey {
         params,
@@ -211,7 +211,7 @@ fn quorum_colluding_contributors_cannot_compute_the_round_key() {
         .iter()
         .map(|c| c.peer_id)
         .collect();
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         !(honest.contains(at) && matches!(msg, Msg::Gossip(_, Gossip::Deal(_))))
     }));
     let t = sim.seal_first_round();
@@ -231,10 +231,11 @@ fn withheld_dealings_never_lead_to_a_share_in_clear() {
     let mut sim = Sim::new(4);
     for j in 1..=T as usize {
         let g = sim.mesh.generators[j].peer_id;
-        sim.lost.insert((g, "deal"));
+        sim.log.lost.insert((g, "deal"));
     }
     sim.seal_first_round();
     let answers = sim
+        .log
         .published
         .iter()
         .filter(|(_, _, kind)| *kind == "justification")
@@ -307,7 +308,7 @@ fn two_proofs_under_one_rng_state_do_not_reveal_the_key_share() {
 fn the_coordinator_does_not_seal_without_readiness_from_t_generators() {
     let mut sim = Sim::new(3);
     let coordinator = sim.mesh.generators[0].peer_id;
-    sim.lost.insert((coordinator, "complaints"));
+    sim.log.lost.insert((coordinator, "complaints"));
     sim.advance(20_000);
     let sealed = sim.find(|_, e| matches!(e, Event::RoundSealed { .. }).then_some(()));
     assert!(
@@ -322,7 +323,7 @@ fn digits_are_the_meshs_not_a_distributors() {
     let mut sim = Sim::new(3);
     sim.seal_first_round();
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
-    sim.hook = Some(Box::new(|_, msg| {
+    sim.log.hook = Some(Box::new(|_, msg| {
         if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
             g.digits = Digits::new(6).unwrap();
         }
@@ -372,7 +373,7 @@ fn codes_of_every_digit_count_are_uniform() {
 fn complaints_are_published_at_a_fixed_offset_from_the_proposal() {
     let mut sim = Sim::new(3);
     // Generator 2's share of client 2 does not open.
-    sim.hook = Some(Box::new(|_, msg| {
+    sim.log.hook = Some(Box::new(|_, msg| {
         if let Msg::Gossip(_, Gossip::Deal(deal)) = msg {
             if deal.client == ClientId(2) {
                 let last = deal.shares[1].len() - 1;
@@ -383,7 +384,8 @@ fn complaints_are_published_at_a_fixed_offset_from_the_proposal() {
     }));
     sim.seal_first_round();
     let at = |kind| {
-        sim.published
+        sim.log
+            .published
             .iter()
             .filter(|(_, _, k)| *k == kind)
             .map(|(t, p, _)| (*t, *p))
@@ -412,7 +414,7 @@ fn a_coordinator_sealing_without_t_generator_dealings_is_refused_by_everyone_els
     let identity = sim.identities[&coordinator].clone();
     let params = sim.mesh.threshold().unwrap();
     let mut deals: Vec<Deal> = Vec::new();
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         match msg {
             Msg::Gossip(_, Gossip::Deal(d)) => deals.push(d.clone()),
             Msg::Gossip(_, Gossip::Sealed(t)) if *at == coordinator => {
@@ -461,7 +463,7 @@ fn a_round_key_signed_by_anyone_but_the_coordinator_is_not_believed() {
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let impostor = libp2p_identity::Keypair::generate_ed25519();
     let (round, commitment) = (t.round, t.commitment);
-    sim.hook = Some(Box::new(move |_, msg| {
+    sim.log.hook = Some(Box::new(move |_, msg| {
         if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
             g.key.sign(round, commitment, &impostor);
         }
@@ -470,7 +472,7 @@ fn a_round_key_signed_by_anyone_but_the_coordinator_is_not_believed() {
     let failed = sim.issue(alice, d.clone()).unwrap_err();
     assert!(failed.starts_with("quorum unavailable"), "{failed}");
     assert!(failed.contains("not the coordinator's"), "{failed}");
-    sim.hook = None;
+    sim.log.hook = None;
     assert!(
         sim.issue(alice, d).is_ok(),
         "the coordinator's own signature is believed"
@@ -500,7 +502,7 @@ fn a_coordinator_cannot_substitute_dealings_of_its_own_making() {
     let mut asked: HashMap<(PeerId, u64), ClientId> = HashMap::new();
     let mut proposed: Vec<ClientId> = Vec::new();
     let mut sealed_forged = false;
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         match msg {
             Msg::Gossip(_, Gossip::Proposal(p)) if *at == coordinator => {
                 for inclusion in &mut p.dealings {
@@ -587,7 +589,7 @@ fn one_generator_reporting_every_dealing_missing_does_not_stall_the_round() {
     let mut sim = Sim::new(3);
     let liar = sim.mesh.generators[1].peer_id;
     let mut proposed: Vec<ClientId> = Vec::new();
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         match msg {
             Msg::Gossip(_, Gossip::Proposal(p)) => {
                 proposed = p.dealings.iter().map(|i| i.client).collect();
@@ -627,13 +629,13 @@ fn all_distributors_together_cannot_rebuild_a_password() {
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
     let log = seen.clone();
-    sim.hook = Some(Box::new(move |_, msg| {
+    sim.log.hook = Some(Box::new(move |_, msg| {
         if let Msg::Request(_, _, _, request) = msg {
             log.lock().unwrap().push(request.clone());
         }
         true
     }));
-    sim.events.clear();
+    sim.log.events.clear();
     let role = threshold::Requester::password_once(
         alice,
         sim.mesh.clone(),
@@ -647,7 +649,7 @@ fn all_distributors_together_cannot_rebuild_a_password() {
         Event::PasswordReceived { password, .. } if *p == alice => Some(password.clone()),
         _ => None,
     });
-    assert_eq!(got.len(), 1, "{:?}", sim.events);
+    assert_eq!(got.len(), 1, "{:?}", sim.log.events);
     // k and k' from every distributor's stored share pair of round 1.
     let half = |secret: &[u8], at: usize| {
         Scalar::from_canonical_bytes(secret[at..at + 32].try_into().unwrap()).unwrap()
@@ -656,7 +658,7 @@ fn all_distributors_together_cannot_rebuild_a_password() {
         .iter()
         .enumerate()
         .filter_map(|(j, peer)| {
-            sim.records[peer].iter().find_map(|r| match r {
+            sim.world.records[peer].iter().find_map(|r| match r {
                 Record::Round { secret, .. } => Some((
                     Index(j as u32 + 1),
                     half(secret.as_bytes(), 0),
@@ -747,9 +749,10 @@ fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_inp
     });
     let mut evaluations = Vec::new();
     for distributor in d {
-        let now = sim.now;
-        let role = sim.roles.get_mut(&distributor).unwrap();
-        for action in role.request(now, bob, InboundId(77), ask.clone(), &mut sim.rng) {
+        let actions = sim.on(distributor, |role, now, rng| {
+            role.request(now, bob, InboundId(77), ask.clone(), rng)
+        });
+        for action in actions {
             if let Action::Reply {
                 response: Response::Evaluated(grant),
                 ..
@@ -788,11 +791,11 @@ fn a_distributor_whose_use_record_was_deleted_does_not_release_the_otp_again() {
     sim.seal_first_round();
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
-    sim.down.extend([d[3], d[4]]);
+    sim.world.down.extend([d[3], d[4]]);
     let first = sim.verify(alice, vec![d[0], d[1], d[2]], round, counter, &otp);
     assert_eq!(first, Ok(VerifyResult::Accepted));
     // d3 restarts from a store whose OTP rows were deleted.
-    let rounds = sim.records[&d[2]]
+    let rounds = sim.world.records[&d[2]]
         .iter()
         .filter_map(|r| match r {
             Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
@@ -805,8 +808,8 @@ fn a_distributor_whose_use_record_was_deleted_does_not_release_the_otp_again() {
     };
     let mesh = sim.mesh.clone();
     sim.add(d[2], Box::new(Distributor::new(d[2], mesh, restored)));
-    sim.down.clear();
-    sim.down.extend([d[0], d[1]]);
+    sim.world.down.clear();
+    sim.world.down.extend([d[0], d[1]]);
     let again = sim.verify(alice, vec![d[2], d[3], d[4]], round, counter, &otp);
     assert_ne!(again, Ok(VerifyResult::Accepted), "accepted twice");
 }

@@ -21,9 +21,9 @@ fn refusal(
     from: libp2p_identity::PeerId,
     request: Request,
 ) -> Refusal {
-    let now = sim.now;
-    let role = sim.roles.get_mut(&at).unwrap();
-    let actions = role.request(now, from, InboundId(9_999), request, &mut sim.rng);
+    let actions = sim.on(at, |role, now, rng| {
+        role.request(now, from, InboundId(9_999), request, rng)
+    });
     actions
         .into_iter()
         .find_map(|a| match a {
@@ -39,7 +39,7 @@ fn refusal(
 /// Generator `j`'s share and the transcript of round 1, as it stored them.
 fn stored(sim: &Sim, j: usize) -> (Transcript, otpmesh_protocol::round::Secret) {
     let g = sim.mesh.generators[j].peer_id;
-    sim.records[&g]
+    sim.world.records[&g]
         .iter()
         .find_map(|r| match r {
             Record::Round { transcript, secret } => Some((transcript.clone(), secret.clone())),
@@ -156,7 +156,7 @@ fn a_distributor_refuses_a_password_at_an_input_it_can_see() {
     let ask = Request::Partial(PartialRequest {
         domain: Domain::Password,
         round: None,
-        counter: otpmesh_protocol::threshold::counter::fresh(sim.now, &mut sim.rng),
+        counter: otpmesh_protocol::threshold::counter::fresh(sim.world.now, &mut sim.world.rng),
         requester_key: [9; 32],
         enrolled: false,
     });
@@ -172,7 +172,7 @@ fn a_partial_answered_under_another_distributors_index_is_refused_and_named() {
     // Distributors 1 and 2 answer as each other (their proofs then fail too, but the index map
     // refuses them first).
     let (d1, d2) = (d[0], d[1]);
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
             if *at == d1 {
                 g.index = Index(2);
@@ -203,7 +203,7 @@ fn generators_take_no_share_of_a_transcript_signed_by_anyone_but_the_coordinator
     let mut sim = Sim::new(3);
     let coordinator = sim.mesh.generators[0].peer_id;
     let impostor = libp2p_identity::Keypair::generate_ed25519();
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         if let Msg::Gossip(_, Gossip::Sealed(t)) = msg {
             if *at == coordinator {
                 let (round, commitment) = (t.round, t.commitment);

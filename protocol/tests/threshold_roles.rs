@@ -35,13 +35,13 @@ fn a_round_seals_and_an_otp_issued_by_one_quorum_verifies_once_through_another()
     // {1,2,3} and {3,4,5} give one OTP (and the OTP the requester got).
     let (d, quorum_a, quorum_b) = (&sim.distributors.clone(), [0, 1, 2], [2, 3, 4]);
     for i in [3, 4] {
-        sim.down.insert(d[i]);
+        sim.world.down.insert(d[i]);
     }
     let first = sim.verify(alice, sim.pick(d, &quorum_a), round, counter, &otp);
     assert_eq!(first, Ok(VerifyResult::Accepted));
-    sim.down.clear();
+    sim.world.down.clear();
     for i in [0, 1] {
-        sim.down.insert(d[i]);
+        sim.world.down.insert(d[i]);
     }
     let again = sim.verify(alice, sim.pick(d, &quorum_b), round, counter, &otp);
     assert_eq!(
@@ -49,7 +49,7 @@ fn a_round_seals_and_an_otp_issued_by_one_quorum_verifies_once_through_another()
         Ok(VerifyResult::Used),
         "a different quorum sees it used"
     );
-    sim.down.clear();
+    sim.world.down.clear();
     let everyone_again = sim.verify(alice, everyone, round, counter, &otp);
     assert_eq!(everyone_again, Ok(VerifyResult::Used));
     let _ = quorum_b;
@@ -60,8 +60,8 @@ fn two_distributors_down_still_issue_and_a_third_leaves_the_quorum_unavailable()
     let mut sim = Sim::new(3);
     sim.seal_first_round();
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
-    sim.down.insert(d[1]);
-    sim.down.insert(d[3]);
+    sim.world.down.insert(d[1]);
+    sim.world.down.insert(d[3]);
     let (round, counter, otp, _) = sim.issue(alice, d.clone()).expect("3 of 5 suffice");
     let wrong = if otp.starts_with('0') { "1" } else { "0" }.repeat(otp.len());
     assert_eq!(
@@ -74,7 +74,7 @@ fn two_distributors_down_still_issue_and_a_third_leaves_the_quorum_unavailable()
         Ok(VerifyResult::Used),
         "and a wrong guess spends the OTP: one attempt per OTP"
     );
-    sim.down.insert(d[4]);
+    sim.world.down.insert(d[4]);
     let failed = sim.issue(alice, d).unwrap_err();
     assert!(failed.starts_with("quorum unavailable"), "{failed}");
     assert!(failed.contains("2 of 5"), "{failed}");
@@ -86,7 +86,7 @@ fn a_tampered_partial_is_skipped_and_its_distributor_named() {
     sim.seal_first_round();
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let liar = d[2];
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         if let Msg::Response(_, _, _, Ok(Response::Partial(g))) = msg {
             if *at == liar {
                 g.masked_y[0] ^= 1;
@@ -100,7 +100,7 @@ fn a_tampered_partial_is_skipped_and_its_distributor_named() {
     assert!(failed.starts_with("quorum unavailable"), "{failed}");
     let (round, counter, otp, bad) = sim.issue(alice, d.clone()).unwrap();
     assert_eq!(bad, vec![liar], "the liar is named");
-    sim.hook = None;
+    sim.log.hook = None;
     assert_eq!(
         sim.verify(alice, d, round, counter, &otp),
         Ok(VerifyResult::Accepted),
@@ -113,7 +113,7 @@ fn a_tampered_partial_is_skipped_and_its_distributor_named() {
 fn corrupt_share_for_generator_2(sim: &mut Sim, silent: bool) {
     let generator_2_key = keys()[1].public().clone();
     let mut rng = ChaCha20Rng::seed_from_u64(99);
-    sim.hook = Some(Box::new(move |_, msg| {
+    sim.log.hook = Some(Box::new(move |_, msg| {
         if let Msg::Gossip(_, Gossip::Deal(deal)) = msg {
             if deal.client == ClientId(2) {
                 let bogus = [curve25519_dalek::scalar::Scalar::from(12345u64).to_bytes(); 2]
@@ -192,7 +192,7 @@ fn one_distributors_whole_state_cannot_compute_an_otp() {
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
     let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
     // Everything distributor 1 stored, and everything it could learn from its records.
-    let records = sim.records[&d[0]].clone();
+    let records = sim.world.records[&d[0]].clone();
     let (transcript, share) = records
         .iter()
         .find_map(|r| match r {
@@ -207,7 +207,7 @@ fn one_distributors_whole_state_cannot_compute_an_otp() {
     let input = threshold::otp_input(&alice, round, counter);
     let digits = sim.mesh.settings.digits;
     // Its own partial, as if it were the key, and Lagrange-weighted as if it were a quorum alone.
-    let mine = share.evaluate(&input, &mut sim.rng);
+    let mine = share.evaluate(&input, &mut sim.world.rng);
     let y = curve25519_dalek::ristretto::CompressedRistretto(mine.y)
         .decompress()
         .unwrap();
@@ -226,7 +226,7 @@ fn a_counter_is_answered_once_and_must_be_current() {
     let mut sim = Sim::new(3);
     sim.seal_first_round();
     let (alice, d) = (sim.requesters[0], sim.distributors[0]);
-    let fresh = counter::fresh(sim.now, &mut sim.rng);
+    let fresh = counter::fresh(sim.world.now, &mut sim.world.rng);
     let ask = |c| {
         Request::Partial(otpmesh_protocol::wire::PartialRequest {
             domain: Default::default(),
@@ -236,16 +236,13 @@ fn a_counter_is_answered_once_and_must_be_current() {
             enrolled: false,
         })
     };
-    let stale = counter::fresh(sim.now - 10 * 60_000, &mut sim.rng);
+    let stale = counter::fresh(sim.world.now - 10 * 60_000, &mut sim.world.rng);
     let mut answers = Vec::new();
     for c in [fresh, fresh, stale] {
-        let actions = sim.roles.get_mut(&d).unwrap().request(
-            sim.now,
-            alice,
-            InboundId(1_000 + answers.len() as u64),
-            ask(c),
-            &mut sim.rng,
-        );
+        let inbound = InboundId(1_000 + answers.len() as u64);
+        let actions = sim.on(d, |role, now, rng| {
+            role.request(now, alice, inbound, ask(c), rng)
+        });
         answers.push(actions.into_iter().find_map(|a| match a {
             Action::Reply { response, .. } => Some(response),
             _ => None,
@@ -267,7 +264,7 @@ fn a_counter_is_answered_once_and_must_be_current() {
 fn a_generator_that_missed_the_announcement_takes_part_with_early_dealings() {
     let mut sim = Sim::new(4);
     let late = sim.mesh.generators[3].peer_id;
-    sim.lost.insert((late, "open"));
+    sim.log.lost.insert((late, "open"));
     sim.seal_first_round();
     let complained = sim.find(|_, e| matches!(e, Event::Complained { .. }).then_some(()));
     assert!(
@@ -282,12 +279,13 @@ fn a_generator_that_missed_the_announcement_takes_part_with_early_dealings() {
 fn a_generator_that_missed_the_dealings_fetches_them_from_the_coordinator() {
     let mut sim = Sim::new(4);
     let late = sim.mesh.generators[3].peer_id;
-    sim.lost.insert((late, "open"));
-    sim.lost.insert((late, "deal"));
+    sim.log.lost.insert((late, "open"));
+    sim.log.lost.insert((late, "deal"));
     let t = sim.seal_first_round();
     let complaints = sim.find(|_, e| matches!(e, Event::Complained { .. }).then_some(()));
     assert!(complaints.is_empty(), "nothing to complain of once fetched");
     let answers = sim
+        .log
         .published
         .iter()
         .filter(|(_, _, k)| *k == "justification");
@@ -301,7 +299,7 @@ fn a_generator_that_missed_the_dealings_fetches_them_from_the_coordinator() {
     let held = sim.find(|p, e| matches!(e, Event::ShareHeld { .. }).then_some(*p));
     assert!(held.contains(&late) && held.len() == N);
     let (alice, d) = (sim.requesters[0], sim.distributors.clone());
-    sim.down.extend([d[0], d[1]]);
+    sim.world.down.extend([d[0], d[1]]);
     let (round, counter, otp, _) = sim.issue(alice, d.clone()).unwrap();
     assert_eq!(
         sim.verify(alice, d, round, counter, &otp),
@@ -328,7 +326,7 @@ fn a_lying_distributor_cannot_offer_a_key_of_its_own() {
         },
     );
     let input = threshold::otp_input(&alice, round, counter);
-    let fake_partial = fake.evaluate(&input, &mut sim.rng);
+    let fake_partial = fake.evaluate(&input, &mut sim.world.rng);
     let fake_key = ThresholdKey {
         params: Params::new(1, 1).unwrap(),
         public: Pair {
@@ -344,7 +342,7 @@ fn a_lying_distributor_cannot_offer_a_key_of_its_own() {
         .unwrap()
         .to_string();
     let liar = d[0];
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         if let Msg::Response(_, _, _, Ok(Response::VerifyPartial(g))) = msg {
             if *at == liar {
                 g.partial = fake_partial.clone();
@@ -367,7 +365,7 @@ fn passwords_are_the_requesters_own() {
     sim.seal_first_round();
     let d = sim.distributors.clone();
     let password = |sim: &mut Sim, who: PeerId, alphabet: Alphabet, length: usize| {
-        sim.events.clear();
+        sim.log.events.clear();
         let role =
             threshold::Requester::password_once(who, sim.mesh.clone(), d.clone(), alphabet, length);
         sim.add(who, Box::new(role));
@@ -378,7 +376,7 @@ fn passwords_are_the_requesters_own() {
             }
             _ => None,
         });
-        assert_eq!(got.len(), 1, "{:?}", sim.events);
+        assert_eq!(got.len(), 1, "{:?}", sim.log.events);
         got.into_iter().next().unwrap()
     };
     let (alice, bob) = (sim.requesters[0], sim.requesters[1]);
@@ -407,7 +405,7 @@ fn passwords_are_the_requesters_own() {
     // Nothing of a password is recorded by any distributor.
     let recorded = d
         .iter()
-        .flat_map(|x| sim.records.get(x).into_iter().flatten())
+        .flat_map(|x| sim.world.records.get(x).into_iter().flatten())
         .filter(|r| matches!(r, Record::Issued { .. } | Record::Used { .. }))
         .count();
     assert_eq!(recorded, 0);
@@ -415,7 +413,12 @@ fn passwords_are_the_requesters_own() {
 
 /// Beacon values a node holds: (round, value, prev).
 fn chain(sim: &Sim, who: &PeerId) -> Vec<(u64, [u8; 32], [u8; 32])> {
-    let keeper = sim.roles[who].beacon().expect("a beacon keeper");
+    let keeper = sim
+        .world
+        .role(who)
+        .unwrap()
+        .beacon()
+        .expect("a beacon keeper");
     keeper
         .entries()
         .map(|e| (e.value.round, e.value.value.0, e.value.prev.0))
@@ -429,7 +432,7 @@ fn run_until(sim: &mut Sim, max_ms: u64, done: impl Fn(&Sim) -> bool) {
         assert!(
             waited < max_ms,
             "not done within {max_ms} ms: {:?}",
-            sim.events.len()
+            sim.log.events.len()
         );
         sim.advance(100);
         waited += 100;
@@ -462,7 +465,7 @@ fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain
 
     run_until(&mut sim, 30_000, |s| everyone.iter().all(|p| has(s, p, 1)));
     // Distributor 5 misses round 2 whole: its seal, its handover, its beacon partials.
-    sim.down.insert(d[4]);
+    sim.world.down.insert(d[4]);
     run_until(&mut sim, 90_000, |s| {
         everyone
             .iter()
@@ -470,7 +473,7 @@ fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain
             .all(|p| has(s, p, 2))
     });
     assert_eq!(chain(&sim, &d[4]).len(), 1, "it was down for round 2");
-    sim.down.remove(&d[4]);
+    sim.world.down.remove(&d[4]);
     run_until(&mut sim, 90_000, |s| everyone.iter().all(|p| has(s, p, 3)));
     let caught = sim.find(|p, e| match e {
         Event::BeaconValue {
@@ -494,7 +497,13 @@ fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain
     assert_eq!(sealed_rounds(&sim).len(), 3);
 
     // The exported run verifies from public data; any change to it does not.
-    let run = sim.roles[&observer].beacon().unwrap().newest_run();
+    let run = sim
+        .world
+        .role(&observer)
+        .unwrap()
+        .beacon()
+        .unwrap()
+        .newest_run();
     assert_eq!(run.len(), 3);
     beacon::verify_run(&run).unwrap();
     let mut value = run.clone();
@@ -541,7 +550,7 @@ fn a_forged_beacon_partial_is_rejected_and_does_not_change_the_value() {
     let d = sim.distributors.clone();
     // Distributor 1's partials are bent on the way: a point that is not k_1·H(x).
     let liar = d[0];
-    sim.hook = Some(Box::new(move |at, msg| {
+    sim.log.hook = Some(Box::new(move |at, msg| {
         if let Msg::Gossip(_, Gossip::Beacon(BeaconPartial { partial, .. })) = msg {
             if *at == liar {
                 partial.y[3] ^= 0x40;
@@ -574,7 +583,7 @@ fn a_restarted_generator_hands_its_last_share_over_again() {
     let t = sim.seal_first_round();
     let generators: Vec<PeerId> = sim.mesh.generators.iter().map(|m| m.peer_id).collect();
     let (j, g) = (1usize, generators[1]);
-    let stored = sim.records[&g]
+    let stored = sim.world.records[&g]
         .iter()
         .find_map(|r| match r {
             Record::Round { transcript, secret } if transcript.round == t.round => {
@@ -592,7 +601,7 @@ fn a_restarted_generator_hands_its_last_share_over_again() {
     )
     .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(9);
-    let now = sim.now + 1_000;
+    let now = sim.world.now + 1_000;
     let mut actions = restarted.start(now, &mut rng);
     actions.extend(restarted.tick(now, &mut rng));
     let distributor = sim.mesh.distributor_at(Index(2)).unwrap();
@@ -645,14 +654,14 @@ fn a_generator_that_missed_the_sealed_transcript_takes_a_later_copy_and_hands_it
     let mut sim = Sim::new(4);
     let late = sim.mesh.generators[3].peer_id;
     let its_distributor = sim.mesh.distributor_at(Index(4)).unwrap();
-    sim.lost.insert((late, "sealed"));
+    sim.log.lost.insert((late, "sealed"));
     let sealed = |s: &Sim| {
         !s.find(|_, e| matches!(e, Event::RoundSealed { .. }).then_some(()))
             .is_empty()
     };
     run_until(&mut sim, 60_000, sealed);
     assert!(sealed(&sim), "the round sealed");
-    sim.lost.clear();
+    sim.log.lost.clear();
     let stored = |s: &Sim| {
         s.find(|p, e| {
             (matches!(e, Event::RoundStored { .. }) && *p == its_distributor).then_some(())

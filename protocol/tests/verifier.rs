@@ -52,7 +52,7 @@ fn world() -> World {
 impl World {
     /// Alice's code now, as `otpmesh code` gathers it.
     fn code(&mut self) -> Result<String, String> {
-        self.sim.events.clear();
+        self.sim.log.events.clear();
         let role = threshold::code::Code::new(self.alice, self.sim.mesh.clone());
         self.sim.add(self.alice, Box::new(role));
         self.sim.settle();
@@ -66,11 +66,12 @@ impl World {
 
     /// What verifier `v` decides of `code` typed by `user`.
     fn check(&mut self, v: usize, user: &str, code: &str) -> (Outcome, String) {
-        self.sim.events.clear();
+        self.sim.log.events.clear();
         self.ticket += 1;
-        let (verifier, now) = (self.verifiers[v], self.sim.now);
-        let role = self.sim.roles.get_mut(&verifier).unwrap();
-        let actions = role.check(now, self.ticket, user, code, &mut self.sim.rng);
+        let (verifier, ticket) = (self.verifiers[v], self.ticket);
+        let actions = self.sim.on(verifier, |role, now, rng| {
+            role.check(now, ticket, user, code, rng)
+        });
         self.sim.run(verifier, actions);
         self.sim.settle();
         let ticket = self.ticket;
@@ -89,7 +90,7 @@ impl World {
     /// To the start of the next step.
     fn next_step(&mut self) {
         let period = self.sim.mesh.settings.code_period_s;
-        let left = code::seconds_left(self.sim.now, period);
+        let left = code::seconds_left(self.sim.world.now, period);
         self.sim.advance(left * 1000);
     }
 }
@@ -149,11 +150,11 @@ fn a_clock_one_step_behind_still_works() {
 fn two_distributors_down_still_serve_and_a_third_leaves_the_quorum_unavailable() {
     let mut w = world();
     let d = w.sim.distributors.clone();
-    w.sim.down.extend([d[0], d[1]]);
+    w.sim.world.down.extend([d[0], d[1]]);
     let code = w.code().unwrap();
     assert_eq!(w.check(0, "alice", &code).0, Outcome::Accepted);
     w.next_step();
-    w.sim.down.insert(d[2]);
+    w.sim.world.down.insert(d[2]);
     let err = w.code().unwrap_err();
     assert!(err.contains("quorum unavailable"), "{err}");
     let (outcome, detail) = w.check(0, "alice", "123456");
@@ -167,16 +168,17 @@ fn two_distributors_down_still_serve_and_a_third_leaves_the_quorum_unavailable()
 #[test]
 fn a_requesters_key_cannot_obtain_verification_partials() {
     let mut w = world();
-    let step = code::step(w.sim.now, w.sim.mesh.settings.code_period_s);
+    let step = code::step(w.sim.world.now, w.sim.mesh.settings.code_period_s);
     for asker in [w.alice, peer()] {
         let ask = Request::Code(CodeRequest {
             user: Some(UserName::new("alice").unwrap()),
             step,
             key: [9; 32],
         });
-        let (distributor, now) = (w.sim.distributors[0], w.sim.now);
-        let role = w.sim.roles.get_mut(&distributor).unwrap();
-        let actions = role.request(now, asker, InboundId(900), ask, &mut w.sim.rng);
+        let distributor = w.sim.distributors[0];
+        let actions = w.sim.on(distributor, |role, now, rng| {
+            role.request(now, asker, InboundId(900), ask, rng)
+        });
         let refused = actions.iter().find_map(|a| match a {
             otpmesh_protocol::role::Action::Reply {
                 response: Response::Refused(Refusal::Unauthorised(why)),

@@ -356,7 +356,7 @@ impl Observer for Load {
         }
     }
 
-    fn outgoing(&mut self, at: Address, action: &mut Action) -> bool {
+    fn outgoing(&mut self, _world: &World, at: Address, action: &mut Action) -> bool {
         if let Action::Reply { response, .. } = action {
             if self.config.sabotage && at.peer == self.distributors[0] {
                 if let Response::Verified(VerifyResult::Used) = response {

@@ -45,7 +45,13 @@ pub trait Observer {
     fn tick(&mut self, _world: &mut World) {}
     /// A publish, send or reply `at` is about to make; the observer may change it, or drop it
     /// by answering false (a fault, or a deliberate bug a test shows the checks catch).
-    fn outgoing(&mut self, _at: Address, _action: &mut Action) -> bool {
+    /// [`World::asker`] tells whom a reply goes to.
+    fn outgoing(&mut self, _world: &World, _at: Address, _action: &mut Action) -> bool {
+        true
+    }
+    /// `message` from `from` is about to reach `to`; false loses it on the way (a fault at
+    /// one recipient, where [`Observer::outgoing`] drops it for all).
+    fn incoming(&mut self, _from: Address, _to: Address, _message: &Message) -> bool {
         true
     }
 }
@@ -144,6 +150,27 @@ impl World {
         self.down.insert(peer);
         self.nodes.remove(&peer);
         self.inbound.retain(|(p, _), _| *p != peer);
+    }
+
+    /// Node `peer`'s role, to look at.
+    pub fn role(&self, peer: &PeerId) -> Option<&(dyn Role + Send)> {
+        self.nodes.get(peer).map(|role| &**role)
+    }
+
+    /// Calls `f` on node `peer`'s role and gives back what it returns, without carrying out any
+    /// action (a test that looks at what a role would do).
+    pub fn with_role<R>(
+        &mut self,
+        peer: &PeerId,
+        f: impl FnOnce(&mut (dyn Role + Send), Millis, &mut ChaCha20Rng) -> R,
+    ) -> Option<R> {
+        let role = self.nodes.get_mut(peer)?;
+        Some(f(&mut **role, self.now, &mut self.rng))
+    }
+
+    /// Who asked `peer` the request it knows as `inbound`, with which tag (while unanswered).
+    pub fn asker(&self, peer: &PeerId, inbound: InboundId) -> Option<(Address, Tag)> {
+        self.inbound.get(&(*peer, inbound.0)).copied()
     }
 
     pub fn is_up(&self, peer: &PeerId) -> bool {
@@ -297,6 +324,9 @@ impl World {
             from, to, message, ..
         } = arrival;
         self.note(message.kind(), &from, &to);
+        if !observer.incoming(from, to, &message) {
+            return;
+        }
         let node_to = to.session == 0;
         let refused = node_to && (!self.is_up(&to.peer) || self.refuses(&from.peer, &to.peer));
         if refused {
@@ -415,7 +445,7 @@ impl World {
             if matches!(
                 action,
                 Action::Publish(_) | Action::Send { .. } | Action::Reply { .. }
-            ) && !observer.outgoing(at, &mut action)
+            ) && !observer.outgoing(self, at, &mut action)
             {
                 continue;
             }

@@ -1,6 +1,7 @@
-//! Threshold mode's roles wired together by a deterministic simulator: n generators with their own
-//! RSA keys, n distributors, contributors and requesters; no network, no clock, no disk. A hook
-//! lets a test tamper with what a node publishes or answers. Shared by `threshold_roles.rs` and
+//! Threshold mode's roles on the simulator's world (`otpmesh_protocol::sim::World`) with no
+//! latency: n generators with their own RSA keys, n distributors, contributors and requesters;
+//! no network, no clock, no disk. A hook lets a test tamper with what a node publishes or
+//! answers, and `lost` loses one kind of gossip on its way to one node. Shared by `threshold_roles.rs` and
 //! `threshold_attacks.rs` (each uses a part of it).
 #![allow(dead_code)]
 
@@ -8,26 +9,31 @@ use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::mesh::{MeshConfig, Threshold};
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::distributor::Restored;
-use otpmesh_protocol::role::{
-    self, threshold, Action, Distributor, Event, InboundId, Record, Role, Tag, Verdict,
-};
+use otpmesh_protocol::role::{threshold, Action, Distributor, Event, Record, Role, Tag};
 use otpmesh_protocol::round::{RoundId, Transcript};
 use otpmesh_protocol::seal::PrivateKey;
+use otpmesh_protocol::sim::net::{Address, Message};
+use otpmesh_protocol::sim::{Observer, World};
 use otpmesh_protocol::threshold::Params;
-use otpmesh_protocol::wire::{Gossip, Request, Response, VerifyResult};
+use otpmesh_protocol::wire::{
+    Gossip, Request, Response, VerifyResult, GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 pub const N: usize = 5;
 pub const T: u32 = 3;
 
-pub fn keys() -> &'static [PrivateKey] {
-    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
+pub fn keys() -> &'static [Arc<PrivateKey>] {
+    static KEYS: OnceLock<Vec<Arc<PrivateKey>>> = OnceLock::new();
     KEYS.get_or_init(|| {
         (0..N as u64)
-            .map(|i| PrivateKey::generate(2048, &mut ChaCha20Rng::seed_from_u64(100 + i)).unwrap())
+            .map(|i| {
+                let mut rng = ChaCha20Rng::seed_from_u64(100 + i);
+                Arc::new(PrivateKey::generate(2048, &mut rng).unwrap())
+            })
             .collect()
     })
 }
@@ -36,6 +42,8 @@ pub fn peer() -> PeerId {
     Keypair::generate_ed25519().public().to_peer_id()
 }
 
+/// A message as the test's hook sees it: (author, …) for gossip, (asker, asked, tag, …) for a
+/// request and (answerer, asker, tag, …) for a response.
 pub enum Msg {
     Gossip(PeerId, Gossip),
     Request(PeerId, PeerId, Tag, Request),
@@ -45,28 +53,72 @@ pub enum Msg {
 /// Sees (and may change) every message a node sends; false drops it.
 pub type Hook = Box<dyn FnMut(&PeerId, &mut Msg) -> bool>;
 
-pub struct Sim {
-    pub mesh: Arc<MeshConfig>,
-    pub roles: HashMap<PeerId, Box<dyn Role + Send>>,
-    /// Every role runs with a beacon keeper beside it.
-    pub beacon: bool,
-    pub keys: HashMap<PeerId, &'static PrivateKey>,
-    pub order: Vec<PeerId>,
-    pub down: HashSet<PeerId>,
-    pub now: u64,
-    pub rng: ChaCha20Rng,
-    pub queue: VecDeque<Msg>,
-    pub pending: HashMap<(PeerId, u64), (PeerId, Tag)>,
-    pub next_inbound: u64,
-    pub records: HashMap<PeerId, Vec<Record>>,
+/// What the test watches and where it tampers: the world's observer.
+#[derive(Default)]
+pub struct Log {
     pub events: Vec<(PeerId, Event)>,
+    /// Every gossip message published: (time, author, kind).
+    pub published: Vec<(u64, PeerId, &'static str)>,
     pub hook: Option<Hook>,
     /// (recipient, gossip kind) pairs that are lost on the way.
     pub lost: HashSet<(PeerId, &'static str)>,
+}
+
+impl Observer for Log {
+    fn event(&mut self, _world: &mut World, at: Address, event: Event) {
+        self.events.push((at.peer, event));
+    }
+
+    fn outgoing(&mut self, world: &World, at: Address, action: &mut Action) -> bool {
+        if let Action::Publish(m) = action {
+            self.published.push((world.now, at.peer, m.kind()));
+        }
+        let Some(hook) = &mut self.hook else {
+            return true;
+        };
+        let mut msg = match action {
+            Action::Publish(m) => Msg::Gossip(at.peer, m.clone()),
+            Action::Send { peer, tag, request } => {
+                Msg::Request(at.peer, *peer, *tag, request.clone())
+            }
+            Action::Reply { to, response } => match world.asker(&at.peer, *to) {
+                Some((asker, tag)) => Msg::Response(at.peer, asker.peer, tag, Ok(response.clone())),
+                None => return true,
+            },
+            _ => return true,
+        };
+        if !hook(&at.peer, &mut msg) {
+            return false;
+        }
+        match (action, msg) {
+            (Action::Publish(m), Msg::Gossip(_, changed)) => *m = changed,
+            (Action::Send { request, .. }, Msg::Request(_, _, _, changed)) => *request = changed,
+            (Action::Reply { response, .. }, Msg::Response(_, _, _, changed)) => match changed {
+                Ok(changed) => *response = changed,
+                Err(_) => return false,
+            },
+            _ => unreachable!("the hook keeps the message's kind"),
+        }
+        true
+    }
+
+    fn incoming(&mut self, _from: Address, to: Address, message: &Message) -> bool {
+        !self.lost.contains(&(to.peer, message.kind()))
+    }
+}
+
+/// The threshold mesh on the simulator's world, with no latency: what a role sends arrives at
+/// once, in order; time moves only when the test says so.
+pub struct Sim {
+    pub mesh: Arc<MeshConfig>,
+    pub world: World,
+    pub log: Log,
+    /// Every role runs with a beacon keeper beside it.
+    pub beacon: bool,
+    /// Every node, in the order added.
+    pub order: Vec<PeerId>,
     pub distributors: Vec<PeerId>,
     pub requesters: Vec<PeerId>,
-    /// Every gossip message published: (time, author, kind).
-    pub published: Vec<(u64, PeerId, &'static str)>,
     /// The generators' identity keys (a test may play a corrupt coordinator).
     pub identities: HashMap<PeerId, Keypair>,
 }
@@ -98,30 +150,19 @@ impl Sim {
         let mesh = Arc::new(mesh);
         let mut sim = Sim {
             mesh: mesh.clone(),
-            roles: HashMap::new(),
+            world: World::instant(mesh.clone(), 7, 1_700_000_000_000),
+            log: Log::default(),
             beacon,
-            keys: HashMap::new(),
             order: Vec::new(),
-            down: HashSet::new(),
-            now: 1_700_000_000_000,
-            rng: ChaCha20Rng::seed_from_u64(7),
-            queue: VecDeque::new(),
-            pending: HashMap::new(),
-            next_inbound: 0,
-            records: HashMap::new(),
-            events: Vec::new(),
-            hook: None,
-            lost: HashSet::new(),
             distributors: distributors.clone(),
             requesters,
-            published: Vec::new(),
             identities: identities
                 .iter()
                 .map(|k| (k.public().to_peer_id(), k.clone()))
                 .collect(),
         };
         for (i, g) in generators.iter().enumerate() {
-            sim.keys.insert(*g, &keys()[i]);
+            sim.world.set_key(*g, keys()[i].clone());
             let identity = identities[i].clone();
             let role = threshold::Generator::new(
                 identity,
@@ -146,124 +187,53 @@ impl Sim {
         sim
     }
 
+    /// Starts (or restarts) `role` as node `id`, on every topic (each role ignores what is not
+    /// its own).
     pub fn add(&mut self, id: PeerId, mut role: Box<dyn Role + Send>) {
         if self.beacon {
             let keeper = threshold::Keeper::restore(self.mesh.clone(), vec![], vec![]);
             role = Box::new(threshold::Beaconed::new(id, role, keeper));
         }
-        let actions = role.start(self.now, &mut self.rng);
         if !self.order.contains(&id) {
             self.order.push(id);
         }
-        self.roles.insert(id, role);
-        self.run(id, actions);
+        let topics = [GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC];
+        self.world.add(id, role, &topics, &mut self.log);
     }
 
-    pub fn push(&mut self, at: PeerId, mut msg: Msg) {
-        if let Some(hook) = &mut self.hook {
-            if !hook(&at, &mut msg) {
-                return;
-            }
-        }
-        self.queue.push_back(msg);
-    }
-
+    /// Carries out `actions` as node `at`'s (what a test had a role return).
     pub fn run(&mut self, at: PeerId, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Publish(m) => {
-                    self.published.push((self.now, at, m.kind()));
-                    self.push(at, Msg::Gossip(at, m))
-                }
-                Action::Send { peer, tag, request } => {
-                    self.push(at, Msg::Request(at, peer, tag, request))
-                }
-                Action::Reply { to, response } => {
-                    let (peer, tag) = self.pending.remove(&(at, to.0)).expect("pending request");
-                    self.push(at, Msg::Response(at, peer, tag, Ok(response)));
-                }
-                Action::Persist(r) => self.records.entry(at).or_default().push(r),
-                Action::Decrypt(job) => {
-                    assert!(job.share.is_some(), "threshold generators open shares only");
-                    let opened = job.open(self.keys[&at], &mut self.rng);
-                    let role = self.roles.get_mut(&at).unwrap();
-                    let actions = role.decrypted(self.now, job, opened);
-                    self.run(at, actions);
-                }
-                Action::Emit(e) => self.events.push((at, e)),
-                Action::AskInput { .. } => panic!("inputs are fixed"),
-            }
-        }
+        self.world.input(at, &mut self.log, |_, _, _| actions);
+    }
+
+    /// Calls `f` on node `at`'s role, carrying out nothing it returns.
+    pub fn on<R>(
+        &mut self,
+        at: PeerId,
+        f: impl FnOnce(&mut (dyn Role + Send), u64, &mut ChaCha20Rng) -> R,
+    ) -> R {
+        self.world.with_role(&at, f).expect("a node")
     }
 
     pub fn settle(&mut self) {
-        while let Some(msg) = self.queue.pop_front() {
-            match msg {
-                Msg::Gossip(from, message) => {
-                    if self.down.contains(&from) {
-                        continue;
-                    }
-                    for id in self.order.clone() {
-                        if id == from
-                            || self.down.contains(&id)
-                            || self.lost.contains(&(id, message.kind()))
-                        {
-                            continue;
-                        }
-                        if role::check_gossip(&self.mesh, &from, &message) != Verdict::Accept {
-                            continue;
-                        }
-                        let role = self.roles.get_mut(&id).unwrap();
-                        let (_, actions) = role.gossip(self.now, from, &message, &mut self.rng);
-                        self.run(id, actions);
-                    }
-                }
-                Msg::Request(from, to, tag, request) => {
-                    if self.down.contains(&to) || !self.roles.contains_key(&to) {
-                        let refused =
-                            Msg::Response(to, from, tag, Err("connection refused".into()));
-                        self.queue.push_back(refused);
-                        continue;
-                    }
-                    self.next_inbound += 1;
-                    self.pending.insert((to, self.next_inbound), (from, tag));
-                    let id = InboundId(self.next_inbound);
-                    let role = self.roles.get_mut(&to).unwrap();
-                    let actions = role.request(self.now, from, id, request, &mut self.rng);
-                    self.run(to, actions);
-                }
-                Msg::Response(from, to, tag, response) => {
-                    if self.down.contains(&to) {
-                        continue;
-                    }
-                    let role = self.roles.get_mut(&to).unwrap();
-                    let actions = role.response(self.now, from, tag, response, &mut self.rng);
-                    self.run(to, actions);
-                }
-            }
-        }
+        self.world.settle(&mut self.log);
     }
 
+    /// Moves time forward by `ms`, every tick's messages delivered before the next.
     pub fn advance(&mut self, ms: u64) {
-        for _ in 0..(ms / 100) {
-            self.now += 100;
-            for id in self.order.clone() {
-                if self.down.contains(&id) {
-                    continue;
-                }
-                let actions = self
-                    .roles
-                    .get_mut(&id)
-                    .unwrap()
-                    .tick(self.now, &mut self.rng);
-                self.run(id, actions);
-            }
-            self.settle();
+        self.settle();
+        let end = self.world.now + ms;
+        while self.world.next_at() <= end {
+            self.world.step(&mut self.log);
         }
     }
 
     pub fn find<U>(&self, pick: impl Fn(&PeerId, &Event) -> Option<U>) -> Vec<U> {
-        self.events.iter().filter_map(|(p, e)| pick(p, e)).collect()
+        self.log
+            .events
+            .iter()
+            .filter_map(|(p, e)| pick(p, e))
+            .collect()
     }
 
     /// Runs until the first round is sealed and stored by every live distributor.
@@ -276,16 +246,16 @@ impl Sim {
             let live = self
                 .distributors
                 .iter()
-                .filter(|d| !self.down.contains(d))
+                .filter(|d| !self.world.down.contains(d))
                 .count();
             if stored >= live {
                 break;
             }
         }
-        self.records[&self
+        self.world.records[&self
             .distributors
             .iter()
-            .find(|d| !self.down.contains(d))
+            .find(|d| !self.world.down.contains(d))
             .copied()
             .unwrap()]
             .iter()
@@ -293,7 +263,7 @@ impl Sim {
                 Record::Round { transcript, .. } => Some(transcript.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| panic!("a distributor stored the round: {:?}", self.events))
+            .unwrap_or_else(|| panic!("a distributor stored the round: {:?}", self.log.events))
     }
 
     /// `requester` asks `distributors` for one OTP: (round, counter, otp, bad) or the failure.
@@ -302,10 +272,13 @@ impl Sim {
         requester: PeerId,
         distributors: Vec<PeerId>,
     ) -> Result<(RoundId, u64, String, Vec<PeerId>), String> {
-        self.events.clear();
+        self.log.events.clear();
         let role = threshold::Requester::issue_once(requester, self.mesh.clone(), distributors);
-        self.add(requester, Box::new(role));
+        let session = self
+            .world
+            .open_session(requester, Box::new(role), &mut self.log);
         self.settle();
+        self.world.close_session(session);
         let out = self.find(|p, e| match e {
             Event::ThresholdOtpReceived {
                 round,
@@ -317,7 +290,7 @@ impl Sim {
             Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
             _ => None,
         });
-        assert_eq!(out.len(), 1, "one answer: {:?}", self.events);
+        assert_eq!(out.len(), 1, "one answer: {:?}", self.log.events);
         out.into_iter().next().unwrap()
     }
 
@@ -329,7 +302,7 @@ impl Sim {
         counter: u64,
         code: &str,
     ) -> Result<VerifyResult, String> {
-        self.events.clear();
+        self.log.events.clear();
         let role = threshold::Requester::verify_once(
             requester,
             self.mesh.clone(),
@@ -338,14 +311,17 @@ impl Sim {
             counter,
             code.into(),
         );
-        self.add(requester, Box::new(role));
+        let session = self
+            .world
+            .open_session(requester, Box::new(role), &mut self.log);
         self.settle();
+        self.world.close_session(session);
         let out = self.find(|p, e| match e {
             Event::ThresholdVerified { result, .. } if *p == requester => Some(Ok(*result)),
             Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
             _ => None,
         });
-        assert_eq!(out.len(), 1, "one answer: {:?}", self.events);
+        assert_eq!(out.len(), 1, "one answer: {:?}", self.log.events);
         out.into_iter().next().unwrap()
     }
 
