@@ -626,8 +626,12 @@ pub struct ScenarioRunArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Run every node inside this process instead of as child processes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sim")]
     pub in_process: bool,
+    /// Run every node's state machine on the simulator, in virtual time: the real roles, keys
+    /// and stores over a simulated network (no sockets; a kdc step needs them and fails).
+    #[arg(long)]
+    pub sim: bool,
     /// Where the nodes' data and logs go (default: a temporary dir, removed after a clean run).
     #[arg(long)]
     pub dir: Option<PathBuf>,

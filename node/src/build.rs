@@ -238,6 +238,21 @@ pub(crate) fn swarm(
     Ok(swarm)
 }
 
+/// The gossip topics `role` follows: none for a one-shot, the phrases for a generator, the used
+/// codes for a distributor.
+pub(crate) fn topics(role: &RoleSpec, one_shot: bool) -> Vec<&'static str> {
+    let mut topics = Vec::new();
+    if !one_shot {
+        topics.push(GOSSIP_TOPIC);
+    }
+    match role {
+        RoleSpec::Generator => topics.push(PHRASE_TOPIC),
+        RoleSpec::Distributor if !one_shot => topics.push(USED_TOPIC),
+        _ => {}
+    }
+    topics
+}
+
 /// Subscribes to the role's topics and listens on the configured addresses.
 pub(crate) fn subscribe_and_listen(
     swarm: &mut libp2p::Swarm<Behaviour>,
@@ -251,20 +266,11 @@ pub(crate) fn subscribe_and_listen(
     NodeError,
 > {
     let topic = gossipsub::IdentTopic::new(GOSSIP_TOPIC);
-    let mut topics = Vec::new();
-    if !one_shot {
-        topics.push(topic.clone());
-    }
-    match config.role {
-        RoleSpec::Generator => topics.push(gossipsub::IdentTopic::new(PHRASE_TOPIC)),
-        RoleSpec::Distributor if !one_shot => topics.push(gossipsub::IdentTopic::new(USED_TOPIC)),
-        _ => {}
-    }
-    for t in &topics {
+    for t in topics(&config.role, one_shot) {
         swarm
             .behaviour_mut()
             .gossipsub
-            .subscribe(t)
+            .subscribe(&gossipsub::IdentTopic::new(t))
             .map_err(|e| NodeError::Transport(format!("subscribe: {e}")))?;
     }
     let mut listeners = Vec::new();

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod rpc;
+pub mod simulated;
 pub mod status;
 pub mod store;
 pub mod verifier;
@@ -109,6 +110,22 @@ pub enum RoleSpec {
 }
 
 impl RoleSpec {
+    /// A client's single exchange (a command's), not a node that stays in the mesh.
+    pub fn is_one_shot(&self) -> bool {
+        matches!(
+            self,
+            RoleSpec::OneShotRequester { .. }
+                | RoleSpec::OneShotVerify { .. }
+                | RoleSpec::OneShotEnrol { .. }
+                | RoleSpec::OneShotTotpEnrol { .. }
+                | RoleSpec::OneShotTotpVerify { .. }
+                | RoleSpec::OneShotThresholdRequest { .. }
+                | RoleSpec::OneShotThresholdPassword { .. }
+                | RoleSpec::OneShotThresholdVerify { .. }
+                | RoleSpec::OneShotCode
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             RoleSpec::Contributor { .. } => "contributor",
@@ -366,18 +383,7 @@ fn probe_tcp_port(addr: &Multiaddr) -> Result<(), NodeError> {
 /// Builds a node: loads or creates its keys and store, builds the swarm, starts listening.
 /// Must run inside a tokio runtime.
 pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
-    let one_shot = matches!(
-        config.role,
-        RoleSpec::OneShotRequester { .. }
-            | RoleSpec::OneShotVerify { .. }
-            | RoleSpec::OneShotEnrol { .. }
-            | RoleSpec::OneShotTotpEnrol { .. }
-            | RoleSpec::OneShotTotpVerify { .. }
-            | RoleSpec::OneShotThresholdRequest { .. }
-            | RoleSpec::OneShotThresholdPassword { .. }
-            | RoleSpec::OneShotThresholdVerify { .. }
-            | RoleSpec::OneShotCode
-    );
+    let one_shot = config.role.is_one_shot();
     if !one_shot {
         config.mesh.validate()?;
         for warning in config.mesh.warnings() {

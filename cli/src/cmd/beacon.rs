@@ -104,6 +104,14 @@ impl Source {
     }
 }
 
+/// The newest run of linked entries among `entries` (a store's, oldest first), oldest first.
+pub async fn newest_run_among(entries: Vec<Entry>) -> anyhow::Result<Vec<Entry>> {
+    Source::Store(entries)
+        .newest_run()
+        .await
+        .map_err(|f| f.error)
+}
+
 /// The newest run of linked entries a node holds (running or not), oldest first.
 pub async fn newest_run(dir: &Path) -> anyhow::Result<Vec<Entry>> {
     let read = async { Source::open(dir).await?.newest_run().await };

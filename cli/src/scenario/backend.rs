@@ -2,6 +2,7 @@
 //! Both report events as (node name, JSON) and take the same instructions.
 
 use super::layout::Planned;
+use super::simulated::Simulated;
 use super::spec::RequestOutcome;
 use crate::cmd::mesh::{spawn, NodeEntry};
 use crate::line::{Line, Process};
@@ -122,27 +123,14 @@ async fn run_cli_with(
         .map_err(Into::into)
 }
 
-/// Runs a one-shot node in this process with `requester`'s identity until `pick` finds its answer
-/// (None if none came in time).
-async fn one_shot<T>(
-    role: RoleSpec,
-    requester: &Planned,
-    distributor: &Planned,
-    seed: Option<u64>,
-    pick: impl FnMut(NodeEvent) -> Option<T>,
-) -> anyhow::Result<Option<T>> {
-    one_shot_with(role, requester, &[distributor], seed, pick).await
-}
-
-/// [`one_shot`] connected to several distributors.
-async fn one_shot_with<T>(
+/// The node config of a one-shot command run with `requester`'s identity against `distributors`.
+fn one_shot_config(
     role: RoleSpec,
     requester: &Planned,
     distributors: &[&Planned],
     seed: Option<u64>,
-    mut pick: impl FnMut(NodeEvent) -> Option<T>,
-) -> anyhow::Result<Option<T>> {
-    let config = NodeConfig {
+) -> anyhow::Result<NodeConfig> {
+    Ok(NodeConfig {
         role,
         data_dir: requester.data_dir.clone(),
         listen: Vec::new(),
@@ -157,14 +145,24 @@ async fn one_shot_with<T>(
         manual_rounds: false,
         seed,
         metrics: None,
-    };
+    })
+}
+
+/// Runs the one-shot node `config` in this process until `pick` finds its answer (None if none
+/// came in time).
+async fn one_shot<T>(
+    config: NodeConfig,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
     let node = otpmesh_node::start(config)?;
     let (client, mut events) = (node.client, node.events);
     tokio::spawn(node.event_loop.run());
     let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
         while let Some(e) = events.recv().await {
-            if let Some(t) = pick(e) {
-                return Some(t);
+            if let NodeEvent::Role(e) = e {
+                if let Some(t) = pick(e) {
+                    return Some(t);
+                }
             }
         }
         None
@@ -190,6 +188,8 @@ fn last_error(stderr: &[u8]) -> String {
 pub enum Backend {
     Process(Processes),
     InProcess(InProcess),
+    /// Every node on the simulator, in virtual time.
+    Sim(Box<Simulated>),
 }
 
 pub struct Processes {
@@ -219,8 +219,55 @@ impl Backend {
         (backend, rx)
     }
 
+    /// Every node on the simulator, its choices drawn from `seed`.
+    pub fn simulated(seed: u64) -> (Backend, Events) {
+        // Nothing sends on it: the simulator's lines come from `Simulated::next_line`.
+        let (_, rx) = mpsc::channel(1);
+        (Backend::Sim(Box::new(Simulated::new(seed))), rx)
+    }
+
+    /// The time the nodes live in: the wall clock's, or the simulator's virtual one (both since
+    /// the Unix epoch).
+    pub fn clock(&self) -> Duration {
+        match self {
+            Backend::Sim(s) => s.clock(),
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Lets `by` pass on the nodes' clock.
+    pub async fn sleep(&mut self, by: Duration) -> anyhow::Result<()> {
+        match self {
+            Backend::Sim(s) => s.sleep(by),
+            _ => {
+                tokio::time::sleep(by).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs the one-shot `role` with `requester`'s identity against `distributors` until `pick`
+    /// finds its answer (None if none came in time).
+    async fn ask<T>(
+        &mut self,
+        role: RoleSpec,
+        requester: &Planned,
+        distributors: &[&Planned],
+        seed: Option<u64>,
+        pick: impl FnMut(Event) -> Option<T>,
+    ) -> anyhow::Result<Option<T>> {
+        let config = one_shot_config(role, requester, distributors, seed)?;
+        match self {
+            Backend::Sim(s) => s.ask(&config, REQUEST_TIMEOUT, pick),
+            _ => one_shot(config, pick).await,
+        }
+    }
+
     pub async fn start(&mut self, node: &Planned) -> anyhow::Result<()> {
         match self {
+            Backend::Sim(s) => s.start(node)?,
             Backend::Process(p) => {
                 let entry = NodeEntry {
                     name: node.name.clone(),
@@ -290,7 +337,7 @@ impl Backend {
     pub fn pid(&self, name: &str) -> Option<u32> {
         match self {
             Backend::Process(p) => p.children.get(name).and_then(|(c, _)| c.id()),
-            Backend::InProcess(_) => None,
+            Backend::InProcess(_) | Backend::Sim(_) => None,
         }
     }
 
@@ -298,13 +345,14 @@ impl Backend {
     pub fn pids(&self) -> Vec<u32> {
         match self {
             Backend::Process(p) => p.children.values().filter_map(|(c, _)| c.id()).collect(),
-            Backend::InProcess(_) => Vec::new(),
+            Backend::InProcess(_) | Backend::Sim(_) => Vec::new(),
         }
     }
 
     /// Stops a node abruptly: SIGKILL for a process, an aborted task in-process.
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         match self {
+            Backend::Sim(s) => s.kill(name)?,
             Backend::Process(p) => {
                 let (mut child, _) = p
                     .children
@@ -329,6 +377,7 @@ impl Backend {
 
     pub async fn control(&mut self, name: &str, line: ControlLine) -> anyhow::Result<()> {
         match self {
+            Backend::Sim(s) => s.control(name, line)?,
             Backend::Process(p) => {
                 let (_, stdin) = p
                     .children
@@ -374,16 +423,17 @@ impl Backend {
         let role = RoleSpec::OneShotRequester {
             distributor: distributor.peer_id,
         };
-        let answer = one_shot(role, requester, distributor, Some(seed), |e| match e {
-            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
-                Some(RequestResult::issued(otp, round.0, None))
-            }
-            NodeEvent::Role(Event::RequestFailed {
-                failure, reason, ..
-            }) => Some(RequestResult::from_failure(failure.exit_code(), reason)),
-            _ => None,
-        })
-        .await?;
+        let answer = self
+            .ask(role, requester, &[distributor], Some(seed), |e| match e {
+                Event::OtpReceived { otp, round, .. } => {
+                    Some(RequestResult::issued(otp, round.0, None))
+                }
+                Event::RequestFailed {
+                    failure, reason, ..
+                } => Some(RequestResult::from_failure(failure.exit_code(), reason)),
+                _ => None,
+            })
+            .await?;
         Ok(answer.unwrap_or_else(|| RequestResult::from_failure(3, "no answer in time".into())))
     }
 
@@ -405,12 +455,13 @@ impl Backend {
             distributor: distributor.peer_id,
             code: code.to_string(),
         };
-        let answer = one_shot(role, requester, distributor, None, |e| match e {
-            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => Some(Ok(result)),
-            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
-            _ => None,
-        })
-        .await?;
+        let answer = self
+            .ask(role, requester, &[distributor], None, |e| match e {
+                Event::VerifyAnswered { result, .. } => Some(Ok(result)),
+                Event::RequestFailed { reason, .. } => Some(Err(reason)),
+                _ => None,
+            })
+            .await?;
         Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
     }
 
@@ -429,19 +480,20 @@ impl Backend {
         let role = RoleSpec::OneShotThresholdRequest {
             distributors: distributors.iter().map(|d| d.peer_id).collect(),
         };
-        let answer = one_shot_with(role, requester, distributors, Some(seed), |e| match e {
-            NodeEvent::Role(Event::ThresholdOtpReceived {
-                otp,
-                round,
-                counter,
-                ..
-            }) => Some(RequestResult::issued(otp, round.0, Some(counter))),
-            NodeEvent::Role(Event::RequestFailed {
-                failure, reason, ..
-            }) => Some(RequestResult::from_failure(failure.exit_code(), reason)),
-            _ => None,
-        })
-        .await?;
+        let answer = self
+            .ask(role, requester, distributors, Some(seed), |e| match e {
+                Event::ThresholdOtpReceived {
+                    otp,
+                    round,
+                    counter,
+                    ..
+                } => Some(RequestResult::issued(otp, round.0, Some(counter))),
+                Event::RequestFailed {
+                    failure, reason, ..
+                } => Some(RequestResult::from_failure(failure.exit_code(), reason)),
+                _ => None,
+            })
+            .await?;
         Ok(answer.unwrap_or_else(|| RequestResult::from_failure(3, "no answer in time".into())))
     }
 
@@ -478,12 +530,13 @@ impl Backend {
             counter,
             code: code.to_string(),
         };
-        let answer = one_shot_with(role, requester, distributors, None, |e| match e {
-            NodeEvent::Role(Event::ThresholdVerified { result, .. }) => Some(Ok(result)),
-            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
-            _ => None,
-        })
-        .await?;
+        let answer = self
+            .ask(role, requester, distributors, None, |e| match e {
+                Event::ThresholdVerified { result, .. } => Some(Ok(result)),
+                Event::RequestFailed { reason, .. } => Some(Err(reason)),
+                _ => None,
+            })
+            .await?;
         Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
     }
 
@@ -515,12 +568,13 @@ impl Backend {
             alphabet,
             length,
         };
-        let answer = one_shot_with(role, requester, distributors, None, |e| match e {
-            NodeEvent::Role(Event::PasswordReceived { password, .. }) => Some(Ok(password.into())),
-            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason)),
-            _ => None,
-        })
-        .await?;
+        let answer = self
+            .ask(role, requester, distributors, None, |e| match e {
+                Event::PasswordReceived { password, .. } => Some(Ok(password.into())),
+                Event::RequestFailed { reason, .. } => Some(Err(reason)),
+                _ => None,
+            })
+            .await?;
         Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
     }
 
@@ -545,30 +599,32 @@ impl Backend {
             let code = out.status.code().unwrap_or(1) as u8;
             return Ok(parsed.ok_or_else(|| (code, last_error(&out.stderr))));
         }
-        let answer = one_shot_with(
-            RoleSpec::OneShotCode,
-            requester,
-            distributors,
-            None,
-            |e| match e {
-                NodeEvent::Role(Event::CodeReceived {
-                    code,
-                    step,
-                    seconds_left,
-                    ..
-                }) => Some(Ok((code.into(), step, seconds_left))),
-                NodeEvent::Role(Event::RequestFailed {
-                    failure, reason, ..
-                }) => Some(Err((failure.exit_code(), reason))),
-                _ => None,
-            },
-        )
-        .await?;
+        let answer = self
+            .ask(
+                RoleSpec::OneShotCode,
+                requester,
+                distributors,
+                None,
+                |e| match e {
+                    Event::CodeReceived {
+                        code,
+                        step,
+                        seconds_left,
+                        ..
+                    } => Some(Ok((code.into(), step, seconds_left))),
+                    Event::RequestFailed {
+                        failure, reason, ..
+                    } => Some(Err((failure.exit_code(), reason))),
+                    _ => None,
+                },
+            )
+            .await?;
         Ok(answer.unwrap_or_else(|| Err((3, "no answer in time".into()))))
     }
 
     pub async fn stop_all(&mut self) {
         match self {
+            Backend::Sim(s) => s.stop_all(),
             Backend::Process(p) => {
                 let mut children: HashMap<String, Child> = p
                     .children

@@ -10,6 +10,7 @@ pub mod kdc;
 pub mod layout;
 pub mod login;
 pub mod runner;
+pub mod simulated;
 pub mod spec;
 
 use crate::cli::ScenarioRunArgs;
@@ -103,7 +104,10 @@ pub async fn run(args: ScenarioRunArgs) -> Outcome {
         say(format!("  {}", d.trim()));
     }
     let layout = layout::plan(&scenario, &dir, seed)?;
-    let (backend, events) = backend::Backend::new(args.in_process);
+    let (backend, events) = match args.sim {
+        true => backend::Backend::simulated(seed),
+        false => backend::Backend::new(args.in_process),
+    };
     let mut runner = Runner {
         scenario: &scenario,
         layout: &layout,

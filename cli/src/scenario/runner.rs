@@ -254,6 +254,9 @@ impl Runner<'_> {
         within: Duration,
         done: impl Fn(&State) -> bool,
     ) -> anyhow::Result<bool> {
+        if let Backend::Sim(_) = self.backend {
+            return self.pump_simulated(within, done).await;
+        }
         let end = tokio::time::Instant::now() + within;
         loop {
             if done(&self.state) {
@@ -264,6 +267,32 @@ impl Runner<'_> {
                 Ok(None) => bail!("every node's event stream has closed"),
                 Err(_) => return Ok(done(&self.state)),
             }
+        }
+    }
+
+    /// [`Runner::pump_until`] on the simulator: the world steps until `done` holds or `within`
+    /// of virtual time has passed.
+    async fn pump_simulated(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&State) -> bool,
+    ) -> anyhow::Result<bool> {
+        let end = self.backend.clock() + within;
+        loop {
+            let Backend::Sim(sim) = &mut self.backend else {
+                unreachable!("only the simulator pumps so");
+            };
+            if let Some((name, line)) = sim.next_line() {
+                self.absorb(name, line).await?;
+                continue;
+            }
+            if done(&self.state) {
+                return Ok(true);
+            }
+            if sim.clock() >= end {
+                return Ok(false);
+            }
+            sim.step()?;
         }
     }
 
@@ -567,6 +596,11 @@ impl Runner<'_> {
                 let within = timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
                 self.beacon(rounds, export.as_deref(), within).await
             }
+            Step::KdcRegister { .. } | Step::KdcSend { .. }
+                if matches!(self.backend, Backend::Sim(_)) =>
+            {
+                bail!("a kdc step moves a file over a libp2p stream between two processes, and the simulator has no streams: run this scenario without --sim")
+            }
             Step::KdcRegister {
                 user,
                 distributor,
@@ -731,7 +765,15 @@ impl Runner<'_> {
         let mut outcome = format!("{} nodes agree: {}", live.len(), values.join(", "));
         if let Some(node) = export {
             let dir = self.layout.node(node).data_dir.clone();
-            match crate::cmd::beacon::newest_run(&dir).await {
+            let run = match &self.backend {
+                // A simulated node holds its store open: read what it committed.
+                Backend::Sim(sim) => match sim.beacon(node) {
+                    Ok(entries) => crate::cmd::beacon::newest_run_among(entries).await,
+                    Err(e) => Err(e),
+                },
+                _ => crate::cmd::beacon::newest_run(&dir).await,
+            };
+            match run {
                 Ok(run) => {
                     let covered = rounds.iter().all(|r| run.iter().any(|e| e.round() == *r));
                     match beacon::verify_run(&run) {
@@ -846,7 +888,7 @@ impl Runner<'_> {
         within: Duration,
         expect: &RoundExpect,
     ) -> anyhow::Result<Judged> {
-        let start = Instant::now();
+        let start = self.backend.clock();
         let ended = self
             .pump_until(within, |s| {
                 s.sealed.contains_key(&round) || s.failed.contains_key(&round)
@@ -874,7 +916,7 @@ impl Runner<'_> {
         );
         if delivered {
             let left = within
-                .saturating_sub(start.elapsed())
+                .saturating_sub(self.backend.clock().saturating_sub(start))
                 .max(Duration::from_secs(5));
             if self
                 .pump_until(left, |s| s.delivered.contains(&round))
