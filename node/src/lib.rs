@@ -132,16 +132,8 @@ impl RoleSpec {
             RoleSpec::Generator => "generator",
             RoleSpec::Distributor => "distributor",
             RoleSpec::Verifier { .. } => "verifier",
-            RoleSpec::Requester { .. }
-            | RoleSpec::OneShotRequester { .. }
-            | RoleSpec::OneShotVerify { .. }
-            | RoleSpec::OneShotEnrol { .. }
-            | RoleSpec::OneShotTotpEnrol { .. }
-            | RoleSpec::OneShotTotpVerify { .. }
-            | RoleSpec::OneShotThresholdRequest { .. }
-            | RoleSpec::OneShotThresholdPassword { .. }
-            | RoleSpec::OneShotThresholdVerify { .. }
-            | RoleSpec::OneShotCode => "requester",
+            // A requester, and every one-shot command (a requester's).
+            _ => "requester",
         }
     }
 }

@@ -176,10 +176,8 @@ impl Simulated {
         // Each running node sees the other subscribe, as gossipsub tells both ends.
         for (name, other) in &self.running {
             let saw = |peer| Some(Line::Node(NodeEvent::Subscribed { peer }));
-            self.seen
-                .lines
-                .push_back((node.name.clone(), saw(other.peer)));
-            self.seen.lines.push_back((name.clone(), saw(peer)));
+            self.seen.line(node.name.clone(), saw(other.peer));
+            self.seen.line(name.clone(), saw(peer));
         }
         world.add(peer, parts.role, &parts.topics, &mut self.seen);
         self.running.insert(
@@ -279,24 +277,34 @@ impl Simulated {
         &mut self,
         config: &NodeConfig,
         within: Duration,
-        mut pick: impl FnMut(Event) -> Option<T>,
+        pick: impl FnMut(Event) -> Option<T>,
     ) -> anyhow::Result<Option<T>> {
         let parts = simulated::parts(config)?;
         let end = self.clock() + within;
         let (world, seen) = self.world()?;
         let at = world.open_session(parts.peer_id, parts.role, seen);
-        let answer = loop {
+        let answer = self.answer(at, end, pick);
+        self.world()?.0.close_session(at);
+        answer
+    }
+
+    /// Steps the world until an event at `at` gives `pick` its answer, or until `end` (None).
+    fn answer<T>(
+        &mut self,
+        at: Address,
+        end: Duration,
+        mut pick: impl FnMut(Event) -> Option<T>,
+    ) -> anyhow::Result<Option<T>> {
+        loop {
             let events = self.seen.answers.remove(&at).unwrap_or_default();
             if let Some(t) = events.into_iter().find_map(&mut pick) {
-                break Some(t);
+                return Ok(Some(t));
             }
             if self.clock() >= end {
-                break None;
+                return Ok(None);
             }
             self.step()?;
-        };
-        self.world()?.0.close_session(at);
-        Ok(answer)
+        }
     }
 
     /// Verifier `name` decides `code` typed by `user`, as its fronts ask it: the outcome and its
@@ -316,26 +324,15 @@ impl Simulated {
         world.input(peer, seen, |role, now, rng| {
             role.check(now, ticket, user, code, rng)
         });
-        let at = Address { peer, session: 0 };
-        loop {
-            let events = self.seen.answers.remove(&at).unwrap_or_default();
-            let decided = events.into_iter().find_map(|e| match e {
-                Event::CheckDecided {
-                    ticket: t,
-                    outcome,
-                    detail,
-                    ..
-                } if t == ticket => Some((outcome, detail)),
-                _ => None,
-            });
-            if decided.is_some() {
-                return Ok(decided);
-            }
-            if self.clock() >= end {
-                return Ok(None);
-            }
-            self.step()?;
-        }
+        self.answer(Address { peer, session: 0 }, end, |e| match e {
+            Event::CheckDecided {
+                ticket: t,
+                outcome,
+                detail,
+                ..
+            } if t == ticket => Some((outcome, detail)),
+            _ => None,
+        })
     }
 
     /// The beacon values in running node `name`'s store, oldest first.
