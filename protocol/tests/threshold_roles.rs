@@ -80,6 +80,54 @@ fn two_distributors_down_still_issue_and_a_third_leaves_the_quorum_unavailable()
     assert!(failed.contains("2 of 5"), "{failed}");
 }
 
+/// An OTP is handed out once every distributor asked has answered (each recorded it on the way),
+/// or `ISSUE_SPREAD_MS` after t partials combined: a code typed at once then verifies through
+/// any t of the distributors that were up. Before, it came at the t-th partial, and a verify could
+/// overtake the last issue requests (`otpmesh scenario run scenarios/threshold.toml --sim --seed
+/// 35`: "holds no record of issuing that OTP"); this test failed before the fix.
+#[test]
+fn an_otp_waits_briefly_for_the_last_distributors_to_record_it() {
+    use threshold::requester::ISSUE_SPREAD_MS;
+    let mut sim = Sim::new(3);
+    sim.seal_first_round();
+    let (alice, d) = (sim.requesters[0], sim.distributors.clone());
+    let got = |sim: &Sim| {
+        let otp = |p: &PeerId, e: &Event| {
+            (*p == alice && matches!(e, Event::ThresholdOtpReceived { .. })).then_some(())
+        };
+        !sim.find(otp).is_empty()
+    };
+    let open = |sim: &mut Sim| {
+        sim.log.events.clear();
+        let role = threshold::Requester::issue_once(alice, sim.mesh.clone(), d.clone());
+        let session = sim.world.open_session(alice, Box::new(role), &mut sim.log);
+        sim.settle();
+        session
+    };
+    // Everyone answers: no wait.
+    let session = open(&mut sim);
+    assert!(got(&sim), "every distributor answered: the OTP at once");
+    sim.world.close_session(session);
+
+    // Distributor 5 never gets the request: the OTP waits for it, briefly.
+    sim.log.lost.insert((d[4], "partial"));
+    let start = sim.world.now;
+    let session = open(&mut sim);
+    assert!(!got(&sim), "four answered, the fifth is still asked");
+    let mut waited = 0;
+    while !got(&sim) {
+        assert!(waited < 5_000, "no OTP within 5 s");
+        sim.advance(100);
+        waited += 100;
+    }
+    let took = sim.world.now - start;
+    assert!(
+        (ISSUE_SPREAD_MS..ISSUE_SPREAD_MS + 1_000).contains(&took),
+        "the OTP came {took} ms after the request"
+    );
+    sim.world.close_session(session);
+}
+
 #[test]
 fn a_tampered_partial_is_skipped_and_its_distributor_named() {
     let mut sim = Sim::new(3);
@@ -521,6 +569,79 @@ fn beacon_every_node_agrees_a_distributor_that_was_down_catches_up_and_the_chain
     let mut gap = run;
     gap.remove(1);
     assert!(beacon::verify_run(&gap).is_err());
+}
+
+/// A restarted distributor may get its handover of a round before the coordinator's seal of it
+/// (gossip and requests race). The seal must still make the round trusted: it is what lets the
+/// node take the rounds it missed, which the sealed round names. Before the fix the handover's
+/// "held only" mark stuck and the node never caught up (`otpmesh scenario run
+/// scenarios/beacon.toml --sim --seed 1` failed so).
+#[test]
+fn beacon_a_seal_after_the_handover_still_anchors_catch_up() {
+    let (mut sim, _observer) = beacon_sim();
+    let d = sim.distributors.clone();
+    let late = d[4];
+    let everyone: Vec<PeerId> = sim.order.clone();
+    let has = |sim: &Sim, who: &PeerId, rounds: usize| chain(sim, who).len() >= rounds;
+    run_until(&mut sim, 30_000, |s| everyone.iter().all(|p| has(s, p, 1)));
+    sim.world.down.insert(late);
+    run_until(&mut sim, 90_000, |s| {
+        everyone
+            .iter()
+            .filter(|p| **p != late)
+            .all(|p| has(s, p, 2))
+    });
+    sim.world.down.remove(&late);
+    // Round 3's seal is held back from the late node until its handover has come.
+    sim.log.lost.insert((late, "sealed"));
+    let held = |sim: &Sim| {
+        sim.world.records.get(&late).and_then(|records| {
+            records.iter().find_map(|r| match r {
+                Record::Round { transcript, .. } if transcript.round == RoundId(3) => {
+                    Some(transcript.clone())
+                }
+                _ => None,
+            })
+        })
+    };
+    run_until(&mut sim, 90_000, |s| held(s).is_some());
+    let transcript = held(&sim).unwrap();
+    sim.log.lost.clear();
+    let coordinator = sim.mesh.coordinator().unwrap();
+    let (_, actions) = sim.on(late, |role, now, rng| {
+        role.gossip(now, coordinator, &Gossip::Sealed(transcript), rng)
+    });
+    sim.run(late, actions);
+    run_until(&mut sim, 90_000, |s| everyone.iter().all(|p| has(s, p, 3)));
+    assert_eq!(chain(&sim, &late)[..3], chain(&sim, &d[0])[..3]);
+    // Round 3's seal is enough: no later round is needed to anchor the catch-up.
+    let first = |pick: &dyn Fn(&PeerId, &Event) -> bool| {
+        sim.log.events.iter().position(|(p, e)| pick(p, e))
+    };
+    let caught = first(&|p, e| {
+        *p == late
+            && matches!(
+                e,
+                Event::BeaconValue {
+                    round: RoundId(2),
+                    ..
+                }
+            )
+    })
+    .expect("round 2's value at the late node");
+    let fourth = first(&|_, e| {
+        matches!(
+            e,
+            Event::RoundSealed {
+                round: RoundId(4),
+                ..
+            }
+        )
+    });
+    assert!(
+        fourth.is_none_or(|fourth| caught < fourth),
+        "the late node took round 2 only after round 4 was sealed"
+    );
 }
 
 #[test]

@@ -212,7 +212,10 @@ impl Keeper {
             .transcripts
             .get(&t.round)
             .is_some_and(|(old, _)| old.commitment == t.commitment);
-        if !same {
+        if same {
+            // The handover came first: the seal makes the same transcript an anchor.
+            self.held_only.remove(&t.round);
+        } else {
             self.trust(t.clone(), now);
             self.prune();
         }

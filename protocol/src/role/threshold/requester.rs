@@ -33,6 +33,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+/// After t partials combined, how long an OTP waits for the distributors still asked: each one that
+/// answers has recorded the OTP, so a code typed at once verifies through any t of them.
+pub const ISSUE_SPREAD_MS: Millis = 1_000;
+
 /// Most distributors a requester asks at once.
 pub const MAX_DISTRIBUTORS: usize = crate::threshold::MAX_SHAREHOLDERS as usize;
 
@@ -101,6 +105,8 @@ pub struct Requester {
     answers: BTreeMap<PeerId, Answer>,
     /// Asked again for this round after answering for another.
     realigned: bool,
+    /// An OTP combined (when, and what to hand out), waiting for the distributors still asked.
+    ready: Option<(Millis, Vec<Action>)>,
     done: bool,
     tags: Tags,
 }
@@ -205,6 +211,7 @@ impl Requester {
             in_flight: HashMap::new(),
             answers: BTreeMap::new(),
             realigned: false,
+            ready: None,
             done: false,
             tags: Tags::default(),
         }
@@ -319,9 +326,12 @@ impl Requester {
     }
 
     /// Tries to finish: t valid partials under one round and key, or every distributor answered.
-    fn settle(&mut self, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    fn settle(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
         if self.done {
             return Vec::new();
+        }
+        if self.ready.is_some() {
+            return self.release(now);
         }
         let (requester, counter) = match &self.goal {
             Goal::Issue { counter, .. } => (self.me, *counter),
@@ -407,7 +417,6 @@ impl Requester {
                 .filter(|i| !bad_indices.contains(&Index(*i)))
                 .take(public.params.t as usize)
                 .collect();
-            self.done = true;
             let event = match &self.goal {
                 // Passwords settle in settle_password, never here.
                 Goal::Password { .. } => self.give_up(),
@@ -435,7 +444,8 @@ impl Requester {
                 }
             };
             actions.push(Action::Emit(event));
-            return actions;
+            self.ready = Some((now, actions));
+            return self.release(now);
         }
         // Not enough yet. Distributors that answered for another round are asked for the best one.
         let mut actions = Vec::new();
@@ -576,6 +586,25 @@ impl Requester {
         }
         self.done = true;
         vec![Action::Emit(self.give_up())]
+    }
+
+    /// Hands out what combined: a verdict at once; an OTP once no distributor is still asked, or
+    /// [`ISSUE_SPREAD_MS`] after it combined.
+    fn release(&mut self, now: Millis) -> Vec<Action> {
+        let Some((at, _)) = &self.ready else {
+            return Vec::new();
+        };
+        let waiting = matches!(self.goal, Goal::Issue { .. })
+            && !self.in_flight.is_empty()
+            && now < at.saturating_add(ISSUE_SPREAD_MS);
+        if waiting {
+            return Vec::new();
+        }
+        self.done = true;
+        self.ready
+            .take()
+            .map(|(_, actions)| actions)
+            .unwrap_or_default()
     }
 
     /// Every distributor answered and no t partials agree.
@@ -772,7 +801,14 @@ impl Role for Requester {
         };
         let _ = peer; // the request went to `distributor`; the swarm answers for it
         self.answers.insert(distributor, answer);
-        self.settle(rng)
+        self.settle(now, rng)
+    }
+
+    fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+        match self.done {
+            true => Vec::new(),
+            false => self.release(now),
+        }
     }
 }
 
