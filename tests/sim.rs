@@ -114,3 +114,30 @@ fn bench_sim_measures_both_modes_beside_the_rsa_floor_and_draws_them() {
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("5/3"));
 }
+
+/// Swarm testing: a minute of runs whose shapes (single or T/N, sizes, rounds) and faults (loss,
+/// duplication, partitions, crashes) come from their seeds. The window of seeds moves once a day
+/// (day number × 1000 on), so the suite keeps meeting new runs while any failure replays from the
+/// seed it prints.
+#[test]
+fn a_swarm_of_seeded_shapes_and_faults_breaks_no_invariant() {
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let first = (day * 1000).to_string();
+    let (out, report) = sim(&["--swarm", "200", "--seconds", "60", "--seed", &first]);
+    assert!(
+        out.status.success(),
+        "swarm from seed {first}: {}\n{}",
+        serde_json::to_string_pretty(&report["broken"]).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["first_seed"].as_u64(), first.parse().ok());
+    assert!(report["runs"].as_u64().unwrap() >= 10, "{report}");
+    assert!(report["threshold_runs"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["faulty_runs"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["rounds_sealed"].as_u64().unwrap() >= 10, "{report}");
+    assert_eq!(report["broken"].as_array().map(Vec::len), Some(0));
+}

@@ -85,7 +85,7 @@ pub enum Command {
     /// Run the real role state machines over a simulated network in virtual time, from one seed,
     /// checking invariants as it goes (single mode).
     #[command(
-        after_help = "Examples:\n  otpmesh sim --seed 7\n  otpmesh sim --seed 7 --threshold 3/5 --faults partition,crash\n  otpmesh sim --seed 7 --contributors 1000 --distributors 10 --requesters 1000 --faults loss=0.05,dup=0.01,partition,crash --json\n\nThe same seed gives the same trace hash. Exit codes: 0 every invariant held, 1 a violation (the command that replays it is printed), 2 bad input."
+        after_help = "Examples:\n  otpmesh sim --seed 7\n  otpmesh sim --seed 7 --threshold 3/5 --faults partition,crash\n  otpmesh sim --seed 7 --contributors 1000 --distributors 10 --requesters 1000 --faults loss=0.05,dup=0.01,partition,crash --json\n  otpmesh sim --swarm 100 --seconds 60\n\nThe same seed gives the same trace hash. Exit codes: 0 every invariant held, 1 a violation (the command that replays it is printed), 2 bad input."
     )]
     Sim(SimArgs),
     /// Ask running nodes how they are doing (over the control socket in their data dir).
@@ -133,6 +133,14 @@ pub struct SimArgs {
     pub threshold: Option<otpmesh_protocol::mesh::Threshold>,
     #[arg(long, default_value_t = 2048)]
     pub rsa_bits: usize,
+    /// Swarm testing: this many runs, each of a shape and faults drawn from its own seed (--seed,
+    /// --seed + 1, …); every violation is printed with the command that replays it. The shape
+    /// flags are then ignored.
+    #[arg(long, value_name = "RUNS")]
+    pub swarm: Option<u32>,
+    /// With --swarm: stop starting runs after this many seconds of wall time.
+    #[arg(long, default_value_t = 60, requires = "swarm")]
+    pub seconds: u64,
     #[arg(long)]
     pub json: bool,
 }

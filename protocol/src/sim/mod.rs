@@ -25,6 +25,7 @@
 
 pub mod check;
 pub mod net;
+pub mod swarm;
 pub mod world;
 
 use crate::mesh::MeshConfig;
