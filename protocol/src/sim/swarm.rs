@@ -39,18 +39,17 @@ pub fn shape(seed: u64) -> Config {
     let requesters = pick(1, MAX_REQUESTERS);
     let rounds = pick(1, MAX_ROUNDS);
     let requests = pick(1, 2 * requesters);
-    let chance = |pick: &mut dyn FnMut(u32, u32) -> u32, percent: u32| pick(1, 100) <= percent;
     let faults = Faults {
-        loss: match chance(&mut pick, 60) {
+        loss: match pick(1, 100) <= 60 {
             true => [0.01, 0.05, 0.1][pick(0, 2) as usize],
             false => 0.0,
         },
-        dup: match chance(&mut pick, 40) {
+        dup: match pick(1, 100) <= 40 {
             true => [0.01, 0.05][pick(0, 1) as usize],
             false => 0.0,
         },
-        partition: chance(&mut pick, 50),
-        crash: chance(&mut pick, 50),
+        partition: pick(1, 100) <= 50,
+        crash: pick(1, 100) <= 50,
     };
     Config {
         seed,

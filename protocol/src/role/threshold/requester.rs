@@ -804,11 +804,9 @@ impl Role for Requester {
         self.settle(now, rng)
     }
 
+    /// An OTP that combined goes out once its wait is over (nothing waits once done).
     fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        match self.done {
-            true => Vec::new(),
-            false => self.release(now),
-        }
+        self.release(now)
     }
 }
 
