@@ -22,7 +22,8 @@ use libp2p::{gossipsub, identify, Multiaddr, PeerId, Swarm};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::role::Opened;
 use otpmesh_protocol::role::{
-    self, Action, DecryptJob, Event, InboundId, Millis, Record, Role, Tag, Verdict,
+    self, Action, Answer, DecryptJob, Event, Heard, Inbound, InboundId, Input, Millis, Record,
+    Role, Tag, Typed, Verdict,
 };
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::wire::{
@@ -234,8 +235,7 @@ impl EventLoop {
                 }
                 Some((batch, result)) = recv_commit(&mut self.commits) => self.committed(batch, result),
                 Some(done) = self.rpc_done.recv() => {
-                    let actions = self.role.response(now_ms(), done.peer, done.tag, done.result, &mut *self.rng);
-                    self.execute(actions);
+                    self.answered(Answer::new(done.peer, done.tag, done.result));
                 }
                 Some(ask) = self.status_asks.recv() => self.on_ask(ask),
                 _ = tick.tick() => self.on_tick(),
@@ -326,7 +326,8 @@ impl EventLoop {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Input { round, input } => {
-                let actions = self.role.user_input(now_ms(), round, input, &mut *self.rng);
+                let input = Input::new(round, input);
+                let actions = self.role.user_input(now_ms(), input, &mut *self.rng);
                 self.execute(actions);
             }
             Command::Control(control) => {
@@ -342,9 +343,8 @@ impl EventLoop {
                 self.next_check += 1;
                 let ticket = self.next_check;
                 self.checks.insert(ticket, reply);
-                let actions = self
-                    .role
-                    .check(now_ms(), ticket, &user, &code, &mut *self.rng);
+                let typed = Typed::new(ticket, &user, &code);
+                let actions = self.role.check(now_ms(), typed, &mut *self.rng);
                 self.execute(actions);
             }
             Command::ListenAddrs { reply } => {
@@ -662,11 +662,14 @@ impl EventLoop {
                     format!("connection to {peer} closed")
                 }
             };
-            let actions = self
-                .role
-                .response(now_ms(), peer, tag, Err(reason), &mut *self.rng);
-            self.execute(actions);
+            self.answered(Answer::new(peer, tag, Err(reason)));
         }
+    }
+
+    /// Hands the answer to a request the role sent (or why none came) to the role.
+    fn answered(&mut self, answer: Answer) {
+        let actions = self.role.response(now_ms(), answer, &mut *self.rng);
+        self.execute(actions);
     }
 
     fn emit_role_event(&mut self, event: Event) {
@@ -991,8 +994,8 @@ impl EventLoop {
         };
         match role::check_gossip(&mesh, &source, &gossip) {
             Verdict::Accept => {
-                let (verdict, actions) =
-                    self.role.gossip(now_ms(), source, &gossip, &mut *self.rng);
+                let heard = Heard::new(source, &gossip);
+                let (verdict, actions) = self.role.gossip(now_ms(), heard, &mut *self.rng);
                 self.execute(actions);
                 if verdict == Verdict::Accept {
                     match &gossip {
@@ -1048,9 +1051,8 @@ impl EventLoop {
                 Ok(request) => {
                     self.next_inbound += 1;
                     let id = self.next_inbound;
-                    let answers =
-                        self.role
-                            .request(now_ms(), peer, InboundId(id), request, &mut *self.rng);
+                    let asked = Inbound::new(peer, InboundId(id), request);
+                    let answers = self.role.request(now_ms(), asked, &mut *self.rng);
                     if answers
                         .iter()
                         .any(|a| matches!(a, Action::Reply { to, .. } if to.0 == id))
@@ -1117,10 +1119,7 @@ impl EventLoop {
                 }
                 if let Some((tag, _)) = self.outbound.remove(&request_id) {
                     let response = response.map_err(|e| format!("undecodable response: {e}"));
-                    let actions = self
-                        .role
-                        .response(now_ms(), peer, tag, response, &mut *self.rng);
-                    self.execute(actions);
+                    self.answered(Answer::new(peer, tag, response));
                 }
             }
             E::OutboundFailure {
@@ -1133,14 +1132,7 @@ impl EventLoop {
                     return;
                 }
                 if let Some((tag, _)) = self.outbound.remove(&request_id) {
-                    let actions = self.role.response(
-                        now_ms(),
-                        peer,
-                        tag,
-                        Err(error.to_string()),
-                        &mut *self.rng,
-                    );
-                    self.execute(actions);
+                    self.answered(Answer::new(peer, tag, Err(error.to_string())));
                 }
             }
             E::InboundFailure { peer, error, .. } => {

@@ -9,6 +9,7 @@ use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
 use otpmesh_protocol::otp::{self, Digits};
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{Action, Distributor, Event, InboundId, Record, Requester, Role};
+use otpmesh_protocol::role::{Answer, Inbound};
 use otpmesh_protocol::round::Secret;
 use otpmesh_protocol::wire::{OtpGrant, Request, Response};
 use rand::SeedableRng;
@@ -91,9 +92,7 @@ impl Pair {
                     let mut response = None;
                     for a in self.distributor.request(
                         now,
-                        self.requester,
-                        InboundId(1),
-                        request,
+                        Inbound::new(self.requester, InboundId(1), request),
                         &mut self.rng,
                     ) {
                         match a {
@@ -108,9 +107,7 @@ impl Pair {
                     }
                     pending.extend(r.response(
                         now,
-                        self.distributor_id,
-                        tag,
-                        Ok(response),
+                        Answer::new(self.distributor_id, tag, Ok(response)),
                         &mut self.rng,
                     ));
                 }

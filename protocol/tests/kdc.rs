@@ -16,6 +16,7 @@ use otpmesh_protocol::kdc::{KdcError, Key, Name, Sealed};
 use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
 use otpmesh_protocol::otp::{self, Digits};
 use otpmesh_protocol::role::distributor::Restored;
+use otpmesh_protocol::role::Inbound;
 use otpmesh_protocol::role::{Action, Distributor, Event, InboundId, Record, Role};
 use otpmesh_protocol::round::{RoundId, Secret};
 use otpmesh_protocol::wire::{OtpRequest, Refusal, Request, Response, VerifyResult};
@@ -93,10 +94,11 @@ impl World {
 
     fn call(&mut self, from: PeerId, request: Request, now: u64) -> Response {
         let mut response = None;
-        for a in self
-            .distributor
-            .request(now, from, InboundId(1), request, &mut self.rng)
-        {
+        for a in self.distributor.request(
+            now,
+            Inbound::new(from, InboundId(1), request),
+            &mut self.rng,
+        ) {
             match a {
                 Action::Reply { response: r, .. } => {
                     assert!(response.is_none(), "answered twice");

@@ -12,6 +12,7 @@ use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{
     Action, Contributor, Distributor, Event, Generator, InboundId, Record, Requester, Role,
 };
+use otpmesh_protocol::role::{Inbound, Input};
 use otpmesh_protocol::round::{self, RoundId, Secret, Transcript};
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::sim::net::Address;
@@ -387,7 +388,7 @@ fn run_request(
     request: Request,
     rng: &mut ChaCha20Rng,
 ) -> (Vec<Record>, Response) {
-    let actions = d.request(5_000, from, InboundId(1), request, rng);
+    let actions = d.request(5_000, Inbound::new(from, InboundId(1), request), rng);
     let mut records = Vec::new();
     let mut response = None;
     for a in actions {
@@ -534,7 +535,7 @@ fn a_contributor_without_input_asks_its_user_each_round() {
     // The key was fetched while the user was being asked: the answer publishes at once.
     let published = sim.log.published.len();
     sim.world.input(asker, &mut sim.log, |role, now, rng| {
-        role.user_input(now, RoundId(1), UserInput(-5), rng)
+        role.user_input(now, Input::new(RoundId(1), UserInput(-5)), rng)
     });
     assert!(sim.log.published[published..]
         .iter()

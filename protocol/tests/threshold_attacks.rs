@@ -13,6 +13,7 @@ use otpmesh_protocol::kx::Ephemeral;
 use otpmesh_protocol::otp::{Digits, Otp};
 use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Millis, Role, Verdict};
+use otpmesh_protocol::role::{Heard, Inbound, Rng};
 use otpmesh_protocol::round::{RoundId, ThresholdKey};
 use otpmesh_protocol::threshold::dkg::{self, Dealing, Received};
 use otpmesh_protocol::threshold::eval::{self, Input, KeyShare};
@@ -34,14 +35,8 @@ struct Colluder {
 }
 
 impl Role for Colluder {
-    fn request(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        id: InboundId,
-        request: Request,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn request(&mut self, now: Millis, asked: Inbound, rng: &mut dyn Rng) -> Vec<Action> {
+        let Inbound { peer, id, request } = asked;
         let Request::Partial(ask) = request else {
             return Vec::new();
         };
@@ -142,13 +137,8 @@ struct Puppet {
 }
 
 impl Role for Puppet {
-    fn gossip(
-        &mut self,
-        _now: Millis,
-        _source: PeerId,
-        message: &Gossip,
-        rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, _now: Millis, heard: Heard, rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { message, .. } = heard;
         let Gossip::Open(open) = message else {
             return (Verdict::Accept, Vec::new());
         };
@@ -750,7 +740,7 @@ fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_inp
     let mut evaluations = Vec::new();
     for distributor in d {
         let actions = sim.on(distributor, |role, now, rng| {
-            role.request(now, bob, InboundId(77), ask.clone(), rng)
+            role.request(now, Inbound::new(bob, InboundId(77), ask.clone()), rng)
         });
         for action in actions {
             if let Action::Reply {

@@ -6,6 +6,7 @@ mod sim;
 
 use otpmesh_protocol::mesh::MeshError;
 use otpmesh_protocol::phrase::ClientId;
+use otpmesh_protocol::role::Inbound;
 use otpmesh_protocol::role::{self, Action, Event, InboundId, Record, Verdict};
 use otpmesh_protocol::round::Transcript;
 use otpmesh_protocol::threshold::{generator_dealer, Index, GENERATOR_DEALER_BASE};
@@ -22,7 +23,7 @@ fn refusal(
     request: Request,
 ) -> Refusal {
     let actions = sim.on(at, |role, now, rng| {
-        role.request(now, from, InboundId(9_999), request, rng)
+        role.request(now, Inbound::new(from, InboundId(9_999), request), rng)
     });
     actions
         .into_iter()

@@ -6,6 +6,7 @@ mod sim;
 use libp2p_identity::PeerId;
 use otpmesh_protocol::phrase::ClientId;
 use otpmesh_protocol::role::{threshold, Action, Event, InboundId, Record, Role};
+use otpmesh_protocol::role::{Answer, Heard, Inbound};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::threshold::eval::{self, KeyShare};
 use otpmesh_protocol::threshold::{counter, Index, Params};
@@ -289,7 +290,7 @@ fn a_counter_is_answered_once_and_must_be_current() {
     for c in [fresh, fresh, stale] {
         let inbound = InboundId(1_000 + answers.len() as u64);
         let actions = sim.on(d, |role, now, rng| {
-            role.request(now, alice, inbound, ask(c), rng)
+            role.request(now, Inbound::new(alice, inbound, ask(c)), rng)
         });
         answers.push(actions.into_iter().find_map(|a| match a {
             Action::Reply { response, .. } => Some(response),
@@ -609,7 +610,11 @@ fn beacon_a_seal_after_the_handover_still_anchors_catch_up() {
     sim.log.lost.clear();
     let coordinator = sim.mesh.coordinator().unwrap();
     let (_, actions) = sim.on(late, |role, now, rng| {
-        role.gossip(now, coordinator, &Gossip::Sealed(transcript), rng)
+        role.gossip(
+            now,
+            Heard::new(coordinator, &Gossip::Sealed(transcript)),
+            rng,
+        )
     });
     sim.run(late, actions);
     run_until(&mut sim, 90_000, |s| everyone.iter().all(|p| has(s, p, 3)));
@@ -746,9 +751,11 @@ fn a_restarted_generator_hands_its_last_share_over_again() {
     // Not acknowledged (the distributor is still down): sent again after the retry wait.
     let failed = restarted.response(
         now,
-        distributor,
-        handovers[0].1,
-        Err("connection refused".into()),
+        Answer::new(
+            distributor,
+            handovers[0].1,
+            Err("connection refused".into()),
+        ),
         &mut rng,
     );
     assert!(failed

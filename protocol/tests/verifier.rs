@@ -9,6 +9,7 @@ use libp2p_identity::PeerId;
 use otpmesh_protocol::mesh::{UserName, Verifier as Listed};
 use otpmesh_protocol::role::verifier::Outcome;
 use otpmesh_protocol::role::{threshold, Event, InboundId, Verifier};
+use otpmesh_protocol::role::{Inbound, Typed};
 use otpmesh_protocol::threshold::code;
 use otpmesh_protocol::wire::{CodeRequest, Refusal, Request, Response};
 use sim::*;
@@ -70,7 +71,7 @@ impl World {
         self.ticket += 1;
         let (verifier, ticket) = (self.verifiers[v], self.ticket);
         let actions = self.sim.on(verifier, |role, now, rng| {
-            role.check(now, ticket, user, code, rng)
+            role.check(now, Typed::new(ticket, user, code), rng)
         });
         self.sim.run(verifier, actions);
         self.sim.settle();
@@ -177,7 +178,7 @@ fn a_requesters_key_cannot_obtain_verification_partials() {
         });
         let distributor = w.sim.distributors[0];
         let actions = w.sim.on(distributor, |role, now, rng| {
-            role.request(now, asker, InboundId(900), ask, rng)
+            role.request(now, Inbound::new(asker, InboundId(900), ask), rng)
         });
         let refused = actions.iter().find_map(|a| match a {
             otpmesh_protocol::role::Action::Reply {

@@ -8,6 +8,7 @@ use otpmesh_protocol::mesh::{Member, MeshConfig, Settings};
 use otpmesh_protocol::otp;
 use otpmesh_protocol::role::distributor::Restored;
 use otpmesh_protocol::role::{Action, Distributor, InboundId, Record, Role, Verdict};
+use otpmesh_protocol::role::{Heard, Inbound};
 use otpmesh_protocol::round::{RoundId, Secret, Transcript};
 use otpmesh_protocol::wire::{
     Delivery, Gossip, OtpRequest, Refusal, Request, Response, VerifyRequest, VerifyResult,
@@ -124,7 +125,11 @@ impl World {
         request: Request,
     ) -> (Vec<Record>, Response, Vec<Gossip>) {
         let (mut records, mut response, mut published) = (Vec::new(), None, Vec::new());
-        for a in d.request(now, from, InboundId(1), request, &mut self.rng) {
+        for a in d.request(
+            now,
+            Inbound::new(from, InboundId(1), request),
+            &mut self.rng,
+        ) {
             match a {
                 Action::Persist(r) => {
                     assert!(response.is_none(), "every commit comes before the reply");
@@ -324,7 +329,7 @@ fn a_use_at_one_distributor_is_used_at_the_others_and_only_the_issuer_accepts() 
     assert_eq!(v, VerifyResult::Accepted);
     let issuer = w.distributors[0];
     for (i, d) in ds.iter_mut().enumerate().skip(1) {
-        let (verdict, actions) = d.gossip(2_001, issuer, &published[0], &mut w.rng);
+        let (verdict, actions) = d.gossip(2_001, Heard::new(issuer, &published[0]), &mut w.rng);
         assert_eq!(verdict, Verdict::Accept);
         assert!(
             actions
@@ -338,7 +343,7 @@ fn a_use_at_one_distributor_is_used_at_the_others_and_only_the_issuer_accepts() 
         assert_eq!(v, VerifyResult::Used, "distributor {i}");
     }
     // A marker from someone who is not a distributor is rejected.
-    let (verdict, _) = ds[1].gossip(2_003, w.requester, &published[0], &mut w.rng);
+    let (verdict, _) = ds[1].gossip(2_003, Heard::new(w.requester, &published[0]), &mut w.rng);
     assert!(matches!(verdict, Verdict::Reject(_)));
     // The same requester's OTPs from different distributors differ.
     let (a, _) = w.issue(&mut ds[1], 1, 3_000);
@@ -511,8 +516,12 @@ fn markers_for_strangers_or_from_the_far_future_are_rejected() {
         expires_at_ms: 2_000,
     };
     assert!(matches!(
-        d.gossip(1_000, issuer, &Gossip::Used(stranger), &mut w.rng)
-            .0,
+        d.gossip(
+            1_000,
+            Heard::new(issuer, &Gossip::Used(stranger)),
+            &mut w.rng
+        )
+        .0,
         Verdict::Reject(_)
     ));
     let far = UseMarker {
@@ -523,7 +532,8 @@ fn markers_for_strangers_or_from_the_far_future_are_rejected() {
     };
     // Refused, but not penalised: a distributor whose clock runs ahead is not hostile.
     assert!(matches!(
-        d.gossip(1_000, issuer, &Gossip::Used(far), &mut w.rng).0,
+        d.gossip(1_000, Heard::new(issuer, &Gossip::Used(far)), &mut w.rng)
+            .0,
         Verdict::Ignore(_)
     ));
     let fine = UseMarker {
@@ -533,7 +543,8 @@ fn markers_for_strangers_or_from_the_far_future_are_rejected() {
         expires_at_ms: 1_000 + EXPIRY,
     };
     assert_eq!(
-        d.gossip(1_000, issuer, &Gossip::Used(fine), &mut w.rng).0,
+        d.gossip(1_000, Heard::new(issuer, &Gossip::Used(fine)), &mut w.rng)
+            .0,
         Verdict::Accept
     );
 }

@@ -17,7 +17,7 @@ use otpmesh_node::control::ControlLine;
 use otpmesh_node::simulated::{self, Durable};
 use otpmesh_node::{NodeConfig, NodeEvent};
 use otpmesh_protocol::phrase::UserInput;
-use otpmesh_protocol::role::{verifier::Outcome, Control, Event, Millis, Verdict};
+use otpmesh_protocol::role::{verifier::Outcome, Control, Event, Input, Millis, Typed, Verdict};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::sim::net::{Address, Faults};
 use otpmesh_protocol::sim::{Observer, World};
@@ -221,7 +221,7 @@ impl Simulated {
             ControlLine::Input { round, value } => {
                 let input: UserInput = value.parse().map_err(|e| anyhow!("{name}: input: {e}"))?;
                 world.input(peer, seen, |role, now, rng| {
-                    role.user_input(now, round, input, rng)
+                    role.user_input(now, Input::new(round, input), rng)
                 });
             }
             ControlLine::Block { peer: other } => world.block(peer, other, true),
@@ -322,7 +322,7 @@ impl Simulated {
         let end = self.clock() + within;
         let (world, seen) = self.world()?;
         world.input(peer, seen, |role, now, rng| {
-            role.check(now, ticket, user, code, rng)
+            role.check(now, Typed::new(ticket, user, code), rng)
         });
         self.answer(Address { peer, session: 0 }, end, |e| match e {
             Event::CheckDecided {

@@ -11,6 +11,7 @@
 use super::{Action, Event, Millis, Role, Tag, Tags, Verdict};
 use crate::digest::Digest32;
 use crate::phrase::{ClientId, Phrase, UserInput};
+use crate::role::{Answer, Heard, Input, Rng};
 use crate::round::{self, RoundId};
 use crate::seal::{self, PublicKey};
 use crate::wire::{Gossip, PhraseSubmission, Request, Response, RoundOpen};
@@ -130,13 +131,8 @@ impl Contributor {
 }
 
 impl Role for Contributor {
-    fn gossip(
-        &mut self,
-        now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, now: Millis, heard: Heard, rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { source, message } = heard;
         let actions = match message {
             Gossip::Open(open) => self.on_open(now, source, open, rng),
             Gossip::Sealed(t) => match self.submitted.get(&t.round) {
@@ -155,14 +151,12 @@ impl Role for Contributor {
         (Verdict::Accept, actions)
     }
 
-    fn response(
-        &mut self,
-        _now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, _now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         if self.key_request != Some(tag) {
             return Vec::new();
         }
@@ -207,13 +201,11 @@ impl Role for Contributor {
         }
     }
 
-    fn user_input(
-        &mut self,
-        _now: Millis,
-        round: RoundId,
-        input: UserInput,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn user_input(&mut self, _now: Millis, input: Input, rng: &mut dyn Rng) -> Vec<Action> {
+        let Input {
+            round,
+            value: input,
+        } = input;
         match &mut self.pending {
             Some((open, _, slot)) if open.round == round => {
                 *slot = Some(input);

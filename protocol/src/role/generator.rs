@@ -9,13 +9,13 @@
 
 use super::outbox::Outbox;
 use super::{
-    refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
-    Tag, Tags, Verdict,
+    refuse, Action, Control, DecryptJob, Event, Millis, PhraseRefusal, Record, Role, Tags, Verdict,
 };
 use crate::digest::Digest32;
 use crate::mesh::{Lookup, MeshConfig};
 use crate::phrase::{ClientId, Phrase};
 use crate::role::Opened;
+use crate::role::{Answer, Heard, Inbound, Rng};
 use crate::round::{self, RoundId, Secret, Transcript};
 use crate::seal::PublicKey;
 use crate::wire::{Delivery, Gossip, PhraseSubmission, Request, Response, RoundFailure, RoundOpen};
@@ -322,27 +322,16 @@ impl Role for Generator {
         actions
     }
 
-    fn gossip(
-        &mut self,
-        _now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, _now: Millis, heard: Heard, _rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { source, message } = heard;
         match message {
             Gossip::Phrase(p) => self.on_phrase(source, p),
             _ => (Verdict::Accept, Vec::new()),
         }
     }
 
-    fn request(
-        &mut self,
-        _now: Millis,
-        peer: PeerId,
-        id: InboundId,
-        request: Request,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn request(&mut self, _now: Millis, asked: Inbound, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Inbound { peer, id, request } = asked;
         match request {
             Request::PublicKey => {
                 vec![Action::Reply {
@@ -359,14 +348,8 @@ impl Role for Generator {
         }
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        _peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, now: Millis, answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer { tag, response, .. } = answer;
         self.deliveries.answered(now, tag, response)
     }
 

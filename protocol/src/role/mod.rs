@@ -42,6 +42,81 @@ pub struct InboundId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag(pub u64);
 
+/// The randomness every role draws from (blinding, nonces, ephemeral keys).
+pub use rand_core::CryptoRngCore as Rng;
+
+/// A gossip message as heard: who passed it on, and what it says.
+#[derive(Clone, Copy, Debug)]
+pub struct Heard<'a> {
+    pub source: PeerId,
+    pub message: &'a Gossip,
+}
+
+/// A request a peer sent this node, awaiting a [`Action::Reply`] to `id`.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub peer: PeerId,
+    pub id: InboundId,
+    pub request: Request,
+}
+
+/// The answer to a request this node sent with `tag`: a response, or why none came.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub peer: PeerId,
+    pub tag: Tag,
+    pub response: Result<Response, String>,
+}
+
+/// The integer a contributor's user gave for `round`.
+#[derive(Clone, Copy, Debug)]
+pub struct Input {
+    pub round: RoundId,
+    pub value: UserInput,
+}
+
+/// A code a service's user typed, to be checked under `ticket`.
+#[derive(Clone, Copy, Debug)]
+pub struct Typed<'a> {
+    pub ticket: u64,
+    pub user: &'a str,
+    pub code: &'a str,
+}
+
+impl<'a> Heard<'a> {
+    pub fn new(source: PeerId, message: &'a Gossip) -> Self {
+        Heard { source, message }
+    }
+}
+
+impl Inbound {
+    pub fn new(peer: PeerId, id: InboundId, request: Request) -> Self {
+        Inbound { peer, id, request }
+    }
+}
+
+impl Answer {
+    pub fn new(peer: PeerId, tag: Tag, response: Result<Response, String>) -> Self {
+        Answer {
+            peer,
+            tag,
+            response,
+        }
+    }
+}
+
+impl Input {
+    pub fn new(round: RoundId, value: UserInput) -> Self {
+        Input { round, value }
+    }
+}
+
+impl<'a> Typed<'a> {
+    pub fn new(ticket: u64, user: &'a str, code: &'a str) -> Self {
+        Typed { ticket, user, code }
+    }
+}
+
 /// What gossipsub should do with a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -428,21 +503,14 @@ pub trait Role {
     fn gossip(
         &mut self,
         _now: Millis,
-        _source: PeerId,
-        _message: &Gossip,
-        _rng: &mut dyn CryptoRngCore,
+        _heard: Heard,
+        _rng: &mut dyn Rng,
     ) -> (Verdict, Vec<Action>) {
         (Verdict::Accept, Vec::new())
     }
 
-    fn request(
-        &mut self,
-        _now: Millis,
-        peer: PeerId,
-        id: InboundId,
-        request: Request,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn request(&mut self, _now: Millis, asked: Inbound, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Inbound { peer, id, request } = asked;
         refuse(
             peer,
             id,
@@ -451,14 +519,7 @@ pub trait Role {
         )
     }
 
-    fn response(
-        &mut self,
-        _now: Millis,
-        _peer: PeerId,
-        _tag: Tag,
-        _response: Result<Response, String>,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, _now: Millis, _answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
         Vec::new()
     }
 
@@ -467,26 +528,14 @@ pub trait Role {
         Vec::new()
     }
 
-    fn user_input(
-        &mut self,
-        _now: Millis,
-        _round: RoundId,
-        _input: UserInput,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn user_input(&mut self, _now: Millis, _input: Input, _rng: &mut dyn Rng) -> Vec<Action> {
         Vec::new()
     }
 
     /// Verifier: a service's user typed `code`; answered by an [`Event::CheckDecided`] with
     /// `ticket`. Other roles decide it unavailable at once.
-    fn check(
-        &mut self,
-        _now: Millis,
-        ticket: u64,
-        user: &str,
-        _code: &str,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn check(&mut self, _now: Millis, typed: Typed, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Typed { ticket, user, .. } = typed;
         vec![Action::Emit(Event::CheckDecided {
             ticket,
             user: user.to_string(),

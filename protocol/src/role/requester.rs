@@ -6,6 +6,7 @@
 
 use super::{failure_of, Action, Event, Failure, Millis, Record, Role, Tag, Tags, Verdict};
 use crate::kx::{Ephemeral, EpochKey};
+use crate::role::{Answer, Heard, Rng};
 use crate::round::RoundId;
 use crate::wire::{
     EnrolRequest, Gossip, OtpRequest, Refusal, Request, Response, TotpEnrolRequest, VerifyRequest,
@@ -236,13 +237,8 @@ impl Role for Requester {
             .collect()
     }
 
-    fn gossip(
-        &mut self,
-        _now: Millis,
-        _source: PeerId,
-        message: &Gossip,
-        rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, _now: Millis, heard: Heard, rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { message, .. } = heard;
         match message {
             Gossip::Sealed(t) if !self.one_shot && self.seen.insert(t.round) => {
                 while self.seen.len() > 64 {
@@ -254,14 +250,12 @@ impl Role for Requester {
         }
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, now: Millis, answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         if matches!(&self.totp_enrolling, Some((Some(t), _)) if *t == tag) {
             return match self.totp_enrolling.take() {
                 Some((_, ephemeral)) => self.totp_enrolled(peer, ephemeral, response),

@@ -24,6 +24,7 @@
 use super::threshold::code::{Gather, Gathered};
 use super::{Action, Event, Millis, Role, Tag, Tags};
 use crate::mesh::{MeshConfig, UserName};
+use crate::role::{Answer, Rng, Typed};
 use crate::threshold::code;
 use crate::wire::{CheckRequest, Request, Response, VerifyResult};
 use libp2p_identity::PeerId;
@@ -369,14 +370,8 @@ fn codes_outcome(
 }
 
 impl Role for Verifier {
-    fn check(
-        &mut self,
-        now: Millis,
-        ticket: u64,
-        user: &str,
-        code: &str,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn check(&mut self, now: Millis, typed: Typed, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Typed { ticket, user, code } = typed;
         let Ok(name) = UserName::new(user) else {
             return vec![Verifier::decided(
                 ticket,
@@ -443,14 +438,8 @@ impl Role for Verifier {
         actions
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        _peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer { tag, response, .. } = answer;
         let Some((ticket, distributor, step)) = self.in_flight.remove(&tag) else {
             return Vec::new();
         };

@@ -17,7 +17,8 @@
 
 use super::net::{Address, Arrival, Faults, Message, Net};
 use crate::mesh::MeshConfig;
-use crate::role::{self, Action, Event, InboundId, Millis, Record, Role, Tag, Verdict};
+use crate::role::{self, Action, Answer, Event, Heard, Inbound, InboundId, Millis, Record};
+use crate::role::{Role, Tag, Verdict};
 use crate::round::RoundId;
 use crate::seal::PrivateKey;
 use crate::wire::{self, Gossip, Request, Response};
@@ -356,7 +357,8 @@ impl World {
                 let Some(role) = self.nodes.get_mut(&to.peer) else {
                     return;
                 };
-                let actions = role.request(now, from.peer, InboundId(id), request, &mut self.rng);
+                let asked = Inbound::new(from.peer, InboundId(id), request);
+                let actions = role.request(now, asked, &mut self.rng);
                 self.run(to, actions, observer);
             }
             Message::Response { tag, response } => self.respond(to, tag, response, observer),
@@ -372,7 +374,7 @@ impl World {
         let Some(role) = self.nodes.get_mut(&to) else {
             return;
         };
-        let (verdict, actions) = role.gossip(self.now, from, gossip, &mut self.rng);
+        let (verdict, actions) = role.gossip(self.now, Heard::new(from, gossip), &mut self.rng);
         if verdict != Verdict::Accept {
             observer.judged(self, to, from, &verdict);
         }
@@ -394,7 +396,7 @@ impl World {
         response: Result<Response, String>,
         observer: &mut dyn Observer,
     ) {
-        let Some((_, asked)) = self.outbound.remove(&(to, tag)) else {
+        let Some((_, peer)) = self.outbound.remove(&(to, tag)) else {
             return; // a duplicate, or after its timeout
         };
         let role = match to.session {
@@ -402,7 +404,8 @@ impl World {
             _ => self.sessions.get_mut(&to),
         };
         if let Some(role) = role {
-            let actions = role.response(self.now, asked, tag, response, &mut self.rng);
+            let answer = Answer::new(peer, tag, response);
+            let actions = role.response(self.now, answer, &mut self.rng);
             self.run(to, actions, observer);
         }
     }

@@ -20,6 +20,7 @@ pub mod kdc;
 mod threshold;
 
 use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
+use crate::role::{Heard, Inbound, Rng};
 
 use crate::kdc::message::{CentreRequest, CentreResponse};
 use crate::kx::{Ephemeral, EpochKey};
@@ -1107,27 +1108,16 @@ impl Role for Distributor {
         })]
     }
 
-    fn gossip(
-        &mut self,
-        now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, now: Millis, heard: Heard, _rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { source, message } = heard;
         match message {
             Gossip::Used(marker) => self.on_marker(now, source, marker),
             _ => (Verdict::Accept, Vec::new()),
         }
     }
 
-    fn request(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        id: InboundId,
-        request: Request,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn request(&mut self, now: Millis, asked: Inbound, rng: &mut dyn Rng) -> Vec<Action> {
+        let Inbound { peer, id, request } = asked;
         let from_requester = matches!(
             request,
             Request::Otp(_)

@@ -18,12 +18,13 @@
 //! r's predecessor at all (it joined late) takes the prev T distributors agree on: that starts its
 //! chain, and catch-up fills it in backwards, each older entry checked against the newer.
 
-use super::super::{Action, Event, InboundId, Millis, Role, Tag, Verdict};
+use super::super::{Action, Answer, Event, Heard, Millis, Role, Tag, Verdict};
+use super::super::{Inbound, Rng, Typed};
 use crate::beacon::{self, Entry, MAX_RUN};
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
-use crate::role::Opened;
-use crate::role::{DecryptJob, UserInput};
+use crate::role::DecryptJob;
+use crate::role::{self, Opened};
 use crate::round::{RoundId, Transcript};
 use crate::threshold::eval::{Input, Partial};
 use crate::wire::{
@@ -471,12 +472,12 @@ impl Keeper {
     }
 
     /// A catch-up answer: entries newest first.
-    pub fn response(
-        &mut self,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-    ) -> Vec<Action> {
+    pub fn response(&mut self, answer: Answer) -> Vec<Action> {
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         let Some((asked, _, before)) = self.asking else {
             return Vec::new();
         };
@@ -702,14 +703,8 @@ impl Role for Beaconed {
         self.after(now, actions, rng)
     }
 
-    fn gossip(
-        &mut self,
-        now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
-        match message {
+    fn gossip(&mut self, now: Millis, heard: Heard, rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        match heard.message {
             Gossip::Beacon(m) => {
                 let verdict = self.keeper.partial(m);
                 let actions = self.after(now, Vec::new(), rng);
@@ -718,47 +713,33 @@ impl Role for Beaconed {
             Gossip::Sealed(t) => {
                 // check_gossip let it through only from the coordinator.
                 self.keeper.sealed(now, t);
-                let (verdict, actions) = self.inner.gossip(now, source, message, rng);
+                let (verdict, actions) = self.inner.gossip(now, heard, rng);
                 (verdict, self.after(now, actions, rng))
             }
             _ => {
-                let (verdict, actions) = self.inner.gossip(now, source, message, rng);
+                let (verdict, actions) = self.inner.gossip(now, heard, rng);
                 (verdict, self.after(now, actions, rng))
             }
         }
     }
 
-    fn request(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        id: InboundId,
-        request: Request,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
-        if let Request::Beacon(q) = &request {
+    fn request(&mut self, now: Millis, asked: Inbound, rng: &mut dyn Rng) -> Vec<Action> {
+        if let Request::Beacon(q) = &asked.request {
             return vec![Action::Reply {
-                to: id,
+                to: asked.id,
                 response: self.keeper.serve(q),
             }];
         }
-        let actions = self.inner.request(now, peer, id, request, rng);
+        let actions = self.inner.request(now, asked, rng);
         self.after(now, actions, rng)
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
-        if tag.0 & TAG_BIT != 0 {
-            let actions = self.keeper.response(peer, tag, response);
+    fn response(&mut self, now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
+        if answer.tag.0 & TAG_BIT != 0 {
+            let actions = self.keeper.response(answer);
             return self.after(now, actions, rng);
         }
-        let actions = self.inner.response(now, peer, tag, response, rng);
+        let actions = self.inner.response(now, answer, rng);
         self.after(now, actions, rng)
     }
 
@@ -769,14 +750,8 @@ impl Role for Beaconed {
         actions
     }
 
-    fn user_input(
-        &mut self,
-        now: Millis,
-        round: RoundId,
-        input: UserInput,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
-        let actions = self.inner.user_input(now, round, input, rng);
+    fn user_input(&mut self, now: Millis, input: role::Input, rng: &mut dyn Rng) -> Vec<Action> {
+        let actions = self.inner.user_input(now, input, rng);
         self.after(now, actions, rng)
     }
 
@@ -786,15 +761,8 @@ impl Role for Beaconed {
         actions
     }
 
-    fn check(
-        &mut self,
-        now: Millis,
-        ticket: u64,
-        user: &str,
-        code: &str,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
-        self.inner.check(now, ticket, user, code, rng)
+    fn check(&mut self, now: Millis, typed: Typed, rng: &mut dyn Rng) -> Vec<Action> {
+        self.inner.check(now, typed, rng)
     }
 
     fn beacon_partial(

@@ -13,6 +13,7 @@ use crate::digest::Digest32;
 use crate::kx::Ephemeral;
 use crate::mesh::{MeshConfig, UserName};
 use crate::role::{Action, Event, Failure, Millis, Role, Tag, Tags};
+use crate::role::{Answer, Rng};
 use crate::round::RoundId;
 use crate::threshold::eval::{self, Partial};
 use crate::threshold::{code, Index};
@@ -22,7 +23,7 @@ use rand_core::CryptoRngCore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-enum Answer {
+enum Got {
     Partial {
         round: RoundId,
         commitment: Digest32,
@@ -59,7 +60,7 @@ pub struct Gather {
     pub step: u64,
     mesh: Arc<MeshConfig>,
     ephemerals: HashMap<PeerId, Ephemeral>,
-    answers: BTreeMap<PeerId, Answer>,
+    answers: BTreeMap<PeerId, Got>,
 }
 
 impl Gather {
@@ -104,18 +105,18 @@ impl Gather {
     pub fn answer(&mut self, distributor: PeerId, response: Result<Response, String>) {
         let answer = match response {
             Ok(Response::Code(grant)) if grant.step == self.step => self.open(distributor, grant),
-            Ok(Response::Code(_)) => Answer::Failed("answered for another step".into()),
+            Ok(Response::Code(_)) => Got::Failed("answered for another step".into()),
             Ok(Response::Refused(r)) if Failure::of_refusal(&r) == Failure::NoRound => {
-                Answer::NoRound(r.to_string())
+                Got::NoRound(r.to_string())
             }
-            Ok(Response::Refused(r)) => Answer::Failed(r.to_string()),
-            Ok(other) => Answer::Failed(format!("unexpected {} response", other.kind())),
-            Err(e) => Answer::Failed(e),
+            Ok(Response::Refused(r)) => Got::Failed(r.to_string()),
+            Ok(other) => Got::Failed(format!("unexpected {} response", other.kind())),
+            Err(e) => Got::Failed(e),
         };
         self.answers.insert(distributor, answer);
     }
 
-    fn open(&self, distributor: PeerId, grant: Box<CodeGrant>) -> Answer {
+    fn open(&self, distributor: PeerId, grant: Box<CodeGrant>) -> Got {
         let commitment = match believe(
             &self.mesh,
             &distributor,
@@ -124,17 +125,17 @@ impl Gather {
             &grant.key,
         ) {
             Ok(c) => c,
-            Err(reason) => return Answer::Failed(reason),
+            Err(reason) => return Got::Failed(reason),
         };
         let Some(masked) = &grant.partial else {
-            return Answer::Spent;
+            return Got::Spent;
         };
         let Some(ephemeral) = self.ephemerals.get(&distributor) else {
-            return Answer::Failed("no exchange with this distributor".into());
+            return Got::Failed("no exchange with this distributor".into());
         };
         let salt_key = match ephemeral.salt_key(&grant.distributor_key, &self.asker, &distributor) {
             Ok(k) => k,
-            Err(e) => return Answer::Failed(e.to_string()),
+            Err(e) => return Got::Failed(e.to_string()),
         };
         let mut y = [0u8; 32];
         y.copy_from_slice(&salt_key.mask_bytes(&grant.salt, &masked.masked_y));
@@ -143,7 +144,7 @@ impl Gather {
             y,
             proof: masked.proof.clone(),
         };
-        Answer::Partial {
+        Got::Partial {
             round: grant.round,
             commitment,
             grant,
@@ -157,7 +158,7 @@ impl Gather {
         let mut groups: BTreeMap<(RoundId, Digest32), Vec<(&CodeGrant, &Partial)>> =
             BTreeMap::new();
         for a in self.answers.values() {
-            if let Answer::Partial {
+            if let Got::Partial {
                 round,
                 commitment,
                 grant,
@@ -205,7 +206,7 @@ impl Gather {
         let spent = self
             .answers
             .values()
-            .filter(|a| matches!(a, Answer::Spent))
+            .filter(|a| matches!(a, Got::Spent))
             .count();
         // Spent at more than N − T: no T fresh partials can come.
         if spent > n.saturating_sub(params.t as usize) {
@@ -218,15 +219,12 @@ impl Gather {
             .answers
             .iter()
             .filter_map(|(peer, a)| match a {
-                Answer::Failed(r) | Answer::NoRound(r) => Some(format!("{peer}: {r}")),
+                Got::Failed(r) | Got::NoRound(r) => Some(format!("{peer}: {r}")),
                 _ => None,
             })
             .chain((!bad_proofs.is_empty()).then(|| format!("bad proofs from {bad_proofs:?}")))
             .collect();
-        let young = self
-            .answers
-            .values()
-            .all(|a| matches!(a, Answer::NoRound(_)));
+        let young = self.answers.values().all(|a| matches!(a, Got::NoRound(_)));
         let failure = match young {
             true => Failure::NoRound,
             false => Failure::QuorumUnavailable,
@@ -299,14 +297,12 @@ impl Role for Code {
         self.ask(now, rng)
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, now: Millis, answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         let _ = peer;
         let Some(distributor) = self.in_flight.remove(&tag) else {
             return Vec::new();

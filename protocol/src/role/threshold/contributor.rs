@@ -18,6 +18,7 @@ use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
 use crate::phrase::{ClientId, Phrase, UserInput};
 use crate::role::{Action, Event, Millis, Role, Tag, Tags, Verdict};
+use crate::role::{Answer, Heard, Input, Rng};
 use crate::round::RoundId;
 use crate::seal::PublicKey;
 use crate::threshold::dkg::{contribution_scalar, Dealing};
@@ -232,13 +233,8 @@ impl Contributor {
 }
 
 impl Role for Contributor {
-    fn gossip(
-        &mut self,
-        now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, now: Millis, heard: Heard, rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { source, message } = heard;
         let actions = match message {
             Gossip::Open(open) => self.on_open(now, source, open, rng),
             Gossip::Complaints(c) => self.on_complaints(c),
@@ -274,14 +270,12 @@ impl Role for Contributor {
         (Verdict::Accept, actions)
     }
 
-    fn response(
-        &mut self,
-        _now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, _now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         let Some(index) = self.key_requests.remove(&tag) else {
             return Vec::new();
         };
@@ -309,13 +303,11 @@ impl Role for Contributor {
         }
     }
 
-    fn user_input(
-        &mut self,
-        _now: Millis,
-        round: RoundId,
-        input: UserInput,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn user_input(&mut self, _now: Millis, input: Input, rng: &mut dyn Rng) -> Vec<Action> {
+        let Input {
+            round,
+            value: input,
+        } = input;
         match &mut self.pending {
             Some((open, slot)) if open.round == round => {
                 *slot = Some(input);

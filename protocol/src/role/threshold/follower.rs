@@ -11,8 +11,9 @@
 use super::Requester;
 use crate::mesh::MeshConfig;
 use crate::role::{Action, Millis, Role, Tag, Verdict};
+use crate::role::{Answer, Heard, Rng};
 use crate::round::RoundId;
-use crate::wire::{Gossip, Response};
+use crate::wire::Gossip;
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use std::sync::Arc;
@@ -89,13 +90,8 @@ impl Role for Follower {
         self.shift(actions)
     }
 
-    fn gossip(
-        &mut self,
-        now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, now: Millis, heard: Heard, _rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { source, message } = heard;
         if let Gossip::Sealed(t) = message {
             let newer = self.last_asked.is_none_or(|r| t.round > r);
             if newer && self.mesh.coordinator() == Some(source) {
@@ -105,22 +101,15 @@ impl Role for Follower {
         (Verdict::Accept, Vec::new())
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
         let Some((generation, requester)) = &mut self.current else {
             return Vec::new();
         };
-        if tag.0 / TAG_RANGE != *generation {
+        if answer.tag.0 / TAG_RANGE != *generation {
             return Vec::new();
         }
-        let inner = Tag(tag.0 % TAG_RANGE);
-        let actions = requester.response(now, peer, inner, response, rng);
+        let tag = Tag(answer.tag.0 % TAG_RANGE);
+        let actions = requester.response(now, Answer { tag, ..answer }, rng);
         self.shift(actions)
     }
 }

@@ -35,6 +35,7 @@ use crate::role::{
     refuse, Action, Control, DecryptJob, Event, InboundId, Millis, PhraseRefusal, Record, Role,
     Tag, Tags, Verdict,
 };
+use crate::role::{Answer, Heard, Inbound, Rng};
 use crate::round::{Inclusion, RoundId, Secret, ThresholdKey, Transcript};
 use crate::seal::PublicKey;
 use crate::threshold::dkg::{self, Received};
@@ -926,9 +927,8 @@ impl Generator {
         let Some(coordinator) = self.mesh.coordinator() else {
             return Vec::new();
         };
-        let (_, actions) = self
-            .dealer
-            .gossip(now, coordinator, &Gossip::Open(open), rng);
+        let open = Gossip::Open(open);
+        let (_, actions) = self.dealer.gossip(now, Heard::new(coordinator, &open), rng);
         self.take_dealer(now, actions)
     }
 
@@ -1216,16 +1216,11 @@ impl Role for Generator {
         actions
     }
 
-    fn gossip(
-        &mut self,
-        now: Millis,
-        source: PeerId,
-        message: &Gossip,
-        rng: &mut dyn CryptoRngCore,
-    ) -> (Verdict, Vec<Action>) {
+    fn gossip(&mut self, now: Millis, heard: Heard, rng: &mut dyn Rng) -> (Verdict, Vec<Action>) {
+        let Heard { source, message } = heard;
         // The own dealer hears the rounds' course (complaints to answer, seals, failures).
-        let (_, heard) = self.dealer.gossip(now, source, message, rng);
-        let mut own = self.take_dealer(now, heard);
+        let (_, dealt) = self.dealer.gossip(now, heard, rng);
+        let mut own = self.take_dealer(now, dealt);
         let actions = match message {
             Gossip::Deal(d) => {
                 let (verdict, mut actions) = self.on_deal(now, source, d);
@@ -1248,14 +1243,8 @@ impl Role for Generator {
         (Verdict::Accept, own)
     }
 
-    fn request(
-        &mut self,
-        _now: Millis,
-        peer: PeerId,
-        id: InboundId,
-        request: Request,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn request(&mut self, _now: Millis, asked: Inbound, _rng: &mut dyn Rng) -> Vec<Action> {
+        let Inbound { peer, id, request } = asked;
         match request {
             Request::PublicKey => vec![Action::Reply {
                 to: id,
@@ -1266,18 +1255,16 @@ impl Role for Generator {
         }
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
-        if self.dealer.owns(tag) {
-            let actions = self.dealer.response(now, peer, tag, response, rng);
+    fn response(&mut self, now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
+        if self.dealer.owns(answer.tag) {
+            let actions = self.dealer.response(now, answer, rng);
             return self.take_dealer(now, actions);
         }
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         if let Some((round, client)) = self.fetches.remove(&tag) {
             return self.fetched(now, peer, round, client, response);
         }

@@ -19,6 +19,7 @@ use crate::kx::{Ephemeral, EpochKey};
 use crate::mesh::MeshConfig;
 use crate::otp::Otp;
 use crate::role::{Action, Event, Failure, Millis, Record, Role, Tag, Tags};
+use crate::role::{Answer, Rng};
 use crate::round::{RoundId, Secret, ThresholdKey};
 use crate::threshold::eval::{self, Partial};
 use crate::threshold::password::{self, Alphabet};
@@ -73,7 +74,7 @@ struct Blinded {
 type Claim = (RoundId, Digest32);
 
 /// One distributor's answer.
-enum Answer {
+enum Got {
     Partial {
         round: RoundId,
         partial: Partial,
@@ -102,7 +103,7 @@ pub struct Requester {
     enrolments: HashMap<PeerId, EpochKey>,
     goal: Goal,
     in_flight: HashMap<Tag, PeerId>,
-    answers: BTreeMap<PeerId, Answer>,
+    answers: BTreeMap<PeerId, Got>,
     /// Asked again for this round after answering for another.
     realigned: bool,
     /// An OTP combined (when, and what to hand out), waiting for the distributors still asked.
@@ -345,9 +346,9 @@ impl Requester {
         let (digits, expiry) = (self.mesh.settings.digits, self.mesh.settings.otp_expiry_ms);
         // Group the partials by what they claim: round and transcript commitment (each key was
         // checked as the coordinator's when its answer came).
-        let mut groups: BTreeMap<Claim, Vec<(PeerId, &Answer)>> = BTreeMap::new();
+        let mut groups: BTreeMap<Claim, Vec<(PeerId, &Got)>> = BTreeMap::new();
         for (peer, a) in &self.answers {
-            if let Answer::Partial {
+            if let Got::Partial {
                 round, commitment, ..
             } = a
             {
@@ -359,7 +360,7 @@ impl Requester {
         }
         let mut best: Option<(RoundId, usize)> = None;
         for ((round, _), members) in &groups {
-            let Some(Answer::Partial { key, .. }) = members.first().map(|m| m.1) else {
+            let Some(Got::Partial { key, .. }) = members.first().map(|m| m.1) else {
                 continue;
             };
             if members.len() < params.t as usize {
@@ -370,7 +371,7 @@ impl Requester {
             let partials: Vec<Partial> = members
                 .iter()
                 .filter_map(|(_, a)| match a {
-                    Answer::Partial { partial, .. } => Some(partial.clone()),
+                    Got::Partial { partial, .. } => Some(partial.clone()),
                     _ => None,
                 })
                 .collect();
@@ -397,7 +398,7 @@ impl Requester {
             let mut actions: Vec<Action> = members
                 .iter()
                 .filter_map(|(peer, a)| match a {
-                    Answer::Partial {
+                    Got::Partial {
                         partial,
                         epoch: Some(key),
                         ..
@@ -455,7 +456,7 @@ impl Requester {
             let others: Vec<PeerId> = self
                 .answers
                 .iter()
-                .filter(|(_, a)| matches!(a, Answer::Partial { round, .. } if *round != best_round))
+                .filter(|(_, a)| matches!(a, Got::Partial { round, .. } if *round != best_round))
                 .map(|(p, _)| *p)
                 .collect();
             if !others.is_empty() && self.in_flight.is_empty() {
@@ -492,7 +493,7 @@ impl Requester {
         let mut groups: BTreeMap<Claim, Vec<(PeerId, &voprf::Partial, &ThresholdKey)>> =
             BTreeMap::new();
         for (peer, a) in &self.answers {
-            if let Answer::Evaluated {
+            if let Got::Evaluated {
                 round,
                 partial,
                 key,
@@ -566,9 +567,7 @@ impl Requester {
             let others: Vec<PeerId> = self
                 .answers
                 .iter()
-                .filter(
-                    |(_, a)| matches!(a, Answer::Evaluated { round, .. } if *round != best_round),
-                )
+                .filter(|(_, a)| matches!(a, Got::Evaluated { round, .. } if *round != best_round))
                 .map(|(p, _)| *p)
                 .collect();
             if !others.is_empty() && self.in_flight.is_empty() {
@@ -624,7 +623,7 @@ impl Requester {
             .answers
             .values()
             .filter_map(|a| match a {
-                Answer::Verdict(v) => Some(*v),
+                Got::Verdict(v) => Some(*v),
                 _ => None,
             })
             .collect();
@@ -643,13 +642,13 @@ impl Requester {
         let partials = self
             .answers
             .values()
-            .filter(|a| matches!(a, Answer::Partial { .. } | Answer::Evaluated { .. }))
+            .filter(|a| matches!(a, Got::Partial { .. } | Got::Evaluated { .. }))
             .count();
         let mut reasons: Vec<String> = self
             .answers
             .iter()
             .filter_map(|(peer, a)| match a {
-                Answer::Failed(reason) => Some(format!("{peer}: {reason}")),
+                Got::Failed(reason) => Some(format!("{peer}: {reason}")),
                 _ => None,
             })
             .collect();
@@ -684,12 +683,10 @@ impl Requester {
 }
 
 /// The distributors among `members` whose partial failed its proof.
-fn named(members: &[(PeerId, &Answer)], bad: &[Index]) -> Vec<PeerId> {
+fn named(members: &[(PeerId, &Got)], bad: &[Index]) -> Vec<PeerId> {
     members
         .iter()
-        .filter(
-            |(_, a)| matches!(a, Answer::Partial { partial, .. } if bad.contains(&partial.index)),
-        )
+        .filter(|(_, a)| matches!(a, Got::Partial { partial, .. } if bad.contains(&partial.index)))
         .map(|(p, _)| *p)
         .collect()
 }
@@ -733,14 +730,12 @@ impl Role for Requester {
             .collect()
     }
 
-    fn response(
-        &mut self,
-        now: Millis,
-        peer: PeerId,
-        tag: Tag,
-        response: Result<Response, String>,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Vec<Action> {
+    fn response(&mut self, now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
+        let Answer {
+            peer,
+            tag,
+            response,
+        } = answer;
         let Some(distributor) = self.in_flight.remove(&tag) else {
             return Vec::new();
         };
@@ -749,55 +744,53 @@ impl Role for Requester {
                 if grant.expires_at_ms
                     > now.saturating_add(super::super::requester::MAX_OTP_LIFETIME_MS) =>
             {
-                Answer::Failed("claims an expiry more than a day away".into())
+                Got::Failed("claims an expiry more than a day away".into())
             }
             Ok(Response::Partial(grant)) if matches!(self.goal, Goal::Issue { counter, .. } if counter == grant.counter) => {
                 match self.believe(&distributor, grant.index, grant.round, &grant.key) {
-                    Err(reason) => Answer::Failed(reason),
+                    Err(reason) => Got::Failed(reason),
                     Ok(commitment) => match self.open_grant(distributor, &grant) {
-                        Ok((partial, epoch)) => Answer::Partial {
+                        Ok((partial, epoch)) => Got::Partial {
                             round: grant.round,
                             partial,
                             key: Box::new(grant.key.clone()),
                             commitment,
                             epoch: epoch.map(Box::new),
                         },
-                        Err(reason) => {
-                            Answer::Failed(format!("could not remove the salt: {reason}"))
-                        }
+                        Err(reason) => Got::Failed(format!("could not remove the salt: {reason}")),
                     },
                 }
             }
             Ok(Response::Evaluated(grant)) if matches!(self.goal, Goal::Password { .. }) => {
                 match self.believe(&distributor, grant.partial.index, grant.round, &grant.key) {
-                    Ok(commitment) => Answer::Evaluated {
+                    Ok(commitment) => Got::Evaluated {
                         round: grant.round,
                         partial: grant.partial,
                         key: Box::new(grant.key.clone()),
                         commitment,
                     },
-                    Err(reason) => Answer::Failed(reason),
+                    Err(reason) => Got::Failed(reason),
                 }
             }
             Ok(Response::VerifyPartial(grant)) => match &self.goal {
                 Goal::Verify { round, .. } => {
                     match self.believe(&distributor, grant.partial.index, *round, &grant.key) {
-                        Ok(commitment) => Answer::Partial {
+                        Ok(commitment) => Got::Partial {
                             round: *round,
                             partial: grant.partial.clone(),
                             key: Box::new(grant.key.clone()),
                             commitment,
                             epoch: None,
                         },
-                        Err(reason) => Answer::Failed(reason),
+                        Err(reason) => Got::Failed(reason),
                     }
                 }
-                _ => Answer::Failed("answered with a verification partial".into()),
+                _ => Got::Failed("answered with a verification partial".into()),
             },
-            Ok(Response::Verified(result)) => Answer::Verdict(result),
-            Ok(Response::Refused(r)) => Answer::Failed(r.to_string()),
-            Ok(other) => Answer::Failed(format!("unexpected {} response", other.kind())),
-            Err(e) => Answer::Failed(e),
+            Ok(Response::Verified(result)) => Got::Verdict(result),
+            Ok(Response::Refused(r)) => Got::Failed(r.to_string()),
+            Ok(other) => Got::Failed(format!("unexpected {} response", other.kind())),
+            Err(e) => Got::Failed(e),
         };
         let _ = peer; // the request went to `distributor`; the swarm answers for it
         self.answers.insert(distributor, answer);
