@@ -73,10 +73,7 @@ fn a_node_that_never_met_the_first_reports_the_same_beacon_and_the_chain_verifie
     let json = mesh.mesh_json();
     let (status, dir) = mesh.stop_keeping();
     assert!(status.success(), "mesh up stops cleanly: {status:?}");
-    let first = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = Mesh::data_dir(&json, "requester-1");
 
     // Everything but requester-1 comes back; a new node joins that requester-1 never met.
     let mut nodes = Nodes(Vec::new());
@@ -256,10 +253,7 @@ fn a_node_that_never_met_the_first_reports_the_same_beacon_and_the_chain_verifie
 #[test]
 fn a_single_generator_mesh_explains_that_the_beacon_needs_a_threshold_key() {
     let (_dir, json) = mesh_once(&["--contributors", "2"]);
-    let distributor = Mesh::node(&json, "distributor-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let distributor = Mesh::data_dir(&json, "distributor-1");
     for cmd in ["get", "export"] {
         let out = otpmesh(&["beacon", cmd, "--data-dir", &distributor]);
         assert_eq!(out.status.code(), Some(6), "{}", text(&out));

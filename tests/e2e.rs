@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{alive, json_field, request, Mesh, BIN};
+use common::{alive, json_field, request, succeeded, Mesh, BIN};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -38,10 +38,7 @@ fn mesh_up_then_requests_from_outside() {
     let tcp = distributor["listen"][0].as_str().unwrap();
     let quic = distributor["listen"][1].as_str().unwrap();
     assert!(quic.contains("/quic-v1/"), "{quic}");
-    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let requester_dir = Mesh::data_dir(&json, "requester-1");
 
     let mut otps = Vec::new();
     for addr in [tcp, tcp, quic] {
@@ -83,22 +80,14 @@ fn mesh_up_then_requests_from_outside() {
     assert_eq!(verify(&otps[1]), (Some(0), "accepted".to_string()));
 
     // Enrol, then request under the enrolment key; the key file is private.
-    let out = Command::new(BIN)
-        .args([
-            "enrol",
-            "--json",
-            "--distributor",
-            tcp,
-            "--data-dir",
-            &requester_dir,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(Command::new(BIN).args([
+        "enrol",
+        "--json",
+        "--distributor",
+        tcp,
+        "--data-dir",
+        &requester_dir,
+    ]));
     let enrolled: Value = serde_json::from_slice(&out.stdout).unwrap();
     let key_file = enrolled["key_file"].as_str().unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -334,10 +323,7 @@ fn a_use_at_one_distributor_becomes_used_at_the_others() {
         addr("distributor-2"),
         addr("distributor-3"),
     );
-    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let requester_dir = Mesh::data_dir(&json, "requester-1");
     let verify = |at: &str, code: &str| {
         common::verify_json(&[
             "verify",

@@ -260,10 +260,7 @@ async fn hostile_peers_are_penalised_and_honest_work_goes_on() {
     let generator = Mesh::node(&json, "generator-1").clone();
     let distributor = Mesh::node(&json, "distributor-1").clone();
     let distributor_addr = distributor["listen"][0].as_str().unwrap().to_string();
-    let honest_dir = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let honest_dir = Mesh::data_dir(&json, "requester-1");
     let stolen = otpmesh_node::keys::load_or_create_identity(Path::new(
         Mesh::node(&json, "requester-2")["data_dir"]
             .as_str()

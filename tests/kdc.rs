@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json_field, Mesh, BIN, WAIT};
+use common::{json_field, succeeded, Mesh, BIN, WAIT};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -27,10 +27,7 @@ impl Users {
                 .to_string()
         };
         Users {
-            distributor: Mesh::node(&json, "distributor-1")["listen"][0]
-                .as_str()
-                .unwrap()
-                .to_string(),
+            distributor: Mesh::listen(&json, "distributor-1"),
             dirs: vec![dir("requester-1"), dir("requester-2"), dir("requester-3")],
             root: mesh.dir.path().to_path_buf(),
         }
@@ -146,16 +143,10 @@ fn two_requesters_exchange_a_file_through_the_centre_and_every_failure_is_named(
         &common::request(&u.distributor, Path::new(&u.dirs[0])),
         "otp",
     );
-    let out = u
-        .kdc("send", 0, "alice", &alice_pass)
-        .args(["--to", "bob", "--otp", &otp, "--file"])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        u.kdc("send", 0, "alice", &alice_pass)
+            .args(["--to", "bob", "--otp", &otp, "--file"])
+            .arg(&input),
     );
     let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got = bob.next("received");

@@ -72,14 +72,8 @@ fn counters_move_when_a_mesh_runs() {
     let issued = metric(&stored, "otpmesh_otps_issued_total");
 
     // An OTP: issued moves; used once: accepted moves; wrong codes: a lockout.
-    let distributor = Mesh::node(&json, "distributor-1")["listen"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let requester = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let distributor = Mesh::listen(&json, "distributor-1");
+    let requester = Mesh::data_dir(&json, "requester-1");
     let otp = json_field(&request(&distributor, requester.as_ref()), "otp");
     // Counted before the reply left (and likewise every verification below).
     let (_, counted) = http("GET", distributor_url);
@@ -107,22 +101,15 @@ fn counters_move_when_a_mesh_runs() {
     }
     assert_eq!(verify(wrong).1, "locked");
     let (_, after) = http("GET", distributor_url);
-    assert_eq!(
-        metric(&after, "otpmesh_verifications_total{result=\"locked\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(&after, "otpmesh_verifications_total{result=\"accepted\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(&after, "otpmesh_verifications_total{result=\"used\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(&after, "otpmesh_verifications_total{result=\"wrong\"}"),
-        5.0
-    );
+    for (result, count) in [
+        ("locked", 1.0),
+        ("accepted", 1.0),
+        ("used", 1.0),
+        ("wrong", 5.0),
+    ] {
+        let name = format!("otpmesh_verifications_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&after, &name), count, "{name}");
+    }
     assert_eq!(metric(&after, "otpmesh_lockouts_total"), 1.0);
     assert!(metric(&after, "otpmesh_storage_commit_seconds_count") >= 3.0);
     // No peer id or code is ever a label or a value.

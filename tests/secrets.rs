@@ -58,60 +58,34 @@ fn no_secret_reaches_the_logs() {
         v["node"] == "generator-1" && v["event"] == "round_delivered_all"
     });
     let json = mesh.mesh_json();
-    let distributor = Mesh::node(&json, "distributor-1")["listen"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let requester = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let distributor = Mesh::listen(&json, "distributor-1");
+    let requester = Mesh::data_dir(&json, "requester-1");
     let mut stderrs = Vec::new();
+    // Each client command against distributor-1 as requester-1; its stderr is kept for the search.
+    let mut client = |command: &[&str], extra: &[&str]| {
+        let mut args = command.to_vec();
+        args.extend([
+            "--json",
+            "--distributor",
+            &distributor,
+            "--data-dir",
+            &requester,
+        ]);
+        args.extend(extra);
+        let (out, err) = run(&args);
+        assert!(out.status.success(), "{command:?}: {err}");
+        stderrs.push(err);
+        out
+    };
 
-    let (out, err) = run(&[
-        "request",
-        "--json",
-        "--distributor",
-        &distributor,
-        "--data-dir",
-        &requester,
-    ]);
-    stderrs.push(err);
+    let out = client(&["request"], &[]);
     let otp = json_field(&out, "otp");
     // The search finds a secret where it is meant to be: on the requester's own stdout.
     assert!(holds(&String::from_utf8_lossy(&out.stdout), &otp));
-    let (out, err) = run(&[
-        "verify",
-        "--json",
-        "--distributor",
-        &distributor,
-        "--data-dir",
-        &requester,
-        "--otp",
-        &otp,
-    ]);
-    stderrs.push(err);
+    let out = client(&["verify"], &["--otp", &otp]);
     assert_eq!(json_field(&out, "result"), "accepted");
-    let (out, err) = run(&[
-        "enrol",
-        "--json",
-        "--distributor",
-        &distributor,
-        "--data-dir",
-        &requester,
-    ]);
-    stderrs.push(err);
-    assert!(out.status.success(), "{}", stderrs.last().unwrap());
-    let (out, err) = run(&[
-        "totp",
-        "enrol",
-        "--json",
-        "--distributor",
-        &distributor,
-        "--data-dir",
-        &requester,
-    ]);
-    stderrs.push(err);
+    client(&["enrol"], &[]);
+    let out = client(&["totp", "enrol"], &[]);
     let uri = json_field(&out, "uri");
     let totp_secret = uri
         .split("secret=")

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{mesh_once, restart_argv, Mesh, BIN};
+use common::{mesh_once, restart_argv, succeeded, Mesh, BIN};
 /// Requests kept in flight.
 const IN_FLIGHT: usize = 64;
 /// OTPs answered before the signal.
@@ -192,17 +192,12 @@ async fn sigterm_answers_what_is_in_flight_and_exits_zero_in_time() {
 
     // The store closed cleanly: the distributor starts again and serves.
     let (mut child, _events, _log) = start(&argv);
-    let out = Command::new(BIN)
-        .args(["request", "--json", "--timeout-secs", "30", "--distributor"])
-        .arg(distributor["listen"][0].as_str().unwrap())
-        .arg("--data-dir")
-        .arg(&requester_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new(BIN)
+            .args(["request", "--json", "--timeout-secs", "30", "--distributor"])
+            .arg(distributor["listen"][0].as_str().unwrap())
+            .arg("--data-dir")
+            .arg(&requester_dir),
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -108,10 +108,7 @@ fn every_role_answers_and_a_stopped_node_is_named() {
         assert!(std::time::Instant::now() < end, "contributor-1 still alive");
         std::thread::yield_now();
     }
-    let contributor = Mesh::node(&json, "contributor-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let contributor = Mesh::data_dir(&json, "contributor-1");
     let (code, text) = status(&["--data-dir", &contributor, "--json"]);
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("no node answers"), "{text}");

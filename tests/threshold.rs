@@ -63,10 +63,7 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
         ("the requester node's OTP", &followed),
     ]);
     let json = mesh.mesh_json();
-    let requester_dir = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let requester_dir = Mesh::data_dir(&json, "requester-1");
     let base = |cmd: &str| -> Vec<String> {
         let mut args: Vec<String> = [cmd, "--threshold", "--json", "--data-dir", &requester_dir]
             .map(String::from)

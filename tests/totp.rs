@@ -79,14 +79,8 @@ fn a_mesh_token_scans_and_oathtool_codes_verify_once() {
         v["node"] == "generator-1" && v["event"] == "round_delivered_all"
     });
     let json = mesh.mesh_json();
-    let distributor = Mesh::node(&json, "distributor-1")["listen"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dir = Mesh::node(&json, "requester-1")["data_dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let distributor = Mesh::listen(&json, "distributor-1");
+    let dir = Mesh::data_dir(&json, "requester-1");
     let png = mesh.dir.path().join("token.png");
 
     // The human form: a terminal QR code and the URI.

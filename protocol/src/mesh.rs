@@ -449,102 +449,39 @@ impl MeshConfig {
                 format!("{} is more than the quorum {quorum}", self.minimum()),
             );
         }
-        if s.deadline_ms < 100 || s.deadline_ms > 86_400_000 {
-            return bad(
-                "deadline_ms",
-                format!("{} is outside 100 ms to 24 h", s.deadline_ms),
-            );
-        }
-        if s.round_interval_ms > 86_400_000 {
-            return bad(
-                "round_interval_ms",
-                format!("{} is more than 24 h", s.round_interval_ms),
-            );
-        }
-        if s.hash_iterations == 0 || s.hash_iterations > MAX_HASH_ITERATIONS {
-            return bad(
-                "hash_iterations",
-                format!(
-                    "{} is outside 1 to {MAX_HASH_ITERATIONS}",
-                    s.hash_iterations
-                ),
-            );
-        }
-        if s.otp_expiry_ms < 1_000 || s.otp_expiry_ms > 86_400_000 {
-            return bad(
-                "otp_expiry_ms",
-                format!("{} is outside 1 s to 24 h", s.otp_expiry_ms),
-            );
-        }
-        if s.max_failures == 0 || s.max_failures > 1000 {
-            return bad(
-                "max_failures",
-                format!("{} is outside 1 to 1000", s.max_failures),
-            );
-        }
-        if s.failure_window_ms == 0 || s.failure_window_ms > 86_400_000 {
-            return bad(
-                "failure_window_ms",
-                format!("{} is outside 1 ms to 24 h", s.failure_window_ms),
-            );
-        }
-        if s.lockout_ms == 0 || s.lockout_ms > 7 * 86_400_000 {
-            return bad(
-                "lockout_ms",
-                format!("{} is outside 1 ms to 7 days", s.lockout_ms),
-            );
-        }
-        if !(6..=8).contains(&s.code_digits) {
-            return bad("code_digits", format!("{} is not 6 to 8", s.code_digits));
-        }
-        if !(15..=300).contains(&s.code_period_s) {
-            return bad(
-                "code_period_s",
-                format!("{} s is not 15 to 300", s.code_period_s),
-            );
-        }
-        if s.totp_window > 10 {
-            return bad(
-                "totp_window",
-                format!("{} steps is more than 10", s.totp_window),
-            );
-        }
-        if s.requests_per_peer_s == 0 {
-            return bad(
-                "requests_per_peer_s",
-                "0 would refuse every request; at least 1".into(),
-            );
-        }
-        if s.kdc_ticket_lifetime_ms < 1_000
-            || s.kdc_ticket_lifetime_ms > crate::kdc::MAX_TICKET_LIFETIME_MS
-        {
-            return bad(
-                "kdc_ticket_lifetime_ms",
-                format!("{} is outside 1 s to 24 h", s.kdc_ticket_lifetime_ms),
-            );
-        }
-        if s.kdc_max_skew_ms > 3_600_000 {
-            return bad(
-                "kdc_max_skew_ms",
-                format!("{} is more than an hour", s.kdc_max_skew_ms),
-            );
-        }
-        if s.epoch_ms < 1_000 || s.epoch_ms > 30 * 86_400_000 {
-            return bad(
-                "epoch_ms",
-                format!("{} is outside 1 s to 30 days", s.epoch_ms),
-            );
+        const DAY: u64 = 86_400_000;
+        let (iterations, ticket) = (
+            MAX_HASH_ITERATIONS.into(),
+            crate::kdc::MAX_TICKET_LIFETIME_MS,
+        );
+        // (setting, value, lowest, highest, the range in words)
+        #[rustfmt::skip]
+        let ranges: [(&'static str, u64, u64, u64, &str); 15] = [
+            ("deadline_ms", s.deadline_ms, 100, DAY, "100 ms to 24 h"),
+            ("round_interval_ms", s.round_interval_ms, 0, DAY, "0 to 24 h"),
+            ("hash_iterations", s.hash_iterations.into(), 1, iterations, "1 to 1,000,000"),
+            ("otp_expiry_ms", s.otp_expiry_ms, 1_000, DAY, "1 s to 24 h"),
+            ("max_failures", s.max_failures.into(), 1, 1000, "1 to 1000"),
+            ("failure_window_ms", s.failure_window_ms, 1, DAY, "1 ms to 24 h"),
+            ("lockout_ms", s.lockout_ms, 1, 7 * DAY, "1 ms to 7 days"),
+            ("code_digits", s.code_digits.into(), 6, 8, "6 to 8"),
+            ("code_period_s", s.code_period_s, 15, 300, "15 to 300 s"),
+            ("totp_window", s.totp_window.into(), 0, 10, "0 to 10 steps"),
+            ("requests_per_peer_s", s.requests_per_peer_s.into(), 1, u64::MAX, "at least 1"),
+            ("kdc_ticket_lifetime_ms", s.kdc_ticket_lifetime_ms, 1_000, ticket, "1 s to 24 h"),
+            ("kdc_max_skew_ms", s.kdc_max_skew_ms, 0, 3_600_000, "0 to 1 h"),
+            ("epoch_ms", s.epoch_ms, 1_000, 30 * DAY, "1 s to 30 days"),
+            ("complaint_ms", s.complaint_ms, 100, 3_600_000, "100 ms to 1 h"),
+        ];
+        for (field, value, lowest, highest, range) in ranges {
+            if !(lowest..=highest).contains(&value) {
+                return bad(field, format!("{value} is outside {range}"));
+            }
         }
         if !ALLOWED_KEY_BITS.contains(&s.rsa_bits) {
             return bad(
                 "rsa_bits",
                 format!("{} is not one of 2048, 3072, 4096", s.rsa_bits),
-            );
-        }
-        if s.complaint_ms < 100 || s.complaint_ms > 3_600_000 {
-            return bad(
-                "complaint_ms",
-                format!("{} is outside 100 ms to 1 h", s.complaint_ms),
             );
         }
         if let Some(Threshold(params)) = s.threshold {

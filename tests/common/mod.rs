@@ -103,6 +103,22 @@ impl Mesh {
             .unwrap_or_else(|| panic!("{name} in mesh.json"))
     }
 
+    /// The first address node `name` listens on, from mesh.json.
+    pub fn listen(json: &Value, name: &str) -> String {
+        Self::node(json, name)["listen"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Node `name`'s data directory, from mesh.json.
+    pub fn data_dir(json: &Value, name: &str) -> String {
+        Self::node(json, name)["data_dir"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Stops `mesh up` with SIGTERM (its nodes stop with it) and keeps its directory.
     pub fn stop_keeping(self) -> (std::process::ExitStatus, tempfile::TempDir) {
         let Mesh { mut child, dir, .. } = self;
@@ -138,6 +154,18 @@ pub fn alive(pid: u64) -> bool {
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
+}
+
+/// Runs `command` to its end and returns what it printed, failing the test (with the command and
+/// its stderr) unless it exited 0.
+pub fn succeeded(command: &mut Command) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 pub fn request(distributor: &str, data_dir: &Path) -> Output {
@@ -222,17 +250,12 @@ pub fn metric(text: &str, name: &str) -> f64 {
 /// stopped, its data kept. Returns the dir and mesh.json.
 pub fn mesh_once(extra: &[&str]) -> (tempfile::TempDir, Value) {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["mesh", "up", "--rounds", "1"])
-        .args(extra)
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new(BIN)
+            .args(["mesh", "up", "--rounds", "1"])
+            .args(extra)
+            .arg("--dir")
+            .arg(dir.path()),
     );
     let json =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("mesh.json")).unwrap())

@@ -152,11 +152,7 @@ impl Role for Contributor {
     }
 
     fn response(&mut self, _now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let (peer, tag, response) = (answer.peer, answer.tag, answer.response);
         if self.key_request != Some(tag) {
             return Vec::new();
         }
@@ -202,13 +198,9 @@ impl Role for Contributor {
     }
 
     fn user_input(&mut self, _now: Millis, input: Input, rng: &mut dyn Rng) -> Vec<Action> {
-        let Input {
-            round,
-            value: input,
-        } = input;
         match &mut self.pending {
-            Some((open, _, slot)) if open.round == round => {
-                *slot = Some(input);
+            Some((open, _, slot)) if open.round == input.round => {
+                *slot = Some(input.value);
                 self.advance(rng)
             }
             _ => Vec::new(),

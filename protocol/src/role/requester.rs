@@ -183,49 +183,32 @@ impl Requester {
 
 impl Role for Requester {
     fn start(&mut self, _now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        if let Some((sent, ephemeral)) = &mut self.enrolling {
-            let tag = self.tags.next();
-            *sent = Some(tag);
-            let request = Request::Enrol(EnrolRequest {
-                requester_key: ephemeral.public(),
-            });
-            return vec![Action::Send {
-                peer: self.distributors[0],
-                tag,
-                request,
-            }];
-        }
-        if let Some((sent, ephemeral)) = &mut self.totp_enrolling {
-            let tag = self.tags.next();
-            *sent = Some(tag);
-            let request = Request::TotpEnrol(TotpEnrolRequest {
-                requester_key: ephemeral.public(),
-            });
-            return vec![Action::Send {
-                peer: self.distributors[0],
-                tag,
-                request,
-            }];
-        }
-        if let Some((code, sent)) = &mut self.verify {
-            let tag = self.tags.next();
-            *sent = Some(tag);
+        // A one-shot enrolment or verification: one request to the first distributor.
+        let (sent, request) = if let Some((sent, ephemeral)) = &mut self.enrolling {
+            let requester_key = ephemeral.public();
+            (sent, Request::Enrol(EnrolRequest { requester_key }))
+        } else if let Some((sent, ephemeral)) = &mut self.totp_enrolling {
+            let requester_key = ephemeral.public();
+            (sent, Request::TotpEnrol(TotpEnrolRequest { requester_key }))
+        } else if let Some((code, sent)) = &mut self.verify {
             let ask = VerifyRequest { code: code.clone() };
-            let request = if self.verify_totp {
-                Request::TotpVerify(ask)
-            } else {
-                Request::Verify(ask)
+            match self.verify_totp {
+                true => (sent, Request::TotpVerify(ask)),
+                false => (sent, Request::Verify(ask)),
+            }
+        } else {
+            return match self.one_shot {
+                true => self.ask(None, 1, rng),
+                false => Vec::new(),
             };
-            return vec![Action::Send {
-                peer: self.distributors[0],
-                tag,
-                request,
-            }];
-        }
-        if self.one_shot {
-            return self.ask(None, 1, rng);
-        }
-        Vec::new()
+        };
+        let tag = self.tags.next();
+        *sent = Some(tag);
+        vec![Action::Send {
+            peer: self.distributors[0],
+            tag,
+            request,
+        }]
     }
 
     fn tick(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
@@ -251,23 +234,20 @@ impl Role for Requester {
     }
 
     fn response(&mut self, now: Millis, answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let tag = answer.tag;
         if matches!(&self.totp_enrolling, Some((Some(t), _)) if *t == tag) {
             return match self.totp_enrolling.take() {
-                Some((_, ephemeral)) => self.totp_enrolled(peer, ephemeral, response),
+                Some((_, ephemeral)) => self.totp_enrolled(ephemeral, answer),
                 None => Vec::new(),
             };
         }
         if matches!(&self.enrolling, Some((Some(t), _)) if *t == tag) {
             return match self.enrolling.take() {
-                Some((_, ephemeral)) => self.enrolled(peer, ephemeral, response),
+                Some((_, ephemeral)) => self.enrolled(ephemeral, answer),
                 None => Vec::new(),
             };
         }
+        let (peer, response) = (answer.peer, answer.response);
         if matches!(&self.verify, Some((_, Some(t))) if *t == tag) {
             return match response {
                 Ok(Response::Verified(result)) => vec![Action::Emit(Event::VerifyAnswered {
@@ -300,13 +280,9 @@ fn refused(peer: PeerId, request: &str, failure: Failure, reason: String) -> Vec
 }
 
 impl Requester {
-    fn totp_enrolled(
-        &mut self,
-        peer: PeerId,
-        ephemeral: Ephemeral,
-        response: Result<Response, String>,
-    ) -> Vec<Action> {
-        let grant = match response {
+    fn totp_enrolled(&mut self, ephemeral: Ephemeral, answer: Answer) -> Vec<Action> {
+        let peer = answer.peer;
+        let grant = match answer.response {
             Ok(Response::TotpEnrolled(grant)) => grant,
             other => return failed(peer, "totp-enrol", other),
         };
@@ -323,13 +299,9 @@ impl Requester {
         }
     }
 
-    fn enrolled(
-        &mut self,
-        peer: PeerId,
-        ephemeral: Ephemeral,
-        response: Result<Response, String>,
-    ) -> Vec<Action> {
-        let grant = match response {
+    fn enrolled(&mut self, ephemeral: Ephemeral, answer: Answer) -> Vec<Action> {
+        let peer = answer.peer;
+        let grant = match answer.response {
             Ok(Response::Enrolled(grant)) => grant,
             other => return failed(peer, "enrol", other),
         };

@@ -55,7 +55,7 @@ impl Message {
 }
 
 /// A delivery: when, from whom, to whom, what.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Arrival {
     pub at: Millis,
     pub from: Address,
@@ -187,39 +187,31 @@ impl Net {
             self.lost += 1;
             return;
         }
+        let sent = Arrival {
+            at: now,
+            from,
+            to,
+            message,
+        };
         if unit(rng) < self.faults.dup {
             self.duplicated += 1;
-            self.push(now, from, to, message.clone(), rng);
+            self.push(sent.clone(), rng);
         }
-        self.push(now, from, to, message, rng);
+        self.push(sent, rng);
     }
 
-    fn push(
-        &mut self,
-        now: Millis,
-        from: Address,
-        to: Address,
-        message: Message,
-        rng: &mut dyn RngCore,
-    ) {
+    /// Puts `arrival` (sent at `arrival.at`) in flight, to arrive after the latency.
+    fn push(&mut self, mut arrival: Arrival, rng: &mut dyn RngCore) {
         if self.flying.len() >= MAX_IN_FLIGHT {
             self.lost += 1;
             return;
         }
         let (low, high) = self.latency;
-        let at = now + low + rng.next_u64() % (high - low + 1);
+        arrival.at += low + rng.next_u64() % (high - low + 1);
         let seq = self.next;
         self.next += 1;
-        self.queue.push(Reverse((at, seq)));
-        self.flying.insert(
-            seq,
-            Arrival {
-                at,
-                from,
-                to,
-                message,
-            },
-        );
+        self.queue.push(Reverse((arrival.at, seq)));
+        self.flying.insert(seq, arrival);
     }
 
     /// When the next message arrives.

@@ -272,26 +272,18 @@ impl Sim {
         requester: PeerId,
         distributors: Vec<PeerId>,
     ) -> Result<(RoundId, u64, String, Vec<PeerId>), String> {
-        self.log.events.clear();
         let role = threshold::Requester::issue_once(requester, self.mesh.clone(), distributors);
-        let session = self
-            .world
-            .open_session(requester, Box::new(role), &mut self.log);
-        self.settle();
-        self.world.close_session(session);
-        let out = self.find(|p, e| match e {
+        self.session(requester, role, |e| match e {
             Event::ThresholdOtpReceived {
                 round,
                 counter,
                 otp,
                 bad,
                 ..
-            } if *p == requester => Some(Ok((*round, *counter, otp.clone(), bad.clone()))),
-            Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
+            } => Some(Ok((*round, *counter, otp.clone(), bad.clone()))),
+            Event::RequestFailed { reason, .. } => Some(Err(reason.clone())),
             _ => None,
-        });
-        assert_eq!(out.len(), 1, "one answer: {:?}", self.log.events);
-        out.into_iter().next().unwrap()
+        })
     }
 
     pub fn verify(
@@ -302,7 +294,6 @@ impl Sim {
         counter: u64,
         code: &str,
     ) -> Result<VerifyResult, String> {
-        self.log.events.clear();
         let role = threshold::Requester::verify_once(
             requester,
             self.mesh.clone(),
@@ -311,16 +302,28 @@ impl Sim {
             counter,
             code.into(),
         );
+        self.session(requester, role, |e| match e {
+            Event::ThresholdVerified { result, .. } => Some(Ok(*result)),
+            Event::RequestFailed { reason, .. } => Some(Err(reason.clone())),
+            _ => None,
+        })
+    }
+
+    /// Runs `role` as a session of `requester` until the world settles: the one answer `pick`
+    /// finds among the requester's events.
+    fn session<U>(
+        &mut self,
+        requester: PeerId,
+        role: impl Role + Send + 'static,
+        pick: impl Fn(&Event) -> Option<U>,
+    ) -> U {
+        self.log.events.clear();
         let session = self
             .world
             .open_session(requester, Box::new(role), &mut self.log);
         self.settle();
         self.world.close_session(session);
-        let out = self.find(|p, e| match e {
-            Event::ThresholdVerified { result, .. } if *p == requester => Some(Ok(*result)),
-            Event::RequestFailed { reason, .. } if *p == requester => Some(Err(reason.clone())),
-            _ => None,
-        });
+        let out = self.find(|p, e| if *p == requester { pick(e) } else { None });
         assert_eq!(out.len(), 1, "one answer: {:?}", self.log.events);
         out.into_iter().next().unwrap()
     }

@@ -473,11 +473,7 @@ impl Keeper {
 
     /// A catch-up answer: entries newest first.
     pub fn response(&mut self, answer: Answer) -> Vec<Action> {
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let (peer, tag, response) = (answer.peer, answer.tag, answer.response);
         let Some((asked, _, before)) = self.asking else {
             return Vec::new();
         };

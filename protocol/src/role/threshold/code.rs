@@ -298,11 +298,7 @@ impl Role for Code {
     }
 
     fn response(&mut self, now: Millis, answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let (peer, tag, response) = (answer.peer, answer.tag, answer.response);
         let _ = peer;
         let Some(distributor) = self.in_flight.remove(&tag) else {
             return Vec::new();

@@ -271,11 +271,7 @@ impl Role for Contributor {
     }
 
     fn response(&mut self, _now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let (peer, tag, response) = (answer.peer, answer.tag, answer.response);
         let Some(index) = self.key_requests.remove(&tag) else {
             return Vec::new();
         };
@@ -304,13 +300,9 @@ impl Role for Contributor {
     }
 
     fn user_input(&mut self, _now: Millis, input: Input, rng: &mut dyn Rng) -> Vec<Action> {
-        let Input {
-            round,
-            value: input,
-        } = input;
         match &mut self.pending {
-            Some((open, slot)) if open.round == round => {
-                *slot = Some(input);
+            Some((open, slot)) if open.round == input.round => {
+                *slot = Some(input.value);
                 self.advance(rng)
             }
             _ => Vec::new(),

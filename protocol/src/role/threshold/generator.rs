@@ -1260,11 +1260,7 @@ impl Role for Generator {
             let actions = self.dealer.response(now, answer, rng);
             return self.take_dealer(now, actions);
         }
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let (peer, tag, response) = (answer.peer, answer.tag, answer.response);
         if let Some((round, client)) = self.fetches.remove(&tag) {
             return self.fetched(now, peer, round, client, response);
         }

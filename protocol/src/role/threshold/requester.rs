@@ -731,11 +731,7 @@ impl Role for Requester {
     }
 
     fn response(&mut self, now: Millis, answer: Answer, rng: &mut dyn Rng) -> Vec<Action> {
-        let Answer {
-            peer,
-            tag,
-            response,
-        } = answer;
+        let (peer, tag, response) = (answer.peer, answer.tag, answer.response);
         let Some(distributor) = self.in_flight.remove(&tag) else {
             return Vec::new();
         };
