@@ -193,12 +193,7 @@ impl User {
         let session = rpc::Session::open(&mut control, peer)
             .await
             .map_err(CentreFailure::Unreachable)?;
-        match session.call(&Request::Kdc(ask)).await {
-            Ok(Response::Kdc(answer)) => Ok(answer),
-            Ok(Response::Refused(refusal)) => Err(CentreFailure::Refused(refusal)),
-            Ok(other) => Err(CentreFailure::Unexpected(other.kind())),
-            Err(e) => Err(CentreFailure::Unreachable(e)),
-        }
+        CentreFailure::judge(session.call(&Request::Kdc(ask)).await)
     }
 
     /// Accepts exchange streams (a receiver calls this once).
@@ -317,6 +312,18 @@ pub enum CentreFailure {
     Unexpected(&'static str),
 }
 
+impl CentreFailure {
+    /// What the centre's answer to a kdc request (or its absence) means.
+    pub fn judge(answer: Result<Response, String>) -> Result<CentreResponse, CentreFailure> {
+        match answer {
+            Ok(Response::Kdc(answer)) => Ok(answer),
+            Ok(Response::Refused(refusal)) => Err(CentreFailure::Refused(refusal)),
+            Ok(other) => Err(CentreFailure::Unexpected(other.kind())),
+            Err(e) => Err(CentreFailure::Unreachable(e)),
+        }
+    }
+}
+
 impl std::fmt::Display for CentreFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -425,7 +432,8 @@ pub fn load_replay_cache(data_dir: &Path) -> Result<ReplayCache, String> {
     }
 }
 
-fn save_replay_cache(data_dir: &Path, cache: &ReplayCache) -> Result<(), String> {
+/// Saves the receiver's replay cache (its live entries), 0600, into `data_dir`.
+pub fn save_replay_cache(data_dir: &Path, cache: &ReplayCache) -> Result<(), String> {
     crate::keys::write_file(
         &data_dir.join(REPLAY_CACHE_FILE),
         &cache.to_bytes(now_ms()),

@@ -7,7 +7,9 @@ mod common;
 
 use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::kdc::client::{self, Credentials};
-use otpmesh_protocol::kdc::exchange::{ExchangeError, Incoming, Receiver, ReplayCache, Sender};
+use otpmesh_protocol::kdc::exchange::{
+    self, ExchangeError, Incoming, Receiver, ReplayCache, Sender,
+};
 use otpmesh_protocol::kdc::message::{
     decode_exchange, encode_exchange, CentreRequest, CentreResponse, Exchange, Hello,
     SessionRequest, CHUNK_BYTES,
@@ -717,4 +719,40 @@ fn names_are_checked() {
 
 fn x25519_public(rng: &mut ChaCha20Rng) -> [u8; 32] {
     otpmesh_protocol::kx::Ephemeral::new(rng).public()
+}
+
+#[test]
+fn an_exchange_runs_in_memory_as_on_a_stream_and_stops_where_a_side_refuses() {
+    let (mut w, _ka, kb, creds) = World::registered();
+    let mut file = vec![0u8; 3 * CHUNK_BYTES + 17];
+    rand::RngCore::fill_bytes(&mut w.rng, &mut file);
+    let mut cache = ReplayCache::default();
+    let (receiver, alice) = (w.receiver(&kb), w.alice);
+    let (got, receipt) =
+        exchange::in_memory(&creds, &alice, &receiver, &mut cache, T0, &file, &mut w.rng).unwrap();
+    assert_eq!(got, file);
+    assert_eq!(receipt.length, file.len() as u64);
+    assert_eq!(receipt.blake3, *blake3::hash(&file).as_bytes());
+    assert_eq!(cache.len(), 1, "the authenticator is remembered");
+    // An empty file is one empty last chunk.
+    let (got, _) =
+        exchange::in_memory(&creds, &alice, &receiver, &mut cache, T0, &[], &mut w.rng).unwrap();
+    assert!(got.is_empty());
+    // The ticket names alice: from mallory's peer the receiver refuses it.
+    let mallory = w.mallory;
+    let refused = exchange::in_memory(
+        &creds, &mallory, &receiver, &mut cache, T0, &file, &mut w.rng,
+    );
+    assert!(matches!(
+        refused,
+        Err(exchange::Stopped::Receiver(ExchangeError::WrongPeer { .. }))
+    ));
+    // A receiver without bob's key cannot open the ticket.
+    let other = Key::random(&mut w.rng);
+    let stranger = w.receiver(&other);
+    let refused = exchange::in_memory(&creds, &alice, &stranger, &mut cache, T0, &file, &mut w.rng);
+    assert!(matches!(
+        refused,
+        Err(exchange::Stopped::Receiver(ExchangeError::TicketUnreadable))
+    ));
 }

@@ -1,6 +1,7 @@
 //! Replays a scenario's steps against a running mesh and judges each against its expectations.
 
 use super::backend::{Backend, Events};
+use super::kdc;
 use super::layout::{self, Layout};
 use super::spec::{
     Attack, CodeChoice, NodeRole, RequestOutcome, RoundExpect, RoundOutcome, RoundUntil, Scenario,
@@ -596,11 +597,6 @@ impl Runner<'_> {
                 let within = timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
                 self.beacon(rounds, export.as_deref(), within).await
             }
-            Step::KdcRegister { .. } | Step::KdcSend { .. }
-                if matches!(self.backend, Backend::Sim(_)) =>
-            {
-                bail!("a kdc step moves a file over a libp2p stream between two processes, and the simulator has no streams: run this scenario without --sim")
-            }
             Step::KdcRegister {
                 user,
                 distributor,
@@ -609,15 +605,17 @@ impl Runner<'_> {
                 old_passphrase,
                 expect,
             } => {
-                super::kdc::register(
-                    self.layout.node(user),
-                    self.layout.node(distributor),
-                    kdc_name.as_deref().unwrap_or(user),
+                let registration = kdc::Registration {
+                    user: self.layout.node(user),
+                    centre: self.layout.node(distributor),
+                    name: kdc_name.as_deref().unwrap_or(user),
                     passphrase,
-                    old_passphrase.as_deref(),
-                    expect,
-                )
-                .await
+                    old_passphrase: old_passphrase.as_deref(),
+                };
+                match &mut self.backend {
+                    Backend::Sim(sim) => kdc::simulated::register(sim, &registration, expect),
+                    _ => kdc::process::register(&registration, expect).await,
+                }
             }
             Step::KdcSend {
                 from,
@@ -631,12 +629,12 @@ impl Runner<'_> {
                 expect,
             } => {
                 use rand::{RngCore, SeedableRng};
+                let seeded = |what: &str| {
+                    let seed = layout::derive_u64(self.seed, &format!("{what}/{index}"));
+                    rand_chacha::ChaCha20Rng::seed_from_u64(seed)
+                };
                 let mut file = vec![0u8; *bytes as usize];
-                rand_chacha::ChaCha20Rng::seed_from_u64(layout::derive_u64(
-                    self.seed,
-                    &format!("kdc/{index}"),
-                ))
-                .fill_bytes(&mut file);
+                seeded("kdc").fill_bytes(&mut file);
                 let code = match otp {
                     false => None,
                     true => Some(
@@ -650,18 +648,23 @@ impl Runner<'_> {
                             .clone(),
                     ),
                 };
-                super::kdc::send(
-                    self.layout.node(from),
-                    self.layout.node(to),
-                    self.layout.node(distributor),
-                    to_name.as_deref().unwrap_or(to),
-                    &file,
+                let transfer = kdc::Transfer {
+                    from: self.layout.node(from),
+                    to: self.layout.node(to),
+                    centre: self.layout.node(distributor),
+                    to_name: to_name.as_deref().unwrap_or(to),
+                    file: &file,
                     passphrase,
                     receiver_passphrase,
-                    code.as_deref(),
-                    expect,
-                )
-                .await
+                    otp: code.as_deref(),
+                };
+                match &mut self.backend {
+                    Backend::Sim(sim) => {
+                        let mut rng = seeded("kdc-keys");
+                        kdc::simulated::send(sim, &transfer, expect, &mut rng)
+                    }
+                    _ => kdc::process::send(&transfer, expect).await,
+                }
             }
         }
     }

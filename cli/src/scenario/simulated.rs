@@ -17,12 +17,14 @@ use otpmesh_node::control::ControlLine;
 use otpmesh_node::simulated::{self, Durable};
 use otpmesh_node::{NodeConfig, NodeEvent};
 use otpmesh_protocol::phrase::UserInput;
-use otpmesh_protocol::role::{verifier::Outcome, Control, Event, Input, Millis, Typed, Verdict};
+use otpmesh_protocol::role::{verifier::Outcome, Action, Answer, Control, Event, Input, Millis};
+use otpmesh_protocol::role::{Rng, Role, Tag, Typed, Verdict};
 use otpmesh_protocol::round::RoundId;
 use otpmesh_protocol::sim::net::{Address, Faults};
 use otpmesh_protocol::sim::{Observer, World};
+use otpmesh_protocol::wire::{Request, Response};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Lines waiting for the runner; past this the oldest are dropped (and counted).
@@ -83,6 +85,34 @@ impl Observer for Seen {
 
     fn asked_input(&mut self, _world: &mut World, at: libp2p::PeerId, round: RoundId) {
         self.node_line(&at, NodeEvent::InputNeeded { round });
+    }
+}
+
+/// A one-off client session that sends one request and keeps the answer (as a command's endpoint
+/// calls a node once: the kdc steps).
+struct Call {
+    to: libp2p::PeerId,
+    request: Option<Request>,
+    answer: Arc<Mutex<Option<Result<Response, String>>>>,
+}
+
+impl Role for Call {
+    fn start(&mut self, _now: Millis, _rng: &mut dyn Rng) -> Vec<Action> {
+        let to = self.to;
+        self.request
+            .take()
+            .map(|request| Action::Send {
+                peer: to,
+                tag: Tag(1),
+                request,
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn response(&mut self, _now: Millis, answer: Answer, _rng: &mut dyn Rng) -> Vec<Action> {
+        *self.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer.response);
+        Vec::new()
     }
 }
 
@@ -286,6 +316,38 @@ impl Simulated {
         let answer = self.answer(at, end, pick);
         self.world()?.0.close_session(at);
         answer
+    }
+
+    /// Sends `request` from peer `from` to peer `to` in a session of its own, as a command's
+    /// endpoint would: the answer (or why none came), or None if nothing came within `within` of
+    /// virtual time.
+    pub fn call(
+        &mut self,
+        from: libp2p::PeerId,
+        to: libp2p::PeerId,
+        request: Request,
+        within: Duration,
+    ) -> anyhow::Result<Option<Result<Response, String>>> {
+        let slot = Arc::new(Mutex::new(None));
+        let role = Call {
+            to,
+            request: Some(request),
+            answer: Arc::clone(&slot),
+        };
+        let end = self.clock() + within;
+        let (world, seen) = self.world()?;
+        let at = world.open_session(from, Box::new(role), seen);
+        let answer = loop {
+            if let Some(answer) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                break Some(answer);
+            }
+            if self.clock() >= end {
+                break None;
+            }
+            self.step()?;
+        };
+        self.world()?.0.close_session(at);
+        Ok(answer)
     }
 
     /// Steps the world until an event at `at` gives `pick` its answer, or until `end` (None).

@@ -356,8 +356,6 @@ pub enum Step {
         #[serde(default)]
         expect: KdcExpect,
     },
-    /// `otpmesh kdc receive` as `to`, then `otpmesh kdc send` from `from`: a file of `bytes`
-    /// bytes drawn from the seed, compared byte for byte on arrival.
     /// Threshold mode: `otpmesh password` as `requester` (from every distributor); passes when a
     /// password of `length` characters, all from the alphabet, comes back. It is never printed.
     Password {
@@ -377,6 +375,8 @@ pub enum Step {
         export: Option<String>,
         timeout_ms: Option<u64>,
     },
+    /// `otpmesh kdc receive` as `to`, then `otpmesh kdc send` from `from`: a file of `bytes`
+    /// bytes drawn from the seed, compared byte for byte on arrival.
     KdcSend {
         from: String,
         to: String,

@@ -472,3 +472,66 @@ impl Incoming {
         ))
     }
 }
+
+/// Why an exchange run with [`in_memory`] ended: the side that stopped it and its reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    #[error("the receiver refused: {0}")]
+    Receiver(ExchangeError),
+    #[error("the sender stopped: {0}")]
+    Sender(ExchangeError),
+    #[error("a frame did not survive its encoding: {0}")]
+    Frame(String),
+}
+
+/// One whole exchange with no transport between the sides (the simulator's): `creds`' holder, at
+/// `client_peer`, sends `file` to `receiver`, every frame encoded and decoded as a stream carries
+/// it. What arrived, and the receipt the sender checked.
+pub fn in_memory(
+    creds: &Credentials,
+    client_peer: &PeerId,
+    receiver: &Receiver,
+    cache: &mut ReplayCache,
+    now: Millis,
+    file: &[u8],
+    rng: &mut dyn CryptoRngCore,
+) -> Result<(Vec<u8>, Receipt), Stopped> {
+    let carry = |frame: Exchange| {
+        message::decode_exchange(&message::encode_exchange(&frame))
+            .map_err(|e| Stopped::Frame(e.to_string()))
+    };
+    let (mut sender, hello) = Sender::hello(creds, &receiver.centre, now, file.len() as u64, rng);
+    let Exchange::Hello(hello) = carry(hello)? else {
+        return Err(Stopped::Frame("the first frame is not a Hello".into()));
+    };
+    let (mut incoming, welcome) = receiver
+        .hello(now, client_peer, &hello, cache, rng)
+        .map_err(Stopped::Receiver)?;
+    let Exchange::Welcome(proof) = carry(welcome)? else {
+        return Err(Stopped::Frame(
+            "the answer to a Hello is not a Welcome".into(),
+        ));
+    };
+    sender.welcome(&proof).map_err(Stopped::Sender)?;
+    let mut chunks: Vec<&[u8]> = file.chunks(message::CHUNK_BYTES).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let mut arrived = Vec::with_capacity(file.len());
+    for (i, data) in chunks.iter().enumerate() {
+        let Exchange::Chunk { index, last, data } =
+            carry(sender.chunk(data, i + 1 == chunks.len()))?
+        else {
+            return Err(Stopped::Frame("a chunk frame is not a chunk".into()));
+        };
+        let plain = incoming
+            .chunk(index, last, &data)
+            .map_err(Stopped::Receiver)?;
+        arrived.extend_from_slice(&plain);
+    }
+    let Exchange::Received(receipt) = carry(incoming.receipt(rng))? else {
+        return Err(Stopped::Frame("the receipt frame is not a receipt".into()));
+    };
+    let receipt = sender.receipt(&receipt).map_err(Stopped::Sender)?;
+    Ok((arrived, receipt))
+}

@@ -1,19 +1,17 @@
-//! The key distribution centre's steps: each runs the real `otpmesh kdc` commands (as both
-//! backends do for one-shot requests in process mode), with passphrase files written 0600 into
-//! the scenario's directory.
+//! The kdc steps as processes: each runs the real `otpmesh kdc` commands (as both process
+//! backends do for one-shot requests), with passphrase files written 0600 into the scenario's
+//! directory.
 
-use super::layout::Planned;
-use super::runner::Judged;
-use super::spec::{KdcExpect, KdcOutcome};
+use super::{arrived, judge, Registration, Transfer, KDC_TIMEOUT};
+use crate::scenario::layout::Planned;
+use crate::scenario::runner::Judged;
+use crate::scenario::spec::KdcExpect;
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// How long one kdc command may take (Argon2id, a session, the exchange).
-pub const KDC_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn work_dir(user: &Planned) -> PathBuf {
     user.data_dir
@@ -74,36 +72,14 @@ async fn output(mut c: tokio::process::Command) -> anyhow::Result<std::process::
         .map_err(Into::into)
 }
 
-fn judge(expect: &KdcExpect, ok: Result<String, String>) -> Judged {
-    let expected = match (&expect.outcome, &expect.reason) {
-        (KdcOutcome::Ok, _) => "ok".to_string(),
-        (KdcOutcome::Refused, None) => "refused".to_string(),
-        (KdcOutcome::Refused, Some(r)) => format!("refused: …{r}…"),
-    };
-    let passed = match (&ok, expect.outcome) {
-        (Ok(_), KdcOutcome::Ok) => true,
-        (Err(e), KdcOutcome::Refused) => expect.reason.as_ref().is_none_or(|r| e.contains(r)),
-        _ => false,
-    };
-    let outcome = match ok {
-        Ok(s) => s,
-        Err(e) => format!("refused: {e}"),
-    };
-    Judged {
-        outcome,
-        expected,
-        passed,
-    }
-}
-
-pub async fn register(
-    user: &Planned,
-    centre: &Planned,
-    name: &str,
-    passphrase: &str,
-    old_passphrase: Option<&str>,
-    expect: &KdcExpect,
-) -> anyhow::Result<Judged> {
+pub async fn register(r: &Registration<'_>, expect: &KdcExpect) -> anyhow::Result<Judged> {
+    let Registration {
+        user,
+        centre,
+        name,
+        passphrase,
+        old_passphrase,
+    } = *r;
     let pass = passphrase_file(user, "new", passphrase)?;
     let mut c = kdc_command("register", user, centre, name, &pass)?;
     if let Some(old) = old_passphrase {
@@ -123,18 +99,17 @@ pub async fn register(
     Ok(judge(expect, result))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn send(
-    from: &Planned,
-    to: &Planned,
-    centre: &Planned,
-    to_name: &str,
-    file: &[u8],
-    passphrase: &str,
-    receiver_passphrase: &str,
-    otp: Option<&str>,
-    expect: &KdcExpect,
-) -> anyhow::Result<Judged> {
+pub async fn send(t: &Transfer<'_>, expect: &KdcExpect) -> anyhow::Result<Judged> {
+    let Transfer {
+        from,
+        to,
+        centre,
+        to_name,
+        file,
+        passphrase,
+        receiver_passphrase,
+        otp,
+    } = *t;
     let dir = work_dir(from);
     std::fs::create_dir_all(&dir)?;
     let input = dir.join(format!("{}-to-{}.bin", from.name, to.name));
@@ -194,19 +169,5 @@ pub async fn send(
     }
     let got =
         std::fs::read(&received).with_context(|| format!("reading {}", received.display()))?;
-    let result = if got == file {
-        Ok(format!(
-            "{} bytes from {} to {to_name}, byte-identical (blake3 {})",
-            file.len(),
-            from.name,
-            &blake3::hash(file).to_hex()[..12]
-        ))
-    } else {
-        Err(format!(
-            "the file arrived different ({} bytes of {})",
-            got.len(),
-            file.len()
-        ))
-    };
-    Ok(judge(expect, result))
+    Ok(judge(expect, arrived(t, &got)))
 }
