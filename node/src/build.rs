@@ -129,79 +129,10 @@ fn stateless(
     Ok(match spec {
         RoleSpec::Contributor { client, input } => pick::contributor(*client, *input, mesh.clone()),
         RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),
-        RoleSpec::OneShotCode => Box::new(role::threshold::code::Code::new(peer_id, mesh.clone())),
         RoleSpec::Requester { distributors } => {
             pick::requester(peer_id, mesh.clone(), distributors.clone())
         }
-        RoleSpec::OneShotRequester { distributor } => {
-            let enrolment = keys::load_enrolment(&config.data_dir, distributor)?;
-            Box::new(role::Requester::one_shot(peer_id, *distributor).with_enrolment(enrolment))
-        }
-        RoleSpec::OneShotTotpEnrol { distributor } => Box::new(role::Requester::totp_enrol_once(
-            peer_id,
-            *distributor,
-            &mut rand_core::OsRng,
-        )),
-        RoleSpec::OneShotTotpVerify { distributor, code } => Box::new(
-            role::Requester::totp_verify_once(peer_id, *distributor, code.clone()),
-        ),
-        RoleSpec::OneShotEnrol { distributor } => Box::new(role::Requester::enrol_once(
-            peer_id,
-            *distributor,
-            &mut rand_core::OsRng,
-        )),
-        RoleSpec::OneShotVerify { distributor, code } => Box::new(role::Requester::verify_once(
-            peer_id,
-            *distributor,
-            code.clone(),
-        )),
-        RoleSpec::OneShotThresholdRequest { distributors } => {
-            let mut enrolments = std::collections::HashMap::new();
-            for d in distributors {
-                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
-                    enrolments.insert(*d, key);
-                }
-            }
-            Box::new(
-                role::threshold::Requester::issue_once(peer_id, mesh.clone(), distributors.clone())
-                    .with_enrolments(enrolments),
-            )
-        }
-        RoleSpec::OneShotThresholdPassword {
-            distributors,
-            alphabet,
-            length,
-        } => {
-            let mut enrolments = std::collections::HashMap::new();
-            for d in distributors {
-                if let Some(key) = keys::load_enrolment(&config.data_dir, d)? {
-                    enrolments.insert(*d, key);
-                }
-            }
-            Box::new(
-                role::threshold::Requester::password_once(
-                    peer_id,
-                    mesh.clone(),
-                    distributors.clone(),
-                    alphabet.clone(),
-                    *length,
-                )
-                .with_enrolments(enrolments),
-            )
-        }
-        RoleSpec::OneShotThresholdVerify {
-            distributors,
-            round,
-            counter,
-            code,
-        } => Box::new(role::threshold::Requester::verify_once(
-            peer_id,
-            mesh.clone(),
-            distributors.clone(),
-            *round,
-            *counter,
-            code.clone(),
-        )),
+        RoleSpec::Ask(question) => question.role(peer_id, config, mesh)?,
         RoleSpec::Generator | RoleSpec::Distributor => {
             return Err(NodeError::Role(format!(
                 "a {} is restored from its store",

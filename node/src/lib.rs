@@ -9,6 +9,7 @@
 
 #![warn(clippy::too_many_lines)]
 
+pub mod ask;
 pub mod behaviour;
 mod build;
 pub mod codec;
@@ -66,64 +67,15 @@ pub enum RoleSpec {
     Requester {
         distributors: Vec<PeerId>,
     },
-    /// Asks `distributor` once, without joining the gossip; needs no mesh config.
-    OneShotRequester {
-        distributor: PeerId,
-    },
-    /// Presents `code` to `distributor` once, likewise.
-    OneShotVerify {
-        distributor: PeerId,
-        code: String,
-    },
-    /// Enrols with `distributor` once, likewise (the key goes under `enrolments/` in the data dir).
-    OneShotEnrol {
-        distributor: PeerId,
-    },
-    /// Asks `distributor` once for a TOTP token, likewise.
-    OneShotTotpEnrol {
-        distributor: PeerId,
-    },
-    /// Presents a TOTP code to `distributor` once, likewise.
-    OneShotTotpVerify {
-        distributor: PeerId,
-        code: String,
-    },
-    /// Threshold mode: asks every one of `distributors` once for its partial and combines them.
-    OneShotThresholdRequest {
-        distributors: Vec<PeerId>,
-    },
-    /// Threshold mode: a password of `length` characters from `alphabet`, seen only here.
-    OneShotThresholdPassword {
-        distributors: Vec<PeerId>,
-        alphabet: otpmesh_protocol::threshold::password::Alphabet,
-        length: usize,
-    },
-    /// Threshold mode: the requester's time-step code of now, from the mesh config's distributors.
-    OneShotCode,
-    /// Threshold mode: presents `code` for (`round`, `counter`) to a quorum of `distributors`.
-    OneShotThresholdVerify {
-        distributors: Vec<PeerId>,
-        round: otpmesh_protocol::round::RoundId,
-        counter: u64,
-        code: String,
-    },
+    /// A requester's one question (a command's), asked once without joining the gossip:
+    /// [`ask::Asker`] runs it.
+    Ask(ask::Question),
 }
 
 impl RoleSpec {
     /// A client's single exchange (a command's), not a node that stays in the mesh.
     pub fn is_one_shot(&self) -> bool {
-        matches!(
-            self,
-            RoleSpec::OneShotRequester { .. }
-                | RoleSpec::OneShotVerify { .. }
-                | RoleSpec::OneShotEnrol { .. }
-                | RoleSpec::OneShotTotpEnrol { .. }
-                | RoleSpec::OneShotTotpVerify { .. }
-                | RoleSpec::OneShotThresholdRequest { .. }
-                | RoleSpec::OneShotThresholdPassword { .. }
-                | RoleSpec::OneShotThresholdVerify { .. }
-                | RoleSpec::OneShotCode
-        )
+        matches!(self, RoleSpec::Ask(_))
     }
 
     pub fn name(&self) -> &'static str {
@@ -132,8 +84,8 @@ impl RoleSpec {
             RoleSpec::Generator => "generator",
             RoleSpec::Distributor => "distributor",
             RoleSpec::Verifier { .. } => "verifier",
-            // A requester, and every one-shot command (a requester's).
-            _ => "requester",
+            // A requester's questions are a requester's too.
+            RoleSpec::Requester { .. } | RoleSpec::Ask(_) => "requester",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! In-process meshes: real libp2p nodes on 127.0.0.1 TCP in one test process, real RSA, real redb.
 
 use libp2p::{Multiaddr, PeerId};
+use otpmesh_node::ask::Asker;
 use otpmesh_node::{keys, NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::digest::Digest32;
 use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig};
@@ -181,28 +182,19 @@ fn delivered(e: &NodeEvent, round: RoundId) -> Option<()> {
     matches!(e, NodeEvent::Role(Event::RoundDeliveredAll { round: r }) if *r == round).then_some(())
 }
 
-/// Runs a one-shot requester with the identity in `dir` against `distributor`.
+/// Asks `distributor` for one OTP with the identity in `dir`, through the typed client API.
 async fn request_once(dir: PathBuf, distributor: &Running) -> Result<(String, RoundId), String> {
-    let mut r = spawn(
-        RoleSpec::OneShotRequester {
-            distributor: distributor.peer,
-        },
-        dir,
-        &MeshConfig::default(),
-        vec![distributor.addr.clone()],
-    )
-    .await;
-    let result = r
-        .wait_for("an OTP or a failure", |e| match e {
-            NodeEvent::Role(Event::OtpReceived { otp, round, .. }) => {
-                Some(Ok((otp.clone(), *round)))
-            }
-            NodeEvent::Role(Event::RequestFailed { reason, .. }) => Some(Err(reason.clone())),
-            _ => None,
-        })
-        .await;
-    r.client.shutdown().await.unwrap();
-    result
+    let asker = Asker {
+        data_dir: dir,
+        peers: vec![distributor.addr.clone()],
+        mesh: MeshConfig::default(),
+        seed: None,
+        timeout: Duration::from_secs(30),
+    };
+    match asker.otp(distributor.peer).await {
+        Ok(issued) => Ok((issued.otp, issued.round)),
+        Err(failed) => Err(failed.reason),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

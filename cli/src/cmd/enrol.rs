@@ -1,24 +1,21 @@
 //! `otpmesh enrol`: a key exchange with one distributor, kept for later requests.
 
-use super::request::ask_once;
+use super::request::{asker, failed};
 use super::Outcome;
 use crate::cli::EnrolArgs;
-use otpmesh_node::{NodeEvent, RoleSpec};
-use otpmesh_protocol::role::Event;
+use otpmesh_protocol::mesh::MeshConfig;
 
 pub async fn run(args: EnrolArgs) -> Outcome {
-    let (peer, epoch) = ask_once(
-        &args.distributor,
+    let one = [args.distributor.clone()];
+    let (asker, peers) = asker(
+        &one,
+        MeshConfig::default(),
         &args.data_dir,
         None,
         args.timeout_secs,
-        |distributor| RoleSpec::OneShotEnrol { distributor },
-        |event| match event {
-            NodeEvent::Role(Event::Enrolled { peer, epoch }) => Some(Ok((peer, epoch))),
-            _ => None,
-        },
-    )
-    .await?;
+    )?;
+    let enrolled = asker.enrol(peers[0]).await.map_err(|f| failed(&one, f))?;
+    let (peer, epoch) = (enrolled.peer, enrolled.epoch);
     let path = otpmesh_node::keys::enrolment_path(&args.data_dir, &peer);
     if args.json {
         println!(

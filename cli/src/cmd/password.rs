@@ -1,11 +1,9 @@
 //! `otpmesh password`: a password from a threshold mesh that only this requester ever sees.
 
-use super::request::ask;
+use super::request::{asker, failed};
 use super::Outcome;
 use crate::cli::PasswordArgs;
 use anyhow::anyhow;
-use otpmesh_node::{NodeEvent, RoleSpec};
-use otpmesh_protocol::role::Event;
 use otpmesh_protocol::threshold::password::{Alphabet, MAX_LENGTH};
 
 pub async fn run(args: PasswordArgs) -> Outcome {
@@ -20,32 +18,15 @@ pub async fn run(args: PasswordArgs) -> Outcome {
     let length = args.length;
     let mesh = super::request::threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
     let distributors = super::request::distributors_of(&mesh, &args.distributor)?;
-    let (password, round, bits, size) = ask(
-        &distributors,
-        mesh,
-        &args.data_dir,
-        None,
-        args.timeout_secs,
-        |distributors| RoleSpec::OneShotThresholdPassword {
-            distributors,
-            alphabet,
-            length,
-        },
-        |event| match event {
-            NodeEvent::Role(Event::PasswordReceived {
-                password,
-                round,
-                bits,
-                alphabet,
-                ..
-            }) => Some(Ok((password, round, bits, alphabet))),
-            _ => None,
-        },
-    )
-    .await?;
+    let (asker, peers) = asker(&distributors, mesh, &args.data_dir, None, args.timeout_secs)?;
+    let got = asker
+        .password(peers, alphabet, length)
+        .await
+        .map_err(|f| failed(&distributors, f))?;
+    let (password, round, bits, size) = (got.password, got.round, got.bits, got.alphabet_size);
     if args.json {
         let value = serde_json::json!({
-            "password": password,
+            "password": password.as_str(),
             "length": length,
             "alphabet_size": size,
             "bits": bits,
@@ -53,7 +34,7 @@ pub async fn run(args: PasswordArgs) -> Outcome {
         });
         println!("{value}");
     } else {
-        println!("{password}");
+        println!("{}", password.as_str());
         eprintln!("{length} characters from {size}: about {bits} bits (round {round})");
     }
     Ok(())

@@ -6,9 +6,10 @@ use crate::cli::RequestArgs;
 use crate::output;
 use anyhow::anyhow;
 use libp2p::Multiaddr;
-use otpmesh_node::{split_peer, NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_node::ask::{self, Asker, Failed};
+use otpmesh_node::split_peer;
 use otpmesh_protocol::mesh::MeshConfig;
-use otpmesh_protocol::role::{Event, Failure as RoleFailure};
+use otpmesh_protocol::role::Failure as RoleFailure;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,20 +32,33 @@ fn classify(address: &str, failure: RoleFailure, reason: String) -> Failure {
     fail(failure.exit_code(), error)
 }
 
-/// Starts a one-shot node with the identity in `data_dir`, aimed at `distributor` (a multiaddr
-/// ending in /p2p/…), and waits for the first event `pick` turns into an answer.
-pub async fn ask_once<T>(
-    distributor: &str,
-    data_dir: &std::path::Path,
+/// The asker a command runs: the identity in `data_dir`, aimed at `distributors` (multiaddrs
+/// ending in /p2p/…), believing `mesh`; and the distributors' peer ids, in order.
+pub fn asker(
+    distributors: &[String],
+    mesh: MeshConfig,
+    data_dir: &Path,
     seed: Option<u64>,
     timeout_secs: u64,
-    role: impl FnOnce(libp2p::PeerId) -> RoleSpec,
-    pick: impl FnMut(NodeEvent) -> Option<Result<T, Failure>>,
-) -> Result<T, Failure> {
-    let one = [distributor.to_string()];
-    let role = |peers: Vec<libp2p::PeerId>| role(peers[0]);
-    let mesh = MeshConfig::default();
-    ask(&one, mesh, data_dir, seed, timeout_secs, role, pick).await
+) -> Result<(Asker, Vec<libp2p::PeerId>), Failure> {
+    let targets = parse_distributors(distributors)?;
+    if targets.is_empty() {
+        return Err(anyhow!("name at least one --distributor").into());
+    }
+    let peers = targets.iter().map(|(_, p)| *p).collect();
+    let asker = Asker {
+        data_dir: data_dir.to_path_buf(),
+        peers: targets.into_iter().map(|(a, _)| a).collect(),
+        mesh,
+        seed,
+        timeout: Duration::from_secs(timeout_secs),
+    };
+    Ok((asker, peers))
+}
+
+/// What a failed question to `distributors` means, with the exit code of its kind.
+pub fn failed(distributors: &[String], failed: Failed) -> Failure {
+    classify(&distributors.join(", "), failed.failure, failed.reason)
 }
 
 /// The PeerIds of `distributors` (multiaddrs ending in /p2p/…).
@@ -135,62 +149,6 @@ pub fn mesh_beside(data_dir: &Path) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// [`ask_once`] aimed at several distributors at once (threshold mode), believing what `mesh`
-/// says of them.
-pub async fn ask<T>(
-    distributors: &[String],
-    mesh: MeshConfig,
-    data_dir: &std::path::Path,
-    seed: Option<u64>,
-    timeout_secs: u64,
-    role: impl FnOnce(Vec<libp2p::PeerId>) -> RoleSpec,
-    mut pick: impl FnMut(NodeEvent) -> Option<Result<T, Failure>>,
-) -> Result<T, Failure> {
-    let targets = parse_distributors(distributors)?;
-    if targets.is_empty() {
-        return Err(anyhow!("name at least one --distributor").into());
-    }
-    let distributor = distributors.join(", ");
-    let distributor = distributor.as_str();
-    let config = NodeConfig {
-        role: role(targets.iter().map(|(_, p)| *p).collect()),
-        data_dir: data_dir.to_path_buf(),
-        listen: Vec::new(),
-        peers: targets.into_iter().map(|(a, _)| a).collect(),
-        mesh,
-        mdns: false,
-        manual_rounds: false,
-        seed,
-        metrics: None,
-    };
-    let node = otpmesh_node::start(config).map_err(|e| anyhow!(e))?;
-    let (client, mut events) = (node.client.clone(), node.events);
-    tokio::spawn(node.event_loop.run());
-    let outcome = tokio::time::timeout(Duration::from_secs(timeout_secs), async {
-        while let Some(event) = events.recv().await {
-            if let NodeEvent::Role(Event::RequestFailed {
-                failure, reason, ..
-            }) = &event
-            {
-                return Err(classify(distributor, *failure, reason.clone()));
-            }
-            if let Some(answer) = pick(event) {
-                return answer;
-            }
-        }
-        Err(fail(1, anyhow!("the node stopped before an answer came")))
-    })
-    .await;
-    let _ = client.shutdown().await;
-    match outcome {
-        Ok(result) => result,
-        Err(_) => Err(fail(
-            3,
-            anyhow!("no answer from the distributor at {distributor} within {timeout_secs} s"),
-        )),
-    }
-}
-
 pub async fn run(args: RequestArgs) -> Outcome {
     if args.threshold {
         return run_threshold(args).await;
@@ -204,24 +162,20 @@ pub async fn run(args: RequestArgs) -> Outcome {
             distributors_of(&mesh, &[])?.into_iter().take(1).collect()
         }
     };
-    let distributor = single_distributor(&named)?;
-    let (otp, round, expires_at_ms, distributor) = ask_once(
-        distributor,
+    let one = [single_distributor(&named)?.to_string()];
+    let (asker, peers) = asker(
+        &one,
+        MeshConfig::default(),
         &args.data_dir,
         args.seed,
         args.timeout_secs,
-        |distributor| RoleSpec::OneShotRequester { distributor },
-        |event| match event {
-            NodeEvent::Role(Event::OtpReceived {
-                otp,
-                round,
-                expires_at_ms,
-                distributor,
-            }) => Some(Ok((otp, round, expires_at_ms, distributor))),
-            _ => None,
-        },
-    )
-    .await?;
+    )?;
+    let ask::Issued {
+        otp,
+        round,
+        expires_at_ms,
+        distributor,
+    } = asker.otp(peers[0]).await.map_err(|f| failed(&one, f))?;
     if args.json {
         let value = serde_json::json!({
             "otp": otp,
@@ -256,26 +210,19 @@ pub fn single_distributor(distributors: &[String]) -> Result<&str, Failure> {
 async fn run_threshold(args: RequestArgs) -> Outcome {
     let mesh = threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
     let distributors = distributors_of(&mesh, &args.distributor)?;
-    let (round, counter, otp, expires_at_ms, from, bad) = ask(
+    let (asker, peers) = asker(
         &distributors,
         mesh,
         &args.data_dir,
         args.seed,
         args.timeout_secs,
-        |distributors| RoleSpec::OneShotThresholdRequest { distributors },
-        |event| match event {
-            NodeEvent::Role(Event::ThresholdOtpReceived {
-                round,
-                counter,
-                otp,
-                expires_at_ms,
-                from,
-                bad,
-            }) => Some(Ok((round, counter, otp, expires_at_ms, from, bad))),
-            _ => None,
-        },
-    )
-    .await?;
+    )?;
+    let c = asker
+        .threshold_otp(peers)
+        .await
+        .map_err(|f| failed(&distributors, f))?;
+    let (otp, round, counter, expires_at_ms) = (c.otp, c.round, c.counter, c.expires_at_ms);
+    let (from, bad) = (c.from, c.bad);
     let bad: Vec<String> = bad.iter().map(|p| p.to_string()).collect();
     if args.json {
         let value = serde_json::json!({

@@ -65,24 +65,15 @@ fn write_qr_png(code: &qrcode::QrCode, path: &std::path::Path) -> anyhow::Result
 
 /// `otpmesh totp enrol`: a TOTP token from a distributor, as an otpauth:// URI and a QR code.
 pub async fn enrol(args: crate::cli::TotpEnrolArgs) -> Outcome {
-    use otpmesh_node::{NodeEvent, RoleSpec};
-    use otpmesh_protocol::role::Event;
-    let (secret, params, distributor) = super::request::ask_once(
-        &args.distributor,
-        &args.data_dir,
-        None,
-        args.timeout_secs,
-        |distributor| RoleSpec::OneShotTotpEnrol { distributor },
-        |event| match event {
-            NodeEvent::Role(Event::TotpReceived {
-                secret_base32,
-                params,
-                distributor,
-            }) => Some(Ok((secret_base32, params, distributor))),
-            _ => None,
-        },
-    )
-    .await?;
+    use super::request::{asker, failed};
+    let one = [args.distributor.clone()];
+    let mesh = otpmesh_protocol::mesh::MeshConfig::default();
+    let (asker, peers) = asker(&one, mesh, &args.data_dir, None, args.timeout_secs)?;
+    let token = asker
+        .totp_enrol(peers[0])
+        .await
+        .map_err(|f| failed(&one, f))?;
+    let (secret, params, distributor) = (token.secret_base32, token.params, token.distributor);
     let account = match args.account {
         Some(a) => a,
         None => otpmesh_node::keys::load_or_create_identity(&args.data_dir)?
@@ -124,7 +115,7 @@ pub async fn verify(args: crate::cli::TotpVerifyArgs) -> Outcome {
         &args.data_dir,
         args.timeout_secs,
         args.json,
-        |distributor| otpmesh_node::RoleSpec::OneShotTotpVerify { distributor, code },
+        |distributor| otpmesh_node::ask::Question::TotpVerify { distributor, code },
     )
     .await
 }

@@ -1,39 +1,32 @@
 //! `otpmesh verify`: present an OTP to the distributor that issued it.
 
-use super::request::{ask, ask_once, single_distributor};
+use super::request::{asker, failed, single_distributor};
 use super::{Failure, Outcome};
 use crate::cli::VerifyArgs;
 use anyhow::anyhow;
-use libp2p::PeerId;
-use otpmesh_node::{NodeEvent, RoleSpec};
-use otpmesh_protocol::role::Event;
+use otpmesh_node::ask::Question;
+use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::wire::VerifyResult;
 use std::path::Path;
 
-/// Presents a code (the role says how), prints the verdict, exits 0 only for `accepted`.
+/// Presents a code (`question` says how, to the one distributor it is given), prints the verdict,
+/// exits 0 only for `accepted`.
 pub async fn present(
     distributor: &str,
     data_dir: &Path,
     timeout_secs: u64,
     json: bool,
-    role: impl FnOnce(PeerId) -> RoleSpec,
+    question: impl FnOnce(libp2p::PeerId) -> Question,
 ) -> Outcome {
-    let result = ask_once(
-        distributor,
-        data_dir,
-        None,
-        timeout_secs,
-        role,
-        |event| match event {
-            NodeEvent::Role(Event::VerifyAnswered { result, .. }) => Some(Ok(result)),
-            _ => None,
-        },
-    )
-    .await?;
+    let one = [distributor.to_string()];
+    let (asker, peers) = asker(&one, MeshConfig::default(), data_dir, None, timeout_secs)?;
+    let result: VerifyResult = asker
+        .ask(question(peers[0]))
+        .await
+        .map_err(|f| failed(&one, f))?;
     let about = serde_json::json!({ "distributor": distributor });
     verdict(result, json, about)
 }
-
 /// Prints a verdict (with `about` in JSON) and exits 0 only for `accepted`.
 fn verdict(result: VerifyResult, json: bool, mut about: serde_json::Value) -> Outcome {
     if json {
@@ -62,7 +55,7 @@ pub async fn run(args: VerifyArgs) -> Outcome {
         &args.data_dir,
         args.timeout_secs,
         args.json,
-        |distributor| RoleSpec::OneShotVerify { distributor, code },
+        |distributor| Question::Verify { distributor, code },
     )
     .await
 }
@@ -74,24 +67,12 @@ async fn run_threshold(args: VerifyArgs, code: String) -> Outcome {
     };
     let round = otpmesh_protocol::round::RoundId(round);
     let mesh = super::request::threshold_mesh(args.mesh.as_deref(), &args.data_dir)?;
-    let result = ask(
-        &args.distributor,
-        mesh,
-        &args.data_dir,
-        None,
-        args.timeout_secs,
-        |distributors| RoleSpec::OneShotThresholdVerify {
-            distributors,
-            round,
-            counter,
-            code,
-        },
-        |event| match event {
-            NodeEvent::Role(Event::ThresholdVerified { result, .. }) => Some(Ok(result)),
-            _ => None,
-        },
-    )
-    .await?;
+    let distributors = &args.distributor;
+    let (asker, peers) = asker(distributors, mesh, &args.data_dir, None, args.timeout_secs)?;
+    let result = asker
+        .threshold_verify(peers, (round, counter), code)
+        .await
+        .map_err(|f| failed(distributors, f))?;
     let about = serde_json::json!({ "round": round.0, "counter": counter.to_string() });
     verdict(result, args.json, about)
 }

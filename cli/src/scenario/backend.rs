@@ -7,10 +7,10 @@ use super::spec::RequestOutcome;
 use crate::cmd::mesh::{spawn, NodeEntry};
 use crate::line::{Line, Process};
 use anyhow::{anyhow, Context};
+use otpmesh_node::ask::{self, Answer, Asker, Code, Combined, Failed, Issued, Password, Question};
 use otpmesh_node::control::ControlLine;
-use otpmesh_node::{Client, NodeConfig, NodeEvent, RoleSpec};
+use otpmesh_node::Client;
 use otpmesh_protocol::mesh::MeshConfig;
-use otpmesh_protocol::role::Event;
 use otpmesh_protocol::wire::VerifyResult;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -124,16 +124,14 @@ async fn run_cli_with(
 }
 
 /// The node config of a one-shot command run with `requester`'s identity against `distributors`.
-fn one_shot_config(
-    role: RoleSpec,
+/// The asker for `requester`'s identity against `distributors`.
+fn asker(
     requester: &Planned,
     distributors: &[&Planned],
     seed: Option<u64>,
-) -> anyhow::Result<NodeConfig> {
-    Ok(NodeConfig {
-        role,
+) -> anyhow::Result<Asker> {
+    Ok(Asker {
         data_dir: requester.data_dir.clone(),
-        listen: Vec::new(),
         peers: distributors.iter().map(|d| d.addr.clone()).collect(),
         // The scenario's mesh.toml, beside every node's data dir: a threshold requester believes
         // only what it says.
@@ -141,37 +139,9 @@ fn one_shot_config(
             Some(path) => crate::cmd::node::load_mesh(&path)?,
             None => MeshConfig::default(),
         },
-        mdns: false,
-        manual_rounds: false,
         seed,
-        metrics: None,
+        timeout: REQUEST_TIMEOUT,
     })
-}
-
-/// Runs the one-shot node `config` in this process until `pick` finds its answer (None if none
-/// came in time).
-async fn one_shot<T>(
-    config: NodeConfig,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> anyhow::Result<Option<T>> {
-    let node = otpmesh_node::start(config)?;
-    let (client, mut events) = (node.client, node.events);
-    tokio::spawn(node.event_loop.run());
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        while let Some(e) = events.recv().await {
-            if let NodeEvent::Role(e) = e {
-                if let Some(t) = pick(e) {
-                    return Some(t);
-                }
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
-    let _ = client.shutdown().await;
-    Ok(answer)
 }
 
 /// The last `error: …` line a command printed (or all it printed).
@@ -248,21 +218,22 @@ impl Backend {
         }
     }
 
-    /// Runs the one-shot `role` with `requester`'s identity against `distributors` until `pick`
-    /// finds its answer (None if none came in time).
-    async fn ask<T>(
+    /// Asks `question` once as `requester` of `distributors`, reading the answer as `A`: the
+    /// answer, or why none came (in time).
+    async fn ask<A: Answer>(
         &mut self,
-        role: RoleSpec,
+        question: Question,
         requester: &Planned,
         distributors: &[&Planned],
         seed: Option<u64>,
-        pick: impl FnMut(Event) -> Option<T>,
-    ) -> anyhow::Result<Option<T>> {
-        let config = one_shot_config(role, requester, distributors, seed)?;
-        match self {
-            Backend::Sim(s) => s.ask(&config, REQUEST_TIMEOUT, pick),
-            _ => one_shot(config, pick).await,
-        }
+    ) -> anyhow::Result<Result<A, Failed>> {
+        let asker = asker(requester, distributors, seed)?;
+        Ok(match self {
+            Backend::Sim(s) => s
+                .ask(&asker.config(question), REQUEST_TIMEOUT, ask::read::<A>)?
+                .unwrap_or_else(|| Err(Failed::no_answer(REQUEST_TIMEOUT))),
+            _ => asker.ask(question).await,
+        })
     }
 
     pub async fn start(&mut self, node: &Planned) -> anyhow::Result<()> {
@@ -420,21 +391,16 @@ impl Backend {
             let out = run_cli(&args, requester, distributor).await?;
             return RequestResult::from_output(&out);
         }
-        let role = RoleSpec::OneShotRequester {
+        let question = Question::Otp {
             distributor: distributor.peer_id,
         };
         let answer = self
-            .ask(role, requester, &[distributor], Some(seed), |e| match e {
-                Event::OtpReceived { otp, round, .. } => {
-                    Some(RequestResult::issued(otp, round.0, None))
-                }
-                Event::RequestFailed {
-                    failure, reason, ..
-                } => Some(RequestResult::from_failure(failure.exit_code(), reason)),
-                _ => None,
-            })
+            .ask::<Issued>(question, requester, &[distributor], Some(seed))
             .await?;
-        Ok(answer.unwrap_or_else(|| RequestResult::from_failure(3, "no answer in time".into())))
+        Ok(match answer {
+            Ok(i) => RequestResult::issued(i.otp, i.round.0, None),
+            Err(f) => RequestResult::from_failure(f.failure.exit_code(), f.reason),
+        })
     }
 
     /// One verification of `code` by `requester` at `distributor`: the verdict, or why there is none.
@@ -451,18 +417,14 @@ impl Backend {
                 .and_then(|v| serde_json::from_value(v["result"].clone()).ok());
             return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
         }
-        let role = RoleSpec::OneShotVerify {
+        let question = Question::Verify {
             distributor: distributor.peer_id,
             code: code.to_string(),
         };
         let answer = self
-            .ask(role, requester, &[distributor], None, |e| match e {
-                Event::VerifyAnswered { result, .. } => Some(Ok(result)),
-                Event::RequestFailed { reason, .. } => Some(Err(reason)),
-                _ => None,
-            })
+            .ask::<VerifyResult>(question, requester, &[distributor], None)
             .await?;
-        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+        Ok(answer.map_err(|f| f.reason))
     }
 
     /// Threshold mode: one OTP for `requester` from a quorum of `distributors`.
@@ -477,24 +439,16 @@ impl Backend {
             let out = run_cli_with(&args, requester, distributors).await?;
             return RequestResult::from_output(&out);
         }
-        let role = RoleSpec::OneShotThresholdRequest {
+        let question = Question::ThresholdOtp {
             distributors: distributors.iter().map(|d| d.peer_id).collect(),
         };
         let answer = self
-            .ask(role, requester, distributors, Some(seed), |e| match e {
-                Event::ThresholdOtpReceived {
-                    otp,
-                    round,
-                    counter,
-                    ..
-                } => Some(RequestResult::issued(otp, round.0, Some(counter))),
-                Event::RequestFailed {
-                    failure, reason, ..
-                } => Some(RequestResult::from_failure(failure.exit_code(), reason)),
-                _ => None,
-            })
+            .ask::<Combined>(question, requester, distributors, Some(seed))
             .await?;
-        Ok(answer.unwrap_or_else(|| RequestResult::from_failure(3, "no answer in time".into())))
+        Ok(match answer {
+            Ok(c) => RequestResult::issued(c.otp, c.round.0, Some(c.counter)),
+            Err(f) => RequestResult::from_failure(f.failure.exit_code(), f.reason),
+        })
     }
 
     /// Threshold mode: `requester` presents `code` for (round, counter) to a quorum.
@@ -524,20 +478,16 @@ impl Backend {
                 .and_then(|v| serde_json::from_value(v["result"].clone()).ok());
             return Ok(parsed.ok_or_else(|| last_error(&out.stderr)));
         }
-        let role = RoleSpec::OneShotThresholdVerify {
+        let question = Question::ThresholdVerify {
             distributors: distributors.iter().map(|d| d.peer_id).collect(),
             round: otpmesh_protocol::round::RoundId(round),
             counter,
             code: code.to_string(),
         };
         let answer = self
-            .ask(role, requester, distributors, None, |e| match e {
-                Event::ThresholdVerified { result, .. } => Some(Ok(result)),
-                Event::RequestFailed { reason, .. } => Some(Err(reason)),
-                _ => None,
-            })
+            .ask::<VerifyResult>(question, requester, distributors, None)
             .await?;
-        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+        Ok(answer.map_err(|f| f.reason))
     }
 
     /// Threshold mode: a password for `requester` from `distributors` (`which`: the
@@ -563,19 +513,15 @@ impl Backend {
             _ => otpmesh_protocol::threshold::password::Alphabet::classes(which.1),
         }
         .map_err(|e| anyhow!("{e}"))?;
-        let role = RoleSpec::OneShotThresholdPassword {
+        let question = Question::Password {
             distributors: distributors.iter().map(|d| d.peer_id).collect(),
             alphabet,
             length,
         };
         let answer = self
-            .ask(role, requester, distributors, None, |e| match e {
-                Event::PasswordReceived { password, .. } => Some(Ok(password.into())),
-                Event::RequestFailed { reason, .. } => Some(Err(reason)),
-                _ => None,
-            })
+            .ask::<Password>(question, requester, distributors, None)
             .await?;
-        Ok(answer.unwrap_or_else(|| Err("no answer in time".into())))
+        Ok(answer.map(|p| p.password).map_err(|f| f.reason))
     }
 
     /// Threshold mode: `requester`'s current time-step code from `distributors` (as `otpmesh code`
@@ -600,26 +546,12 @@ impl Backend {
             return Ok(parsed.ok_or_else(|| (code, last_error(&out.stderr))));
         }
         let answer = self
-            .ask(
-                RoleSpec::OneShotCode,
-                requester,
-                distributors,
-                None,
-                |e| match e {
-                    Event::CodeReceived {
-                        code,
-                        step,
-                        seconds_left,
-                        ..
-                    } => Some(Ok((code.into(), step, seconds_left))),
-                    Event::RequestFailed {
-                        failure, reason, ..
-                    } => Some(Err((failure.exit_code(), reason))),
-                    _ => None,
-                },
-            )
+            .ask::<Code>(Question::Code, requester, distributors, None)
             .await?;
-        Ok(answer.unwrap_or_else(|| Err((3, "no answer in time".into()))))
+        Ok(match answer {
+            Ok(c) => Ok((c.code, c.step, c.seconds_left)),
+            Err(f) => Err((f.failure.exit_code(), f.reason)),
+        })
     }
 
     pub async fn stop_all(&mut self) {
