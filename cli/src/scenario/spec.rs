@@ -422,6 +422,25 @@ pub struct KdcExpect {
     pub reason: Option<String>,
 }
 
+/// Every step kind, as a scenario names it (`kind = "…"`); a test keeps it equal to [`Step`]'s.
+pub const KINDS: [&str; 15] = [
+    "round",
+    "request",
+    "verify",
+    "login",
+    "kill",
+    "restart",
+    "partition",
+    "heal",
+    "inject",
+    "wait",
+    "expect",
+    "password",
+    "beacon",
+    "kdc_register",
+    "kdc_send",
+];
+
 impl Step {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -540,16 +559,13 @@ fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<Strin
         .map(|(_, k)| format!("did you mean `{k}`?"))
 }
 
-fn hint_for(message: &str) -> Option<String> {
-    if message.contains("unknown field") || message.contains("unknown variant") {
-        Some("see scenarios/README.md for the keys each table takes".into())
-    } else if message.contains("invalid type") {
-        Some("check the value's type: numbers unquoted, names quoted, lists in [ ]".into())
-    } else if message.contains("missing field") {
-        Some("add the missing key".into())
-    } else {
-        None
-    }
+/// The hint beside an error in a table's shape (a key unknown or missing, a value of the wrong
+/// type): toml's message says which; this says where the keys are listed.
+fn shape_hint() -> Option<String> {
+    Some(
+        "scenarios/README.md lists the keys each table takes: numbers unquoted, names quoted, lists in [ ]"
+            .into(),
+    )
 }
 
 /// Reads and checks a scenario file.
@@ -568,7 +584,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, SpecError> {
     let c = Checker { file, text };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        c.err(offset, e.message().to_string(), hint_for(e.message()))
+        c.err(offset, e.message().to_string(), shape_hint())
     })?;
     let convert = |table: &toml::Spanned<toml::Table>| toml::Value::Table(table.get_ref().clone());
 
@@ -578,7 +594,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, SpecError> {
             c.err(
                 s.span().start,
                 format!("[settings]: {}", e.message()),
-                hint_for(e.message()),
+                shape_hint(),
             )
         })?;
     }
@@ -597,7 +613,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, SpecError> {
             c.err(
                 t.span().start,
                 format!("[[nodes]]: {}", e.message()),
-                hint_for(e.message()),
+                shape_hint(),
             )
         })?;
         if nodes.iter().any(|n| n.name == node.name) {
@@ -644,14 +660,24 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, SpecError> {
             .and_then(|k| k.as_str())
             .unwrap_or("")
             .to_string();
-        let step: Step = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            let hint = if e.message().contains("unknown variant") {
-                Some("kinds: round, request, verify, login, kill, restart, partition, heal, inject, wait, expect, password, beacon, kdc_register, kdc_send".into())
-            } else {
-                hint_for(e.message())
-            };
-            c.err(at, format!("step {} ({}): {}", i + 1, if kind.is_empty() { "no kind" } else { &kind }, e.message()), hint)
-        })?;
+        let shown = if kind.is_empty() { "no kind" } else { &kind };
+        if !KINDS.contains(&kind.as_str()) {
+            let mut hint = format!("kinds: {}", KINDS.join(", "));
+            if let Some(near) = closest(&kind, KINDS.iter().copied()) {
+                hint = format!("{near} ({hint})");
+            }
+            let problem = format!("step {}: `kind` {kind:?} is not a step kind", i + 1);
+            return Err(c.err(at, problem, Some(hint)));
+        }
+        let step: Step = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                c.err(
+                    at,
+                    format!("step {} ({shown}): {}", i + 1, e.message()),
+                    shape_hint(),
+                )
+            })?;
         check_step(&c, at, &step, &nodes, &names, settings.threshold.is_some())?;
         steps.push(StepSpec {
             line: c.line(at),
@@ -1136,6 +1162,33 @@ distributor = "dist"
         );
     }
 
+    /// `KINDS` names every kind `Step` takes, and nothing else: each one deserialises as far as its
+    /// own keys (a missing field, never an unknown variant), and a kind not in it does not.
+    #[test]
+    fn the_kinds_listed_are_the_step_kinds() {
+        let as_step = |kind: &str| {
+            let mut table = toml::Table::new();
+            table.insert("kind".into(), toml::Value::String(kind.into()));
+            toml::Value::Table(table).try_into::<Step>()
+        };
+        for kind in KINDS {
+            if let Err(e) = as_step(kind) {
+                assert!(!e.message().contains("unknown variant"), "{kind}: {e}");
+            }
+        }
+        let e = as_step("teleport").unwrap_err();
+        assert!(e.message().contains("unknown variant"), "{e}");
+        for kind in KINDS {
+            let variants = e.message().matches(&format!("`{kind}`")).count();
+            assert_eq!(variants, 1, "{kind} is a variant: {e}");
+        }
+        assert_eq!(
+            e.message().matches('`').count(),
+            2 * (KINDS.len() + 1),
+            "{e}"
+        );
+    }
+
     #[test]
     fn errors_name_file_line_and_hint() {
         let e = error_of(&GOOD.replace("requester = \"req\"", "requester = \"reg\""));
@@ -1147,7 +1200,9 @@ distributor = "dist"
         );
         let e = error_of(&GOOD.replace("kind = \"request\"", "kind = \"requets\""));
         assert!(
-            e.contains("t.toml:28:") && e.contains("kinds: round"),
+            e.contains("t.toml:28:")
+                && e.contains("kinds: round")
+                && e.contains("did you mean `request`?"),
             "{e}"
         );
         let e = error_of(&GOOD.replace("input = 42", "input = 42\ncolour = \"red\""));
