@@ -218,10 +218,11 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
     // OTP back to unused: the row's MAC no longer matches, so it is refused and held as used.
     let dir4 = keep.path().join("distributor-4");
     {
-        type Key = (&'static [u8], &'static [u8], u64, u64);
-        type Row = (Vec<u8>, Vec<u8>, u64, u64, u64, [u8; 16]);
-        const OTPS: redb::TableDefinition<Key, (u64, bool, [u8; 16])> =
-            redb::TableDefinition::new("otps_v2");
+        // The OTP table as node/src/store/otps.rs lays it out: in expiry order.
+        type Key = (u64, &'static [u8], &'static [u8], u64, u64);
+        type Row = (u64, Vec<u8>, Vec<u8>, u64, u64, [u8; 16]);
+        const OTPS: redb::TableDefinition<Key, (bool, [u8; 16])> =
+            redb::TableDefinition::new("otps_v3");
         let db = redb::Database::open(dir4.join("node.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
@@ -231,18 +232,18 @@ fn a_threshold_mesh_issues_and_verifies_once_and_no_single_store_holds_an_otp() 
                 .unwrap()
                 .map(|e| {
                     let (k, v) = e.unwrap();
-                    let (i, r, round, c) = k.value();
-                    let (expires, _, mac) = v.value();
-                    (i.to_vec(), r.to_vec(), round, c, expires, mac)
+                    let (expires, i, r, round, c) = k.value();
+                    let (_, mac) = v.value();
+                    (expires, i.to_vec(), r.to_vec(), round, c, mac)
                 })
-                .filter(|row| row.3 == counter)
+                .filter(|row| row.4 == counter)
                 .collect();
             assert_eq!(rows.len(), 1, "distributor 4 keeps the spent OTP's row");
-            for (i, r, round, c, expires, mac) in &rows {
+            for (expires, i, r, round, c, mac) in &rows {
                 table
                     .insert(
-                        (i.as_slice(), r.as_slice(), *round, *c),
-                        (*expires, false, *mac),
+                        (*expires, i.as_slice(), r.as_slice(), *round, *c),
+                        (false, *mac),
                     )
                     .unwrap();
             }

@@ -5,7 +5,7 @@ use crate::{keys, split_peer, status, store, NodeConfig, NodeError, RoleSpec, ID
 use libp2p::multiaddr::Protocol;
 use libp2p::{gossipsub, noise, tcp, yamux, Multiaddr, PeerId, SwarmBuilder};
 use otpmesh_protocol::mesh::MeshConfig;
-use otpmesh_protocol::role::{self, pick, Role};
+use otpmesh_protocol::role::{self, pick};
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::wire::{GOSSIP_TOPIC, PHRASE_TOPIC, USED_TOPIC};
 use rand_core::SeedableRng;
@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A role's state machine and what it was restored from.
-pub(crate) struct Built {
-    pub role: Box<dyn Role + Send>,
+pub(crate) struct Built<R = pick::Boxed> {
+    pub role: R,
     pub rsa: Option<Arc<PrivateKey>>,
     pub store: Option<store::Store>,
     /// What the store says of the rounds, for the status until new ones come.
@@ -22,7 +22,7 @@ pub(crate) struct Built {
 }
 
 /// The state machine for `config.role`: restored from the store for a generator or distributor,
-/// wrapped in the beacon keeper for a long-running node in threshold mode.
+/// and for a long-running node beside the beacon it keeps in threshold mode ([`pick::running`]).
 pub(crate) fn role(
     config: &NodeConfig,
     mesh: &Arc<MeshConfig>,
@@ -52,15 +52,16 @@ pub(crate) fn role(
             }
         }
         spec => Built {
-            role: stateless(spec, config, mesh, peer_id)?,
+            role: stateless(spec, config, mesh, peer_id)?.into(),
             rsa: None,
             store: None,
             rounds: status::Rounds::default(),
         },
     };
-    // Threshold mode: every long-running node keeps the beacon chain, in its store.
-    let role: Box<dyn Role + Send> = match mesh.threshold().is_some() && !one_shot {
-        true => {
+    let role = match one_shot {
+        true => inner.into_role(),
+        // The keeper's chain is in the store (opened for it if the role keeps nothing else).
+        false => pick::running(peer_id, mesh, inner, || {
             let db = match store.take() {
                 Some(db) => db,
                 None => store::Store::open(&config.data_dir)?,
@@ -68,9 +69,8 @@ pub(crate) fn role(
             let held = db.rounds()?.into_iter().map(|(t, _)| t).collect();
             let keeper = role::threshold::Keeper::restore(mesh.clone(), db.beacon()?, held);
             store = Some(db);
-            Box::new(role::threshold::Beaconed::new(peer_id, inner, keeper))
-        }
-        false => inner,
+            Ok::<_, NodeError>(keeper)
+        })?,
     };
     Ok(Built {
         role,
@@ -84,7 +84,7 @@ fn generator(
     config: &NodeConfig,
     mesh: &Arc<MeshConfig>,
     identity: &libp2p::identity::Keypair,
-) -> Result<Built, NodeError> {
+) -> Result<Built<pick::Inner>, NodeError> {
     let key = Arc::new(keys::load_or_create_rsa(
         &config.data_dir,
         mesh.settings.rsa_bits,
@@ -112,7 +112,7 @@ fn generator(
     )
     .map_err(|e| NodeError::Role(e.to_string()))?;
     Ok(Built {
-        role: generator,
+        role: generator.into(),
         rsa: Some(key),
         store: Some(db),
         rounds,
@@ -125,7 +125,7 @@ fn stateless(
     config: &NodeConfig,
     mesh: &Arc<MeshConfig>,
     peer_id: PeerId,
-) -> Result<Box<dyn Role + Send>, NodeError> {
+) -> Result<pick::Boxed, NodeError> {
     Ok(match spec {
         RoleSpec::Contributor { client, input } => pick::contributor(*client, *input, mesh.clone()),
         RoleSpec::Verifier { .. } => Box::new(role::Verifier::new(peer_id, mesh.clone())),

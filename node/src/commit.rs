@@ -15,6 +15,7 @@
 use crate::store::Store;
 use otpmesh_protocol::role::Record;
 use prometheus_client::metrics::histogram::Histogram;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Batches waiting for the commit thread; more fail at once as "storage busy".
@@ -27,6 +28,8 @@ pub type Outcome = (u64, Result<(), String>);
 pub struct Committer {
     batches: Option<mpsc::Sender<(u64, Vec<Record>)>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The store, for reads beside the thread's writes (closed when both let it go).
+    store: Arc<Store>,
 }
 
 /// Stopping waits for the thread to finish its last commit and close the store, so a node that
@@ -49,6 +52,8 @@ impl Committer {
     ) -> std::io::Result<(Committer, mpsc::Receiver<Outcome>)> {
         let (batches, mut queued) = mpsc::channel::<(u64, Vec<Record>)>(MAX_QUEUED_BATCHES);
         let (done, outcomes) = mpsc::channel(MAX_QUEUED_BATCHES + MAX_GROUP);
+        let store = Arc::new(store);
+        let writer = store.clone();
         let thread = std::thread::Builder::new()
             .name("otpmesh-commit".into())
             .spawn(move || {
@@ -62,7 +67,7 @@ impl Committer {
                     }
                     let records: Vec<&Record> = group.iter().flat_map(|(_, r)| r).collect();
                     let started = std::time::Instant::now();
-                    let result = store.commit_all(&records).map_err(|e| e.to_string());
+                    let result = writer.commit_all(&records).map_err(|e| e.to_string());
                     timing.observe(started.elapsed().as_secs_f64());
                     for (id, _) in &group {
                         if done.blocking_send((*id, result.clone())).is_err() {
@@ -75,9 +80,15 @@ impl Committer {
             Committer {
                 batches: Some(batches),
                 thread: Some(thread),
+                store,
             },
             outcomes,
         ))
+    }
+
+    /// The store, to read what is committed (a read sees only whole transactions).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Queues `records` as batch `id`; fails at once when the queue is full or the thread is gone.

@@ -254,26 +254,38 @@ impl EventLoop {
                 limit,
                 reply,
             } => {
-                let mut page = status::BeaconPage {
-                    threshold: self.role.beacon().is_some(),
-                    entries: Vec::new(),
-                };
-                let mut bytes = 0;
-                if let Some(keeper) = self.role.beacon() {
-                    for e in keeper.before(before.map(otpmesh_protocol::round::RoundId)) {
-                        let size = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len());
-                        let full = page.entries.len() >= limit as usize
-                            || bytes + size > status::MAX_BEACON_PAGE_BYTES;
-                        if full && !page.entries.is_empty() || limit == 0 {
-                            break;
-                        }
-                        bytes += size;
-                        page.entries.push(e.clone());
-                    }
-                }
-                let _ = reply.send(page);
+                let _ = reply.send(self.beacon_page(before, limit));
             }
         }
+    }
+
+    /// The beacon entries this node has durably kept before `before`, newest first, within the
+    /// page's bounds (threshold mode: every long-running node keeps the chain in its store).
+    fn beacon_page(&self, before: Option<u64>, limit: u32) -> status::BeaconPage {
+        let threshold = self.mesh.as_ref().is_some_and(|m| m.threshold().is_some());
+        let mut page = status::BeaconPage {
+            threshold,
+            entries: Vec::new(),
+        };
+        let Some(store) = self.committer.as_ref().map(Committer::store) else {
+            return page;
+        };
+        let mut bytes = 0;
+        let read = store.beacon_before(before, |e| {
+            let size = serde_json::to_vec(&e).map_or(usize::MAX, |v| v.len());
+            let full = page.entries.len() >= limit as usize
+                || bytes + size > status::MAX_BEACON_PAGE_BYTES;
+            if full && !page.entries.is_empty() || limit == 0 {
+                return false;
+            }
+            bytes += size;
+            page.entries.push(e);
+            true
+        });
+        if let Err(e) = read {
+            warn!("beacon page unreadable: {e}");
+        }
+        page
     }
 
     fn status(&self) -> status::Status {

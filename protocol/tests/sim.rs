@@ -134,6 +134,10 @@ fn threshold_mode_serves_refuses_replays_and_keeps_the_quorum_through_outages() 
         (12, 12, 12),
         "{clean:?}"
     );
+    // Every long-running node (5 generators, 5 distributors, 6 contributors) came to hold every
+    // sealed round's beacon value, and they agree (a disagreement is a violation).
+    assert_eq!(clean.beacon_rounds, clean.rounds_sealed, "{clean:?}");
+    assert_eq!(clean.beacon_held, clean.rounds_sealed * 16, "{clean:?}");
     // A crash and a partition at once leave 3 of 5: still a quorum, and never a false
     // `quorum unavailable` (the checker would name it).
     let outages = run(threshold(22, "partition,crash"));
@@ -143,6 +147,7 @@ fn threshold_mode_serves_refuses_replays_and_keeps_the_quorum_through_outages() 
         "{outages:?}"
     );
     assert!(outages.otps_accepted > 0, "{outages:?}");
+    assert!(outages.beacon_rounds >= 1, "{outages:?}");
     let lossy = run(threshold(23, "loss=0.05,dup=0.05,partition,crash"));
     assert!(lossy.violations.is_empty(), "{:?}", lossy.violations);
     assert_eq!(run(threshold(22, "partition,crash")).trace, outages.trace);

@@ -775,7 +775,7 @@ fn a_requester_cannot_have_the_round_key_evaluated_at_another_requesters_otp_inp
 #[test]
 fn a_distributor_whose_use_record_was_deleted_does_not_release_the_otp_again() {
     use otpmesh_protocol::role::distributor::Restored;
-    use otpmesh_protocol::role::{Distributor, Record};
+    use otpmesh_protocol::role::{pick, Record};
     use otpmesh_protocol::wire::VerifyResult;
     let mut sim = Sim::new(3);
     sim.seal_first_round();
@@ -797,7 +797,7 @@ fn a_distributor_whose_use_record_was_deleted_does_not_release_the_otp_again() {
         ..Default::default()
     };
     let mesh = sim.mesh.clone();
-    sim.add(d[2], Box::new(Distributor::new(d[2], mesh, restored)));
+    sim.add_inner(d[2], pick::distributor(d[2], mesh, restored));
     sim.world.down.clear();
     sim.world.down.extend([d[0], d[1]]);
     let again = sim.verify(alice, vec![d[2], d[3], d[4]], round, counter, &otp);

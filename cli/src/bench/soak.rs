@@ -72,6 +72,8 @@ struct Report {
     kept_up: bool,
     p50_ms: f64,
     p99_ms: f64,
+    /// The slowest cycle (a stall shows here first).
+    max_ms: f64,
     counts: Counts,
     first_error: Option<String>,
     rounds_sealed: u64,
@@ -396,6 +398,7 @@ async fn run(
         kept_up,
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
+        max_ms: percentile(&latencies, 1.0),
         first_error: tally.first_error.lock().expect("never poisoned").clone(),
         counts,
         rounds_sealed: sealed,
@@ -407,12 +410,13 @@ async fn run(
         samples,
     };
     println!(
-        "{} ops in {:.0} s ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {} errors; {} rounds sealed, {} failed",
+        "{} ops in {:.0} s ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms), {} errors; {} rounds sealed, {} failed",
         report.counts.ops,
         elapsed,
         report.achieved_ops_per_s,
         report.p50_ms,
         report.p99_ms,
+        report.max_ms,
         report.counts.errors,
         sealed,
         failed

@@ -78,10 +78,17 @@ fn replay(config: &Config) -> String {
 }
 
 fn summary(report: &Report) -> String {
+    let beacon = match report.beacon_held {
+        0 => String::new(),
+        held => format!(
+            "; beacon values for {} rounds, {held} held",
+            report.beacon_rounds
+        ),
+    };
     format!(
-        "seed {}: {} rounds sealed, {} failed; {} OTPs issued, {} accepted, {} replays refused, \
-         {} requests failed; {} messages ({} lost, {} duplicated); {} crashes, {} partitions; \
-         {:.1} s virtual in {:.1} s; trace {}",
+        "seed {}: {} rounds sealed, {} failed{beacon}; {} OTPs issued, {} accepted, {} replays \
+         refused, {} requests failed; {} messages ({} lost, {} duplicated); {} crashes, {} \
+         partitions; {:.1} s virtual in {:.1} s; trace {}",
         report.seed,
         report.rounds_sealed,
         report.rounds_failed,

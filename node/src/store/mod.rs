@@ -3,13 +3,14 @@
 //! ChaCha20-Poly1305 under the data dir's `store.key` (0600); the database file holds no plaintext
 //! secret. redb locks the file, so a second process on the same data dir is refused.
 
+mod otps;
 pub mod record;
 
 use crate::keys::{self, KeyFileError};
 use libp2p::PeerId;
 use otpmesh_protocol::beacon;
 use otpmesh_protocol::role::distributor::Restored;
-use otpmesh_protocol::role::{OtpRef, Record};
+use otpmesh_protocol::role::Record;
 use otpmesh_protocol::round::{RoundId, Secret, Transcript};
 use record::Sealer;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -27,18 +28,6 @@ const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 /// Own OTP counters: (round, requester) → next counter. Never compacted (pruned with rounds), so a
 /// counter never goes back.
 const COUNTERS: TableDefinition<(u64, &[u8]), u64> = TableDefinition::new("counters");
-/// OTP records: (issuer, requester, round, counter) → (expires at, used, MAC under a subkey of
-/// the store key). No OTP value is stored. A row whose MAC does not match is refused and held as
-/// used (fail closed): flipping "used" back needs the store key.
-const OTPS: TableDefinition<OtpKey, (u64, bool, [u8; record::ROW_MAC_BYTES])> =
-    TableDefinition::new("otps_v2");
-/// An OTP row of the MAC-less table, read for migration: issuer, requester, round, counter,
-/// expiry, used.
-type OldOtpRow = (Vec<u8>, Vec<u8>, u64, u64, u64, bool);
-/// The table before rows carried a MAC: migrated (MACed) on open, then removed.
-const OTPS_V1: TableDefinition<OtpKey, (u64, bool)> = TableDefinition::new("otps");
-/// (issuer, requester, round, counter).
-type OtpKey = (&'static [u8], &'static [u8], u64, u64);
 /// Failed verifications: requester → CBOR (failure times, locked until).
 const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("attempts");
 /// Enrolment keys: requester → sealed (epoch, key).
@@ -107,8 +96,8 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(ROUNDS)?;
             txn.open_table(COUNTERS)?;
-            txn.open_table(OTPS)?;
-            store.migrate_otps(txn)?;
+            txn.open_table(otps::OTPS)?;
+            otps::migrate(txn, &store.sealer)?;
             txn.open_table(ATTEMPTS)?;
             txn.open_table(ENROLMENTS)?;
             txn.open_table(TOKENS)?;
@@ -117,40 +106,6 @@ impl Store {
             Ok(())
         })?;
         Ok(store)
-    }
-
-    /// Rows of the MAC-less OTP table of earlier versions get their MAC; the old table goes.
-    fn migrate_otps(&self, txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-        let rows: Vec<OldOtpRow> = {
-            let old = match txn.open_table(OTPS_V1) {
-                Ok(table) => table,
-                Err(_) => return Ok(()),
-            };
-            let mut rows = Vec::new();
-            for entry in old.iter()? {
-                let (k, v) = entry?;
-                let (issuer, requester, round, counter) = k.value();
-                let (expires, used) = v.value();
-                rows.push((
-                    issuer.to_vec(),
-                    requester.to_vec(),
-                    round,
-                    counter,
-                    expires,
-                    used,
-                ));
-            }
-            rows
-        };
-        let mut table = txn.open_table(OTPS)?;
-        for (issuer, requester, round, counter, expires, used) in &rows {
-            let key = (issuer.as_slice(), requester.as_slice(), *round, *counter);
-            let mac = self.sealer.otp_row_mac(key, *expires, *used);
-            table.insert(key, (*expires, *used, mac))?;
-        }
-        drop(table);
-        txn.delete_table(OTPS_V1)?;
-        Ok(())
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -209,29 +164,18 @@ impl Store {
                 }
             }
             Record::Issued { otp, expires_at_ms } => {
-                let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
-                {
-                    let mut counters = txn.open_table(COUNTERS)?;
-                    let next = counters
-                        .get((otp.round.0, who.as_slice()))?
-                        .map_or(0, |v| v.value());
-                    counters.insert((otp.round.0, who.as_slice()), next.max(otp.counter + 1))?;
-                    let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
-                    let mac = self.sealer.otp_row_mac(key, *expires_at_ms, false);
-                    txn.open_table(OTPS)?
-                        .insert(key, (*expires_at_ms, false, mac))?;
-                    Ok(())
+                let who = otp.requester.to_bytes();
+                let mut counters = txn.open_table(COUNTERS)?;
+                let next = counters
+                    .get((otp.round.0, who.as_slice()))?
+                    .map_or(0, |v| v.value());
+                if otp.counter >= next {
+                    counters.insert((otp.round.0, who.as_slice()), otp.counter + 1)?;
                 }
+                otps::put(txn, &self.sealer, otp, *expires_at_ms, false)
             }
             Record::Used { otp, expires_at_ms } => {
-                let (issuer, who) = (otp.issuer.to_bytes(), otp.requester.to_bytes());
-                {
-                    let key = (issuer.as_slice(), who.as_slice(), otp.round.0, otp.counter);
-                    let mac = self.sealer.otp_row_mac(key, *expires_at_ms, true);
-                    txn.open_table(OTPS)?
-                        .insert(key, (*expires_at_ms, true, mac))?;
-                    Ok(())
-                }
+                otps::put(txn, &self.sealer, otp, *expires_at_ms, true)
             }
             Record::Attempts {
                 requester,
@@ -279,8 +223,7 @@ impl Store {
                 failures_before_ms,
                 now_ms,
             } => {
-                txn.open_table(OTPS)?
-                    .retain(|_, (expires, _, _)| expires >= *expired_before_ms)?;
+                otps::compact(txn, *expired_before_ms)?;
                 // An attempts record that no longer counts (old failures, lockout over) goes too;
                 // one that does not decode is kept for `distributor_state` to report.
                 txn.open_table(ATTEMPTS)?
@@ -303,43 +246,18 @@ impl Store {
             rounds: self.rounds()?,
             ..Default::default()
         };
-        let otps = txn.open_table(OTPS).map_err(|e| self.db_err(e))?;
-        for entry in otps.iter().map_err(|e| self.db_err(e))? {
-            let (k, v) = entry.map_err(|e| self.db_err(e))?;
-            let (issuer, requester, round, counter) = k.value();
-            let (expires_at, used, mac) = v.value();
-            let used = match self.sealer.otp_row_ok(
-                (issuer, requester, round, counter),
-                expires_at,
-                used,
-                &mac,
-            ) {
-                true => used,
-                false => {
-                    tracing::warn!(
-                        table = "otps",
-                        round,
-                        reason = "the row's MAC does not match (changed outside otpmesh)",
-                        "stored OTP row refused: held as used"
-                    );
-                    true
-                }
-            };
-            let (Some(issuer), Some(requester)) = (record::peer(issuer), record::peer(requester))
-            else {
-                return Err(StoreError::CorruptRecord { table: "otps" });
-            };
-            restored.otps.push((
-                OtpRef {
-                    issuer,
-                    requester,
-                    round: RoundId(round),
-                    counter,
-                },
-                expires_at,
-                used,
-            ));
-        }
+        let otps = txn.open_table(otps::OTPS).map_err(|e| self.db_err(e))?;
+        let refused = |round| {
+            tracing::warn!(
+                table = "otps",
+                round,
+                reason = "the row's MAC does not match (changed outside otpmesh)",
+                "stored OTP row refused: held as used"
+            )
+        };
+        restored.otps = otps::read(&otps, &self.sealer, refused)
+            .map_err(|e| self.db_err(e))?
+            .map_err(|table| StoreError::CorruptRecord { table })?;
         let attempts = txn.open_table(ATTEMPTS).map_err(|e| self.db_err(e))?;
         for entry in attempts.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = entry.map_err(|e| self.db_err(e))?;
@@ -412,16 +330,36 @@ impl Store {
 
     /// The beacon chain kept, oldest first.
     pub fn beacon(&self) -> Result<Vec<beacon::Entry>, StoreError> {
+        let mut out = Vec::new();
+        self.beacon_before(None, |e| {
+            out.push(e);
+            true
+        })?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The beacon entries of rounds before `before` (all: `None`), newest first, to `take` while
+    /// it answers true.
+    pub fn beacon_before(
+        &self,
+        before: Option<u64>,
+        mut take: impl FnMut(beacon::Entry) -> bool,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(BEACON).map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.db_err(e))? {
+        let range = table
+            .range(..before.unwrap_or(u64::MAX))
+            .map_err(|e| self.db_err(e))?;
+        for entry in range.rev() {
             let (_, v) = entry.map_err(|e| self.db_err(e))?;
             let entry: beacon::Entry = ciborium::from_reader(v.value())
                 .map_err(|_| StoreError::CorruptRecord { table: "beacon" })?;
-            out.push(entry);
+            if !take(entry) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Stored OTP counters: (round, requester, next counter).
@@ -445,7 +383,9 @@ mod tests {
     use super::*;
     use otpmesh_protocol::digest::Digest32;
     use otpmesh_protocol::phrase::ClientId;
+    use otpmesh_protocol::role::OtpRef;
     use otpmesh_protocol::round::Inclusion;
+    use redb::TableHandle;
 
     fn round(n: u64) -> (Transcript, Secret) {
         let secret = Secret::from_bytes([n as u8; 32]);
@@ -747,11 +687,11 @@ mod tests {
             let (issuer, requester) = (me.to_bytes(), who.to_bytes());
             let txn = store.db.begin_write().unwrap();
             {
-                let mut table = txn.open_table(OTPS).unwrap();
-                let key = |c| (issuer.as_slice(), requester.as_slice(), 3u64, c);
-                let (expires, _, mac) = table.get(key(1)).unwrap().unwrap().value();
-                table.insert(key(1), (expires, false, mac)).unwrap();
-                table.insert(key(3), (u64::MAX, false, [7u8; 16])).unwrap();
+                let mut table = txn.open_table(otps::OTPS).unwrap();
+                let key = |c| (u64::MAX, issuer.as_slice(), requester.as_slice(), 3u64, c);
+                let (_, mac) = table.get(key(1)).unwrap().unwrap().value();
+                table.insert(key(1), (false, mac)).unwrap();
+                table.insert(key(3), (false, [7u8; 16])).unwrap();
             }
             txn.commit().unwrap();
         }
@@ -774,7 +714,7 @@ mod tests {
             let (issuer, requester) = (me.to_bytes(), who.to_bytes());
             let txn = store.db.begin_write().unwrap();
             {
-                let mut old = txn.open_table(OTPS_V1).unwrap();
+                let mut old = txn.open_table(otps::OTPS_V1).unwrap();
                 let key = |c| (issuer.as_slice(), requester.as_slice(), 2u64, c);
                 old.insert(key(1), (u64::MAX, true)).unwrap();
                 old.insert(key(2), (u64::MAX, false)).unwrap();
@@ -785,7 +725,119 @@ mod tests {
         let rows = otp_rows(&store);
         assert_eq!(rows, vec![(1, true), (2, false)], "both kept as they were");
         let txn = store.db.begin_read().unwrap();
-        assert!(txn.open_table(OTPS_V1).is_err(), "the old table is gone");
+        assert!(
+            txn.open_table(otps::OTPS_V1).is_err(),
+            "the old table is gone"
+        );
+    }
+
+    #[test]
+    fn rows_of_the_issuer_ordered_otp_table_move_to_the_expiry_ordered_one_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, who) = (PeerId::random(), PeerId::random());
+        let (issuer, requester) = (me.to_bytes(), who.to_bytes());
+        {
+            // A data dir of the previous version: `otps_v2`, keyed by issuer, each row MACed;
+            // row 3's used mark was flipped back outside otpmesh (its MAC no longer matches).
+            let store = Store::open(dir.path()).unwrap();
+            let v2 = otps::OTPS_V2;
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(v2).unwrap();
+                for (counter, expires, used, honest) in [
+                    (1, 500, true, true),
+                    (2, 400, false, true),
+                    (3, 300, false, false),
+                ] {
+                    let key = (issuer.as_slice(), requester.as_slice(), 2u64, counter);
+                    let mac = store.sealer.otp_row_mac(key, expires, used ^ !honest);
+                    old.insert(key, (expires, used, mac)).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut rows: Vec<(u64, u64, bool)> = store
+            .distributor_state()
+            .unwrap()
+            .otps
+            .iter()
+            .map(|(o, e, u)| (o.counter, *e, *u))
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![(1, 500, true), (2, 400, false), (3, 300, true)],
+            "kept as they were; the tampered row held as used"
+        );
+        let txn = store.db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n == "otps_v2"),
+            "the old table is gone: {names:?}"
+        );
+    }
+
+    #[test]
+    fn compaction_deletes_the_expired_rows_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (me, other, who) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let otp = |issuer, counter| OtpRef {
+            issuer,
+            requester: who,
+            round: RoundId(1),
+            counter,
+        };
+        for c in 0..50u64 {
+            let expires_at_ms = 1_000 + c * 10;
+            store
+                .commit(&Record::Issued {
+                    otp: otp(me, c),
+                    expires_at_ms,
+                })
+                .unwrap();
+            if c % 2 == 0 {
+                // Its use here, and another issuer's replicated marker.
+                for issuer in [me, other] {
+                    let used = Record::Used {
+                        otp: otp(issuer, c),
+                        expires_at_ms,
+                    };
+                    store.commit(&used).unwrap();
+                }
+            }
+        }
+        store
+            .commit(&Record::Compact {
+                expired_before_ms: 1_250,
+                failures_before_ms: 0,
+                now_ms: 0,
+            })
+            .unwrap();
+        let state = store.distributor_state().unwrap();
+        let mut left: Vec<(bool, u64, bool)> = state
+            .otps
+            .iter()
+            .map(|(o, _, used)| (o.issuer == me, o.counter, *used))
+            .collect();
+        left.sort();
+        let mut expected: Vec<(bool, u64, bool)> = (25..50)
+            .flat_map(|c| {
+                let mine = (true, c, c % 2 == 0);
+                let theirs = (c % 2 == 0).then_some((false, c, true));
+                std::iter::once(mine).chain(theirs)
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(
+            left, expected,
+            "rows expiring at 1250 or later stay, used marks with them"
+        );
     }
 
     #[test]

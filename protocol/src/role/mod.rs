@@ -549,22 +549,6 @@ pub trait Role {
     fn control(&mut self, _now: Millis, _control: Control) -> Vec<Action> {
         Vec::new()
     }
-
-    /// Threshold distributor: its partial of the beacon input `x` with its key share of `round`,
-    /// if it holds one.
-    fn beacon_partial(
-        &mut self,
-        _round: RoundId,
-        _x: &crate::threshold::eval::Input,
-        _rng: &mut dyn CryptoRngCore,
-    ) -> Option<crate::threshold::eval::Partial> {
-        None
-    }
-
-    /// The beacon this node keeps (threshold mode).
-    fn beacon(&self) -> Option<&threshold::Keeper> {
-        None
-    }
 }
 
 /// Instructions an operator can give a role.

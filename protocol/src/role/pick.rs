@@ -1,6 +1,7 @@
 //! The one mode switch: which state machine a long-running role is for a mesh config (single or
-//! threshold mode). The node (`node/src/build.rs`) and the simulator build their roles here; no
-//! other code asks which mode a mesh runs in to choose a role.
+//! threshold mode), and whether it keeps the beacon beside it. The node (`node/src/build.rs`) and
+//! the simulator build their roles here; no other code asks which mode a mesh runs in to choose a
+//! role.
 
 use super::threshold::generator::NotShareholder;
 use super::{threshold, Contributor, Distributor, Generator, Requester, Role};
@@ -13,6 +14,7 @@ use crate::seal::PublicKey;
 use crate::secret::Secret;
 use libp2p_identity::{Keypair, PeerId};
 use std::sync::Arc;
+pub use threshold::beacon::Inner;
 
 /// A boxed role, as the node and the simulator drive it.
 pub type Boxed = Box<dyn Role + Send>;
@@ -64,9 +66,10 @@ pub fn contributor(client: ClientId, input: Option<UserInput>, mesh: Arc<MeshCon
     }
 }
 
-/// A distributor (one type for both modes: it holds round secrets or key shares).
-pub fn distributor(me: PeerId, mesh: Arc<MeshConfig>, restored: Restored) -> Boxed {
-    Box::new(Distributor::new(me, mesh, restored))
+/// A distributor (one type for both modes: it holds round secrets or key shares), as
+/// [`running`] takes it.
+pub fn distributor(me: PeerId, mesh: Arc<MeshConfig>, restored: Restored) -> Inner {
+    Inner::Distributor(Box::new(Distributor::new(me, mesh, restored)))
 }
 
 /// A long-running requester: follows `distributors` (none: the mesh's) for new rounds (single
@@ -80,4 +83,19 @@ pub fn requester(me: PeerId, mesh: Arc<MeshConfig>, distributors: Vec<PeerId>) -
         false => distributors,
     };
     Box::new(Requester::follow(me, targets))
+}
+
+/// A long-running node's role as it runs: in threshold mode beside a beacon keeper, which
+/// `keeper` restores (from the node's store) and which makes this node's partials when `inner`
+/// is a distributor. One-shot sessions keep no beacon and are not passed here.
+pub fn running<E>(
+    me: PeerId,
+    mesh: &MeshConfig,
+    inner: Inner,
+    keeper: impl FnOnce() -> Result<threshold::Keeper, E>,
+) -> Result<Boxed, E> {
+    Ok(match mesh.threshold() {
+        Some(_) => Box::new(threshold::Beaconed::new(me, inner, keeper()?)),
+        None => inner.into_role(),
+    })
 }

@@ -1,11 +1,12 @@
 //! The invariants a simulation run must keep, checked as events arrive and at the end.
 
 use super::Report;
+use crate::digest::Digest32;
 use crate::role::Verdict;
 use crate::round::{self, RoundId, Secret, Transcript};
 use crate::wire::VerifyResult;
 use libp2p_identity::PeerId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Violations kept (the first ones say most).
 pub const MAX_VIOLATIONS: usize = 100;
@@ -35,6 +36,9 @@ pub struct Checker {
     replays_refused: u32,
     rejected: u32,
     violations: Vec<String>,
+    /// Threshold mode: each round's beacon value, as the first node to hold one had it, and the
+    /// nodes that hold one.
+    beacon: BTreeMap<u64, (Digest32, BTreeSet<PeerId>)>,
 }
 
 impl Checker {
@@ -42,6 +46,31 @@ impl Checker {
         if self.violations.len() < MAX_VIOLATIONS {
             self.violations.push(what);
         }
+    }
+
+    /// Node `at` holds `value` as round `round`'s beacon value: every node must hold the same one.
+    pub fn beacon(&mut self, at: PeerId, round: RoundId, value: Digest32) {
+        let (first, holders) = self
+            .beacon
+            .entry(round.0)
+            .or_insert_with(|| (value, BTreeSet::new()));
+        let (first, by) = (*first, holders.first().copied());
+        holders.insert(at);
+        if first != value {
+            let by = by.map_or("another node".to_string(), |p| p.to_string());
+            self.violation(format!(
+                "the nodes disagree on round {}'s beacon value: {at} holds {}, {by} holds {}",
+                round.0,
+                &value.to_hex()[..16],
+                &first.to_hex()[..16]
+            ));
+        }
+    }
+
+    /// Whether each of the `nodes` long-running nodes holds every sealed round's beacon value.
+    pub fn beacon_complete(&self, nodes: usize) -> bool {
+        let held = |r: &u64| self.beacon.get(r).map_or(0, |(_, h)| h.len());
+        self.sealed.iter().all(|r| held(r) >= nodes)
     }
 
     pub fn rejected(&mut self, verdict: &Verdict) {
@@ -137,6 +166,11 @@ impl Checker {
         self.sealed.is_subset(&self.delivered)
     }
 
+    /// (node, round) beacon values held.
+    pub fn beacon_held(&self) -> u32 {
+        self.beacon.values().map(|(_, h)| h.len() as u32).sum()
+    }
+
     pub fn fill(&self, report: &mut Report) {
         report.rounds_sealed = self.sealed.len() as u32;
         report.rounds_failed = self.failed.len() as u32;
@@ -144,6 +178,33 @@ impl Checker {
         report.otps_issued = self.issued.len() as u32;
         report.otps_accepted = self.issued.iter().filter(|i| i.accepted > 0).count() as u32;
         report.replays_refused = self.replays_refused;
+        report.beacon_rounds = self.beacon.len() as u32;
+        report.beacon_held = self.beacon_held();
         report.violations = self.violations.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_nodes_holding_different_beacon_values_for_a_round_is_a_violation() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut checker = Checker::default();
+        checker.sealed.insert(1);
+        checker.beacon(a, RoundId(1), Digest32([1; 32]));
+        checker.beacon(b, RoundId(1), Digest32([1; 32]));
+        assert!(checker.violations.is_empty());
+        assert!(checker.beacon_complete(2) && !checker.beacon_complete(3));
+        checker.beacon(c, RoundId(1), Digest32([2; 32]));
+        assert_eq!(checker.violations.len(), 1);
+        let said = &checker.violations[0];
+        assert!(
+            said.contains("round 1") && said.contains(&c.to_string()),
+            "{said}"
+        );
+        let other = said.contains(&a.to_string()) || said.contains(&b.to_string());
+        assert!(other, "names a node it disagrees with: {said}");
     }
 }

@@ -21,7 +21,10 @@
 //!
 //! Both modes: with `threshold`, N generators deal the round key from the contributors' dealings,
 //! requesters combine T partials, and a `quorum unavailable` is a violation whenever no more than
-//! N − T distributors were ever unreachable and no message was lost or duplicated.
+//! N − T distributors were ever unreachable and no message was lost or duplicated. Every
+//! long-running node (generators, distributors, contributors) keeps the beacon beside its role,
+//! as a node does: two nodes holding different values for one round is a violation, and so is,
+//! in a run without faults, a node left without some sealed round's value after the drain.
 
 pub mod check;
 pub mod net;
@@ -32,9 +35,7 @@ use crate::mesh::MeshConfig;
 use crate::phrase::{ClientId, UserInput};
 use crate::role::distributor::Restored;
 use crate::role::pick;
-use crate::role::{
-    threshold, Action, Distributor, Event, Failure, Millis, Record, Requester, Role, Verdict,
-};
+use crate::role::{threshold, Action, Event, Failure, Millis, Record, Requester, Role, Verdict};
 use crate::round::RoundId;
 use crate::round::MAX_ROUND_CONTRIBUTORS;
 use crate::seal::PrivateKey;
@@ -117,6 +118,10 @@ pub struct Report {
     pub requests_failed: u32,
     pub crashes: u32,
     pub partitions: u32,
+    /// Threshold mode: rounds with a beacon value, and the values the nodes came to hold (one
+    /// per long-running node and round when every node has every round's).
+    pub beacon_rounds: u32,
+    pub beacon_held: u32,
     pub violations: Vec<String>,
     /// blake3 over every delivery and event kind, in order: one seed, one hash.
     pub trace: String,
@@ -169,6 +174,32 @@ enum Outage {
     Restart(PeerId),
     Cut(PeerId),
     Heal(PeerId),
+}
+
+/// `inner` as node `id` runs it ([`pick::running`]): in threshold mode beside a beacon keeper
+/// restored from the node's `records`, as a node restores it from its store.
+fn running(
+    id: PeerId,
+    mesh: &Arc<MeshConfig>,
+    inner: pick::Inner,
+    records: &[Record],
+) -> pick::Boxed {
+    let restore = || {
+        let mut entries = Vec::new();
+        let mut held = Vec::new();
+        for r in records {
+            match r {
+                Record::Beacon(e) => entries.push((**e).clone()),
+                Record::Round { transcript, .. } => held.push(transcript.clone()),
+                _ => {}
+            }
+        }
+        Ok::<_, std::convert::Infallible>(threshold::Keeper::restore(mesh.clone(), entries, held))
+    };
+    match pick::running(id, mesh, inner, restore) {
+        Ok(role) => role,
+        Err(never) => match never {},
+    }
 }
 
 fn identity(seed: u64, what: &str, i: u32) -> PeerId {
@@ -267,17 +298,28 @@ impl Sim {
             let public = world.key(g).expect("just set").public().clone();
             let role = pick::generator(identity, mesh.clone(), public, pick::Restart::default())
                 .map_err(|e| ConfigError::Mesh(e.to_string()))?;
+            let role = running(*g, &mesh, role.into(), &[]);
             world.add(*g, role, &[GOSSIP_TOPIC, PHRASE_TOPIC], &mut load);
         }
         for d in &distributors {
             let role = pick::distributor(*d, mesh.clone(), Restored::default());
-            world.add(*d, role, &DISTRIBUTOR_TOPICS, &mut load);
+            world.add(
+                *d,
+                running(*d, &mesh, role, &[]),
+                &DISTRIBUTOR_TOPICS,
+                &mut load,
+            );
         }
         for (i, c) in contributors.iter().enumerate() {
             let input = UserInput(i128::from(world.rng.next_u64() as i64));
             let client = ClientId(i as u32 + 1);
             let role = pick::contributor(client, Some(input), mesh.clone());
-            world.add(*c, role, &[GOSSIP_TOPIC], &mut load);
+            world.add(
+                *c,
+                running(*c, &mesh, role.into(), &[]),
+                &[GOSSIP_TOPIC],
+                &mut load,
+            );
         }
         Ok(Sim { world, load })
     }
@@ -297,9 +339,19 @@ impl Sim {
         // Deliveries and handovers still under way when the last request was answered (one lost
         // near the end waits out its timeout, then goes again): a bounded drain, so that a sealed
         // round left undelivered is one the mesh could not deliver, not one the run cut short.
+        // In threshold mode the drain also waits for every node's beacon value of every round.
         let drain_until = world.now + DRAIN_MS;
-        while load.done(&world) && !load.checker.all_delivered() && world.now < drain_until {
+        while load.done(&world) && !load.settled() && world.now < drain_until {
             world.step(&mut load);
+        }
+        if load.config.threshold.is_some() && load.faultless() && !load.beacon_complete() {
+            load.checker.violation(format!(
+                "without faults, not every node came to hold every sealed round's beacon value \
+                 ({} values held, {} rounds sealed, {} nodes)",
+                load.checker.beacon_held(),
+                load.checker.sealed.len(),
+                load.long_running()
+            ));
         }
         if !load.done(&world) {
             load.checker.violation(format!(
@@ -377,6 +429,9 @@ impl Observer for Load {
             Event::RoundFailed { round, .. } if at.peer == self.generator => {
                 self.checker.failed.insert(round.0);
             }
+            Event::BeaconValue { round, value, .. } => {
+                self.checker.beacon(at.peer, *round, *value);
+            }
             Event::RoundDeliveredAll { round } if self.generators.contains(&at.peer) => {
                 self.delivered_by
                     .entry(round.0)
@@ -407,6 +462,26 @@ impl Observer for Load {
 }
 
 impl Load {
+    /// No message lost, duplicated, cut off or crashed.
+    fn faultless(&self) -> bool {
+        let f = &self.config.faults;
+        f.loss == 0.0 && f.dup == 0.0 && !f.crash && !f.partition
+    }
+
+    /// Generators, distributors and contributors: the nodes that keep the beacon.
+    fn long_running(&self) -> usize {
+        self.generators.len() + self.distributors.len() + self.config.contributors as usize
+    }
+
+    fn beacon_complete(&self) -> bool {
+        self.checker.beacon_complete(self.long_running())
+    }
+
+    /// Every sealed round delivered, and (threshold mode) its beacon value at every node.
+    fn settled(&self) -> bool {
+        self.checker.all_delivered() && (self.config.threshold.is_none() || self.beacon_complete())
+    }
+
     fn done(&self, world: &World) -> bool {
         self.checker.sealed.len() + self.checker.failed.len() >= self.config.rounds as usize
             && self.checker.requested_all(self.config.rounds)
@@ -437,8 +512,9 @@ impl Load {
             }
             Outage::Restart(peer) => {
                 let records = world.records.get(&peer).cloned().unwrap_or_default();
-                let role = Distributor::new(peer, self.mesh.clone(), Restored::replay(&records));
-                world.add(peer, Box::new(role), &DISTRIBUTOR_TOPICS, self);
+                let role = pick::distributor(peer, self.mesh.clone(), Restored::replay(&records));
+                let role = running(peer, &self.mesh, role, &records);
+                world.add(peer, role, &DISTRIBUTOR_TOPICS, self);
             }
             Outage::Cut(peer) => {
                 world.cut.insert(peer);

@@ -9,7 +9,7 @@ use libp2p_identity::{Keypair, PeerId};
 use otpmesh_protocol::mesh::{MeshConfig, Threshold};
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::role::distributor::Restored;
-use otpmesh_protocol::role::{threshold, Action, Distributor, Event, Record, Role, Tag};
+use otpmesh_protocol::role::{pick, threshold, Action, Event, Record, Role, Tag};
 use otpmesh_protocol::round::{RoundId, Transcript};
 use otpmesh_protocol::seal::PrivateKey;
 use otpmesh_protocol::sim::net::{Address, Message};
@@ -175,8 +175,7 @@ impl Sim {
             sim.add(*g, Box::new(role));
         }
         for d in &distributors {
-            let role = Distributor::new(*d, mesh.clone(), Restored::default());
-            sim.add(*d, Box::new(role));
+            sim.add_inner(*d, pick::distributor(*d, mesh.clone(), Restored::default()));
         }
         for (i, c) in contributor_ids.iter().enumerate() {
             let input = Some(UserInput(100 + i as i128));
@@ -189,11 +188,19 @@ impl Sim {
 
     /// Starts (or restarts) `role` as node `id`, on every topic (each role ignores what is not
     /// its own).
-    pub fn add(&mut self, id: PeerId, mut role: Box<dyn Role + Send>) {
-        if self.beacon {
-            let keeper = threshold::Keeper::restore(self.mesh.clone(), vec![], vec![]);
-            role = Box::new(threshold::Beaconed::new(id, role, keeper));
-        }
+    pub fn add(&mut self, id: PeerId, role: Box<dyn Role + Send>) {
+        self.add_inner(id, role.into());
+    }
+
+    /// [`Sim::add`] for a role the beacon keeper may take partials from (a distributor).
+    pub fn add_inner(&mut self, id: PeerId, inner: pick::Inner) {
+        let role = match self.beacon {
+            true => {
+                let keeper = threshold::Keeper::restore(self.mesh.clone(), vec![], vec![]);
+                Box::new(threshold::Beaconed::new(id, inner, keeper))
+            }
+            false => inner.into_role(),
+        };
         if !self.order.contains(&id) {
             self.order.push(id);
         }

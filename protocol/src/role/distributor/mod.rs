@@ -1081,16 +1081,20 @@ impl Distributor {
     }
 }
 
-impl Role for Distributor {
-    fn beacon_partial(
-        &mut self,
+impl Distributor {
+    /// Threshold mode: this distributor's partial of the beacon input `x` with its key share of
+    /// `round`, if it holds one.
+    pub fn beacon_partial(
+        &self,
         round: RoundId,
         x: &crate::threshold::eval::Input,
         rng: &mut dyn CryptoRngCore,
     ) -> Option<crate::threshold::eval::Partial> {
         self.shares.as_ref()?.beacon_partial(round, x, rng)
     }
+}
 
+impl Role for Distributor {
     fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
         if now < self.last_compact + COMPACT_EVERY_MS {
             return Vec::new();

@@ -23,10 +23,10 @@ use super::super::{Inbound, Rng, Typed};
 use crate::beacon::{self, Entry, MAX_RUN};
 use crate::digest::Digest32;
 use crate::mesh::MeshConfig;
-use crate::role::DecryptJob;
 use crate::role::{self, Opened};
+use crate::role::{DecryptJob, Distributor};
 use crate::round::{RoundId, Transcript};
-use crate::threshold::eval::{Input, Partial};
+use crate::threshold::eval::{Input, Partial, PublicKey};
 use crate::wire::{
     self, BeaconPartial, BeaconQuery, Gossip, Request, Response, MAX_BEACON_PAGE,
     MAX_RESPONSE_BYTES,
@@ -69,6 +69,9 @@ pub struct Keeper {
     /// Rounds whose transcript came only with a handover (checked against one key share, from
     /// one generator): good for checking partials, never an anchor for catch-up.
     held_only: BTreeSet<RoundId>,
+    /// The public key of each open round, worked out once (K_j for every j is 2N polynomial
+    /// evaluations on the curve: too dear to repeat for every partial).
+    keys: BTreeMap<RoundId, Arc<PublicKey>>,
     /// Valid partials, by round: at most one per shareholder (and prev).
     pending: BTreeMap<RoundId, Vec<(Digest32, Partial)>>,
     /// Rounds this node (a distributor) published its partial of.
@@ -108,6 +111,7 @@ impl Keeper {
             chain: BTreeMap::new(),
             open: BTreeSet::new(),
             held_only: BTreeSet::new(),
+            keys: BTreeMap::new(),
             pending: BTreeMap::new(),
             published: BTreeSet::new(),
             asking: None,
@@ -160,6 +164,7 @@ impl Keeper {
         self.held_only.remove(&t.round);
         if let Some((old, _)) = self.transcripts.get(&t.round) {
             self.by_commitment.remove(&old.commitment);
+            self.keys.remove(&t.round);
         }
         self.by_commitment.insert(t.commitment, t.round);
         if !self.chain.contains_key(&t.round) {
@@ -174,6 +179,7 @@ impl Keeper {
                 self.by_commitment.remove(&t.commitment);
                 self.chain.remove(&round);
                 self.open.remove(&round);
+                self.keys.remove(&round);
             }
         }
         let oldest = self
@@ -250,7 +256,7 @@ impl Keeper {
                 )),
             };
         }
-        let Some((t, _)) = self.transcripts.get(&m.round) else {
+        if !self.transcripts.contains_key(&m.round) {
             let newest = self.transcripts.keys().next_back().map_or(0, |r| r.0);
             // Only rounds just past the newest transcript: it may not be here yet.
             if m.round.0 <= newest || m.round.0 > newest.saturating_add(MAX_EARLY_ROUNDS) {
@@ -262,8 +268,8 @@ impl Keeper {
             // Checked when its transcript comes.
             self.keep(m.round, m.prev, m.partial.clone());
             return Verdict::Accept;
-        };
-        let Some(key) = t.threshold.as_ref().and_then(|k| k.key()) else {
+        }
+        let Some(key) = self.key(m.round) else {
             return Verdict::Ignore(format!("round {} has no usable key", m.round));
         };
         if key
@@ -275,8 +281,12 @@ impl Keeper {
                 m.round, m.partial.index.0
             ));
         }
-        match self.expected_prev(t) {
-            Prev::Known(p) if p != m.prev => Verdict::Ignore(format!(
+        let expected = self
+            .transcripts
+            .get(&m.round)
+            .map(|(t, _)| self.expected_prev(t));
+        match expected {
+            Some(Prev::Known(p)) if p != m.prev => Verdict::Ignore(format!(
                 "beacon partial of round {} follows another value",
                 m.round
             )),
@@ -285,6 +295,19 @@ impl Keeper {
                 Verdict::Accept
             }
         }
+    }
+
+    /// The public key of trusted round `round` (worked out on first use, kept while it is open).
+    fn key(&mut self, round: RoundId) -> Option<Arc<PublicKey>> {
+        if let Some(key) = self.keys.get(&round) {
+            return Some(key.clone());
+        }
+        let (t, _) = self.transcripts.get(&round)?;
+        let key = Arc::new(t.threshold.as_ref()?.key()?);
+        if self.open.contains(&round) {
+            self.keys.insert(round, key.clone());
+        }
+        Some(key)
     }
 
     fn keep(&mut self, round: RoundId, prev: Digest32, partial: Partial) {
@@ -298,7 +321,7 @@ impl Keeper {
     }
 
     /// Publishes this node's partials and combines what it can, oldest round first.
-    pub fn advance(&mut self, inner: &mut dyn Role, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
+    pub fn advance(&mut self, inner: &Inner, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
         let mut actions = Vec::new();
         while self.step(inner, rng, &mut actions) {}
         actions
@@ -307,7 +330,7 @@ impl Keeper {
     /// One step of [`Keeper::advance`]: whether a round got its value (which may unblock the next).
     fn step(
         &mut self,
-        inner: &mut dyn Role,
+        inner: &Inner,
         rng: &mut dyn CryptoRngCore,
         actions: &mut Vec<Action>,
     ) -> bool {
@@ -316,8 +339,7 @@ impl Keeper {
             let Some((t, _)) = self.transcripts.get(&round) else {
                 continue;
             };
-            let t = t.clone();
-            let prev = match self.expected_prev(&t) {
+            let prev = match self.expected_prev(t) {
                 Prev::Known(p) => Some(p),
                 Prev::Waiting => continue,
                 Prev::Free => None,
@@ -325,7 +347,7 @@ impl Keeper {
             if let Some(p) = prev {
                 if !self.published.contains(&round) {
                     let x: Input = beacon::input(round.0, &p);
-                    if let Some(partial) = inner.beacon_partial(round, &x, rng) {
+                    if let Some(partial) = inner.partial(round, &x, rng) {
                         self.published.insert(round);
                         self.keep(round, p, partial.clone());
                         actions.push(Action::Publish(Gossip::Beacon(BeaconPartial {
@@ -336,7 +358,7 @@ impl Keeper {
                     }
                 }
             }
-            if let Some(entry) = self.combine(&t, prev) {
+            if let Some(entry) = self.combine(round, prev) {
                 self.accept(entry, actions, false);
                 return true;
             }
@@ -344,10 +366,15 @@ impl Keeper {
         false
     }
 
-    /// T checked partials of `t`'s round with the expected prev (or, when free, any one prev).
-    fn combine(&self, t: &Transcript, prev: Option<Digest32>) -> Option<Entry> {
-        let key = t.threshold.as_ref()?.key()?;
-        let held = self.pending.get(&t.round)?;
+    /// T checked partials of trusted round `round` with the expected prev (or, when free, any
+    /// one prev).
+    fn combine(&mut self, round: RoundId, prev: Option<Digest32>) -> Option<Entry> {
+        let t = self.mesh.threshold()?.t as usize;
+        if self.pending.get(&round)?.len() < t {
+            return None;
+        }
+        let key = self.key(round)?;
+        let held = self.pending.get(&round)?;
         let mut prevs: Vec<Digest32> = match prev {
             Some(p) => vec![p],
             None => held.iter().map(|(p, _)| *p).collect(),
@@ -364,9 +391,10 @@ impl Keeper {
                 continue;
             }
             // Partials kept before their transcript came are checked here.
-            if let Ok(value) = beacon::combine(&key, t.round.0, &p, &partials) {
+            if let Ok(value) = beacon::combine(&key, round.0, &p, &partials) {
+                let (transcript, _) = self.transcripts.get(&round)?;
                 return Some(Entry {
-                    transcript: t.clone(),
+                    transcript: transcript.clone(),
                     value,
                 });
             }
@@ -387,6 +415,7 @@ impl Keeper {
             caught_up,
         }));
         self.open.remove(&round);
+        self.keys.remove(&round);
         self.pending.remove(&round);
         self.fruitless.clear();
         self.chain.insert(round, entry);
@@ -639,11 +668,49 @@ impl Keeper {
     }
 }
 
+/// What a [`Beaconed`] wraps: a distributor, whose key shares make this node's partials, or a
+/// role that makes none.
+pub enum Inner {
+    Distributor(Box<Distributor>),
+    Other(Box<dyn Role + Send>),
+}
+
+impl From<Box<dyn Role + Send>> for Inner {
+    fn from(role: Box<dyn Role + Send>) -> Inner {
+        Inner::Other(role)
+    }
+}
+
+impl Inner {
+    /// The role alone (without a beacon keeper).
+    pub fn into_role(self) -> Box<dyn Role + Send> {
+        match self {
+            Inner::Distributor(d) => d,
+            Inner::Other(role) => role,
+        }
+    }
+
+    fn role(&mut self) -> &mut (dyn Role + Send) {
+        match self {
+            Inner::Distributor(d) => d.as_mut(),
+            Inner::Other(role) => role.as_mut(),
+        }
+    }
+
+    /// This node's partial of the beacon input `x`, with its key share of `round`.
+    fn partial(&self, round: RoundId, x: &Input, rng: &mut dyn CryptoRngCore) -> Option<Partial> {
+        match self {
+            Inner::Distributor(d) => d.beacon_partial(round, x, rng),
+            Inner::Other(_) => None,
+        }
+    }
+}
+
 /// A role with a beacon keeper beside it: the keeper sees the coordinator's transcripts, beacon
 /// gossip and catch-up traffic; everything else goes to the role as before.
 pub struct Beaconed {
     me: PeerId,
-    inner: Box<dyn Role + Send>,
+    inner: Inner,
     keeper: Keeper,
 }
 
@@ -654,7 +721,7 @@ impl std::fmt::Debug for Beaconed {
 }
 
 impl Beaconed {
-    pub fn new(me: PeerId, inner: Box<dyn Role + Send>, keeper: Keeper) -> Beaconed {
+    pub fn new(me: PeerId, inner: Inner, keeper: Keeper) -> Beaconed {
         Beaconed { me, inner, keeper }
     }
 
@@ -668,7 +735,7 @@ impl Beaconed {
     ) -> Vec<Action> {
         self.watch(now, &actions);
         let mut actions = actions;
-        actions.extend(self.keeper.advance(self.inner.as_mut(), rng));
+        actions.extend(self.keeper.advance(&self.inner, rng));
         actions
     }
 
@@ -689,12 +756,12 @@ impl Beaconed {
 
 impl Role for Beaconed {
     fn start(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let actions = self.inner.start(now, rng);
+        let actions = self.inner.role().start(now, rng);
         self.after(now, actions, rng)
     }
 
     fn tick(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let mut actions = self.inner.tick(now, rng);
+        let mut actions = self.inner.role().tick(now, rng);
         actions.extend(self.keeper.tick(now, &self.me));
         self.after(now, actions, rng)
     }
@@ -709,11 +776,11 @@ impl Role for Beaconed {
             Gossip::Sealed(t) => {
                 // check_gossip let it through only from the coordinator.
                 self.keeper.sealed(now, t);
-                let (verdict, actions) = self.inner.gossip(now, heard, rng);
+                let (verdict, actions) = self.inner.role().gossip(now, heard, rng);
                 (verdict, self.after(now, actions, rng))
             }
             _ => {
-                let (verdict, actions) = self.inner.gossip(now, heard, rng);
+                let (verdict, actions) = self.inner.role().gossip(now, heard, rng);
                 (verdict, self.after(now, actions, rng))
             }
         }
@@ -726,7 +793,7 @@ impl Role for Beaconed {
                 response: self.keeper.serve(q),
             }];
         }
-        let actions = self.inner.request(now, asked, rng);
+        let actions = self.inner.role().request(now, asked, rng);
         self.after(now, actions, rng)
     }
 
@@ -735,43 +802,30 @@ impl Role for Beaconed {
             let actions = self.keeper.response(answer);
             return self.after(now, actions, rng);
         }
-        let actions = self.inner.response(now, answer, rng);
+        let actions = self.inner.role().response(now, answer, rng);
         self.after(now, actions, rng)
     }
 
     fn decrypted(&mut self, now: Millis, job: DecryptJob, opened: Opened) -> Vec<Action> {
-        let actions = self.inner.decrypted(now, job, opened);
+        let actions = self.inner.role().decrypted(now, job, opened);
         // Partials that need these transcripts go out on the next tick.
         self.watch(now, &actions);
         actions
     }
 
     fn user_input(&mut self, now: Millis, input: role::Input, rng: &mut dyn Rng) -> Vec<Action> {
-        let actions = self.inner.user_input(now, input, rng);
+        let actions = self.inner.role().user_input(now, input, rng);
         self.after(now, actions, rng)
     }
 
     fn control(&mut self, now: Millis, control: crate::role::Control) -> Vec<Action> {
-        let actions = self.inner.control(now, control);
+        let actions = self.inner.role().control(now, control);
         self.watch(now, &actions);
         actions
     }
 
     fn check(&mut self, now: Millis, typed: Typed, rng: &mut dyn Rng) -> Vec<Action> {
-        self.inner.check(now, typed, rng)
-    }
-
-    fn beacon_partial(
-        &mut self,
-        round: RoundId,
-        x: &Input,
-        rng: &mut dyn CryptoRngCore,
-    ) -> Option<Partial> {
-        self.inner.beacon_partial(round, x, rng)
-    }
-
-    fn beacon(&self) -> Option<&Keeper> {
-        Some(&self.keeper)
+        self.inner.role().check(now, typed, rng)
     }
 }
 
