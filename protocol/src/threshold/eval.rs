@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
+use std::sync::OnceLock;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The domain of OTP inputs x = (domain, requester, round, counter).
@@ -116,30 +117,33 @@ impl Partial {
 }
 
 /// The round keys' public side: K = G·k, K' = G·k' and every K_j, K'_j, from the aggregated
-/// commitments (the K_j computed once, here).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// commitments. Each K_j is a polynomial evaluation on the curve, worked out the first time it is
+/// asked for and kept: a checker of T partials of the OTP key pays for T of the 2N.
+#[derive(Clone, Debug)]
 pub struct PublicKey {
     pub params: Params,
     pub commitments: Pair,
-    share_keys: Vec<RistrettoPoint>,
-    password_share_keys: Vec<RistrettoPoint>,
+    share_keys: Vec<OnceLock<RistrettoPoint>>,
+    password_share_keys: Vec<OnceLock<RistrettoPoint>>,
 }
+
+/// One key is another when their commitments are (what is worked out of them is not compared).
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.params == other.params && self.commitments == other.commitments
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl PublicKey {
     pub fn new(params: Params, commitments: Pair) -> PublicKey {
-        let share_keys = params
-            .indices()
-            .map(|j| commitments.otp.evaluate(j))
-            .collect();
-        let password_share_keys = params
-            .indices()
-            .map(|j| commitments.password.evaluate(j))
-            .collect();
+        let cells = || params.indices().map(|_| OnceLock::new()).collect();
         PublicKey {
             params,
             commitments,
-            share_keys,
-            password_share_keys,
+            share_keys: cells(),
+            password_share_keys: cells(),
         }
     }
 
@@ -150,13 +154,21 @@ impl PublicKey {
     /// K_j (the identity for an index that is not a shareholder's).
     pub fn share_key(&self, index: Index) -> RistrettoPoint {
         let i = (index.0 as usize).wrapping_sub(1);
-        self.share_keys.get(i).copied().unwrap_or_default()
+        self.share_keys
+            .get(i)
+            .map_or_else(RistrettoPoint::default, |k| {
+                *k.get_or_init(|| self.commitments.otp.evaluate(index))
+            })
     }
 
     /// K'_j, the password key's (the identity for an index that is not a shareholder's).
     pub fn password_share_key(&self, index: Index) -> RistrettoPoint {
         let i = (index.0 as usize).wrapping_sub(1);
-        self.password_share_keys.get(i).copied().unwrap_or_default()
+        self.password_share_keys
+            .get(i)
+            .map_or_else(RistrettoPoint::default, |k| {
+                *k.get_or_init(|| self.commitments.password.evaluate(index))
+            })
     }
 
     /// Whether `share` is shareholder `share.index`'s of both keys.
