@@ -109,6 +109,19 @@ pub(super) fn read(
     Ok(Ok(rows))
 }
 
+/// An old table's row, held past its table: the key's parts, the expiry, whether it is used.
+fn owned(key: (&[u8], &[u8], u64, u64), expires: u64, used: bool) -> OldRow {
+    let (issuer, requester, round, counter) = key;
+    (
+        issuer.to_vec(),
+        requester.to_vec(),
+        round,
+        counter,
+        expires,
+        used,
+    )
+}
+
 /// Rows of the earlier layouts move to this one (v2's keep their used mark, or become used if
 /// their MAC does not match; v1's had no MAC); the old tables go.
 pub(super) fn migrate(txn: &WriteTransaction, sealer: &Sealer) -> Result<(), redb::Error> {
@@ -118,33 +131,17 @@ pub(super) fn migrate(txn: &WriteTransaction, sealer: &Sealer) -> Result<(), red
         had_v2 = true;
         for entry in v2.iter()? {
             let (k, v) = entry?;
-            let (issuer, requester, round, counter) = k.value();
             let (expires, used, mac) = v.value();
             let honest = sealer.otp_row_ok(k.value(), expires, used, &mac);
-            moved.push((
-                issuer.to_vec(),
-                requester.to_vec(),
-                round,
-                counter,
-                expires,
-                used || !honest,
-            ));
+            moved.push(owned(k.value(), expires, used || !honest));
         }
     }
     if let Ok(v1) = txn.open_table(OTPS_V1) {
         had_v1 = true;
         for entry in v1.iter()? {
             let (k, v) = entry?;
-            let (issuer, requester, round, counter) = k.value();
             let (expires, used) = v.value();
-            moved.push((
-                issuer.to_vec(),
-                requester.to_vec(),
-                round,
-                counter,
-                expires,
-                used,
-            ));
+            moved.push(owned(k.value(), expires, used));
         }
     }
     {
