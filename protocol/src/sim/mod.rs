@@ -599,9 +599,11 @@ impl Load {
                 self.report.requests_failed += 1;
                 if let (Failure::QuorumUnavailable, Some(params)) = (failure, self.config.threshold)
                 {
-                    let faultless = self.config.faults.loss == 0.0 && self.config.faults.dup == 0.0;
+                    // Outages are allowed here (counted in max_unreachable); lost or doubled
+                    // messages are not. Not `Load::faultless`, which allows neither.
+                    let lossless = self.config.faults.loss == 0.0 && self.config.faults.dup == 0.0;
                     let spare = (params.n - params.t) as usize;
-                    if faultless && self.max_unreachable <= spare {
+                    if lossless && self.max_unreachable <= spare {
                         self.checker.violation(format!(
                             "quorum unavailable with at most {} of {} distributors ever unreachable: {reason}",
                             self.max_unreachable, params.n
