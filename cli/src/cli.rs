@@ -747,11 +747,68 @@ pub struct NodeArgs {
 pub enum MeshCommand {
     /// Start a local mesh of real child processes, each with its own data dir and log.
     Up(MeshUpArgs),
+    /// Every node of a running `mesh up`: role, state (running, exited, restarting), pid, peer id.
+    Status(MeshSteerArgs),
+    /// SIGKILL one node of a running mesh (as a scenario's kill step); the others keep running.
+    Kill(MeshNodeArgs),
+    /// Start a node of a running mesh again, with its own identity and data (killing it first if
+    /// it runs); returns once it listens.
+    Restart(MeshNodeArgs),
+    /// Cut nodes off from others, both ways (as a scenario's partition step).
+    #[command(
+        after_help = "Examples:\n  otpmesh mesh partition distributor-1 --dir otpmesh-mesh\n  otpmesh mesh partition distributor-2 --from requester-1 --from contributor-1 --dir otpmesh-mesh"
+    )]
+    Partition(MeshPartitionArgs),
+    /// Undo partitions: of the nodes named, or all of them.
+    Heal(MeshHealArgs),
+    /// Ask the generator to open a round now; prints the round that opened.
+    Round(MeshSteerArgs),
 }
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh mesh up --contributors 8 --distributors 2 --dir /tmp/mesh\n\nWrites DIR/mesh.json (every node's name, role, peer_id, listen, pid, data_dir, log, restart argv)\nand DIR/mesh.toml (the mesh config every node uses)."
+    after_help = "Talks to the mesh up running in DIR over DIR/control.sock (0600).\n\nExit codes: 0 done; 1 refused (the reason is printed) or no mesh up answers in DIR."
+)]
+pub struct MeshSteerArgs {
+    /// The directory of the running mesh (mesh up --dir).
+    #[arg(long, default_value = "otpmesh-mesh")]
+    pub dir: PathBuf,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MeshNodeArgs {
+    /// The node's name, as mesh.json and mesh status give it (distributor-1, …).
+    pub node: String,
+    #[command(flatten)]
+    pub steer: MeshSteerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MeshPartitionArgs {
+    /// The nodes to cut off.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+    /// Whom from (repeat the flag; default: every other node).
+    #[arg(long)]
+    pub from: Vec<String>,
+    #[command(flatten)]
+    pub steer: MeshSteerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MeshHealArgs {
+    /// The nodes whose partitions end (default: all).
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub steer: MeshSteerArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  otpmesh mesh up --rounds 1\n  otpmesh mesh up --contributors 8 --distributors 2 --dir /tmp/mesh\n\nWrites DIR/mesh.json (every node's name, role, peer_id, listen, pid, state, data_dir, log, restart argv)\nand DIR/mesh.toml (the mesh config every node uses). A node that dies is reported and marked exited;\nthe rest keep running. Steer the running mesh from another terminal:\n  otpmesh mesh status|kill NAME|restart NAME|partition NAME… [--from NAME…]|heal [NAME…]|round --dir DIR"
 )]
 pub struct MeshUpArgs {
     /// Threshold mode, T/N: N generators deal key shares to N distributors and any T of the
@@ -807,6 +864,10 @@ pub struct MeshUpArgs {
     /// Every node serves Prometheus metrics on a port of its own (mesh.json lists the URLs).
     #[arg(long)]
     pub metrics: bool,
+    /// Start a node that dies again, with its own identity and data, after a backoff that
+    /// doubles from 1 s up to 30 s (a node killed with `mesh kill` stays down).
+    #[arg(long)]
+    pub restart_on_exit: bool,
 }
 
 #[derive(Args, Debug)]

@@ -8,3 +8,4 @@ pub mod cmd;
 pub mod line;
 mod output;
 pub mod scenario;
+pub mod steer;

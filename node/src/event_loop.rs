@@ -732,6 +732,14 @@ impl EventLoop {
             } => {
                 warn!(peer = %requester, reason = "too many wrong codes", until_ms, "requester locked out")
             }
+            // Asked before a round reached this distributor: routine at start-up and after a
+            // restart, not a warning.
+            Event::RequestRefused {
+                peer,
+                request,
+                reason,
+                failure: otpmesh_protocol::role::Failure::NoRound,
+            } => info!(%peer, %reason, %request, "request refused"),
             Event::RequestRefused {
                 peer,
                 request,

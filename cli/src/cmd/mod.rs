@@ -128,6 +128,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         match command {
             Command::Node(args) => node::run(args).await,
             Command::Mesh(MeshCommand::Up(args)) => mesh::up(args).await,
+            Command::Mesh(steering) => mesh::steer(steering).await,
             Command::Request(args) => request::run(args).await,
             Command::Password(args) => password::run(args).await,
             Command::Code(args) => code::run(args).await,

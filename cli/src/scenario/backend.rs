@@ -25,6 +25,9 @@ pub const EVENT_QUEUE: usize = 16_384;
 /// How long a one-shot request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a process whose output has closed may take to exit.
+pub const REAP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a node may take to read a control line off its stdin.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -239,28 +242,18 @@ impl Backend {
     pub async fn start(&mut self, node: &Planned) -> anyhow::Result<()> {
         match self {
             Backend::Sim(s) => s.start(node)?,
-            Backend::Process(p) => {
+            Backend::Process(_) => {
                 let entry = NodeEntry {
                     name: node.name.clone(),
                     role: "node",
                     peer_id: node.peer_id.to_string(),
                     listen: vec![node.addr.to_string()],
-                    pid: None,
                     data_dir: node.data_dir.clone(),
                     log: node.data_dir.join("node.log"),
-                    metrics: None,
-                    radius: None,
-                    radius_secret_file: None,
-                    http: None,
-                    http_token_file: None,
                     restart: node.argv.clone(),
+                    ..NodeEntry::default()
                 };
-                let mut child = spawn(&entry, p.tx.clone(), true)?;
-                let stdin = child
-                    .stdin
-                    .take()
-                    .ok_or_else(|| anyhow!("{}: no stdin", node.name))?;
-                p.children.insert(node.name.clone(), (child, stdin));
+                self.start_process(&entry)?;
             }
             Backend::InProcess(p) => {
                 let config = node
@@ -302,6 +295,38 @@ impl Backend {
             }
         }
         Ok(())
+    }
+
+    /// Starts `entry`'s argv as a process with a control pipe on its stdin (the argv must say
+    /// `--control-stdin`); returns its process id.
+    pub fn start_process(&mut self, entry: &NodeEntry) -> anyhow::Result<Option<u32>> {
+        let Backend::Process(p) = self else {
+            return Err(anyhow!("{} cannot run as a process here", entry.name));
+        };
+        let mut child = spawn(entry, p.tx.clone(), true)?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("{}: no stdin", entry.name))?;
+        let pid = child.id();
+        p.children.insert(entry.name.clone(), (child, stdin));
+        Ok(pid)
+    }
+
+    /// How the process of node `name`, whose output has ended, exited: its exit status or the
+    /// signal that ended it (one it does not end within [`REAP_WAIT`] is killed).
+    pub async fn reap(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let Backend::Process(p) = self else {
+            return None;
+        };
+        let (mut child, _) = p.children.remove(name)?;
+        match tokio::time::timeout(REAP_WAIT, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.start_kill();
+                child.wait().await.ok()
+            }
+        }
     }
 
     /// The OS process id of node `name`, if it runs as a process.

@@ -114,6 +114,21 @@ impl Layout {
     }
 }
 
+impl crate::steer::Nodes for Layout {
+    fn peer_id(&self, name: &str) -> Option<PeerId> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.peer_id)
+    }
+
+    fn runs(&self, name: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.name == name && n.config.is_some())
+    }
+}
+
 pub fn plan(scenario: &Scenario, dir: &Path, seed: u64) -> anyhow::Result<Layout> {
     let exe = std::env::current_exe().context("finding the otpmesh binary")?;
     // A TCP port per node, and a verifier's RADIUS (UDP) and HTTP (TCP) ports besides.

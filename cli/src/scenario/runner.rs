@@ -8,6 +8,7 @@ use super::spec::{
     Step, StepSpec, Totals, WaitFor,
 };
 use crate::line::{Line, Process};
+use crate::steer::Steering;
 use anyhow::{anyhow, bail};
 use otpmesh_node::control::ControlLine;
 use otpmesh_node::NodeEvent;
@@ -64,16 +65,14 @@ pub struct State {
     listening: HashSet<String>,
     subscribed: HashSet<String>,
     rejections: Vec<(String, String)>,
-    down: HashSet<String>,
+    /// Who is down and who is cut off from whom (kills, restarts, partitions).
+    steering: Steering,
     crashed: Vec<String>,
     round_inputs: BTreeMap<String, i128>,
-    partitions: HashMap<String, Vec<String>>,
     /// (node, peer id) pairs: the node has seen that peer subscribe to the topic.
     subscriptions: HashSet<(String, String)>,
     /// When set, every event's arrival: (node, event, when) — for benchmarks.
     pub arrivals: Option<Vec<(String, Line, std::time::Instant)>>,
-    /// Kills whose end of stream has not arrived yet, per node.
-    killed: HashMap<String, usize>,
     pub otps: Vec<IssuedOtp>,
     /// Beacon values each node reported: round → node → value (hex).
     pub beacon: BTreeMap<u64, BTreeMap<String, String>>,
@@ -134,14 +133,9 @@ impl Runner<'_> {
     async fn absorb(&mut self, name: String, line: Option<Line>) -> anyhow::Result<()> {
         let Some(line) = line else {
             // The end of a node's event stream: expected after a kill, a crash otherwise.
-            match self.state.killed.get_mut(&name) {
-                Some(n) if *n > 0 => *n -= 1,
-                _ => {
-                    self.state.listening.remove(&name);
-                    if self.state.down.insert(name.clone()) {
-                        self.state.crashed.push(name);
-                    }
-                }
+            if self.state.steering.ended(&name) {
+                self.state.listening.remove(&name);
+                self.state.crashed.push(name);
             }
             return Ok(());
         };
@@ -228,7 +222,7 @@ impl Runner<'_> {
                 let live = self
                     .scenario
                     .nodes_with(NodeRole::Distributor)
-                    .filter(|n| !self.state.down.contains(&n.name))
+                    .filter(|n| !self.state.steering.is_down(&n.name))
                     .all(|n| stored.contains(&n.name));
                 if live {
                     self.state.delivered.insert(round.0);
@@ -485,10 +479,11 @@ impl Runner<'_> {
                 })
             }
             Step::Restart { node, timeout_ms } => {
-                if !self.state.down.contains(node) {
-                    self.kill(node).await?;
-                }
-                self.state.down.remove(node);
+                self.state
+                    .steering
+                    .stop_for_restart(&mut self.backend, node)
+                    .await?;
+                self.state.listening.remove(node);
                 self.state.crashed.retain(|n| n != node);
                 self.backend.start(self.layout.node(node)).await?;
                 let within = timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
@@ -496,10 +491,10 @@ impl Runner<'_> {
                 let back = self
                     .pump_until(within, |s| s.listening.contains(&n))
                     .await?;
-                // Reapply any partition the node was part of: a fresh process remembers none.
-                if let Some(peers) = self.state.partitions.get(node).cloned() {
-                    self.block(node, &peers, true).await;
-                }
+                self.state
+                    .steering
+                    .started(&mut self.backend, self.layout, node)
+                    .await;
                 let outcome = if back {
                     "restarted with the same identity and data"
                 } else {
@@ -522,12 +517,10 @@ impl Runner<'_> {
                         .map(|n| n.name.clone())
                         .collect(),
                 };
-                self.block(node, &peers, true).await;
                 self.state
-                    .partitions
-                    .entry(node.clone())
-                    .or_default()
-                    .extend(peers.iter().cloned());
+                    .steering
+                    .partition(&mut self.backend, self.layout, node, &peers)
+                    .await;
                 Ok(Judged {
                     outcome: format!("cut off from {}", peers.join(", ")),
                     expected: "-".into(),
@@ -535,8 +528,11 @@ impl Runner<'_> {
                 })
             }
             Step::Heal { node } => {
-                let peers = self.state.partitions.remove(node).unwrap_or_default();
-                self.block(node, &peers, false).await;
+                let peers = self
+                    .state
+                    .steering
+                    .heal(&mut self.backend, self.layout, node)
+                    .await;
                 Ok(Judged {
                     outcome: format!("reconnected to {}", peers.join(", ")),
                     expected: "-".into(),
@@ -735,13 +731,13 @@ impl Runner<'_> {
         self.pump_until(within, |s| {
             nodes
                 .iter()
-                .filter(|n| !s.down.contains(*n))
+                .filter(|n| !s.steering.is_down(n))
                 .all(|n| rounds.iter().all(|r| holds(s, n, r)))
         })
         .await?;
         let live: Vec<&String> = nodes
             .iter()
-            .filter(|n| !self.state.down.contains(*n))
+            .filter(|n| !self.state.steering.is_down(n))
             .collect();
         let mut problems = Vec::new();
         let mut values = Vec::new();
@@ -821,32 +817,9 @@ impl Runner<'_> {
     }
 
     async fn kill(&mut self, node: &str) -> anyhow::Result<()> {
-        self.backend.kill(node).await?;
-        *self.state.killed.entry(node.to_string()).or_default() += 1;
-        self.state.down.insert(node.to_string());
+        self.state.steering.kill(&mut self.backend, node).await?;
         self.state.listening.remove(node);
         Ok(())
-    }
-
-    /// Blocks (or unblocks) `node` and each of `peers` from each other, on both sides.
-    async fn block(&mut self, node: &str, peers: &[String], cut: bool) {
-        let make = |peer| {
-            if cut {
-                ControlLine::Block { peer }
-            } else {
-                ControlLine::Unblock { peer }
-            }
-        };
-        let node_id = self.layout.node(node).peer_id;
-        for p in peers {
-            let peer_id = self.layout.node(p).peer_id;
-            if !self.state.down.contains(node) {
-                let _ = self.backend.control(node, make(peer_id)).await;
-            }
-            if !self.state.down.contains(p) && self.layout.node(p).config.is_some() {
-                let _ = self.backend.control(p, make(node_id)).await;
-            }
-        }
     }
 
     async fn round(
@@ -856,7 +829,7 @@ impl Runner<'_> {
         expect: &RoundExpect,
     ) -> anyhow::Result<Judged> {
         let generator = self.generator().to_string();
-        if self.state.down.contains(&generator) {
+        if self.state.steering.is_down(&generator) {
             return Ok(self.judge_round(None, "the generator is down".into(), expect));
         }
         let before = self.state.opened;

@@ -1,47 +1,55 @@
-//! `otpmesh mesh up`: a local mesh of real child processes on 127.0.0.1.
-//!
-//! Plans every node first (identity, ports, data dir), writes the mesh config they all share, starts
-//! one `otpmesh node` per node with its stdout (JSON events) piped here and its stderr in its log
-//! file, writes `mesh.json`, and follows the events until the rounds asked for are delivered.
+//! Plans a local mesh before anything starts: every node's identity, ports, data dir and argv,
+//! the mesh config they share, and a verifier's secrets.
 
-use super::node::load_mesh;
-use super::{Failure, Outcome};
 use crate::cli::MeshUpArgs;
-use crate::line::Line;
-use anyhow::{anyhow, bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::cmd::node::load_mesh;
+use anyhow::{bail, Context};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
-use otpmesh_node::{keys, NodeEvent};
+use otpmesh_node::keys;
 use otpmesh_protocol::mesh::{Contributor, Member, MeshConfig, UserName, Verifier};
 use otpmesh_protocol::phrase::ClientId;
-use otpmesh_protocol::role::{self, Event};
 use rand::Rng;
-use serde::Serialize;
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::IsTerminal;
-use std::io::Write;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
-/// Most nodes one `mesh up` starts.
-pub const MAX_NODES: u32 = 512;
-/// How long a child has to stop after SIGTERM before it is killed: longer than a node takes to
-/// stop on its own.
-const STOP_GRACE: Duration = super::node::STOP_BOUND.saturating_add(Duration::from_secs(2));
+use super::MAX_NODES;
+
+/// Where a node of `mesh up` is in its life, as `mesh.json` and `mesh status` say it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    #[default]
+    Running,
+    /// Ended (by itself, or `mesh kill`); `exit` says how.
+    Exited,
+    /// Ended, and `--restart-on-exit` starts it again after a backoff.
+    Restarting,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Running => "running",
+            State::Exited => "exited",
+            State::Restarting => "restarting",
+        })
+    }
+}
 
 /// One planned node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeEntry {
     pub name: String,
     pub role: &'static str,
     pub peer_id: String,
     pub listen: Vec<String>,
     pub pid: Option<u32>,
+    pub state: State,
+    /// How it last ended (its exit status or signal), once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    /// How often it was started again.
+    pub restarts: u32,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// `http://127.0.0.1:PORT/metrics`, with `mesh up --metrics`.
@@ -59,12 +67,6 @@ pub struct NodeEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_token_file: Option<PathBuf>,
     pub restart: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct MeshJson<'a> {
-    nodes: &'a [NodeEntry],
-    mesh_config: PathBuf,
 }
 
 /// Listen ports for `n` local nodes (TCP and UDP), each bound here and held until all are chosen.
@@ -151,7 +153,7 @@ fn verifier_files(data_dir: &Path, rate_per_s: u32) -> anyhow::Result<(PathBuf, 
     Ok((secret_file, token_file))
 }
 
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -159,13 +161,13 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     })
 }
 
-struct Planned {
-    entries: Vec<NodeEntry>,
-    mesh_path: PathBuf,
-    generator: String,
+pub struct Planned {
+    pub entries: Vec<NodeEntry>,
+    pub mesh_path: PathBuf,
+    pub generator: String,
 }
 
-fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
+pub fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
     let (generators, distributors) = match args.threshold {
         None if args.generators != 1 => bail!(
             "--generators {}: single-generator mode runs exactly one generator; several need --threshold T/N",
@@ -316,6 +318,9 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
             peer_id: peer.to_string(),
             listen,
             pid: None,
+            state: State::Running,
+            exit: None,
+            restarts: 0,
             data_dir,
             log,
             metrics: metrics.map(|addr| format!("http://{addr}/metrics")),
@@ -343,281 +348,6 @@ fn plan(args: &MeshUpArgs) -> anyhow::Result<Planned> {
         mesh_path,
         generator: names[0].1.clone(),
     })
-}
-
-/// Starts one node process; its events arrive on `events` as (name, JSON), then (name, None) when
-/// its stdout closes. With `control`, its stdin is a pipe for control lines.
-pub fn spawn(
-    entry: &NodeEntry,
-    events: mpsc::Sender<(String, Option<Line>)>,
-    control: bool,
-) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&entry.log)
-        .with_context(|| format!("opening {}", entry.log.display()))?;
-    let mut command = Command::new(&entry.restart[0]);
-    command
-        .args(&entry.restart[1..])
-        .stdin(if control {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        // Its own process group: a Ctrl-C on the terminal reaches `mesh up` alone, which then
-        // stops every node with one SIGTERM (a node takes a second signal as "stop at once").
-        .process_group(0)
-        .kill_on_drop(true);
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "info,libp2p_gossipsub=warn");
-    }
-    // A node here is configured by its argv alone (the restart line in mesh.json): the caller's
-    // OTPMESH_* settings (a config file, a role) are not for every child. Logging is.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("OTPMESH_") && key != "OTPMESH_LOG_FORMAT" {
-            command.env_remove(&*key);
-        }
-    }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", entry.name))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("{}: no stdout", entry.name))?;
-    let name = entry.name.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match Line::parse(&line) {
-                Ok(line) => {
-                    if events.send((name.clone(), Some(line))).await.is_err() {
-                        return;
-                    }
-                }
-                // Not an event of this version (its text may hold the user's own OTP: not logged).
-                Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "a line the node printed is not an event")
-                }
-            }
-        }
-        let _ = events.send((name, None)).await;
-    });
-    Ok(child)
-}
-
-/// Asks every child to stop (SIGTERM), then kills what is still running after the grace period.
-pub async fn stop_all(children: &mut HashMap<String, Child>) {
-    for child in children.values() {
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    // One deadline for all: they stop side by side.
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    for (name, child) in children.iter_mut() {
-        if tokio::time::timeout_at(deadline, child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(%name, "did not stop after SIGTERM; killing");
-            let _ = child.kill().await;
-        }
-    }
-}
-
-pub async fn up(args: MeshUpArgs) -> Outcome {
-    let planned = plan(&args)?;
-    let mut entries = planned.entries;
-    let (tx, mut rx) = mpsc::channel(4096);
-    let mut children = HashMap::new();
-    for entry in &mut entries {
-        let child = spawn(entry, tx.clone(), false)?;
-        entry.pid = child.id();
-        children.insert(entry.name.clone(), child);
-    }
-    drop(tx);
-    let dir = absolute(&args.dir)?;
-    let mesh_json = dir.join("mesh.json");
-    let json = serde_json::to_string_pretty(&MeshJson {
-        nodes: &entries,
-        mesh_config: planned.mesh_path.clone(),
-    })
-    .context("writing mesh.json")?;
-    keys::write_file(&mesh_json, json.as_bytes(), 0o644)?;
-    for v in entries.iter().filter(|e| e.role == "verifier") {
-        // Which setting lets every local PAM client in, said once (stderr: stdout is events).
-        eprintln!(
-            "{}: RADIUS on {} from 127.0.0.1 without a Message-Authenticator \
-             (require_message_authenticator = false in {}, for Debian 12's pam_radius_auth); \
-             /validate/check at {}",
-            v.name,
-            v.radius.as_deref().unwrap_or("?"),
-            v.data_dir.join("radius-clients.toml").display(),
-            v.http.as_deref().unwrap_or("?"),
-        );
-    }
-
-    let result = follow(&args, &entries, &planned.generator, &mesh_json, &mut rx).await;
-    stop_all(&mut children).await;
-    result
-}
-
-async fn follow(
-    args: &MeshUpArgs,
-    entries: &[NodeEntry],
-    generator: &str,
-    mesh_json: &Path,
-    rx: &mut mpsc::Receiver<(String, Option<Line>)>,
-) -> Outcome {
-    let total = entries.len();
-    let bar = if args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new_spinner()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    let say = |line: String| {
-        if !args.json {
-            bar.suspend(|| println!("{line}"));
-        }
-    };
-    say(format!(
-        "mesh of {total} nodes starting; see {}",
-        mesh_json.display()
-    ));
-    let mut listening = BTreeSet::new();
-    let mut subscribed = BTreeSet::new();
-    let mut formed = false;
-    let mut delivered = 0u32;
-    // Threshold mode: a round is delivered when every generator has handed its share over.
-    let generators: BTreeSet<&str> = entries
-        .iter()
-        .filter(|e| e.role == "generator")
-        .map(|e| e.name.as_str())
-        .collect();
-    let mut handed: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    let deadline = tokio::time::sleep(Duration::from_secs(args.timeout_secs));
-    tokio::pin!(deadline);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    loop {
-        let (name, value) = tokio::select! {
-            got = rx.recv() => match got {
-                Some(got) => got,
-                None => return Err(anyhow!("every node has exited").into()),
-            },
-            _ = &mut deadline, if args.rounds.is_some() => {
-                return Err(Failure { code: 1, error: anyhow!(
-                    "only {delivered} of {} rounds were delivered within {} s; see the node logs under {}",
-                    args.rounds.unwrap_or(0), args.timeout_secs, args.dir.display()) });
-            }
-            _ = sigterm.recv() => { say("stopping".into()); return Ok(()) }
-            _ = tokio::signal::ctrl_c() => { say("stopping".into()); return Ok(()) }
-        };
-        let Some(line) = value else {
-            return Err(anyhow!("{name} exited unexpectedly; see its log").into());
-        };
-        if args.json {
-            let mut tagged = serde_json::to_value(&line).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut tagged {
-                map.insert("node".into(), Value::String(name.clone()));
-            }
-            // Whoever reads the events has gone (a closed pipe): stop the mesh, not panic.
-            if writeln!(std::io::stdout(), "{tagged}").is_err() {
-                return Ok(());
-            }
-        }
-        let event = match line {
-            Line::Node(NodeEvent::Listening { .. }) => {
-                listening.insert(name.clone());
-                None
-            }
-            Line::Node(NodeEvent::Subscribed { .. }) => {
-                subscribed.insert(name.clone());
-                None
-            }
-            Line::Node(NodeEvent::GossipRejected { reason, .. }) => {
-                say(format!("{name}: rejected: {reason}"));
-                None
-            }
-            Line::Node(NodeEvent::Role(event)) => Some(event),
-            _ => None,
-        };
-        match event {
-            Some(Event::RoundOpened { round, .. }) if name == generator => {
-                say(format!("round {round}: opened"))
-            }
-            Some(Event::RoundSealed {
-                round,
-                included,
-                commitment,
-                ..
-            }) if name == generator => {
-                let included: Vec<String> = included.iter().map(|c| c.0.to_string()).collect();
-                say(format!(
-                    "round {round}: sealed with clients [{}], commitment {commitment}",
-                    included.join(",")
-                ));
-            }
-            Some(Event::RoundFailed { round, reason }) if name == generator => {
-                say(format!("round {round}: failed: {reason}"));
-            }
-            Some(Event::RoundDeliveredAll { round }) if generators.contains(name.as_str()) => {
-                let by = handed.entry(round.0).or_default();
-                by.insert(name.clone());
-                if by.len() < generators.len() {
-                    continue;
-                }
-                handed.remove(&round.0);
-                delivered += 1;
-                say(format!("round {round}: delivered to every distributor"));
-                if args.rounds.is_some_and(|n| delivered >= n) {
-                    bar.finish_and_clear();
-                    say(format!(
-                        "{delivered} round(s) sealed and delivered; stopping the mesh"
-                    ));
-                    return Ok(());
-                }
-            }
-            Some(Event::OtpReceived { round, .. } | Event::ThresholdOtpReceived { round, .. }) => {
-                say(format!("{name}: received an OTP for round {round}"))
-            }
-            // Only refusals of who asked are news; the others (no round yet, a retry) are routine.
-            Some(Event::RequestRefused {
-                failure: role::Failure::Unauthorised,
-                reason,
-                ..
-            })
-            | Some(Event::PhraseRejected { reason, .. }) => {
-                say(format!("{name}: rejected: {reason}"));
-            }
-            _ => {}
-        }
-        if !formed && subscribed.len() == total {
-            formed = true;
-            say(format!("mesh formed: all {total} nodes subscribed"));
-        }
-        bar.set_message(if formed {
-            format!("{delivered} round(s) delivered")
-        } else {
-            format!(
-                "forming mesh: {}/{total} listening, {}/{total} subscribed",
-                listening.len(),
-                subscribed.len()
-            )
-        });
-    }
 }
 
 #[cfg(test)]
