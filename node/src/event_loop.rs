@@ -732,8 +732,8 @@ impl EventLoop {
             } => {
                 warn!(peer = %requester, reason = "too many wrong codes", until_ms, "requester locked out")
             }
-            // Asked before a round reached this distributor: routine at start-up and after a
-            // restart, not a warning.
+            // Asked before a round (or the round asked for) reached this distributor: routine at
+            // start-up, after a restart and while a delivery is on its way, not a warning.
             Event::RequestRefused {
                 peer,
                 request,
@@ -746,6 +746,17 @@ impl EventLoop {
                 reason,
                 ..
             } => warn!(%peer, %reason, %request, "request refused"),
+            // A generator's key that could not be fetched is asked for again at the round's next
+            // announcement: routine while a mesh starts (the round opened before that generator
+            // listened). A generator that stays away fails the round, and that is a warning.
+            Event::RequestFailed {
+                peer,
+                request,
+                failure: failure @ otpmesh_protocol::role::Failure::Unreachable,
+                reason,
+            } if request == otpmesh_protocol::wire::Request::PublicKey.kind() => {
+                info!(%peer, %reason, %request, ?failure, "request failed; asked again at the round's next announcement")
+            }
             Event::RequestFailed {
                 peer,
                 request,

@@ -42,6 +42,11 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub type Outcome = Result<(), Failure>;
 
+/// A node's log filter when RUST_LOG is unset: gossipsub's routine notices and yamux's "failure
+/// while closing connection" (a peer that went first, as every peer does when a mesh stops) are
+/// not warnings of this node's health.
+pub const NODE_LOG: &str = "info,libp2p_gossipsub=warn,yamux=error";
+
 fn init_logs(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -83,7 +88,7 @@ fn fail(code: u8, error: anyhow::Error) -> ExitCode {
 
 pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
     let default_log = match &cli.command {
-        Command::Node(_) => "info,libp2p_gossipsub=warn",
+        Command::Node(_) => NODE_LOG,
         // A one-shot request says what went wrong in its error; logs would repeat it.
         Command::Request(_)
         | Command::Password(_)

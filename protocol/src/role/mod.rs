@@ -223,6 +223,15 @@ pub enum PhraseRefusal {
 }
 
 impl PhraseRefusal {
+    /// Every refusal, for counters that start at zero.
+    pub const ALL: [PhraseRefusal; 5] = [
+        PhraseRefusal::NotOpen,
+        PhraseRefusal::WrongKey,
+        PhraseRefusal::WrongLength,
+        PhraseRefusal::Duplicate,
+        PhraseRefusal::DidNotOpen,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PhraseRefusal::NotOpen => "not_open",
@@ -566,7 +575,8 @@ pub enum Failure {
     Unreachable,
     /// The peer refused this node: not listed, or not allowed to ask that.
     Unauthorised,
-    /// No round has been sealed and delivered there yet (or none old enough for a code).
+    /// No round has been sealed and delivered there yet, not the one asked for (the delivery is
+    /// still on its way), or none old enough for a code.
     NoRound,
     /// Threshold mode: fewer than T distributors gave a partial that combines.
     QuorumUnavailable,
@@ -579,7 +589,9 @@ impl Failure {
     pub fn of_refusal(refusal: &Refusal) -> Failure {
         match refusal {
             Refusal::Unauthorised(_) | Refusal::NameTaken(_) => Failure::Unauthorised,
-            Refusal::NoRound | Refusal::NoCodeRound { .. } => Failure::NoRound,
+            Refusal::NoRound | Refusal::UnknownRound(_) | Refusal::NoCodeRound { .. } => {
+                Failure::NoRound
+            }
             _ => Failure::Refused,
         }
     }
@@ -717,6 +729,16 @@ impl Tags {
 #[cfg(test)]
 mod failure_tests {
     use super::*;
+
+    /// A distributor that does not hold the round asked for yet is the same routine miss as one
+    /// that holds none: the requester retries both, and neither is logged as a warning.
+    #[test]
+    fn a_round_not_held_yet_is_a_no_round_failure() {
+        assert_eq!(
+            Failure::of_refusal(&Refusal::UnknownRound(RoundId(1))),
+            Failure::NoRound
+        );
+    }
 
     #[test]
     fn a_failure_is_typed_from_the_answer_and_has_one_exit_code() {

@@ -41,7 +41,7 @@ pub fn spawn(
         .process_group(0)
         .kill_on_drop(true);
     if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "info,libp2p_gossipsub=warn");
+        command.env("RUST_LOG", crate::cmd::NODE_LOG);
     }
     // A node here is configured by its argv alone (the restart line in mesh.json): the caller's
     // OTPMESH_* settings (a config file, a role) are not for every child. Logging is.
