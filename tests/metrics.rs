@@ -142,3 +142,84 @@ fn counters_move_when_a_mesh_runs() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(mesh.stop().success());
 }
+
+/// Every sample name a Prometheus text page can hold: each `# TYPE` family with the suffixes its
+/// type gives samples (a family with no samples yet is still declared), and each sample's name.
+fn served_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') {
+            if let Some(name) = line.split(['{', ' ']).next().filter(|n| !n.is_empty()) {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The metric names a PromQL expression reads (otpmesh's and libp2p's).
+fn queried_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("otpmesh_") || w.starts_with("libp2p_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_nodes_serve() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/otpmesh.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut queries = Vec::new();
+    for panel in panels {
+        assert!(
+            panel["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{panel}"
+        );
+        let targets = panel["targets"].as_array().expect("a panel's targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for t in targets {
+            let expr = t["expr"].as_str().expect("a PromQL expr");
+            let names = queried_names(expr);
+            assert!(!names.is_empty(), "a query of no otpmesh metric: {expr}");
+            queries.extend(names.into_iter().map(|n| (n, panel["title"].clone())));
+        }
+    }
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+
+    // What a real mesh serves, with a verifier among its nodes.
+    let mesh = Mesh::up(&["--metrics", "--verifiers", "1"]);
+    mesh.wait_for("round 1 delivered", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
+    let json = mesh.mesh_json();
+    let mut served = std::collections::BTreeSet::new();
+    for node in json["nodes"].as_array().unwrap() {
+        let (status, text) = http("GET", node["metrics"].as_str().unwrap());
+        assert_eq!(status, 200);
+        served.extend(served_names(&text));
+    }
+    let missing: Vec<_> = queries
+        .iter()
+        .filter(|(name, _)| !served.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics no node serves: {missing:?}\nserved: {served:?}"
+    );
+    // And the check itself can fail: a name no node serves is caught.
+    assert!(!served.contains("otpmesh_no_such_metric_total"));
+    assert!(mesh.stop().success());
+}

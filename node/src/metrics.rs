@@ -7,14 +7,18 @@
 //! are fixed words, never free text, peer ids or anything secret.
 
 use libp2p::metrics::Registry;
-use otpmesh_protocol::role::{Event, Millis};
+use otpmesh_protocol::role::{Event, Millis, PhraseRefusal};
 use otpmesh_protocol::round::RoundId;
+use otpmesh_protocol::wire::VerifyResult;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::collections::BTreeMap;
+
+/// Why the event loop refuses an inbound request before the role sees it ([`Metrics::refused`]).
+pub const REFUSALS: [&str; 4] = ["stopping", "penalised", "rate_limit", "undecodable"];
 
 /// Rounds whose opening time is remembered for the latency histogram.
 pub const MAX_TIMED_ROUNDS: usize = 64;
@@ -79,6 +83,28 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             opened: BTreeMap::new(),
         };
+        // Every known label set starts at zero (Prometheus practice): a dashboard reads 0, not
+        // "no data", and the first increment has a rate.
+        for event in ["opened", "sealed", "failed", "stored"] {
+            let _ = m.rounds.get_or_create(&Round { event });
+        }
+        for result in ["accepted", "rejected"] {
+            let _ = m.phrases.get_or_create(&Result { result });
+        }
+        for kind in PhraseRefusal::ALL {
+            let _ = m.phrases_rejected.get_or_create(&Reason {
+                reason: kind.as_str(),
+            });
+        }
+        for result in VerifyResult::ALL {
+            let _ = m.verifications.get_or_create(&Result {
+                result: result.as_str(),
+            });
+        }
+        let _ = m.verifications.get_or_create(&Result { result: "partial" });
+        for reason in REFUSALS {
+            let _ = m.requests_refused.get_or_create(&Reason { reason });
+        }
         r.register("peers", "Peers connected", m.peers.clone());
         r.register(
             "gossip_messages",
@@ -207,7 +233,9 @@ impl Metrics {
         }
     }
 
+    /// Counts a refusal; `reason` is one of [`REFUSALS`].
     pub fn refused(&self, reason: &'static str) {
+        debug_assert!(REFUSALS.contains(&reason), "unlisted refusal {reason}");
         self.requests_refused
             .get_or_create(&Reason { reason })
             .inc();
@@ -226,7 +254,6 @@ pub fn encode(registry: &Registry) -> String {
 mod tests {
     use super::*;
     use otpmesh_protocol::digest::Digest32;
-    use otpmesh_protocol::role::PhraseRefusal;
 
     #[test]
     fn events_move_the_counters_and_time_the_rounds() {

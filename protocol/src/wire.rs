@@ -364,6 +364,15 @@ pub enum VerifyResult {
 }
 
 impl VerifyResult {
+    /// Every result, for counters that start at zero.
+    pub const ALL: [VerifyResult; 5] = [
+        VerifyResult::Accepted,
+        VerifyResult::Used,
+        VerifyResult::Expired,
+        VerifyResult::Wrong,
+        VerifyResult::Locked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             VerifyResult::Accepted => "accepted",

@@ -225,6 +225,28 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &mut libp2p::metrics::Registry) -> Metrics {
         let m = Metrics::default();
+        // Every known label set starts at zero: a dashboard reads 0, not "no data", and a rate
+        // has a starting point.
+        for front in ["radius", "http"] {
+            for outcome in otpmesh_protocol::role::verifier::Outcome::ALL {
+                let _ = m.answered.get_or_create(&Label {
+                    front,
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
+        for outcome in radius::Drop::LABELS {
+            let _ = m.dropped.get_or_create(&Label {
+                front: "radius",
+                outcome,
+            });
+        }
+        for outcome in validate::DROP_LABELS {
+            let _ = m.dropped.get_or_create(&Label {
+                front: "http",
+                outcome,
+            });
+        }
         let r = registry.sub_registry_with_prefix("otpmesh_verifier");
         r.register(
             "answered",

@@ -62,6 +62,19 @@ pub enum Drop {
 }
 
 impl Drop {
+    /// Every metrics label [`Drop::label`] gives, so the counters exist at zero before the first
+    /// drop.
+    pub const LABELS: [&'static str; 8] = [
+        "malformed",
+        "not_access_request",
+        "no_message_authenticator",
+        "bad_authenticator",
+        "missing_attribute",
+        "unknown_client",
+        "rate_limited",
+        "busy",
+    ];
+
     /// A metrics label.
     pub fn label(self) -> &'static str {
         match self {
@@ -270,6 +283,27 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"testing123";
+
+    #[test]
+    fn every_drop_label_is_listed_for_the_zeroed_counters() {
+        let all = [
+            Drop::Short,
+            Drop::Length,
+            Drop::Attribute,
+            Drop::Code,
+            Drop::NoAuthenticator,
+            Drop::BadAuthenticator,
+            Drop::MalformedAuthenticator,
+            Drop::UserName,
+            Drop::Password,
+            Drop::UnknownClient,
+            Drop::RateLimited,
+            Drop::Busy,
+        ];
+        for why in all {
+            assert!(Drop::LABELS.contains(&why.label()), "{why:?}");
+        }
+    }
 
     #[test]
     fn a_request_round_trips_and_its_password_unhides() {

@@ -138,6 +138,17 @@ pub fn credentials(json: bool, body: &[u8]) -> Option<(String, Zeroizing<String>
     Some((user?, pass?))
 }
 
+/// Every reason the HTTP front counts a request as dropped, so the counters exist at zero.
+pub const DROP_LABELS: [&str; 7] = [
+    "busy",
+    "not_found",
+    "method",
+    "unauthorised",
+    "rate_limited",
+    "too_large",
+    "missing_parameter",
+];
+
 async fn respond(
     request: Request<Incoming>,
     parties: &Parties,
