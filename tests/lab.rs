@@ -3,37 +3,11 @@
 
 mod common;
 
-use common::{alive, request, verify_json, Mesh, BIN};
+use common::{alive, request, steer, steered, verify_json, Mesh, BIN};
 use serde_json::Value;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
-
-/// `otpmesh mesh ARGS --dir DIR`, run to its end.
-fn steer(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("mesh")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("otpmesh runs")
-}
-
-fn steered(dir: &Path, args: &[&str]) -> Value {
-    let out = steer(dir, &[args, &["--json"]].concat());
-    assert!(
-        out.status.success(),
-        "mesh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "mesh {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 fn otp_of(out: &Output) -> String {
     assert!(
@@ -161,7 +135,121 @@ fn a_killed_distributor_is_reported_survived_and_restarted_with_its_identity_and
         String::from_utf8_lossy(&wrong.stderr)
     );
 
+    // A second mesh up in the same directory is refused and leaves the running mesh's config be.
+    let config = std::fs::read(dir.join("mesh.toml")).unwrap();
+    let second = Command::new(BIN)
+        .args(["mesh", "up", "--rounds", "1", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already runs"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("mesh.toml")).unwrap(), config);
+
     let status = mesh.stop();
     assert!(status.success(), "mesh up exited with {status}");
     assert!(!alive(new_pid), "a restarted node outlived mesh up");
+}
+
+/// Every WARN or ERROR line in the node logs under `dir`.
+fn warnings(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let Ok(log) = std::fs::read_to_string(entry.path().join("node.log")) else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().to_string();
+        found.extend(
+            log.lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .map(|l| format!("{name}: {l}")),
+        );
+    }
+    found
+}
+
+/// A mesh up of a sound configuration says nothing at WARN while it forms and serves. (A 2/3
+/// threshold mesh does warn, once a node, that two quorums may share one distributor: that is
+/// about the configuration, and stays.)
+#[test]
+fn a_healthy_start_logs_no_warning() {
+    for extra in [
+        &["--distributors", "3", "--verifiers", "1"][..],
+        &["--threshold", "3/4", "--contributors", "3"][..],
+    ] {
+        let (dir, json) = common::mesh_once(extra);
+        let nodes = json["nodes"].as_array().unwrap().len();
+        let logs = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("node.log").exists())
+            .count();
+        assert_eq!(logs, nodes, "{extra:?}: a log per node");
+        let found = warnings(dir.path());
+        assert!(found.is_empty(), "{extra:?}: {found:#?}");
+    }
+}
+
+#[test]
+fn restart_on_exit_brings_a_dead_node_back_and_mesh_kill_keeps_it_down() {
+    let mesh = Mesh::up(&["--restart-on-exit"]);
+    mesh.wait_for("round 1 delivered", |v| {
+        v["node"] == "generator-1" && v["event"] == "round_delivered_all"
+    });
+    let dir = mesh.dir.path().to_path_buf();
+    let json = mesh.mesh_json();
+    let victim = Mesh::node(&json, "distributor-1").clone();
+    let addr = victim["listen"][0].as_str().unwrap().to_string();
+    let requester = Mesh::data_dir(&json, "requester-1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim["pid"].as_u64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    mesh.wait_for("distributor-1 reported dead", |v| {
+        v["node"] == "distributor-1" && v["event"] == "node_exited"
+    });
+    assert_eq!(
+        Mesh::node(&mesh.mesh_json(), "distributor-1")["state"],
+        "restarting"
+    );
+    let started = mesh.wait_for("distributor-1 started again", |v| {
+        v["node"] == "distributor-1" && v["event"] == "node_started"
+    });
+    assert_eq!(started["restarts"], 1, "{started}");
+    mesh.wait_for("distributor-1 listening again", |v| {
+        v["node"] == "distributor-1" && v["event"] == "listening"
+    });
+    let back = mesh.mesh_json();
+    let back = Mesh::node(&back, "distributor-1");
+    assert_eq!(back["peer_id"], victim["peer_id"]);
+    assert_eq!(back["state"], "running", "{back}");
+    otp_of(&request(&addr, Path::new(&requester)));
+
+    // Killed on purpose, it stays down, and says so.
+    steered(&dir, &["kill", "distributor-1"]);
+    let status = steered(&dir, &["status"]);
+    let node = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "distributor-1")
+        .unwrap()
+        .clone();
+    assert_eq!(node["state"], "exited", "{node}");
+    assert!(
+        node["exit"].as_str().unwrap().contains("mesh kill"),
+        "{node}"
+    );
+    let again = steer(&dir, &["kill", "distributor-1"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not running"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(mesh.stop().success());
 }

@@ -868,6 +868,10 @@ pub struct MeshUpArgs {
     /// doubles from 1 s up to 30 s (a node killed with `mesh kill` stays down).
     #[arg(long)]
     pub restart_on_exit: bool,
+    /// Serve a live, read-only page of the mesh on ADDR (loopback only; without ADDR,
+    /// 127.0.0.1 on a port the kernel picks). mesh.json names its URL as `ui`.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::cmd::mesh::ui::DEFAULT_ADDR)]
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]

@@ -293,3 +293,30 @@ pub fn tool(name: &'static str, package: &str) -> Option<&'static str> {
     }
     Some(name)
 }
+
+/// `otpmesh mesh ARGS --dir DIR`, run to its end.
+pub fn steer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("mesh")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("otpmesh runs")
+}
+
+/// `otpmesh mesh ARGS --dir DIR --json`, which must succeed and print JSON.
+pub fn steered(dir: &Path, args: &[&str]) -> Value {
+    let out = steer(dir, &[args, &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "mesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "mesh {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

@@ -15,6 +15,7 @@
 use super::child::log_tail;
 use super::control::{Asked, NodeStatus, Reply, Request};
 use super::plan::{NodeEntry, State};
+use super::ui::{self, view::View, Page};
 use crate::cli::MeshUpArgs;
 use crate::cmd::{Failure, Outcome};
 use crate::line::Line;
@@ -60,6 +61,8 @@ enum LabEvent<'a> {
         pid: Option<u32>,
         restarts: u32,
     },
+    /// `--ui`: the live page's address.
+    UiServing { url: &'a str },
 }
 
 /// A reply that waits on an event of the mesh.
@@ -108,6 +111,17 @@ struct MeshJson<'a> {
     mesh_config: &'a PathBuf,
     /// The control socket (`otpmesh mesh status|kill|restart|… --dir DIR`).
     control: &'a PathBuf,
+    /// `--ui`: the live page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ui: Option<&'a str>,
+}
+
+/// `--ui`: the page and the picture it shows.
+struct Live {
+    page: Page,
+    view: View,
+    /// Something changed since the last picture was published.
+    dirty: bool,
 }
 
 pub struct Lab<'a> {
@@ -131,6 +145,8 @@ pub struct Lab<'a> {
     waiting: Vec<Waiting>,
     /// Dead nodes to start again, and when (`--restart-on-exit`).
     due: BTreeMap<String, Instant>,
+    live: Option<Live>,
+    began: Instant,
 }
 
 /// Whether the loop goes on.
@@ -167,7 +183,54 @@ impl<'a> Lab<'a> {
             handed: BTreeMap::new(),
             waiting: Vec::new(),
             due: BTreeMap::new(),
+            live: None,
+            began: Instant::now(),
         }
+    }
+
+    /// `--ui`: shows the mesh on `page` from now on.
+    pub fn show_on(&mut self, page: Page) {
+        let view = View::new(
+            &self.entries,
+            &self.generator,
+            self.args.threshold.is_some(),
+        );
+        self.emit(&LabEvent::UiServing { url: &page.url });
+        self.live = Some(Live {
+            page,
+            view,
+            dirty: true,
+        });
+    }
+
+    /// The live page's URL, with `--ui`.
+    pub fn ui_url(&self) -> Option<&str> {
+        self.live.as_ref().map(|l| l.page.url.as_str())
+    }
+
+    fn millis(&self) -> u64 {
+        self.began.elapsed().as_millis() as u64
+    }
+
+    /// Node `name`'s links are gone (it ended or was killed).
+    fn unlinked(&mut self, name: &str) {
+        if let Some(live) = &mut self.live {
+            live.view.ended(name);
+        }
+    }
+
+    /// Publishes a new picture to the live page, if anything changed.
+    fn publish(&mut self) {
+        let now = self.millis();
+        let Some(live) = &mut self.live else { return };
+        if !live.dirty {
+            return;
+        }
+        live.dirty = false;
+        let steering = &self.steering;
+        live.view
+            .refresh(&self.entries, |n| steering.cut_off(n), now);
+        live.page.publish(&live.view);
     }
 
     fn say(&self, line: String) {
@@ -195,6 +258,7 @@ impl<'a> Lab<'a> {
             nodes: &self.entries,
             mesh_config: &self.mesh_config,
             control: &self.control,
+            ui: self.ui_url(),
         })?;
         keys::write_file(&self.mesh_json, json.as_bytes(), 0o644)?;
         Ok(())
@@ -218,6 +282,8 @@ impl<'a> Lab<'a> {
     pub async fn run(&mut self, events: &mut Events, asked: &mut mpsc::Receiver<Asked>) -> Outcome {
         let deadline = tokio::time::sleep(Duration::from_secs(self.args.timeout_secs));
         tokio::pin!(deadline);
+        let mut publish = tokio::time::interval(ui::PUBLISH_EVERY);
+        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| anyhow!("installing the SIGTERM handler: {e}"))?;
         loop {
@@ -246,11 +312,18 @@ impl<'a> Lab<'a> {
                         self.delivered, self.args.rounds.unwrap_or(0), self.args.timeout_secs,
                         self.args.dir.display()) });
                 }
+                _ = publish.tick(), if self.live.is_some() => {
+                    self.publish();
+                    continue;
+                }
                 _ = sigterm.recv() => { self.say("stopping".into()); return Ok(()) }
                 _ = tokio::signal::ctrl_c() => { self.say("stopping".into()); return Ok(()) }
             };
             if let Next::Done = next {
                 return Ok(());
+            }
+            if let Some(live) = &mut self.live {
+                live.dirty = true;
             }
             self.progress();
         }
@@ -287,6 +360,14 @@ impl<'a> Lab<'a> {
             self.ended(&name).await;
             return Ok(Next::Continue);
         };
+        let now = self.millis();
+        if let Some(live) = &mut self.live {
+            live.view.on_line(&name, &line, now);
+        }
+        // mesh.json says running before anyone reading the events hears the node listens.
+        if let Line::Node(NodeEvent::Listening { .. }) = line {
+            self.listened(&name);
+        }
         if self.args.json {
             let mut tagged = serde_json::to_value(&line).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut tagged {
@@ -298,10 +379,6 @@ impl<'a> Lab<'a> {
             }
         }
         let event = match line {
-            Line::Node(NodeEvent::Listening { .. }) => {
-                self.listened(&name);
-                None
-            }
             Line::Node(NodeEvent::Subscribed { .. }) => {
                 self.subscribed.insert(name.clone());
                 None
@@ -355,6 +432,10 @@ impl<'a> Lab<'a> {
                 }
                 self.handed.remove(&round.0);
                 self.delivered += 1;
+                let now = self.millis();
+                if let Some(live) = &mut self.live {
+                    live.view.delivered(round.0, now);
+                }
                 self.say(format!("round {round}: delivered to every distributor"));
                 if self.args.rounds.is_some_and(|n| self.delivered >= n) {
                     self.bar.finish_and_clear();
@@ -425,11 +506,14 @@ impl<'a> Lab<'a> {
     /// Node `name`'s output has ended. Unless the steering killed it, it died: say how, mark it,
     /// and with `--restart-on-exit` start it again after a backoff.
     async fn ended(&mut self, name: &str) {
-        self.listening.remove(name);
-        self.subscribed.remove(name);
+        // A killed process's output may end after its successor has started: only a death by
+        // itself says anything of the node as it is now.
         if !self.steering.ended(name) {
             return;
         }
+        self.listening.remove(name);
+        self.subscribed.remove(name);
+        self.unlinked(name);
         let status = match self.backend.reap(name).await {
             Some(status) => describe(status),
             None => "ended".to_string(),
@@ -511,6 +595,8 @@ impl<'a> Lab<'a> {
             .stop_for_restart(&mut self.backend, name)
             .await?;
         self.listening.remove(name);
+        self.subscribed.remove(name);
+        self.unlinked(name);
         let entry = self
             .entries
             .iter()
@@ -622,6 +708,14 @@ impl<'a> Lab<'a> {
 
     async fn kill(&mut self, node: &str) -> Reply {
         if self.steering.is_down(node) {
+            // Dead and waiting for its restart (`--restart-on-exit`): a kill means stay down.
+            if self.due.remove(node).is_some() {
+                if let Some(entry) = self.entry(node) {
+                    entry.state = State::Exited;
+                }
+                self.save();
+                return Reply::done(format!("{node} was down; its restart is cancelled"));
+            }
             return Reply::refused(format!("{node} is not running"));
         }
         if let Err(e) = self.steering.kill(&mut self.backend, node).await {
@@ -629,6 +723,7 @@ impl<'a> Lab<'a> {
         }
         self.listening.remove(node);
         self.subscribed.remove(node);
+        self.unlinked(node);
         self.due.remove(node);
         if let Some(entry) = self.entry(node) {
             entry.state = State::Exited;

@@ -12,6 +12,7 @@ pub mod control;
 pub mod lab;
 pub mod plan;
 mod remote;
+pub mod ui;
 
 pub use child::{spawn, stop_all};
 pub use plan::{free_ports, NodeEntry};
@@ -32,10 +33,18 @@ pub const MAX_NODES: u32 = 512;
 const REQUEST_QUEUE: usize = 16;
 
 pub async fn up(args: MeshUpArgs) -> Outcome {
-    let planned = plan::plan(&args)?;
     let dir = plan::absolute(&args.dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // First: a mesh up already running in this directory must find its config untouched.
     let (asked_tx, mut asked) = mpsc::channel(REQUEST_QUEUE);
     let control = control::serve(&dir, asked_tx).await?;
+    let planned = match plan::plan(&args) {
+        Ok(planned) => planned,
+        Err(e) => {
+            let _ = std::fs::remove_file(&control);
+            return Err(e.into());
+        }
+    };
     let (backend, mut events) = Backend::new(false);
     let bar = if args.json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -59,6 +68,15 @@ pub async fn up(args: MeshUpArgs) -> Outcome {
         planned.generator,
         bar,
     );
+    if let Some(addr) = args.ui {
+        match ui::Page::serve(addr).await {
+            Ok(page) => lab.show_on(page),
+            Err(e) => {
+                let _ = std::fs::remove_file(&control);
+                return Err(e.into());
+            }
+        }
+    }
     let started = lab.start_all().context("starting the mesh");
     let result = match started {
         Ok(()) => {
@@ -79,10 +97,11 @@ pub async fn up(args: MeshUpArgs) -> Outcome {
             if !args.json {
                 lab.bar.suspend(|| {
                     println!(
-                        "mesh of {} nodes starting; see {}\nsteer it from another terminal: otpmesh mesh status|kill|restart|partition|heal|round --dir {}",
+                        "mesh of {} nodes starting; see {}\nsteer it from another terminal: otpmesh mesh status|kill|restart|partition|heal|round --dir {}{}",
                         lab.entries.len(),
                         mesh_json.display(),
-                        args.dir.display()
+                        args.dir.display(),
+                        lab.ui_url().map(|u| format!("\nlive page: {u}")).unwrap_or_default()
                     )
                 });
             }
