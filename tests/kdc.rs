@@ -100,6 +100,16 @@ impl Receiving {
     }
 }
 
+/// A failing test does not leave the receiver behind, holding the suite's stderr.
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn two_requesters_exchange_a_file_through_the_centre_and_every_failure_is_named() {
     let mesh = Mesh::up(&["--requesters", "3"]);

@@ -59,9 +59,33 @@ impl Mesh {
             match self.events.recv_timeout(left) {
                 Ok(v) if pick(&v) => return v,
                 Ok(_) => {}
-                Err(_) => panic!("no {what} within {WAIT:?}"),
+                Err(_) => panic!("no {what} within {WAIT:?}\n{}", self.post_mortem()),
             }
         }
+    }
+
+    /// What a failed wait prints: each node's state in mesh.json and the last lines of its log,
+    /// so that a failure in CI can be read from its output alone.
+    pub fn post_mortem(&self) -> String {
+        let Ok(text) = std::fs::read_to_string(self.dir.path().join("mesh.json")) else {
+            return "no mesh.json".to_string();
+        };
+        let Ok(json) = serde_json::from_str::<Value>(&text) else {
+            return format!("mesh.json is not JSON: {text}");
+        };
+        let mut out = String::new();
+        for node in json["nodes"].as_array().into_iter().flatten() {
+            let log = node["log"].as_str().unwrap_or_default();
+            let lines = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = lines.lines().rev().take(8).collect();
+            out += &format!(
+                "== {} ({}):\n{}\n",
+                node["name"],
+                node["state"],
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        out
     }
 
     /// Waits until every one of `wanted` has matched some event, in any order.
@@ -79,7 +103,7 @@ impl Mesh {
                     .filter(|(_, s)| !**s)
                     .map(|((what, _), _)| *what)
                     .collect();
-                panic!("within {WAIT:?}, no {missing:?}");
+                panic!("within {WAIT:?}, no {missing:?}\n{}", self.post_mortem());
             };
             for (i, (_, pick)) in wanted.iter().enumerate() {
                 seen[i] |= pick(&v);
@@ -120,32 +144,48 @@ impl Mesh {
     }
 
     /// Stops `mesh up` with SIGTERM (its nodes stop with it) and keeps its directory.
-    pub fn stop_keeping(self) -> (std::process::ExitStatus, tempfile::TempDir) {
-        let Mesh { mut child, dir, .. } = self;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        let status = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("mesh up stops within 30 s of SIGTERM")
-            .unwrap();
+    pub fn stop_keeping(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let status = self
+            .terminate()
+            .expect("mesh up stops within 30 s of SIGTERM");
+        // Self still drops (and finds mesh up gone); the directory it is left is an empty one.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (status, dir)
     }
 
-    pub fn stop(self) -> std::process::ExitStatus {
-        let mut child = self.child;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        rx.recv_timeout(Duration::from_secs(30))
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
             .expect("mesh up stops within 30 s of SIGTERM")
-            .unwrap()
+    }
+
+    /// SIGTERM to `mesh up`, which stops its nodes; its exit status, or None if it is still
+    /// running 30 s later.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A test that fails mid-way still stops its mesh: `mesh up` runs until it is told to stop, and
+/// left behind it (with its nodes) would hold the test's stderr open, so that whatever reads the
+/// suite's output (CI's `tee`) would wait for ever.
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if self.terminate().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod child;
 pub mod control;
 pub mod lab;
 pub mod plan;
+mod ports;
 mod remote;
 pub mod ui;
 

@@ -69,49 +69,7 @@ pub struct NodeEntry {
     pub restart: Vec<String>,
 }
 
-/// Listen ports for `n` local nodes (TCP and UDP), each bound here and held until all are chosen.
-///
-/// They are drawn at random from *below* the kernel's ephemeral range: a port `bind(0)` hands out
-/// comes from that range, and between now and the node binding it any outgoing connection or
-/// port-0 listener on the machine (a parallel test's) could take it. Below the range only another
-/// caller of this function could, and the random draw makes that unlikely.
-pub fn free_ports(n: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let (low, high) = (ephemeral_low / 2, ephemeral_low);
-    let mut rng = rand::thread_rng();
-    let attempts = 64 * n + 1024;
-    let mut tcp = Vec::with_capacity(n);
-    let mut udp = Vec::with_capacity(n);
-    for _ in 0..attempts {
-        if tcp.len() == n && udp.len() == n {
-            break;
-        }
-        let port = rng.gen_range(low..high);
-        if tcp.len() < n {
-            if let Ok(s) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-                tcp.push(s);
-            }
-        } else if let Ok(s) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
-            udp.push(s);
-        }
-    }
-    if tcp.len() < n || udp.len() < n {
-        anyhow::bail!("found no {n} free ports between {low} and {high} on 127.0.0.1");
-    }
-    let tcp_ports = tcp
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?;
-    let udp_ports = udp
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()?;
-    Ok((tcp_ports, udp_ports))
-}
+pub use super::ports::free_ports;
 
 const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
