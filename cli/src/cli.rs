@@ -388,6 +388,13 @@ pub enum BenchCommand {
         after_help = "Examples:\n  otpmesh bench sim\n  otpmesh bench sim --contributors 1000,3000,10000 --thresholds 3/4,5/8,9/16 --plot docs/bench/sim.svg --json sim.json"
     )]
     Sim(BenchSimArgs),
+    /// The generator's private-key operation (RSA OAEP-SHA256 decryption) in each backend, on
+    /// the same key and ciphertexts: rsa 0.9.10, AWS-LC (in use) and, built with
+    /// `--features bench-rsa-0-10`, rsa 0.10.0.
+    #[command(
+        after_help = "Examples:\n  otpmesh bench rsa\n  otpmesh bench rsa --decryptions 500 --json rsa.json"
+    )]
+    Rsa(BenchRsaArgs),
     /// The serve suite's baseline server (started by `bench serve`).
     #[command(hide = true)]
     TcpBaseline(TcpBaselineArgs),
@@ -412,6 +419,18 @@ pub struct BenchServeArgs {
     /// Seconds of load per level, for otpmesh and for the baseline each.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    #[command(flatten)]
+    pub out: BenchOutput,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchRsaArgs {
+    /// Ciphertexts opened per backend and pass (and as many that must fail).
+    #[arg(long, default_value_t = 200)]
+    pub decryptions: usize,
+    /// RSA key size.
+    #[arg(long, default_value_t = 2048)]
+    pub bits: usize,
     #[command(flatten)]
     pub out: BenchOutput,
 }

@@ -789,7 +789,7 @@ impl EventLoop {
                 return;
             };
             let result = tokio::task::spawn_blocking(move || {
-                let opened = job.open(&key, &mut rand_core::OsRng);
+                let opened = job.open(&key);
                 (job, opened)
             })
             .await;

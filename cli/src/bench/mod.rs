@@ -4,6 +4,7 @@ mod ingest;
 mod mesh;
 mod plot;
 mod round;
+mod rsa;
 mod serve;
 mod sim;
 mod soak;
@@ -13,6 +14,7 @@ mod verify;
 pub use ingest::ingest;
 pub use mesh::mesh;
 pub use round::round;
+pub use rsa::rsa;
 pub use serve::{serve, tcp_baseline};
 pub use sim::sim;
 pub use soak::soak;
@@ -100,7 +102,7 @@ fn decrypt_cost() -> anyhow::Result<f64> {
     let mut samples: Vec<f64> = (0..FLOOR_SAMPLES)
         .map(|_| {
             let t = Instant::now();
-            let opened = key.open(RoundId(1), ClientId(1), &ct, &mut rand::rngs::OsRng);
+            let opened = key.open(RoundId(1), ClientId(1), &ct);
             assert!(opened.is_ok(), "the baseline's own ciphertext opens");
             t.elapsed().as_secs_f64() * 1000.0
         })

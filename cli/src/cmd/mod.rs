@@ -155,6 +155,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
             Command::Bench(BenchCommand::Soak(args)) => crate::bench::soak(args).await,
             Command::Bench(BenchCommand::Threshold(args)) => crate::bench::threshold(args),
             Command::Bench(BenchCommand::Sim(args)) => crate::bench::sim(args),
+            Command::Bench(BenchCommand::Rsa(args)) => crate::bench::rsa(args),
             Command::Bench(BenchCommand::Verify(args)) => crate::bench::verify(args).await,
             Command::Bench(BenchCommand::TcpBaseline(args)) => {
                 crate::bench::tcp_baseline(args).await

@@ -148,15 +148,14 @@ pub enum Opened {
 
 impl DecryptJob {
     /// Opens the job's ciphertext with `key`: the one place every runner (the node's worker
-    /// threads, the simulator) decrypts, blinded (`seal`).
-    pub fn open(&self, key: &crate::seal::PrivateKey, rng: &mut dyn CryptoRngCore) -> Opened {
+    /// threads, the simulator) decrypts, blinded and constant-time (`seal`).
+    pub fn open(&self, key: &crate::seal::PrivateKey) -> Opened {
         let (round, client) = (self.round, self.client);
         match self.share {
-            Some(index) => Opened::Share(
-                key.open_share(round, client, index, &self.ciphertext, rng)
-                    .ok(),
-            ),
-            None => Opened::Phrase(key.open(round, client, &self.ciphertext, rng).ok()),
+            Some(index) => {
+                Opened::Share(key.open_share(round, client, index, &self.ciphertext).ok())
+            }
+            None => Opened::Phrase(key.open(round, client, &self.ciphertext).ok()),
         }
     }
 }

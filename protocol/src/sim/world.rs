@@ -477,7 +477,7 @@ impl World {
                     else {
                         continue;
                     };
-                    let opened = job.open(key, &mut self.rng);
+                    let opened = job.open(key);
                     let actions = role.decrypted(self.now, job, opened);
                     self.run(at, actions, observer);
                 }
