@@ -380,11 +380,11 @@ mod tests {
         let again = PrivateKey::from_pkcs8_pem(&pem).unwrap();
         assert_eq!(again.public().fingerprint(), key.public().fingerprint());
         // The key read back opens (AWS-LC's form is built from the same PKCS#8).
-        let mut rng = rng();
-        let phrase = Phrase::build(UserInput(7), ClientId(3), &mut rng).unwrap();
+        let mut r = rng();
+        let phrase = Phrase::build(UserInput(7), ClientId(3), &mut r).unwrap();
         let ct = key
             .public()
-            .seal(RoundId(9), ClientId(3), &phrase, &mut rng)
+            .seal(RoundId(9), ClientId(3), &phrase, &mut r)
             .unwrap();
         assert_eq!(again.open(RoundId(9), ClientId(3), &ct).unwrap(), phrase);
         let pub_again = PublicKey::from_spki_der(key.public().spki_der()).unwrap();

@@ -195,17 +195,30 @@ where
 async fn load_otpmesh(requesters: &[Requester], duration: Duration) -> Load {
     let start = Instant::now();
     let until = start + duration;
+    // The first failure's reason, said once: a count of errors alone does not tell what broke.
+    let first_error = std::sync::Arc::new(std::sync::OnceLock::new());
     let loops = requesters
         .iter()
         .map(|r| {
             let (session, key) = (r.endpoint.session.clone(), r.key.clone());
+            let first_error = first_error.clone();
             timed(until, async move || match one_otp(&session, &key).await {
                 Ok(_) => Call::Answered,
-                Err(_) => Call::Failed,
+                Err(e) => {
+                    let _ = first_error.set(e);
+                    Call::Failed
+                }
             })
         })
         .collect();
-    gather(start, loops).await
+    let load = gather(start, loops).await;
+    if let Some(e) = first_error.get() {
+        eprintln!(
+            "otpmesh: {} failed OTP requests; the first: {e}",
+            load.errors
+        );
+    }
+    load
 }
 
 /// Each of `connections` plain TCP connections sends `request` and reads one frame back, one at a
@@ -340,7 +353,10 @@ pub async fn serve(args: BenchServeArgs) -> Outcome {
     let duration = Duration::from_secs_f64(args.seconds);
     let most = levels.iter().copied().max().unwrap_or(1);
 
-    let s = scenario(1, 1, most);
+    let mut s = scenario(1, 1, most);
+    // Capacity, not policy: each requester here asks back to back, far above the default
+    // per-peer rate a real requester needs (refusals would be counted as served).
+    s.settings.requests_per_peer_s = u32::MAX;
     let (_dir, layout) = plan(&s, 7)?;
     let mut runner = runner(&s, &layout, false, 7);
     let result = async {

@@ -17,6 +17,7 @@
 
 mod check;
 pub mod kdc;
+mod ledger;
 mod threshold;
 
 use super::{refuse, Action, Event, InboundId, Millis, OtpRef, Record, Role, Verdict};
@@ -175,7 +176,7 @@ pub struct Distributor {
     pub(super) lookup: Lookup,
     rounds: BTreeMap<RoundId, Held>,
     counters: HashMap<(RoundId, PeerId), u64>,
-    known: HashMap<PeerId, Vec<Known>>,
+    known: HashMap<PeerId, ledger::Ledger>,
     attempts: HashMap<PeerId, Attempts>,
     enrolments: HashMap<PeerId, EpochKey>,
     tokens: HashMap<PeerId, totp::Token>,
@@ -292,33 +293,26 @@ impl Distributor {
             self.mesh.settings.digits,
         )
         .value();
-        let list = self.known.entry(otp.requester).or_default();
-        if let Some(k) = list.iter_mut().find(|k| k.otp == otp) {
+        let ledger = self.known.entry(otp.requester).or_default();
+        if let Some(k) = ledger.find_mut(&otp) {
             k.used |= used;
             return true;
         }
-        if list.len() >= MAX_OTPS_PER_REQUESTER {
-            // Forget the one that expires first; another distributor's marker never pushes out one
-            // of this distributor's own OTPs.
-            let me = self.me;
-            let evictable = |k: &Known| otp.issuer == me || k.otp.issuer != me;
-            match (0..list.len())
-                .filter(|&i| evictable(&list[i]))
-                .min_by_key(|&i| list[i].expires_at)
-            {
-                Some(i) => {
-                    list.swap_remove(i);
-                }
-                None => return false,
-            }
-        }
-        list.push(Known {
+        self.add_known(otp, value, expires_at, used)
+    }
+
+    /// Adds an OTP not held yet (with its value already worked out).
+    fn add_known(&mut self, otp: OtpRef, value: u64, expires_at: Millis, used: bool) -> bool {
+        let known = Known {
             otp,
             value,
             expires_at,
             used,
-        });
-        true
+        };
+        self.known
+            .entry(otp.requester)
+            .or_default()
+            .add(known, MAX_OTPS_PER_REQUESTER, self.me)
     }
 
     fn has_room_for(&mut self, requester: &PeerId, now: Millis) -> bool {
@@ -332,8 +326,8 @@ impl Distributor {
     /// Forgets records that expired more than one OTP lifetime ago.
     fn compact_memory(&mut self, now: Millis) -> Millis {
         let before = now.saturating_sub(self.mesh.settings.otp_expiry_ms);
-        for list in self.known.values_mut() {
-            list.retain(|k| k.expires_at >= before);
+        for ledger in self.known.values_mut() {
+            ledger.forget_before(before);
         }
         self.known.retain(|_, l| !l.is_empty());
         let window = self.mesh.settings.failure_window_ms;
@@ -469,10 +463,9 @@ impl Distributor {
         };
         let digits = self.mesh.settings.digits;
         let secret = &self.rounds[&round].secret;
+        // A value held for this requester (live, used or not yet compacted) is not issued again.
         let known = self.known.get(&peer);
-        let live = |value: u64| {
-            known.is_some_and(|l| l.iter().any(|k| k.value == value && k.expires_at > now))
-        };
+        let live = |value: u64| known.is_some_and(|l| l.holds(value));
         let counter = self.counters.entry((round, peer)).or_insert(0);
         let mut tries = 0;
         let (value, used) = loop {
@@ -491,7 +484,8 @@ impl Distributor {
             round,
             counter: used,
         };
-        self.remember(otp_ref, expires_at_ms, false);
+        // A fresh counter: no entry holds it yet.
+        self.add_known(otp_ref, value.value(), expires_at_ms, false);
         let mut salt = [0u8; SALT_BYTES];
         rng.fill_bytes(&mut salt);
         let grant = OtpGrant {
@@ -837,7 +831,8 @@ impl Distributor {
             // Look at every record, whatever matches, so timing says nothing about which did. Two
             // records can share a value: prefer one this distributor can still accept, then a used
             // one, then an expired one (rank 3, 2, 1).
-            let list = d.known.get(&peer).map(Vec::as_slice).unwrap_or(&[]);
+            let empty = ledger::Ledger::default();
+            let list = d.known.get(&peer).unwrap_or(&empty);
             let mut found = subtle::Choice::from(0);
             let (mut index, mut best) = (0u64, 0u8);
             for (i, k) in list.iter().enumerate() {
@@ -940,10 +935,9 @@ impl Distributor {
         peer: PeerId,
         index: usize,
     ) -> (VerifyResult, Vec<Action>) {
-        let k = &mut self
-            .known
-            .get_mut(&peer)
-            .expect("a match came from this list")[index];
+        let Some(k) = self.known.get_mut(&peer).and_then(|l| l.get_mut(index)) else {
+            return (VerifyResult::Wrong, Vec::new());
+        };
         if k.used {
             return (VerifyResult::Used, Vec::new());
         }
