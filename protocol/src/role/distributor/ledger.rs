@@ -61,11 +61,20 @@ impl Ledger {
             };
             self.remove(i);
         }
-        let at = self
-            .entries
-            .partition_point(|k| k.expires_at <= known.expires_at);
         *self.values.entry(known.value).or_insert(0) += 1;
-        self.entries.insert(at, known);
+        // This distributor's own OTPs expire in issue order: at the back, without a search.
+        if self
+            .entries
+            .back()
+            .is_none_or(|k| k.expires_at <= known.expires_at)
+        {
+            self.entries.push_back(known);
+        } else {
+            let at = self
+                .entries
+                .partition_point(|k| k.expires_at <= known.expires_at);
+            self.entries.insert(at, known);
+        }
         true
     }
 
