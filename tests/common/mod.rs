@@ -165,15 +165,16 @@ impl Mesh {
             return Some(status);
         }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // Told when it exits, without reaping it (WNOWAIT): `try_wait` below collects the status.
+        let (tx, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            use nix::sys::wait::{waitid, Id, WaitPidFlag};
+            let _ = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
+            let _ = tx.send(());
+        });
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        exited.recv_timeout(Duration::from_secs(30)).ok()?;
+        self.child.try_wait().ok().flatten()
     }
 }
 
