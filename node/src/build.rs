@@ -236,6 +236,7 @@ pub(crate) fn addresses(
 > {
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
     let mut keep = Vec::new();
+    let contributor = matches!(config.role, RoleSpec::Contributor { .. });
     for (peer, addrs) in if one_shot {
         Vec::new()
     } else {
@@ -251,8 +252,12 @@ pub(crate) fn addresses(
                     })?;
             let (_, base) = split_peer(&addr);
             addresses.entry(peer).or_default().push(base.clone());
-            // Stay connected to the mesh's generators and distributors.
-            if peer != peer_id && (mesh.is_generator(&peer) || mesh.is_distributor(&peer)) {
+            // Stay connected to the mesh's generators and distributors; a contributor to its
+            // generators alone (it asks nothing of distributors, and their gossip reaches it
+            // through the generators): in threshold mode each kept connection is paid for by
+            // every contributor, at every message and timer.
+            let kept = mesh.is_generator(&peer) || (!contributor && mesh.is_distributor(&peer));
+            if peer != peer_id && kept {
                 keep.push((Some(peer), base.with(Protocol::P2p(peer))));
             }
         }

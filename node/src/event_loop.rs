@@ -15,6 +15,7 @@ use crate::rpc;
 use crate::{http, metrics, status};
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
@@ -300,6 +301,11 @@ impl EventLoop {
             version: env!("CARGO_PKG_VERSION").to_string(),
             listen: self.swarm.listeners().map(|a| a.to_string()).collect(),
             peers: peers.len(),
+            connections: self
+                .swarm
+                .network_info()
+                .connection_counters()
+                .num_established() as usize,
             peer_ids: peers
                 .iter()
                 .take(status::MAX_LISTED_PEERS)
@@ -381,23 +387,66 @@ impl EventLoop {
         }
     }
 
-    /// Dials configured peers we are not connected to.
+    /// Dials configured peers we are not connected to, with one dial per peer at a time (over all
+    /// its addresses). Of two peers that keep connections to each other, only the lower PeerId
+    /// dials: when both did, every pair of generators and distributors held two connections (or
+    /// more, redialled while the first dial was still under way), and every connection costs
+    /// each message, ping and timer again.
     fn redial(&mut self, now: Millis) {
         self.last_redial = now;
+        let me = self.peer_id();
         let connected = self.swarm.connected_peers().count();
+        // Generators and distributors keep each other, when the mesh config says where this one
+        // listens (otherwise the other side cannot dial it, and this side must).
+        let kept_back = self.mesh.as_ref().is_some_and(|m| {
+            (m.is_generator(&me) || m.is_distributor(&me))
+                && m.known_addrs()
+                    .iter()
+                    .any(|(p, addrs)| *p == me && !addrs.is_empty())
+        });
+        let mut dials: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for (peer, addr) in self.keep.clone() {
-            let wanted = match peer {
+            match peer {
                 Some(p) => {
-                    !self.blocked.contains(&p)
-                        && !self.swarm.is_connected(&p)
-                        && p != self.peer_id()
+                    let dialled_by_it = kept_back
+                        && p < me
+                        && self
+                            .mesh
+                            .as_ref()
+                            .is_some_and(|m| m.is_generator(&p) || m.is_distributor(&p));
+                    if p == me
+                        || dialled_by_it
+                        || self.blocked.contains(&p)
+                        || self.swarm.is_connected(&p)
+                    {
+                        continue;
+                    }
+                    match dials.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, addrs)) => addrs.push(addr),
+                        None => dials.push((p, vec![addr])),
+                    }
                 }
-                None => connected == 0,
-            };
-            if wanted {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    debug!(%addr, error = %e, "dial failed");
+                // An address without a PeerId is dialled while nothing is connected, unless it
+                // is a kept peer's (dialled above by its PeerId).
+                None if connected == 0
+                    && !self.keep.iter().any(|(p, a)| {
+                        p.is_some_and(|p| *a == addr.clone().with(Protocol::P2p(p)))
+                    }) =>
+                {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        debug!(%addr, error = %e, "dial failed");
+                    }
                 }
+                None => {}
+            }
+        }
+        for (peer, addrs) in dials {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, error = %e, "dial not started");
             }
         }
     }

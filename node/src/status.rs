@@ -48,6 +48,9 @@ pub struct Status {
     pub listen: Vec<String>,
     /// Peers connected now.
     pub peers: usize,
+    /// Connections open now (one per peer, but for a moment while two dial each other).
+    #[serde(default)]
+    pub connections: usize,
     /// Up to [`MAX_LISTED_PEERS`] of them.
     pub peer_ids: Vec<String>,
     /// The latest round this node has seen opened (or sealed).
@@ -325,6 +328,7 @@ mod tests {
             version: "0".into(),
             listen: vec![],
             peers: 2,
+            connections: 2,
             peer_ids: vec![],
             current_round: Some(7),
             last_sealed: None,

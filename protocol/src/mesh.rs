@@ -75,6 +75,10 @@ pub struct Settings {
     /// Threshold mode: how long generators have to complain about a dealing, and contributors to
     /// answer, after the first generator proposes the round's dealings.
     pub complaint_ms: u64,
+    /// Threshold mode: when each generator publishes its complaints, after the proposal reached
+    /// it, whatever opened (a share still opening then is waited for, so the time shows CPU, not
+    /// which ciphertext opened). Below `complaint_ms`.
+    pub complaint_offset_ms: u64,
     /// Threshold mode: the digits of a time-step code a person types (`otpmesh code`), 6 to 8.
     pub code_digits: u32,
     /// Threshold mode: a code's time step, in seconds (15 to 300).
@@ -141,6 +145,7 @@ impl Default for Settings {
             kdc_require_otp: false,
             threshold: None,
             complaint_ms: 3_000,
+            complaint_offset_ms: 250,
             code_digits: 6,
             code_period_s: 30,
         }
@@ -456,7 +461,7 @@ impl MeshConfig {
         );
         // (setting, value, lowest, highest, the range in words)
         #[rustfmt::skip]
-        let ranges: [(&'static str, u64, u64, u64, &str); 15] = [
+        let ranges: [(&'static str, u64, u64, u64, &str); 16] = [
             ("deadline_ms", s.deadline_ms, 100, DAY, "100 ms to 24 h"),
             ("round_interval_ms", s.round_interval_ms, 0, DAY, "0 to 24 h"),
             ("hash_iterations", s.hash_iterations.into(), 1, iterations, "1 to 1,000,000"),
@@ -472,11 +477,21 @@ impl MeshConfig {
             ("kdc_max_skew_ms", s.kdc_max_skew_ms, 0, 3_600_000, "0 to 1 h"),
             ("epoch_ms", s.epoch_ms, 1_000, 30 * DAY, "1 s to 30 days"),
             ("complaint_ms", s.complaint_ms, 100, 3_600_000, "100 ms to 1 h"),
+            ("complaint_offset_ms", s.complaint_offset_ms, 0, 3_600_000, "0 to 1 h"),
         ];
         for (field, value, lowest, highest, range) in ranges {
             if !(lowest..=highest).contains(&value) {
                 return bad(field, format!("{value} is outside {range}"));
             }
+        }
+        if s.complaint_offset_ms >= s.complaint_ms {
+            return bad(
+                "complaint_offset_ms",
+                format!(
+                    "{} is not below complaint_ms ({}): complaints would come after the window",
+                    s.complaint_offset_ms, s.complaint_ms
+                ),
+            );
         }
         if !ALLOWED_KEY_BITS.contains(&s.rsa_bits) {
             return bad(
@@ -800,6 +815,15 @@ mod tests {
         c.settings.minimum = 0;
         c.settings.rsa_bits = 1024;
         assert!(c.validate().unwrap_err().to_string().contains("rsa_bits"));
+        c.settings.rsa_bits = DEFAULT_KEY_BITS;
+        c.settings.complaint_offset_ms = c.settings.complaint_ms;
+        let offset = c.validate().unwrap_err().to_string();
+        assert!(
+            offset.contains("complaint_offset_ms") && offset.contains("not below complaint_ms"),
+            "{offset}"
+        );
+        c.settings.complaint_offset_ms = c.settings.complaint_ms - 1;
+        assert_eq!(c.validate(), Ok(()));
         let mut dup = config(2);
         dup.contributors[1].client_id = ClientId(1);
         assert_eq!(dup.validate(), Err(MeshError::DuplicateClient(ClientId(1))));

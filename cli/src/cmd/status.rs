@@ -42,7 +42,7 @@ fn human(name: &str, s: &Status) -> String {
     };
     let mut lines = vec![
         format!("{name}: {} {}", s.role, s.peer_id),
-        format!("  peers        {}", s.peers),
+        format!("  peers        {} ({} connections)", s.peers, s.connections),
         format!(
             "  round        {}",
             s.current_round.map_or("none yet".into(), |r| r.to_string())

@@ -15,7 +15,7 @@
 //! coordinator: quorum of contributor dealings and all n generators' (or the deadline with the
 //!     minimum and t generators') ─► Publish(Proposal)
 //! Proposal ─► dealings missed here: Send(Dealing) to the coordinator (never answered in clear)
-//! proposal + complaint_ms/2, own shares decided ─► Publish(Complaints: against, missing)
+//! proposal + complaint_offset_ms, own shares decided ─► Publish(Complaints: against, missing)
 //!     (a fixed offset: the time says nothing about which ciphertext opened)
 //! Justification for own index ─► share checked against the commitments ─► replaces the bad one
 //! coordinator: ready (Complaints) from at least t generators, all n or the window closed, every
@@ -586,12 +586,12 @@ impl Generator {
         actions
     }
 
-    /// Publishes this generator's complaints at a fixed offset after the proposal (half the
-    /// complaint window), once every proposed dealing it holds is decided: `against` the shares
+    /// Publishes this generator's complaints at a fixed offset after the proposal
+    /// (`complaint_offset_ms`), once every proposed dealing it holds is decided: `against` the shares
     /// that did not open or do not match, `missing` the dealings it never got.
     fn complain(&mut self, now: Millis, rng: &mut dyn CryptoRngCore) -> Vec<Action> {
-        let (half_window, window) = (
-            self.mesh.settings.complaint_ms / 2,
+        let (offset, window) = (
+            self.mesh.settings.complaint_offset_ms,
             self.mesh.settings.complaint_ms,
         );
         let (index, params) = (self.index, self.params);
@@ -616,7 +616,7 @@ impl Generator {
                 }) if *digest == p.ciphertext_hash
             )
         });
-        if now < at + half_window || opening || (fetching && now < at + window) {
+        if now < at + offset || opening || (fetching && now < at + window) {
             return Vec::new();
         }
         let (mut against, mut missing) = (BTreeSet::new(), BTreeSet::new());
