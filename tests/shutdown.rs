@@ -45,15 +45,20 @@ type Started = (
     std::thread::JoinHandle<String>,
 );
 
-/// Starts a node from its argv; returns once it listens.
-fn start(argv: &[String]) -> Started {
-    let mut child = Command::new(&argv[0])
+/// A node from its argv, logging at INFO, its stdout and stderr piped to this process.
+fn launch(argv: &[String]) -> std::process::Child {
+    Command::new(&argv[0])
         .args(&argv[1..])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts a node from its argv; returns once it listens.
+fn start(argv: &[String]) -> Started {
+    let mut child = launch(argv);
     let (tx, events) = std::sync::mpsc::channel::<Value>();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -205,4 +210,98 @@ async fn sigterm_answers_what_is_in_flight_and_exits_zero_in_time() {
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// A node whose standard output nobody reads (a supervisor that stopped reading its pipe, or a
+/// benchmark that never took the distributor's events) still stops on SIGTERM, within its bound:
+/// its lines are dropped, not waited on. Before, the task that prints the node's lines also
+/// waited for the signal; with the pipe full it blocked in `write` and `mesh up` had to kill the
+/// distributor after its grace period ("did not stop after SIGTERM").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_output_nobody_reads_still_stops_on_sigterm() {
+    /// More OTP lines than the node's event queue, its output queue and a pipe hold together.
+    const REQUESTS: usize = 12_000;
+    // One requester asks for them back to back: the per-peer rate is lifted.
+    let (_dir, json) = mesh_once(&["--contributors", "2", "--requests-per-peer-s", "1000000"]);
+    let node = |name: &str| Mesh::node(&json, name).clone();
+    let distributor = node("distributor-1");
+    let argv = restart_argv(&distributor);
+    let addr: Multiaddr = distributor["listen"][0].as_str().unwrap().parse().unwrap();
+    let requester_dir = std::path::PathBuf::from(node("requester-1")["data_dir"].as_str().unwrap());
+
+    // Its stdout is a pipe nobody reads (held open, so writes block once it is full).
+    let mut child = launch(&argv);
+    let _unread = child.stdout.take().unwrap();
+    let (log_tx, log_lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let end = Instant::now() + Duration::from_secs(60);
+    while !log_lines
+        .recv_timeout(end.saturating_duration_since(Instant::now()))
+        .expect("the distributor listens")
+        .contains("listening")
+    {}
+
+    // Far more OTPs than its output can hold: each is one line it prints.
+    let identity = otpmesh_node::keys::load_or_create_identity(&requester_dir).unwrap();
+    let endpoint = otpmesh_node::rpc::Endpoint::connect(identity, &addr)
+        .await
+        .unwrap();
+    let request = Request::Otp(OtpRequest {
+        round: None,
+        requester_key: [9; 32],
+        enrolled: false,
+    });
+    let mut calls = futures::stream::FuturesUnordered::new();
+    let (mut sent, mut issued) = (0, 0);
+    let load = async {
+        loop {
+            while calls.len() < IN_FLIGHT && sent < REQUESTS {
+                let (session, request) = (endpoint.session.clone(), request.clone());
+                calls.push(async move { session.call(&request).await });
+                sent += 1;
+            }
+            match futures::StreamExt::next(&mut calls).await {
+                Some(Ok(Response::Otp(_))) => issued += 1,
+                Some(other) => return Err(format!("OTP {issued}: {other:?}")),
+                None => return Ok(()),
+            }
+        }
+    };
+    let loaded = tokio::time::timeout(Duration::from_secs(300), load).await;
+    drop(endpoint);
+    if !matches!(loaded, Ok(Ok(()))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the OTPs were not all issued: {loaded:?}");
+    }
+
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let stopping = Instant::now();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait().unwrap());
+    });
+    let status = done.recv_timeout(Duration::from_secs(20));
+    if status.is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = waiter.join();
+    let took = stopping.elapsed();
+    let log = log.join().unwrap();
+    let status = status.unwrap_or_else(|_| {
+        panic!("did not stop within 20 s of SIGTERM with its output unread\n{log}")
+    });
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(took < Duration::from_secs(8), "took {took:?} to stop");
+    assert!(log.contains("standard output is not being read"), "{log}");
 }

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod cmd;
 pub mod line;
 mod output;
+mod printer;
 pub mod scenario;
 pub mod steer;

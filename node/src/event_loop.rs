@@ -39,6 +39,8 @@ use tracing::{debug, info, warn};
 
 /// How often the role's timers are checked.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Events dropped for want of a reader are logged at most this often.
+pub const DROPS_LOGGED_EVERY_MS: Millis = 10_000;
 /// How often lost connections to configured peers are redialed.
 pub const REDIAL_EVERY_MS: Millis = 2_000;
 /// A failed dial to a configured peer is retried after this long, then twice as long each time
@@ -118,6 +120,9 @@ pub struct EventLoop {
     pub(crate) decrypted_rx: mpsc::Receiver<(DecryptJob, Opened)>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<NodeEvent>,
+    /// Events dropped because nobody took them (a full channel), and when that was last logged.
+    pub(crate) events_dropped: u64,
+    pub(crate) events_dropped_logged_at: Millis,
     pub(crate) replies: HashMap<u64, Reply>,
     /// Verifier: the fronts' checks under way, by ticket.
     pub(crate) checks:
@@ -441,13 +446,18 @@ impl EventLoop {
             }
         }
         for (peer, addrs) in dials {
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                debug!(%peer, error = %e, "dial not started");
-            }
+            self.dial(peer, addrs);
+        }
+    }
+
+    /// Dials `peer` over `addrs`, unless it is connected or a dial to it is under way.
+    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, error = %e, "dial not started");
         }
     }
 
@@ -472,9 +482,20 @@ impl EventLoop {
         }
     }
 
+    /// Hands `event` to whoever reads the node's events; when they fall behind it is dropped, and
+    /// the drops are logged at most once per [`DROPS_LOGGED_EVERY_MS`] (a line per dropped event
+    /// made a busy distributor spend its time writing its log).
     fn emit(&mut self, event: NodeEvent) {
-        if let Err(e) = self.events.try_send(event) {
-            warn!(error = %e, "event channel full; event dropped");
+        if self.events.try_send(event).is_err() {
+            self.events_dropped += 1;
+            let now = now_ms();
+            if now >= self.events_dropped_logged_at + DROPS_LOGGED_EVERY_MS {
+                warn!(
+                    dropped = self.events_dropped,
+                    "events not taken (their reader is behind or gone); dropped so far"
+                );
+                self.events_dropped_logged_at = now;
+            }
         }
     }
 
@@ -685,13 +706,7 @@ impl EventLoop {
         if !self.swarm.is_connected(&peer) {
             let addrs = self.addresses.get(&peer).cloned().unwrap_or_default();
             if !addrs.is_empty() {
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    debug!(%peer, error = %e, "dial failed");
-                }
+                self.dial(peer, addrs);
             }
         }
         if !self.rpc_peers.contains_key(&peer) {

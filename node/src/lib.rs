@@ -408,6 +408,8 @@ pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         decrypted_rx,
         commands,
         events: events_tx,
+        events_dropped: 0,
+        events_dropped_logged_at: 0,
         replies: HashMap::new(),
         checks: HashMap::new(),
         next_check: 0,

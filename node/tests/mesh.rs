@@ -58,19 +58,30 @@ fn identity(dir: &Path) -> PeerId {
         .to_peer_id()
 }
 
-async fn spawn(role: RoleSpec, dir: PathBuf, mesh: &MeshConfig, peers: Vec<Multiaddr>) -> Running {
-    let config = NodeConfig {
+/// A node's config: `role` in `dir`, listening on `listen`, dialling `peers`.
+fn config(
+    role: RoleSpec,
+    dir: PathBuf,
+    mesh: &MeshConfig,
+    listen: Multiaddr,
+    peers: Vec<Multiaddr>,
+) -> NodeConfig {
+    NodeConfig {
         role,
         data_dir: dir,
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        listen: vec![listen],
         peers,
         mesh: mesh.clone(),
         mdns: false,
         manual_rounds: false,
         seed: None,
         metrics: None,
-    };
-    let node = otpmesh_node::start(config).expect("node starts");
+    }
+}
+
+async fn spawn(role: RoleSpec, dir: PathBuf, mesh: &MeshConfig, peers: Vec<Multiaddr>) -> Running {
+    let any_port = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let node = otpmesh_node::start(config(role, dir, mesh, any_port, peers)).expect("node starts");
     let (peer, client, mut events) = (node.peer_id, node.client, node.events);
     tokio::spawn(node.event_loop.run());
     let addr = timeout(WAIT, async {
@@ -462,17 +473,6 @@ async fn peers_that_keep_each_other_hold_one_connection_per_pair() {
     };
     mesh.settings.hash_iterations = 100;
     mesh.settings.round_interval_ms = 60_000;
-    let config = |role, dir: &str, listen: Vec<Multiaddr>, peers| NodeConfig {
-        role,
-        data_dir: root.path().join(dir),
-        listen,
-        peers,
-        mesh: mesh.clone(),
-        mdns: false,
-        manual_rounds: false,
-        seed: None,
-        metrics: None,
-    };
     // Every listener is bound before any event loop runs (and dials).
     let mut nodes: Vec<otpmesh_node::Node> = names
         .iter()
@@ -483,8 +483,9 @@ async fn peers_that_keep_each_other_hold_one_connection_per_pair() {
             } else {
                 RoleSpec::Distributor
             };
-            let listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
-            otpmesh_node::start(config(role, name, listen, vec![])).expect("node starts")
+            let listen = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+            let dir = root.path().join(name);
+            otpmesh_node::start(config(role, dir, &mesh, listen, vec![])).expect("node starts")
         })
         .collect();
     let generator_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", ports[0]).parse().unwrap();
@@ -492,11 +493,15 @@ async fn peers_that_keep_each_other_hold_one_connection_per_pair() {
         client: ClientId(1),
         input: Some(UserInput(1)),
     };
-    let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let (dir, listen) = (
+        root.path().join("contributor-1"),
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+    );
     nodes.push(
         otpmesh_node::start(config(
             contributor,
-            "contributor-1",
+            dir,
+            &mesh,
             listen,
             vec![generator_addr],
         ))

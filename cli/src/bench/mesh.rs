@@ -43,7 +43,7 @@ pub async fn mesh(args: crate::cli::BenchMeshArgs) -> Outcome {
     let mut rows = Vec::new();
     for &n in &sizes {
         let k = n - 2;
-        let run = run_mesh(k, args.rounds, false, None)
+        let run = run_mesh(k, args.rounds, &super::Placement::Processes, None)
             .await
             .with_context(|| format!("{n} nodes"))?;
         let (form_ms, memory, arrivals) = (run.form_ms, run.memory, run.arrivals);

@@ -86,6 +86,9 @@ fn counts(
         .collect()
 }
 
+/// The lines a distributor prints per OTP, which the serving benchmarks take off its pipe unread.
+const LOAD_LINES: &[&str] = &["otp_issued", "otp_verified", "use_replicated"];
+
 /// Most contributors a round benchmark starts.
 pub const MAX_K: u32 = 512;
 /// Decryptions timed for the baseline.
@@ -187,14 +190,47 @@ fn plan(s: &Scenario, seed: u64) -> anyhow::Result<(tempfile::TempDir, layout::L
     Ok((dir, layout))
 }
 
-/// A runner for a planned bench mesh, its nodes as processes or in this process.
+/// Where a bench mesh's nodes run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Placement {
+    InProcess,
+    Processes,
+    /// The generator as a child process under `wrap` (e.g. `taskset -c 0`), the rest in this
+    /// process: the load apart from the node that is measured.
+    GeneratorApart {
+        wrap: Vec<String>,
+    },
+}
+
+impl Placement {
+    fn in_process(in_process: bool) -> Placement {
+        match in_process {
+            true => Placement::InProcess,
+            false => Placement::Processes,
+        }
+    }
+}
+
+/// A runner for a planned bench mesh, its nodes placed as `placement` says.
 fn runner<'a>(
     s: &'a Scenario,
     layout: &'a layout::Layout,
-    in_process: bool,
+    placement: &Placement,
     seed: u64,
 ) -> Runner<'a> {
-    let (backend, events) = Backend::new(in_process);
+    let (backend, events) = match placement {
+        Placement::InProcess => Backend::new(true),
+        Placement::Processes => Backend::new(false),
+        Placement::GeneratorApart { wrap } => {
+            let apart = s
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.role, NodeRole::Generator))
+                .map(|n| n.name.clone())
+                .collect();
+            Backend::in_process_but(apart, wrap.clone())
+        }
+    };
     Runner {
         scenario: s,
         layout,
@@ -220,7 +256,7 @@ struct MeshRun {
 async fn run_mesh(
     k: u32,
     rounds: usize,
-    in_process: bool,
+    placement: &Placement,
     threshold: Option<otpmesh_protocol::mesh::Threshold>,
 ) -> anyhow::Result<MeshRun> {
     let mut s = scenario(k, rounds, 0);
@@ -228,7 +264,7 @@ async fn run_mesh(
         into_threshold(&mut s, t);
     }
     let (_dir, layout) = plan(&s, k as u64)?;
-    let mut runner = runner(&s, &layout, in_process, k as u64);
+    let mut runner = runner(&s, &layout, placement, k as u64);
     runner.state.arrivals = Some(Vec::new());
     let result = async {
         let t = Instant::now();
@@ -253,7 +289,7 @@ async fn run_mesh(
     }
     .await;
     let arrivals = runner.state.arrivals.take().unwrap_or_default();
-    runner.backend.stop_all().await;
+    runner.stop_all().await;
     let (form_ms, latencies, memory) = result?;
     Ok(MeshRun {
         form_ms,

@@ -77,9 +77,14 @@ pub async fn round(args: BenchRoundArgs) -> Outcome {
             .flat_map(|m| setups.iter().map(move |s| (m, *s)))
         {
             let label = setup.map_or("single".to_string(), |t| t.to_string());
-            let run = run_mesh(k, args.rounds, in_process, setup)
-                .await
-                .with_context(|| format!("k = {k}, {mode}, {label}"))?;
+            let run = run_mesh(
+                k,
+                args.rounds,
+                &super::Placement::in_process(in_process),
+                setup,
+            )
+            .await
+            .with_context(|| format!("k = {k}, {mode}, {label}"))?;
             let mut lat = run.latencies;
             lat.sort_by(f64::total_cmp);
             let [dealt, sealed, stored] = phases(&run.arrivals, setup.is_some());

@@ -29,6 +29,8 @@ const MAX_CALLS: u64 = 1_000_000;
 const MAX_BASELINE_CONNECTIONS: usize = 1024;
 /// Largest frame the baseline server reads.
 const MAX_BASELINE_FRAME: usize = wire::MAX_REQUEST_BYTES + 8;
+/// Longest a whole serve benchmark may run.
+const MAX_RUN: Duration = Duration::from_secs(3_600);
 /// Unmeasured load before each measurement.
 const WARM_UP: Duration = Duration::from_millis(300);
 
@@ -358,17 +360,25 @@ pub async fn serve(args: BenchServeArgs) -> Outcome {
     // per-peer rate a real requester needs (refusals would be counted as served).
     s.settings.requests_per_peer_s = u32::MAX;
     let (_dir, layout) = plan(&s, 7)?;
-    let mut runner = runner(&s, &layout, false, 7);
+    let mut runner = runner(&s, &layout, &super::Placement::Processes, 7);
+    runner.backend.leave_unread(super::LOAD_LINES);
     let result = async {
         runner.start_mesh(Duration::from_secs(60)).await?;
         let judged = runner.run_step(0, &s.steps[0]).await?;
         if !judged.passed {
             bail!("the round before the load: {}", judged.outcome);
         }
-        measure(&layout, &levels, duration).await
+        // The distributor prints a line per OTP: they are taken while the load runs.
+        tokio::select! {
+            measured = measure(&layout, &levels, duration) => measured,
+            pumped = runner.pump_for(MAX_RUN) => match pumped {
+                Ok(()) => bail!("the measurement took longer than {MAX_RUN:?}"),
+                Err(e) => Err(e),
+            },
+        }
     }
     .await;
-    runner.backend.stop_all().await;
+    runner.stop_all().await;
     let report = result?;
     args.out.write_json(&report)?;
 

@@ -239,9 +239,10 @@ pub async fn soak(args: BenchSoakArgs) -> Outcome {
     let mut s = scenario(4, 1, REQUESTERS);
     s.settings.otp_expiry_ms = OTP_EXPIRY_MS;
     let (_dir, layout) = plan(&s, 11)?;
-    let mut runner = runner(&s, &layout, false, 11);
+    let mut runner = runner(&s, &layout, &super::Placement::Processes, 11);
+    runner.backend.leave_unread(super::LOAD_LINES);
     let result = run(&args, duration, &mut runner, &layout, &s.steps[0]).await;
-    runner.backend.stop_all().await;
+    runner.stop_all().await;
     let report = result?;
     args.out.write_json(&report)?;
     args.out.plot(
@@ -367,7 +368,11 @@ async fn run(
             }
             next_round = Instant::now() + Duration::from_secs_f64(args.round_every_secs);
         }
-        tokio::time::sleep_until(next_sample.min(next_round).min(until).into()).await;
+        // Meanwhile the nodes' events are taken (a distributor prints one line per OTP).
+        let wake = next_sample.min(next_round).min(until);
+        runner
+            .pump_for(wake.saturating_duration_since(Instant::now()))
+            .await?;
     }
     let latencies = load.await.map_err(|e| anyhow!("load task: {e}"))?;
     let elapsed = start.elapsed().as_secs_f64();

@@ -4,19 +4,24 @@ use super::{Failure, Outcome};
 use crate::cli::{NodeArgs, Role};
 use crate::line::{Line, Process};
 use crate::output;
+use crate::printer::Printer;
 use anyhow::{anyhow, bail, Context};
 use libp2p::{Multiaddr, PeerId};
 use otpmesh_node::{NodeConfig, NodeEvent, RoleSpec};
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::phrase::{ClientId, UserInput};
 use otpmesh_protocol::round::RoundId;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 
 /// A node told to stop has this long (its grace for in-flight work, and some) before the process
 /// gives up on stopping cleanly.
 pub const STOP_BOUND: std::time::Duration =
     otpmesh_node::event_loop::STOP_GRACE.saturating_add(std::time::Duration::from_secs(3));
+
+/// How long a stopped node waits for its last lines to be written (a reader that stopped reading
+/// does not keep it from exiting).
+const PRINT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Largest config, mesh or input file read.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -283,7 +288,7 @@ pub async fn run(args: NodeArgs) -> Outcome {
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut out = Printer::start().context("starting the output thread")?;
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -300,11 +305,11 @@ pub async fn run(args: NodeArgs) -> Outcome {
                     }
                     let line = if args.json { Some(output::json(&event)) } else { output::human(&event) };
                     if let Some(line) = line {
-                        // Lines go out together when events come in bursts: one write, not one each.
-                        let _ = writeln!(out, "{line}");
+                        out.print(line);
                     }
+                    // Lines go out together when events come in bursts: one write, not one each.
                     if events.is_empty() {
-                        let _ = out.flush();
+                        out.flush();
                     }
                 }
                 None => break,
@@ -334,22 +339,22 @@ pub async fn run(args: NodeArgs) -> Outcome {
             output::human(&event)
         };
         if let Some(line) = line {
-            let _ = writeln!(out, "{line}");
+            out.print(line);
         }
     }
     if let Err(e) = stopped {
-        let _ = out.flush();
+        out.finish(PRINT_GRACE);
         return Err(e.into());
     }
     if let Err(e) = running.await {
-        let _ = out.flush();
+        out.finish(PRINT_GRACE);
         return Err(anyhow!("the node's event loop failed: {e}").into());
     }
-    if args.json {
-        let _ = writeln!(out, "{}", Line::Process(Process::Stopped));
+    out.print(if args.json {
+        Line::Process(Process::Stopped).to_string()
     } else {
-        let _ = writeln!(out, "{role} {peer_id} stopped");
-    }
-    let _ = out.flush();
+        format!("{role} {peer_id} stopped")
+    });
+    out.finish(PRINT_GRACE);
     Ok(())
 }

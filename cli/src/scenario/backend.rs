@@ -13,7 +13,7 @@ use otpmesh_node::Client;
 use otpmesh_protocol::mesh::MeshConfig;
 use otpmesh_protocol::wire::VerifyResult;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
@@ -168,28 +168,143 @@ pub enum Backend {
 pub struct Processes {
     tx: mpsc::Sender<(String, Option<Line>)>,
     children: HashMap<String, (Child, ChildStdin)>,
+    /// Kinds of event the nodes started from now on print but nobody reads (see [`spawn`]).
+    unread: &'static [&'static str],
 }
 
 pub struct InProcess {
     tx: mpsc::Sender<(String, Option<Line>)>,
     nodes: HashMap<String, (Client, JoinHandle<()>)>,
+    /// The nodes that run as child processes all the same ([`Backend::in_process_but`]).
+    apart: Processes,
+    apart_names: HashSet<String>,
+    /// What their argv is run under (e.g. `taskset -c 0`).
+    wrap: Vec<String>,
+}
+
+impl Processes {
+    fn start(&mut self, node: &Planned, wrap: &[String]) -> anyhow::Result<()> {
+        let entry = NodeEntry {
+            name: node.name.clone(),
+            role: "node",
+            peer_id: node.peer_id.to_string(),
+            listen: vec![node.addr.to_string()],
+            data_dir: node.data_dir.clone(),
+            log: node.data_dir.join("node.log"),
+            restart: wrap.iter().cloned().chain(node.argv.clone()).collect(),
+            ..NodeEntry::default()
+        };
+        self.start_entry(&entry)?;
+        Ok(())
+    }
+
+    fn start_entry(&mut self, entry: &NodeEntry) -> anyhow::Result<Option<u32>> {
+        let mut child = spawn(entry, self.tx.clone(), true, self.unread)?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("{}: no stdin", entry.name))?;
+        let pid = child.id();
+        self.children.insert(entry.name.clone(), (child, stdin));
+        Ok(pid)
+    }
+
+    async fn reap(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let (mut child, _) = self.children.remove(name)?;
+        match tokio::time::timeout(REAP_WAIT, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.start_kill();
+                child.wait().await.ok()
+            }
+        }
+    }
+
+    async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let (mut child, _) = self
+            .children
+            .remove(name)
+            .ok_or_else(|| anyhow!("{name} is not running"))?;
+        child
+            .start_kill()
+            .with_context(|| format!("killing {name}"))?;
+        child.wait().await?;
+        Ok(())
+    }
+
+    async fn control(&mut self, name: &str, line: ControlLine) -> anyhow::Result<()> {
+        let (_, stdin) = self
+            .children
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("{name} is not running"))?;
+        let mut text = line.to_line();
+        text.push('\n');
+        // A node that stopped reading its stdin must not hang the runner.
+        let write = async {
+            stdin.write_all(text.as_bytes()).await?;
+            stdin.flush().await
+        };
+        tokio::time::timeout(CONTROL_TIMEOUT, write)
+            .await
+            .map_err(|_| anyhow!("{name} took no control line within {CONTROL_TIMEOUT:?}"))?
+            .with_context(|| format!("instructing {name}"))
+    }
+
+    async fn stop_all(&mut self) {
+        let mut children: HashMap<String, Child> = self
+            .children
+            .drain()
+            .map(|(name, (child, _stdin))| (name, child))
+            .collect();
+        crate::cmd::mesh::stop_all(&mut children).await;
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children.values().filter_map(|(c, _)| c.id()).collect()
+    }
 }
 
 impl Backend {
     pub fn new(in_process: bool) -> (Backend, Events) {
+        if in_process {
+            return Backend::in_process_but(HashSet::new(), Vec::new());
+        }
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let backend = if in_process {
-            Backend::InProcess(InProcess {
-                tx,
-                nodes: HashMap::new(),
-            })
-        } else {
-            Backend::Process(Processes {
-                tx,
-                children: HashMap::new(),
-            })
-        };
+        let backend = Backend::Process(Processes {
+            tx,
+            children: HashMap::new(),
+            unread: &[],
+        });
         (backend, rx)
+    }
+
+    /// Every node in this process but those named in `apart`, which run as child processes
+    /// under `wrap` (e.g. `["taskset", "-c", "0"]`: a benchmark keeps the node it measures on a
+    /// core of its own, away from the load it puts on it).
+    pub fn in_process_but(apart: HashSet<String>, wrap: Vec<String>) -> (Backend, Events) {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let backend = Backend::InProcess(InProcess {
+            apart: Processes {
+                tx: tx.clone(),
+                children: HashMap::new(),
+                unread: &[],
+            },
+            tx,
+            nodes: HashMap::new(),
+            apart_names: apart,
+            wrap,
+        });
+        (backend, rx)
+    }
+
+    /// Nodes started as processes from now on: the lines of these kinds of event are taken off
+    /// their pipes unread (a benchmark's load makes a line per OTP that it has no use for).
+    pub fn leave_unread(&mut self, kinds: &'static [&'static str]) {
+        match self {
+            Backend::Process(p) => p.unread = kinds,
+            Backend::InProcess(p) => p.apart.unread = kinds,
+            Backend::Sim(_) => {}
+        }
     }
 
     /// Every node on the simulator, its choices drawn from `seed`.
@@ -242,18 +357,9 @@ impl Backend {
     pub async fn start(&mut self, node: &Planned) -> anyhow::Result<()> {
         match self {
             Backend::Sim(s) => s.start(node)?,
-            Backend::Process(_) => {
-                let entry = NodeEntry {
-                    name: node.name.clone(),
-                    role: "node",
-                    peer_id: node.peer_id.to_string(),
-                    listen: vec![node.addr.to_string()],
-                    data_dir: node.data_dir.clone(),
-                    log: node.data_dir.join("node.log"),
-                    restart: node.argv.clone(),
-                    ..NodeEntry::default()
-                };
-                self.start_process(&entry)?;
+            Backend::Process(p) => p.start(node, &[])?,
+            Backend::InProcess(p) if p.apart_names.contains(&node.name) => {
+                p.apart.start(node, &p.wrap)?
             }
             Backend::InProcess(p) => {
                 let config = node
@@ -300,32 +406,22 @@ impl Backend {
     /// Starts `entry`'s argv as a process with a control pipe on its stdin (the argv must say
     /// `--control-stdin`); returns its process id.
     pub fn start_process(&mut self, entry: &NodeEntry) -> anyhow::Result<Option<u32>> {
-        let Backend::Process(p) = self else {
-            return Err(anyhow!("{} cannot run as a process here", entry.name));
-        };
-        let mut child = spawn(entry, p.tx.clone(), true)?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("{}: no stdin", entry.name))?;
-        let pid = child.id();
-        p.children.insert(entry.name.clone(), (child, stdin));
-        Ok(pid)
+        match self {
+            Backend::Process(p) => p.start_entry(entry),
+            Backend::InProcess(p) if p.apart_names.contains(&entry.name) => {
+                p.apart.start_entry(entry)
+            }
+            _ => Err(anyhow!("{} cannot run as a process here", entry.name)),
+        }
     }
 
     /// How the process of node `name`, whose output has ended, exited: its exit status or the
     /// signal that ended it (one it does not end within [`REAP_WAIT`] is killed).
     pub async fn reap(&mut self, name: &str) -> Option<std::process::ExitStatus> {
-        let Backend::Process(p) = self else {
-            return None;
-        };
-        let (mut child, _) = p.children.remove(name)?;
-        match tokio::time::timeout(REAP_WAIT, child.wait()).await {
-            Ok(status) => status.ok(),
-            Err(_) => {
-                let _ = child.start_kill();
-                child.wait().await.ok()
-            }
+        match self {
+            Backend::Process(p) => p.reap(name).await,
+            Backend::InProcess(p) => p.apart.reap(name).await,
+            Backend::Sim(_) => None,
         }
     }
 
@@ -333,15 +429,17 @@ impl Backend {
     pub fn pid(&self, name: &str) -> Option<u32> {
         match self {
             Backend::Process(p) => p.children.get(name).and_then(|(c, _)| c.id()),
-            Backend::InProcess(_) | Backend::Sim(_) => None,
+            Backend::InProcess(p) => p.apart.children.get(name).and_then(|(c, _)| c.id()),
+            Backend::Sim(_) => None,
         }
     }
 
     /// The OS process ids of the nodes running as processes.
     pub fn pids(&self) -> Vec<u32> {
         match self {
-            Backend::Process(p) => p.children.values().filter_map(|(c, _)| c.id()).collect(),
-            Backend::InProcess(_) | Backend::Sim(_) => Vec::new(),
+            Backend::Process(p) => p.pids(),
+            Backend::InProcess(p) => p.apart.pids(),
+            Backend::Sim(_) => Vec::new(),
         }
     }
 
@@ -349,15 +447,9 @@ impl Backend {
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         match self {
             Backend::Sim(s) => s.kill(name)?,
-            Backend::Process(p) => {
-                let (mut child, _) = p
-                    .children
-                    .remove(name)
-                    .ok_or_else(|| anyhow!("{name} is not running"))?;
-                child
-                    .start_kill()
-                    .with_context(|| format!("killing {name}"))?;
-                child.wait().await?;
+            Backend::Process(p) => p.kill(name).await?,
+            Backend::InProcess(p) if p.apart.children.contains_key(name) => {
+                p.apart.kill(name).await?
             }
             Backend::InProcess(p) => {
                 let (_, handle) = p
@@ -374,22 +466,9 @@ impl Backend {
     pub async fn control(&mut self, name: &str, line: ControlLine) -> anyhow::Result<()> {
         match self {
             Backend::Sim(s) => s.control(name, line)?,
-            Backend::Process(p) => {
-                let (_, stdin) = p
-                    .children
-                    .get_mut(name)
-                    .ok_or_else(|| anyhow!("{name} is not running"))?;
-                let mut text = line.to_line();
-                text.push('\n');
-                // A node that stopped reading its stdin must not hang the runner.
-                let write = async {
-                    stdin.write_all(text.as_bytes()).await?;
-                    stdin.flush().await
-                };
-                tokio::time::timeout(CONTROL_TIMEOUT, write)
-                    .await
-                    .map_err(|_| anyhow!("{name} took no control line within {CONTROL_TIMEOUT:?}"))?
-                    .with_context(|| format!("instructing {name}"))?;
+            Backend::Process(p) => p.control(name, line).await?,
+            Backend::InProcess(p) if p.apart.children.contains_key(name) => {
+                p.apart.control(name, line).await?
             }
             Backend::InProcess(p) => {
                 let (client, _) = p
@@ -582,19 +661,16 @@ impl Backend {
     pub async fn stop_all(&mut self) {
         match self {
             Backend::Sim(s) => s.stop_all(),
-            Backend::Process(p) => {
-                let mut children: HashMap<String, Child> = p
-                    .children
-                    .drain()
-                    .map(|(name, (child, _stdin))| (name, child))
-                    .collect();
-                crate::cmd::mesh::stop_all(&mut children).await;
-            }
+            Backend::Process(p) => p.stop_all().await,
             Backend::InProcess(p) => {
-                for (_, (client, handle)) in p.nodes.drain() {
+                p.apart.stop_all().await;
+                // Side by side: each lingers a moment for requests in flight, and a bench mesh
+                // holds hundreds.
+                let stopping = p.nodes.drain().map(|(_, (client, handle))| async move {
                     let _ = client.shutdown().await;
                     let _ = handle.await;
-                }
+                });
+                futures::future::join_all(stopping).await;
             }
         }
     }

@@ -205,7 +205,7 @@ pub async fn run(args: ScenarioRunArgs) -> Outcome {
         }
     }
     bar.finish_and_clear();
-    runner.backend.stop_all().await;
+    runner.stop_all().await;
 
     let passed = fatal.is_none()
         && reports.len() == scenario.steps.len()

@@ -243,6 +243,25 @@ impl Runner<'_> {
         None
     }
 
+    /// Stops every node, taking their last lines meanwhile (their events keep the pipes moving).
+    pub async fn stop_all(&mut self) {
+        let (backend, events) = (&mut self.backend, &mut self.events);
+        let drain = async {
+            while events.recv().await.is_some() {}
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = backend.stop_all() => {}
+            _ = drain => {}
+        }
+    }
+
+    /// Takes the nodes' events for `within` (the state kept up to date), for a caller that has
+    /// nothing to wait for but must not leave the nodes' lines unread.
+    pub async fn pump_for(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.pump_until(within, |_| false).await.map(|_| ())
+    }
+
     /// Takes events until `done` holds or the time runs out; says which.
     pub async fn pump_until(
         &mut self,
