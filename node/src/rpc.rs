@@ -34,6 +34,8 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/otpmesh/rpc/1");
+/// How long one ask for a stream waits before it is made again (see [`Session::open`]).
+pub const OPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Requests outstanding on one stream.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Streams a node serves at once; more are dropped on arrival.
@@ -316,11 +318,32 @@ pub struct Session {
 
 impl Session {
     /// Opens a stream to `peer` (dialling it if needed, with the addresses the swarm knows).
+    ///
+    /// A stream asked for while the connection comes up can wait for good: libp2p-stream makes the
+    /// connection's handler before the swarm reports the connection, and an ask that falls between
+    /// the two parks on a dial of its own that nothing completes ("no stream within 10 s", seen
+    /// under load). So each ask gets [`OPEN_RETRY`], and the next one finds the connection.
     pub async fn open(control: &mut Control, peer: PeerId) -> Result<Session, String> {
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, control.open_stream(peer, PROTOCOL))
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let stream = loop {
+            let ask = control.open_stream(peer, PROTOCOL);
+            match tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + OPEN_RETRY),
+                ask,
+            )
             .await
-            .map_err(|_| format!("connection to {peer}: no stream within {REQUEST_TIMEOUT:?}"))?
-            .map_err(|e| format!("connection to {peer} failed: {e}"))?;
+            {
+                Ok(opened) => {
+                    break opened.map_err(|e| format!("connection to {peer} failed: {e}"))?
+                }
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => {
+                    return Err(format!(
+                        "connection to {peer}: no stream within {REQUEST_TIMEOUT:?}"
+                    ))
+                }
+            }
+        };
         let (calls, queue) = mpsc::channel(MAX_IN_FLIGHT);
         tokio::spawn(drive(stream, queue));
         Ok(Session { calls })
