@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the page has to show what the mesh did.
 const SHOW_WAIT: Duration = Duration::from_secs(60);
@@ -71,6 +71,16 @@ impl Browser {
                     .connect(&format!("http://127.0.0.1:{port}")),
             )
             .expect("a Chromium session");
+        // `until` waits in the page for as long as SHOW_WAIT: the script timeout must be longer.
+        let script = SHOW_WAIT + Duration::from_secs(30);
+        rt.block_on(
+            client.update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(script),
+                None,
+                None,
+            )),
+        )
+        .expect("the script timeout is set");
         Browser {
             driver,
             client,
@@ -92,25 +102,35 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{script}: {e}"))
     }
 
-    /// Waits until `script` returns something truthy in the page; returns it.
+    /// Waits until `script` returns something truthy in the page; returns it. The page waits on
+    /// its own DOM's changes (a MutationObserver) and answers at the first one that makes
+    /// `script` true, or with null after SHOW_WAIT.
     fn until(&self, what: &str, script: &str) -> Value {
-        let end = Instant::now() + SHOW_WAIT;
-        loop {
-            let got = self.eval(script);
-            let truthy = !matches!(&got, Value::Null | Value::Bool(false))
-                && got != json!(0)
-                && got != json!("");
-            if truthy {
-                return got;
-            }
-            assert!(
-                Instant::now() < end,
-                "the page did not show {what} within {SHOW_WAIT:?}; it shows: {}",
-                self.eval("return document.body.innerText")
-            );
-            // Polling the page's DOM for a condition, with a deadline (what WebDriver waits do).
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // Once in the open: a script that does not run fails here, with its error.
+        self.eval(script);
+        let waiting = format!(
+            r#"const done = arguments[arguments.length - 1];
+            const check = () => {{ try {{ return (() => {{ {script} }})() || null; }} catch (e) {{ return null; }} }};
+            const now = check();
+            if (now) {{ done(now); return; }}
+            const seen = new MutationObserver(() => {{
+                const got = check();
+                if (got) {{ seen.disconnect(); clearTimeout(deadline); done(got); }}
+            }});
+            seen.observe(document, {{ subtree: true, childList: true, attributes: true, characterData: true }});
+            const deadline = setTimeout(() => {{ seen.disconnect(); done(null); }}, {ms});"#,
+            ms = SHOW_WAIT.as_millis()
+        );
+        let got = self
+            .rt
+            .block_on(self.client.execute_async(&waiting, Vec::new()))
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+        assert!(
+            !got.is_null(),
+            "the page did not show {what} within {SHOW_WAIT:?}; it shows: {}",
+            self.eval("return document.body.innerText")
+        );
+        got
     }
 
     fn screenshot(&self, path: &Path) {
