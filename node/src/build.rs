@@ -220,7 +220,7 @@ pub(crate) fn subscribe_and_listen(
 }
 
 /// Peers' known addresses, and the ones to stay connected to (the mesh's generators and
-/// distributors, and `--peer`s).
+/// distributors, and `--peer`s), each pair dialled from one side only.
 #[allow(clippy::type_complexity)]
 pub(crate) fn addresses(
     config: &NodeConfig,
@@ -269,6 +269,21 @@ pub(crate) fn addresses(
         }
         keep.push((peer, addr.clone()));
     }
+    // A bare `--peer` address that is a kept peer's is dialled by its PeerId, not a second time.
+    let by_peer: Vec<Multiaddr> = keep
+        .iter()
+        .filter_map(|(p, a)| p.map(|_| a.clone()))
+        .collect();
+    keep.retain(|(peer, addr)| peer.is_some() || !by_peer.iter().any(|a| split_peer(a).1 == *addr));
+    // Generators and distributors keep each other: of the two, only the lower PeerId dials (when
+    // both did, every pair held two connections or more). This node is dialled only if the mesh
+    // config says where it listens; otherwise it dials all the same.
+    let core = |p: &PeerId| mesh.is_generator(p) || mesh.is_distributor(p);
+    let dialled = core(&peer_id) && addresses.get(&peer_id).is_some_and(|a| !a.is_empty());
+    keep.retain(|(peer, _)| match peer {
+        Some(p) => *p != peer_id && !(dialled && *p < peer_id && core(p)),
+        None => true,
+    });
 
     Ok((addresses, keep))
 }

@@ -15,7 +15,6 @@ use crate::rpc;
 use crate::{http, metrics, status};
 use crate::{Command, NodeEvent};
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
@@ -392,52 +391,23 @@ impl EventLoop {
         }
     }
 
-    /// Dials configured peers we are not connected to, with one dial per peer at a time (over all
-    /// its addresses). Of two peers that keep connections to each other, only the lower PeerId
-    /// dials: when both did, every pair of generators and distributors held two connections (or
-    /// more, redialled while the first dial was still under way), and every connection costs
-    /// each message, ping and timer again.
+    /// Dials the kept peers (`build::addresses` chose them: one side of each pair) that are not
+    /// connected, with one dial per peer at a time over all its addresses: a redial while the
+    /// first dial was still under way used to open a second connection, and every connection
+    /// costs each message, ping and timer again.
     fn redial(&mut self, now: Millis) {
         self.last_redial = now;
-        let me = self.peer_id();
         let connected = self.swarm.connected_peers().count();
-        // Generators and distributors keep each other, when the mesh config says where this one
-        // listens (otherwise the other side cannot dial it, and this side must).
-        let kept_back = self.mesh.as_ref().is_some_and(|m| {
-            (m.is_generator(&me) || m.is_distributor(&me))
-                && m.known_addrs()
-                    .iter()
-                    .any(|(p, addrs)| *p == me && !addrs.is_empty())
-        });
         let mut dials: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for (peer, addr) in self.keep.clone() {
             match peer {
-                Some(p) => {
-                    let dialled_by_it = kept_back
-                        && p < me
-                        && self
-                            .mesh
-                            .as_ref()
-                            .is_some_and(|m| m.is_generator(&p) || m.is_distributor(&p));
-                    if p == me
-                        || dialled_by_it
-                        || self.blocked.contains(&p)
-                        || self.swarm.is_connected(&p)
-                    {
-                        continue;
-                    }
-                    match dials.iter_mut().find(|(q, _)| *q == p) {
-                        Some((_, addrs)) => addrs.push(addr),
-                        None => dials.push((p, vec![addr])),
-                    }
-                }
-                // An address without a PeerId is dialled while nothing is connected, unless it
-                // is a kept peer's (dialled above by its PeerId).
-                None if connected == 0
-                    && !self.keep.iter().any(|(p, a)| {
-                        p.is_some_and(|p| *a == addr.clone().with(Protocol::P2p(p)))
-                    }) =>
-                {
+                Some(p) if self.blocked.contains(&p) || self.swarm.is_connected(&p) => {}
+                Some(p) => match dials.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, addrs)) => addrs.push(addr),
+                    None => dials.push((p, vec![addr])),
+                },
+                // An address without a PeerId: while nothing is connected.
+                None if connected == 0 => {
                     if let Err(e) = self.swarm.dial(addr.clone()) {
                         debug!(%addr, error = %e, "dial failed");
                     }

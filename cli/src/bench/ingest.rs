@@ -128,8 +128,8 @@ pub async fn ingest(args: BenchIngestArgs) -> Outcome {
     Ok(())
 }
 
-/// The generator's acceptances per second in each round after the first (the first also fetches
-/// the key): (round, per second, phrases).
+/// The generator's acceptances per second in each round that accepted two or more phrases:
+/// (round, per second, phrases).
 fn rates(arrivals: &[(String, crate::line::Line, std::time::Instant)]) -> Vec<(u64, f64, usize)> {
     let mut by_round: std::collections::BTreeMap<u64, Vec<std::time::Instant>> = Default::default();
     for (who, line, at) in arrivals {

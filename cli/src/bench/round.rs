@@ -162,7 +162,6 @@ fn phases(arrivals: &[(String, crate::line::Line, Instant)], threshold: bool) ->
     use otpmesh_protocol::role::Event;
     use std::collections::BTreeMap;
     let coordinator = if threshold { "g1" } else { "gen" };
-    let is_distributor = |who: &str| who == "dist" || who.starts_with('d');
     // Per round: opened, last accepted, sealed, last stored.
     let mut rounds: BTreeMap<u64, [Option<Instant>; 4]> = BTreeMap::new();
     for (who, line, at) in arrivals {
@@ -170,7 +169,7 @@ fn phases(arrivals: &[(String, crate::line::Line, Instant)], threshold: bool) ->
             Some(Event::RoundOpened { round, .. }) if who == coordinator => (0, round),
             Some(Event::PhraseAccepted { round, .. }) if who == coordinator => (1, round),
             Some(Event::RoundSealed { round, .. }) if who == coordinator => (2, round),
-            Some(Event::RoundStored { round, .. }) if is_distributor(who) => (3, round),
+            Some(Event::RoundStored { round, .. }) if who.starts_with('d') => (3, round),
             _ => continue,
         };
         let times = rounds.entry(round.0).or_default();

@@ -259,6 +259,10 @@ impl Processes {
         crate::cmd::mesh::stop_all(&mut children).await;
     }
 
+    fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name).and_then(|(c, _)| c.id())
+    }
+
     fn pids(&self) -> Vec<u32> {
         self.children.values().filter_map(|(c, _)| c.id()).collect()
     }
@@ -428,8 +432,8 @@ impl Backend {
     /// The OS process id of node `name`, if it runs as a process.
     pub fn pid(&self, name: &str) -> Option<u32> {
         match self {
-            Backend::Process(p) => p.children.get(name).and_then(|(c, _)| c.id()),
-            Backend::InProcess(p) => p.apart.children.get(name).and_then(|(c, _)| c.id()),
+            Backend::Process(p) => p.pid(name),
+            Backend::InProcess(p) => p.apart.pid(name),
             Backend::Sim(_) => None,
         }
     }
