@@ -455,7 +455,7 @@ pub struct BenchSoakArgs {
     /// The load as a fraction of the calibrated maximum.
     #[arg(long, default_value_t = 0.8)]
     pub load: f64,
-    /// Seconds of back-to-back load that measure the maximum.
+    /// Seconds of back-to-back load that measure the maximum (after as many unmeasured).
     #[arg(long, default_value_t = 5.0)]
     pub calibrate_secs: f64,
     /// Seconds between rounds during the soak.

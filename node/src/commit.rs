@@ -17,11 +17,15 @@ use otpmesh_protocol::role::Record;
 use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tracing::warn;
 
 /// Batches waiting for the commit thread; more fail at once as "storage busy".
 pub const MAX_QUEUED_BATCHES: usize = 1024;
 /// Batches one transaction takes at most.
 pub const MAX_GROUP: usize = 256;
+/// A transaction that takes this long or longer is logged with its size: every reply of its
+/// group waited that long for it.
+pub const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub type Outcome = (u64, Result<(), String>);
 
@@ -68,7 +72,16 @@ impl Committer {
                     let records: Vec<&Record> = group.iter().flat_map(|(_, r)| r).collect();
                     let started = std::time::Instant::now();
                     let result = writer.commit_all(&records).map_err(|e| e.to_string());
-                    timing.observe(started.elapsed().as_secs_f64());
+                    let took = started.elapsed();
+                    timing.observe(took.as_secs_f64());
+                    if took >= SLOW_COMMIT {
+                        warn!(
+                            ms = took.as_millis() as u64,
+                            batches = group.len(),
+                            records = records.len(),
+                            "slow storage commit"
+                        );
+                    }
                     for (id, _) in &group {
                         if done.blocking_send((*id, result.clone())).is_err() {
                             return;

@@ -232,6 +232,62 @@ fn an_otp_expires() {
 }
 
 #[test]
+fn the_store_forgets_expired_otps_every_second_while_any_are_remembered() {
+    use otpmesh_protocol::role::distributor::{COMPACT_EVERY_MS, EXPIRE_EVERY_MS};
+    let mut w = World::new(1);
+    let mut d = w.distributor(0, &[]);
+    let tick = |d: &mut Distributor, now: u64| -> Vec<Record> {
+        d.tick(now, &mut ChaCha20Rng::seed_from_u64(now))
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Persist(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    };
+    // The first tick compacts (nothing is held yet); the clock starts late, so that the
+    // cut-offs below are not clamped at zero.
+    let t0 = 10 * COMPACT_EVERY_MS;
+    assert!(matches!(
+        tick(&mut d, t0).as_slice(),
+        [Record::Compact { .. }]
+    ));
+    assert_eq!(
+        tick(&mut d, t0 + EXPIRE_EVERY_MS),
+        vec![],
+        "nothing remembered, nothing to expire"
+    );
+    let issued_at = t0 + EXPIRE_EVERY_MS;
+    w.issue(&mut d, 0, issued_at);
+    let first = issued_at + EXPIRE_EVERY_MS;
+    assert_eq!(
+        tick(&mut d, first),
+        vec![Record::ExpireOtps {
+            before_ms: first - EXPIRY
+        }]
+    );
+    assert_eq!(
+        tick(&mut d, first + EXPIRE_EVERY_MS - 1),
+        vec![],
+        "once a second"
+    );
+    assert_eq!(
+        tick(&mut d, first + EXPIRE_EVERY_MS),
+        vec![Record::ExpireOtps {
+            before_ms: first + EXPIRE_EVERY_MS - EXPIRY
+        }]
+    );
+    // The next compaction after the OTP expired a lifetime ago forgets it in memory too ...
+    let compaction = t0 + COMPACT_EVERY_MS * (1 + (2 * EXPIRY).div_ceil(COMPACT_EVERY_MS));
+    assert!(matches!(
+        tick(&mut d, compaction).as_slice(),
+        [Record::Compact { expired_before_ms, .. }] if *expired_before_ms == compaction - EXPIRY
+    ));
+    // ... and then an idle distributor commits nothing every second.
+    assert_eq!(tick(&mut d, compaction + 10 * EXPIRE_EVERY_MS), vec![]);
+}
+
+#[test]
 fn five_wrong_codes_lock_until_the_cooldown_and_the_lock_survives_restarts() {
     let mut w = World::new(1);
     let s = w.mesh.settings.clone();

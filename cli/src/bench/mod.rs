@@ -9,6 +9,7 @@ mod serve;
 mod sim;
 mod soak;
 mod threshold;
+mod timeline;
 mod verify;
 
 pub use ingest::ingest;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! mesh up (generator, distributor, 4 contributors; C enrolled requesters in this process)
-//!   ─► calibrate: C closed loops of (OTP, verify) for --calibrate-secs ─► max ops/s
+//!   ─► warm up: C closed loops of (OTP, verify) for --calibrate-secs, unmeasured
+//!   ─► calibrate: the same again, with one round in the middle ─► max ops/s
 //!   ─► soak: open loop at --load × max, spread over the C requesters, for --duration;
 //!            a round every --round-every-secs; RSS of generator and distributor every second
 //!   ─► verdict: errors = 0, rounds all sealed, memory growth after warm-up within bounds
@@ -12,7 +13,9 @@
 //! One operation is a full requester cycle: ask for an OTP, remove its salt, present it
 //! (`accepted`), and for one in ten present it again (`used`). Anything else is an error.
 
-use super::{enrolled, memory, percentile, plan, runner, scenario, Requester, ENROLLED_OTP};
+use super::{
+    enrolled, memory, percentile, plan, runner, scenario, timeline, Requester, ENROLLED_OTP,
+};
 use crate::cli::BenchSoakArgs;
 use crate::cmd::{Failure, Outcome};
 use crate::scenario::layout;
@@ -56,6 +59,12 @@ struct Sample {
     t_s: f64,
     generator_mb: f64,
     distributor_mb: f64,
+    /// Cores each used since the sample before.
+    generator_cores: f64,
+    distributor_cores: f64,
+    /// The machine's cores waiting on the disk, and taken by the hypervisor, since then.
+    iowait_cores: f64,
+    steal_cores: f64,
 }
 
 #[derive(Serialize)]
@@ -74,6 +83,11 @@ struct Report {
     p99_ms: f64,
     /// The slowest cycle (a stall shows here first).
     max_ms: f64,
+    /// Cycles under way while a round ran, and the others.
+    during_rounds: timeline::Latency,
+    outside_rounds: timeline::Latency,
+    /// What the nodes logged as slow.
+    slow: Slow,
     counts: Counts,
     first_error: Option<String>,
     rounds_sealed: u64,
@@ -84,6 +98,14 @@ struct Report {
     memory_flat: bool,
     passed: bool,
     samples: Vec<Sample>,
+    /// Second by second: cycles due, their p99 and max, whether a round ran.
+    seconds: Vec<timeline::Second>,
+}
+
+#[derive(Serialize)]
+struct Slow {
+    generator: timeline::Slow,
+    distributor: timeline::Slow,
 }
 
 /// Shared tallies of the load tasks.
@@ -143,20 +165,22 @@ async fn cycle(r: &Requester, replay: bool, tally: &Tally) -> Result<(), String>
     Ok(())
 }
 
-/// Runs cycles on every requester until `until`: back to back (`period` None, calibration) or one
-/// every `period` each (the soak). Returns every cycle's latency in ms, sorted.
+/// Runs cycles on every requester from `origin` until `until`: back to back (`period` None,
+/// calibration) or one every `period` each (the soak). Returns every cycle: when it was due and
+/// its latency from then.
 async fn drive(
     requesters: &Arc<Vec<Requester>>,
+    origin: Instant,
     until: Instant,
     period: Option<Duration>,
     tally: &Arc<Tally>,
-) -> Vec<f64> {
+) -> Vec<timeline::Op> {
     let tasks: Vec<_> = (0..requesters.len())
         .map(|i| {
             let (requesters, tally) = (requesters.clone(), tally.clone());
             tokio::spawn(async move {
                 let r = &requesters[i];
-                let mut latencies = Vec::new();
+                let mut ops = Vec::new();
                 // Staggered, so the requesters do not all fire at once; a late tick fires at once
                 // (Burst) and its latency counts from when it was due.
                 let mut tick = period.map(|p| {
@@ -181,9 +205,12 @@ async fn drive(
                         }
                         Err(e) => tally.error(e),
                     }
-                    latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+                    ops.push(timeline::Op {
+                        due_s: start.saturating_duration_since(origin).as_secs_f64(),
+                        ms: start.elapsed().as_secs_f64() * 1000.0,
+                    });
                 }
-                latencies
+                ops
             })
         })
         .collect();
@@ -191,7 +218,6 @@ async fn drive(
     for task in tasks {
         all.extend(task.await.unwrap_or_default());
     }
-    all.sort_by(f64::total_cmp);
     all
 }
 
@@ -307,21 +333,38 @@ async fn run(
     let (gen_pid, dist_pid) = (pid("gen")?, pid("dist")?);
     let requesters = Arc::new(enrolled(layout, dist, REQUESTERS).await?);
 
-    // Calibrate: the most the mesh does with these requesters back to back.
+    // Calibrate: the most the mesh does with these requesters back to back, in the state the
+    // soak keeps it in. First as long again unmeasured, so each requester's OTPs at the
+    // distributor (what a verification looks through) and the OTP table reach their size under
+    // load; then measured, with a round in its middle as the soak has one every few seconds.
+    // Calibrated from an empty distributor, the maximum came out above what the mesh then
+    // sustained, and 80 % of it was more than the mesh could keep up with.
+    let calibrate = Duration::from_secs_f64(args.calibrate_secs);
+    let warm = Arc::new(Tally::default());
+    let started = Instant::now();
+    drive(&requesters, started, started + calibrate, None, &warm).await;
     let calibration = Arc::new(Tally::default());
     let started = Instant::now();
-    let until = started + Duration::from_secs_f64(args.calibrate_secs);
-    drive(&requesters, until, None, &calibration).await;
+    let load = tokio::spawn({
+        let (requesters, tally) = (requesters.clone(), calibration.clone());
+        async move { drive(&requesters, started, started + calibrate, None, &tally).await }
+    });
+    runner.pump_for(calibrate / 2).await?;
+    let judged = runner.run_step(0, round).await?;
+    if !judged.passed {
+        bail!("the round during calibration: {}", judged.outcome);
+    }
+    load.await
+        .map_err(|e| anyhow!("calibration load task: {e}"))?;
     let max = calibration.ops.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    if max < 1.0 {
+    let errors = warm.errors.load(Ordering::Relaxed) + calibration.errors.load(Ordering::Relaxed);
+    if max < 1.0 || errors > 0 {
+        let first = [&warm, &calibration]
+            .iter()
+            .find_map(|t| t.first_error.lock().expect("never poisoned").clone());
         bail!(
-            "calibration completed no operation: {}",
-            calibration
-                .first_error
-                .lock()
-                .expect("never poisoned")
-                .clone()
-                .unwrap_or_default()
+            "calibration: {errors} errors, {max:.0} ops/s (first error: {})",
+            first.unwrap_or_default()
         );
     }
     let target = max * args.load;
@@ -338,12 +381,22 @@ async fn run(
     let until = start + duration;
     let load = tokio::spawn({
         let (requesters, tally) = (requesters.clone(), tally.clone());
-        async move { drive(&requesters, until, Some(period), &tally).await }
+        async move { drive(&requesters, start, until, Some(period), &tally).await }
     });
     let mut samples = Vec::new();
+    let mut rounds = Vec::new();
     let (mut sealed, mut failed) = (0u64, 0u64);
     let mut next_round = start + Duration::from_secs_f64(args.round_every_secs);
     let mut next_sample = start;
+    let cpu = || {
+        (
+            Instant::now(),
+            timeline::process_cpu_s(gen_pid).unwrap_or(f64::NAN),
+            timeline::process_cpu_s(dist_pid).unwrap_or(f64::NAN),
+            timeline::MachineCpu::now().unwrap_or_default(),
+        )
+    };
+    let mut last_cpu = cpu();
     while Instant::now() < until {
         let now = Instant::now();
         if now >= next_sample {
@@ -351,15 +404,25 @@ async fn run(
             let (Some(g), Some(d)) = (g, d) else {
                 bail!("the generator or the distributor has exited");
             };
+            let (at, gen_s, dist_s, machine) = cpu();
+            let (was, gen_was, dist_was, machine_was) = last_cpu;
+            let secs = at.saturating_duration_since(was).as_secs_f64().max(1e-3);
+            last_cpu = (at, gen_s, dist_s, machine);
             samples.push(Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 generator_mb: g.rss,
                 distributor_mb: d.rss,
+                generator_cores: (gen_s - gen_was) / secs,
+                distributor_cores: (dist_s - dist_was) / secs,
+                iowait_cores: (machine.iowait_s - machine_was.iowait_s) / secs,
+                steal_cores: (machine.steal_s - machine_was.steal_s) / secs,
             });
             next_sample = (next_sample + Duration::from_secs(1)).max(Instant::now());
         }
         if now >= next_round {
+            let began = start.elapsed().as_secs_f64();
             let judged = runner.run_step(0, round).await?;
+            rounds.push((began, start.elapsed().as_secs_f64()));
             if judged.passed {
                 sealed += 1;
             } else {
@@ -374,8 +437,16 @@ async fn run(
             .pump_for(wake.saturating_duration_since(Instant::now()))
             .await?;
     }
-    let latencies = load.await.map_err(|e| anyhow!("load task: {e}"))?;
+    let ops = load.await.map_err(|e| anyhow!("load task: {e}"))?;
     let elapsed = start.elapsed().as_secs_f64();
+    let mut latencies: Vec<f64> = ops.iter().map(|op| op.ms).collect();
+    latencies.sort_by(f64::total_cmp);
+    let seconds = timeline::seconds(&ops, &rounds);
+    let (during_rounds, outside_rounds) = timeline::by_round(&ops, &rounds);
+    let slow = Slow {
+        generator: timeline::slow(&layout.node("gen").data_dir.join("node.log")),
+        distributor: timeline::slow(&dist.data_dir.join("node.log")),
+    };
 
     let warm_up_s = (duration.as_secs_f64() * 0.2).max(MIN_WARM_UP.as_secs_f64());
     let generator_growth_mb = growth(&samples, warm_up_s, |s| s.generator_mb);
@@ -404,6 +475,9 @@ async fn run(
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         max_ms: percentile(&latencies, 1.0),
+        during_rounds,
+        outside_rounds,
+        slow,
         first_error: tally.first_error.lock().expect("never poisoned").clone(),
         counts,
         rounds_sealed: sealed,
@@ -413,6 +487,7 @@ async fn run(
         memory_flat,
         passed,
         samples,
+        seconds,
     };
     println!(
         "{} ops in {:.0} s ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms), {} errors; {} rounds sealed, {} failed",
@@ -426,6 +501,44 @@ async fn run(
         sealed,
         failed
     );
+    for (what, l) in [
+        ("during rounds", &report.during_rounds),
+        ("outside rounds", &report.outside_rounds),
+    ] {
+        println!(
+            "  {what}: {} ops, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+            l.ops, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
+    let worst: Vec<String> = timeline::worst(&report.seconds)
+        .iter()
+        .map(|s| {
+            let round = if s.round { ", round" } else { "" };
+            // The sample taken at the end of that second says what the machine did in it.
+            let cpu = report
+                .samples
+                .iter()
+                .find(|c| c.t_s >= (s.t_s + 1) as f64)
+                .map(|c| {
+                    format!(
+                        "; distributor {:.2} cores, steal {:.2}, iowait {:.2}",
+                        c.distributor_cores, c.steal_cores, c.iowait_cores
+                    )
+                })
+                .unwrap_or_default();
+            format!("{} s ({:.0} ms{round}{cpu})", s.t_s, s.max_ms)
+        })
+        .collect();
+    println!("  slowest seconds: {}", worst.join("\n                   "));
+    for (name, slow) in [
+        ("generator", &report.slow.generator),
+        ("distributor", &report.slow.distributor),
+    ] {
+        println!(
+            "  {name} logged {} slow commits (longest {} ms), {} slow event-loop turns (longest {} ms)",
+            slow.commits, slow.longest_commit_ms, slow.turns, slow.longest_turn_ms
+        );
+    }
     println!(
         "memory after {:.0} s warm-up: generator {:+.1} MB, distributor {:+.1} MB ({})",
         warm_up_s,

@@ -218,6 +218,7 @@ impl Store {
                     .insert(user.name.as_str(), sealed.as_slice())?;
                 Ok(())
             }
+            Record::ExpireOtps { before_ms } => otps::compact(txn, *before_ms),
             Record::Compact {
                 expired_before_ms,
                 failures_before_ms,
@@ -784,60 +785,76 @@ mod tests {
 
     #[test]
     fn compaction_deletes_the_expired_rows_and_only_those() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (me, other, who) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let otp = |issuer, counter| OtpRef {
-            issuer,
-            requester: who,
-            round: RoundId(1),
-            counter,
-        };
-        for c in 0..50u64 {
-            let expires_at_ms = 1_000 + c * 10;
-            store
-                .commit(&Record::Issued {
-                    otp: otp(me, c),
-                    expires_at_ms,
-                })
-                .unwrap();
-            if c % 2 == 0 {
-                // Its use here, and another issuer's replicated marker.
-                for issuer in [me, other] {
-                    let used = Record::Used {
-                        otp: otp(issuer, c),
+        // The minute's compaction, and the second's step that forgets expired OTPs alone.
+        let steps = [
+            Record::Compact {
+                expired_before_ms: 1_250,
+                failures_before_ms: 10,
+                now_ms: 10,
+            },
+            Record::ExpireOtps { before_ms: 1_250 },
+        ];
+        for (step, attempts_left) in steps.into_iter().zip([0, 1]) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let (me, other, who) = (PeerId::random(), PeerId::random(), PeerId::random());
+            let otp = |issuer, counter| OtpRef {
+                issuer,
+                requester: who,
+                round: RoundId(1),
+                counter,
+            };
+            for c in 0..50u64 {
+                let expires_at_ms = 1_000 + c * 10;
+                store
+                    .commit(&Record::Issued {
+                        otp: otp(me, c),
                         expires_at_ms,
-                    };
-                    store.commit(&used).unwrap();
+                    })
+                    .unwrap();
+                if c % 2 == 0 {
+                    // Its use here, and another issuer's replicated marker.
+                    for issuer in [me, other] {
+                        let used = Record::Used {
+                            otp: otp(issuer, c),
+                            expires_at_ms,
+                        };
+                        store.commit(&used).unwrap();
+                    }
                 }
             }
+            let old_failure = Record::Attempts {
+                requester: who,
+                failures: vec![5],
+                locked_until: 0,
+            };
+            store.commit(&old_failure).unwrap();
+            store.commit(&step).unwrap();
+            let state = store.distributor_state().unwrap();
+            let mut left: Vec<(bool, u64, bool)> = state
+                .otps
+                .iter()
+                .map(|(o, _, used)| (o.issuer == me, o.counter, *used))
+                .collect();
+            left.sort();
+            let mut expected: Vec<(bool, u64, bool)> = (25..50)
+                .flat_map(|c| {
+                    let mine = (true, c, c % 2 == 0);
+                    let theirs = (c % 2 == 0).then_some((false, c, true));
+                    std::iter::once(mine).chain(theirs)
+                })
+                .collect();
+            expected.sort();
+            assert_eq!(
+                left, expected,
+                "{step:?}: rows expiring at 1250 or later stay, used marks with them"
+            );
+            assert_eq!(
+                state.attempts.len(),
+                attempts_left,
+                "{step:?}: old attempts go with the compaction only"
+            );
         }
-        store
-            .commit(&Record::Compact {
-                expired_before_ms: 1_250,
-                failures_before_ms: 0,
-                now_ms: 0,
-            })
-            .unwrap();
-        let state = store.distributor_state().unwrap();
-        let mut left: Vec<(bool, u64, bool)> = state
-            .otps
-            .iter()
-            .map(|(o, _, used)| (o.issuer == me, o.counter, *used))
-            .collect();
-        left.sort();
-        let mut expected: Vec<(bool, u64, bool)> = (25..50)
-            .flat_map(|c| {
-                let mine = (true, c, c % 2 == 0);
-                let theirs = (c % 2 == 0).then_some((false, c, true));
-                std::iter::once(mine).chain(theirs)
-            })
-            .collect();
-        expected.sort();
-        assert_eq!(
-            left, expected,
-            "rows expiring at 1250 or later stay, used marks with them"
-        );
     }
 
     #[test]

@@ -188,6 +188,9 @@ pub enum Record {
         failures_before_ms: Millis,
         now_ms: Millis,
     },
+    /// Forget OTP records that expired before `before_ms`, and nothing else: the small step a
+    /// busy distributor takes every second, so no one commit deletes a minute of OTPs.
+    ExpireOtps { before_ms: Millis },
     /// A beacon value with its round's transcript (public).
     Beacon(Box<crate::beacon::Entry>),
     /// The current enrolment key shared with `peer` (replaces any older one).

@@ -53,10 +53,11 @@ impl Ledger {
     /// Adds `known` in expiry order. When the ledger holds `max` entries, the one that expires
     /// first is pushed out, except that another distributor's marker never pushes out one of
     /// `me`'s own OTPs; false (and nothing added) when no entry may go.
-    pub fn add(&mut self, known: Known, max: usize, me: PeerId) -> bool {
+    pub fn add(&mut self, mut known: Known, max: usize, me: PeerId) -> bool {
+        known.own = known.otp.issuer == me;
         if self.entries.len() >= max {
-            let own = known.otp.issuer == me;
-            let Some(i) = self.entries.iter().position(|k| own || k.otp.issuer != me) else {
+            let own = known.own;
+            let Some(i) = self.entries.iter().position(|k| own || !k.own) else {
                 return false;
             };
             self.remove(i);
@@ -115,6 +116,7 @@ mod tests {
             value,
             expires_at,
             used: false,
+            own: false,
         }
     }
 

@@ -47,8 +47,12 @@ pub const MAX_OTPS_PER_REQUESTER: usize = 1024;
 pub const MAX_TRACKED_REQUESTERS: usize = 65_536;
 /// Counters tried before giving up on finding an OTP distinct from the live ones.
 const MAX_COLLISION_RETRIES: u32 = 64;
-/// How often expired records are compacted.
+/// How often expired records are compacted: in memory, and in the store with the attempt records.
 pub const COMPACT_EVERY_MS: Millis = 60_000;
+/// How often, between compactions, the store forgets the OTPs that expired (while this
+/// distributor remembers any): a second's worth of rows per commit rather than a minute's, which
+/// stalled every reply behind one long transaction.
+pub const EXPIRE_EVERY_MS: Millis = 1_000;
 
 #[derive(Debug)]
 struct Held {
@@ -63,6 +67,10 @@ struct Known {
     value: u64,
     expires_at: Millis,
     used: bool,
+    /// Issued by this distributor (`otp.issuer` is its own id); set by [`ledger::Ledger::add`].
+    /// Kept beside the value so the verification's look at every entry reads one cache line of
+    /// each rather than the issuer's multihash too.
+    own: bool,
 }
 
 impl std::fmt::Debug for Known {
@@ -182,6 +190,8 @@ pub struct Distributor {
     tokens: HashMap<PeerId, totp::Token>,
     kdc: crate::role::distributor::kdc::Centre,
     last_compact: Millis,
+    /// When the store was last asked to forget expired OTPs ([`Distributor::expire`]).
+    last_expire: Millis,
     /// Threshold mode: this distributor's key shares and spent OTP inputs.
     pub(super) shares: Option<threshold::Shares>,
     /// Verifiers' checks that matched nothing here, until the issuer's use marker takes them back.
@@ -202,6 +212,7 @@ impl Distributor {
             tokens: HashMap::new(),
             kdc: crate::role::distributor::kdc::Centre::new(Vec::new()),
             last_compact: 0,
+            last_expire: 0,
             shares: None,
             misses: check::Misses::default(),
         };
@@ -308,6 +319,7 @@ impl Distributor {
             value,
             expires_at,
             used,
+            own: false,
         };
         self.known
             .entry(otp.requester)
@@ -321,6 +333,21 @@ impl Distributor {
         }
         self.compact_memory(now);
         self.known.len() < MAX_TRACKED_REQUESTERS
+    }
+
+    /// Between compactions: asks the store to forget the OTPs that expired more than one lifetime
+    /// ago, once per [`EXPIRE_EVERY_MS`], while this distributor remembers any OTP (an idle one
+    /// stops after its next compaction).
+    fn expire(&mut self, now: Millis) -> Vec<Action> {
+        let holds_otps =
+            !self.known.is_empty() || self.shares.as_ref().is_some_and(|s| s.holds_otps());
+        if now < self.last_expire + EXPIRE_EVERY_MS || !holds_otps {
+            return Vec::new();
+        }
+        self.last_expire = now;
+        vec![Action::Persist(Record::ExpireOtps {
+            before_ms: now.saturating_sub(self.mesh.settings.otp_expiry_ms),
+        })]
     }
 
     /// Forgets records that expired more than one OTP lifetime ago.
@@ -836,7 +863,7 @@ impl Distributor {
             let mut found = subtle::Choice::from(0);
             let (mut index, mut best) = (0u64, 0u8);
             for (i, k) in list.iter().enumerate() {
-                let rank = match (k.used, now >= k.expires_at, k.otp.issuer == d.me) {
+                let rank = match (k.used, now >= k.expires_at, k.own) {
                     (false, false, true) => 3u8,
                     (true, _, _) => 2,
                     _ => 1,
@@ -1091,9 +1118,10 @@ impl Distributor {
 impl Role for Distributor {
     fn tick(&mut self, now: Millis, _rng: &mut dyn CryptoRngCore) -> Vec<Action> {
         if now < self.last_compact + COMPACT_EVERY_MS {
-            return Vec::new();
+            return self.expire(now);
         }
         self.last_compact = now;
+        self.last_expire = now;
         let before = self.compact_memory(now);
         if let Some(shares) = &mut self.shares {
             shares.compact(before);

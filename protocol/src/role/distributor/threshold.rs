@@ -165,6 +165,11 @@ impl Shares {
         self.rounds.keys().next_back().copied()
     }
 
+    /// Whether any input is remembered (so the store holds its OTP rows).
+    pub fn holds_otps(&self) -> bool {
+        !self.spent.is_empty()
+    }
+
     /// Forgets inputs that expired before `before`.
     pub fn compact(&mut self, before: Millis) {
         self.spent.retain(|_, s| s.expires_at >= before);
