@@ -16,9 +16,7 @@
 //! One operation is a full requester cycle: ask for an OTP, remove its salt, present it
 //! (`accepted`), and for one in ten present it again (`used`). Anything else is an error.
 
-use super::{
-    enrolled, memory, percentile, plan, runner, scenario, timeline, Requester, ENROLLED_OTP,
-};
+use super::{enrolled, memory, plan, runner, scenario, timeline, Requester, ENROLLED_OTP};
 use crate::cli::BenchSoakArgs;
 use crate::cmd::{Failure, Outcome};
 use crate::scenario::layout;
@@ -493,8 +491,7 @@ async fn run(
     }
     let ops = load.await.map_err(|e| anyhow!("load task: {e}"))?;
     let elapsed = start.elapsed().as_secs_f64();
-    let mut latencies: Vec<f64> = ops.iter().map(|op| op.ms).collect();
-    latencies.sort_by(f64::total_cmp);
+    let overall = timeline::Latency::of(ops.iter().map(|op| op.ms).collect());
     let seconds = timeline::seconds(&ops, &rounds);
     let (during_rounds, outside_rounds) = timeline::by_round(&ops, &rounds);
     let slow = Slow {
@@ -526,9 +523,9 @@ async fn run(
         target_ops_per_s: target,
         achieved_ops_per_s: achieved,
         kept_up,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
-        max_ms: percentile(&latencies, 1.0),
+        p50_ms: overall.p50_ms,
+        p99_ms: overall.p99_ms,
+        max_ms: overall.max_ms,
         during_rounds,
         outside_rounds,
         slow,

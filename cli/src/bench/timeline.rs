@@ -46,7 +46,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut ms: Vec<f64>) -> Latency {
+    pub fn of(mut ms: Vec<f64>) -> Latency {
         ms.sort_by(f64::total_cmp);
         Latency {
             ops: ms.len() as u64,
